@@ -1,0 +1,40 @@
+"""gradcheck_fast: finite-difference gradient checking of neural networks, fast.
+
+The seed's API (``gradient_check``, ``gradient_check_n``, ``forward_propagation_n``,
+``backward_propagation_n``, ``dictionary_to_vector``, ``vector_to_dictionary``,
+``gradients_to_vector``) with jitted parallel kernels behind it, :func:`check_gradients` for a
+full report, and :mod:`gradcheck_fast.reference`, the seed's own loop, as the baseline.
+"""
+
+from __future__ import annotations
+
+from . import reference
+from .api import (
+    check_gradients,
+    dictionary_to_vector,
+    gradient_check,
+    gradient_check_n,
+    gradients_to_vector,
+    vector_to_dictionary,
+)
+from .layout import Layout, MLPLayout
+from .reference import backward_propagation_n, forward_propagation_n
+from .report import BlockResult, GradientCheckReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockResult",
+    "GradientCheckReport",
+    "Layout",
+    "MLPLayout",
+    "backward_propagation_n",
+    "check_gradients",
+    "dictionary_to_vector",
+    "forward_propagation_n",
+    "gradient_check",
+    "gradient_check_n",
+    "gradients_to_vector",
+    "reference",
+    "vector_to_dictionary",
+]

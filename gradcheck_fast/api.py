@@ -1,0 +1,258 @@
+"""The public functions: the seed's API, fast, and the richer :func:`check_gradients`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import reference
+from .engine import mlp_cost_noise, mlp_costs, n_threads_set
+from .layout import SEED_LAYOUT, Layout
+from .report import GradientCheckReport, build_report, noise_bound, relative_difference
+from .validation import (
+    check_data,
+    check_epsilon,
+    check_n_threads,
+    check_threshold,
+    data_array,
+    float_parameter_array,
+    mlp_layout,
+    mlp_layout_and_theta,
+    pack_gradients,
+)
+
+ArrayDict = Mapping[str, Any]
+
+__all__ = [
+    "check_gradients",
+    "gradient_check",
+    "gradient_check_n",
+    "dictionary_to_vector",
+    "vector_to_dictionary",
+    "gradients_to_vector",
+]
+
+
+def _run(parameters, gradients, X, Y, epsilon, n_threads):
+    """validation -> layout -> engine; returns what the report is built from."""
+    epsilon = check_epsilon(epsilon)
+    n_threads = check_n_threads(n_threads)
+    layout, theta = mlp_layout_and_theta(parameters)
+    grad = pack_gradients(gradients, layout)
+    X, Y = check_data(X, Y, layout)
+    with n_threads_set(n_threads):
+        costs = mlp_costs(layout, theta, X, Y, epsilon)
+    gradapprox = (costs.J_plus - costs.J_minus) / (2 * epsilon)
+    return layout, theta, grad, gradapprox, costs, X, Y, epsilon
+
+
+def _report(layout, theta, grad, gradapprox, costs, X, Y, epsilon, threshold):
+    sigma = mlp_cost_noise(layout, theta, X, Y)
+    noise = noise_bound(costs.resolution, sigma, epsilon)
+    return build_report(layout, grad, gradapprox, noise, cost=costs.J, epsilon=epsilon,
+                        threshold=threshold)
+
+
+def check_gradients(
+    parameters: ArrayDict,
+    gradients: ArrayDict,
+    X: Any,
+    Y: Any,
+    *,
+    epsilon: float = 1e-7,
+    threshold: float = 2e-7,
+    n_threads: int | None = None,
+) -> GradientCheckReport:
+    """Check a backward pass of the seed's network against central differences; full report.
+
+    The network is ``LINEAR -> RELU -> ... -> LINEAR -> SIGMOID`` of any depth with the seed's
+    cross-entropy cost ``J = 1/m * sum(-log(AL)*Y - log(1-AL)*(1-Y))``. For every parameter
+    ``theta_i`` the costs ``J(theta + epsilon e_i)`` and ``J(theta - epsilon e_i)`` are computed in
+    parallel by jitted kernels, bitwise equal to a full forward pass at the perturbed parameters,
+    and ``gradapprox_i = (J+ - J-) / (2 epsilon)`` is compared with the analytic gradient.
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        ``W1, b1, ..., WL, bL``; ``Wl`` of shape ``(n_l, n_{l-1})``, ``bl`` of shape ``(n_l, 1)``,
+        floating point and finite. Any memory order; never modified.
+    gradients : dict of str to ndarray
+        ``dW1, db1, ..., dWL, dbL`` shaped like the parameters. The intermediates ``dZl``/``dAl``
+        the seed's backward pass returns are allowed and ignored.
+    X : array_like, shape (n0, m)
+        Inputs, one sample per column. Integer or boolean input is converted to float64.
+    Y : array_like, shape (nL, m), or (m,) when nL = 1
+        Labels (converted to float64 likewise).
+    epsilon : float, default 1e-7
+        The step, finite and > 0.
+    threshold : float, default 2e-7
+        The seed's threshold on the global difference; it decides ``report.passed``.
+    n_threads : int, optional
+        Threads for the parallel loop (default: numba's current setting, which is restored
+        afterwards). The result is bitwise the same for every thread count.
+
+    Returns
+    -------
+    GradientCheckReport
+        ``difference`` (eq. (3)), ``passed``, ``threshold``, ``gradapprox`` (dict), ``blocks``
+        (per-gradient results) and more; ``print(report)`` shows a table.
+
+    Raises
+    ------
+    TypeError
+        A non-mapping ``parameters``/``gradients``, non-numeric or integer parameter or gradient
+        arrays, non-numeric X/Y, or a non-real ``epsilon``.
+    ValueError
+        Missing or unexpected keys, inconsistent shapes, NaN/Inf in X, Y or the parameters,
+        ``epsilon`` or ``threshold`` not finite and positive.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import check_gradients, reference
+    >>> X, Y, parameters = reference.seed_case()
+    >>> cost, cache = reference.forward_propagation_n(X, Y, parameters)
+    >>> gradients = reference.backward_propagation_n_faulty(X, Y, cache)
+    >>> report = check_gradients(parameters, gradients, X, Y)
+    >>> report.passed, round(report.difference, 8)
+    (False, 0.28509316)
+    >>> report.failed_blocks
+    ['dW2', 'db1']
+    """
+    threshold = check_threshold(threshold)
+    return _report(*_run(parameters, gradients, X, Y, epsilon, n_threads), threshold)
+
+
+def gradient_check_n(
+    parameters: ArrayDict,
+    gradients: ArrayDict,
+    X: Any,
+    Y: Any,
+    epsilon: float = 1e-7,
+    *,
+    verbose: bool = True,
+    n_threads: int | None = None,
+) -> float:
+    """The seed's ``gradient_check_n``, fast: returns eq. (3)'s difference and prints the verdict.
+
+    Same arguments, checks and engine as :func:`check_gradients`. Prints the seed's message
+    (threshold 2e-7) unless ``verbose=False``; when the check fails, the per-block table
+    follows the message. NaN never counts as a pass (the seed would call it fine).
+
+    Examples
+    --------
+    >>> from gradcheck_fast import gradient_check_n, reference
+    >>> X, Y, parameters = reference.seed_case()
+    >>> cost, cache = reference.forward_propagation_n(X, Y, parameters)
+    >>> gradients = reference.backward_propagation_n(X, Y, cache)
+    >>> difference = gradient_check_n(parameters, gradients, X, Y, verbose=False)
+    >>> difference < 2e-7
+    True
+    """
+    run = _run(parameters, gradients, X, Y, epsilon, n_threads)
+    _, _, grad, gradapprox, *_ = run
+    difference = relative_difference(grad, gradapprox)
+    if verbose:
+        if difference <= 2e-7:
+            print(reference.SUCCESS_MESSAGE.format(difference))
+        else:
+            print(reference.MISTAKE_MESSAGE.format(difference))
+            print(_report(*run, 2e-7))
+    return difference
+
+
+def gradient_check(x: Any, theta: Any, epsilon: float = 1e-7, *, verbose: bool = True) -> float:
+    """The seed's 1-D check of ``J(theta) = theta * x``, eq. (2); prints the verdict (1e-7).
+
+    ``x`` and ``theta`` may be scalars or arrays of the same shape (checked elementwise).
+
+    Examples
+    --------
+    >>> from gradcheck_fast import gradient_check
+    >>> gradient_check(2, 4)
+    The gradient is correct!
+    2.919335883291695e-10
+    """
+    epsilon = check_epsilon(epsilon)
+    x = data_array(x, "x")
+    theta = data_array(theta, "theta")
+    if x.shape != theta.shape:
+        raise ValueError(f"x and theta must have the same shape; got {x.shape} and {theta.shape}")
+    difference = float(reference.gradient_check(x, theta, epsilon, verbose=False))
+    if verbose:
+        print("The gradient is correct!" if difference < 1e-7 else "The gradient is wrong!")
+    return difference
+
+
+# ---------------------------------------------------------------------------------------------
+# The seed's vector helpers, through Layout
+# ---------------------------------------------------------------------------------------------
+def dictionary_to_vector(parameters: ArrayDict) -> tuple[np.ndarray, list[str]]:
+    """Flatten ``W1, b1, ..., WL, bL`` into a new ``(P, 1)`` float64 column, as the seed does.
+
+    Returns the column and the list of keys, one per entry (the seed's ``keys``).
+
+    Examples
+    --------
+    >>> from gradcheck_fast import dictionary_to_vector, reference
+    >>> theta, keys = dictionary_to_vector(reference.seed_case()[2])
+    >>> theta.shape, keys[19], keys[20]
+    ((47, 1), 'W1', 'b1')
+    """
+    layout = mlp_layout(parameters)
+    theta = layout.pack(parameters).reshape(-1, 1)
+    keys = [name for name, shape in zip(layout.names, layout.shapes) for _ in range(int(np.prod(shape)))]
+    return theta, keys
+
+
+def gradients_to_vector(gradients: ArrayDict, layout: Layout | ArrayDict | None = None) -> np.ndarray:
+    """Flatten ``dW1, db1, ..., dWL, dbL`` into a new ``(P, 1)`` column; other keys are ignored.
+
+    ``layout`` (a :class:`Layout` or the parameters dict) fixes the blocks and checks shapes;
+    by default they are read off the ``dWl``/``dbl`` keys.
+    """
+    if isinstance(layout, Mapping):
+        layout = mlp_layout(layout)
+    if layout is None:
+        if not isinstance(gradients, Mapping):
+            raise TypeError(f"gradients must be a dict of arrays; got {type(gradients).__name__}")
+        shaped = {k[1:]: np.shape(gradients[k]) for k in gradients
+                  if isinstance(k, str) and k[:2] in ("dW", "db")}
+        layout = mlp_layout({k: np.empty(s) for k, s in shaped.items()})
+    return pack_gradients(gradients, layout).reshape(-1, 1)
+
+
+def vector_to_dictionary(theta: Any, layout: Layout | ArrayDict | None = None) -> dict[str, np.ndarray]:
+    """Rebuild the parameter dict from a flat ``theta`` (shape ``(P, 1)`` or ``(P,)``).
+
+    With one argument, the seed's 47-parameter network (4-5-3-1). ``layout`` gives any other:
+    a :class:`Layout`, a parameters dict (its shapes are used) or a dict of name to shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck_fast import vector_to_dictionary
+    >>> p = vector_to_dictionary(np.arange(47.0).reshape(-1, 1))
+    >>> p["W2"].shape, float(p["b3"][0, 0])
+    ((3, 5), 46.0)
+    """
+    if layout is None:
+        layout = SEED_LAYOUT
+    elif isinstance(layout, Mapping):
+        values = list(layout.values())
+        if values and all(isinstance(v, tuple) for v in values):
+            layout = Layout(layout)
+        else:
+            layout = mlp_layout(layout)
+    elif not isinstance(layout, Layout):
+        raise TypeError(f"layout must be a Layout, a parameters dict or a dict of shapes; "
+                        f"got {type(layout).__name__}")
+    theta = float_parameter_array(theta, "theta")
+    if theta.size != layout.n_params or theta.ndim > 2 or (theta.ndim == 2 and theta.shape[1] != 1):
+        hint = "" if layout is not SEED_LAYOUT else " (without a layout, the seed's 4-5-3-1 network)"
+        raise ValueError(f"theta must have shape ({layout.n_params}, 1) or ({layout.n_params},) "
+                         f"for {layout!r}{hint}; got shape {theta.shape}")
+    return layout.unpack(theta)
+
+

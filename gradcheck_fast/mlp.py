@@ -1,0 +1,248 @@
+"""Jitted forward pass and cost of the seed's MLP on the flat parameter vector theta.
+
+The network is ``LINEAR -> RELU -> ... -> LINEAR -> SIGMOID`` with the seed's cross-entropy
+cost. Its parameters live in one float64 vector ``theta`` in the seed's order ``W1, b1, W2, b2,
+...``, each block in C order; ``w_off[l]``/``b_off[l]`` give where ``Wl``/``bl`` start and
+``sizes[l]`` the width of layer ``l`` (``sizes[0]`` is the input width). Activations are kept
+in flat arrays too, layer ``l`` (``n_l`` rows by ``m`` samples, C order) starting at
+``act_off[l]``; layer 0 of ``A`` is ``X``.
+
+Every value is computed by one of two helpers, :func:`_linear_row` (a row of ``Z``, vectorised
+over samples) and :func:`_linear_col` (one sample's column of ``Z``), which perform the same
+floating-point operations in the same order: ``((0 + w0*a0) + w1*a1) + ... + b``. This is
+what lets the engine recompute only what a perturbation changes and still obtain, bitwise,
+the cost a full forward pass would give.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._jit import jit
+
+
+@jit
+def _relu(z):
+    # NaN stays NaN (the comparison is false), like np.maximum(0, z).
+    return 0.0 if z <= 0.0 else z
+
+
+#: Unit roundoff of float64.
+_U = 2.0**-53
+
+
+@jit
+def _log_term(a, y):
+    """``(-log(a)) * y``, without calling log when y == 0 and the result is already known.
+
+    With y == 0 the product is +0 when -log(a) is finite, and NaN when it is +inf (a == 0) or
+    NaN: exactly what the seed's ``np.multiply(-np.log(A), Y)`` gives, bit for bit, at half the
+    cost for 0/1 labels.
+    """
+    if y == 0.0:
+        return 0.0 if a > 0.0 else math.nan
+    return (-math.log(a)) * y
+
+
+@jit
+def _logprob(z, y):
+    """The seed's cross-entropy term for one output unit, and a bound on its rounding error.
+
+    Returns ``(lp, err)`` with ``lp = -log(a)*y + -log(1-a)*(1-y)``, ``a = 1/(1 + exp(-z))``.
+    ``a`` carries a relative error of at most ~3u (exp, add, divide), which costs ``log(a)`` an
+    absolute 3u and ``log(1 - a)`` an absolute ``3u * a / (1 - a)`` — the cancellation in
+    ``1 - a`` when an output saturates — plus ~2u relative for the products and the sum.
+    ``err`` bounds that (beyond the error already in z): it is what blinds a central difference
+    on saturated samples, and the report turns it into a noise bound.
+    """
+    a = 1.0 / (1.0 + math.exp(-z))
+    lp = _log_term(a, y) + _log_term(1.0 - a, 1.0 - y)
+    err = _U * (3.0 * abs(y) + 3.0 * abs(1.0 - y) * a / (1.0 - a) + 2.0 * abs(lp))
+    return lp, err
+
+
+@jit(inline=True)
+def _linear_row(theta, w_start, n_prev, A, a_start, m, bias, out, out_start, sub_index,
+                sub_value):
+    """``out[o + j] = sum_c theta[w_start + c] * A[a_start + c*m + j] + bias`` for j < m, with
+    ``o = out_start``. The weight at flat index ``sub_index`` is read as ``sub_value`` (-1: none).
+
+    Offsets rather than slices: a slice is a new array object per call, which costs more than
+    the arithmetic on small layers.
+    """
+    for j in range(m):
+        out[out_start + j] = 0.0
+    for c in range(n_prev):
+        k = w_start + c
+        w = sub_value if k == sub_index else theta[k]
+        base = a_start + c * m
+        for j in range(m):
+            out[out_start + j] += w * A[base + j]
+    for j in range(m):
+        out[out_start + j] += bias
+
+
+@jit
+def _linear_col(theta, w_start, n_prev, a_col, bias):
+    """One sample's pre-activation: ``sum_c theta[w_start + c] * a_col[c] + bias``."""
+    z = 0.0
+    for c in range(n_prev):
+        z += theta[w_start + c] * a_col[c]
+    return z + bias
+
+
+@jit
+def _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, lp, ell):
+    """Full forward pass: fills Z, A, the per-unit log-probabilities ``lp`` and the per-sample
+    losses ``ell``; returns the cost ``1/m * sum_j ell[j]``."""
+    n_layers = sizes.shape[0] - 1
+    m = X.shape[1]
+    n_x = sizes[0]
+    for c in range(n_x):
+        for j in range(m):
+            A[c * m + j] = X[c, j]
+    for l in range(1, n_layers + 1):
+        n_prev = sizes[l - 1]
+        for r in range(sizes[l]):
+            row = act_off[l] + r * m
+            _linear_row(theta, w_off[l] + r * n_prev, n_prev, A, act_off[l - 1], m,
+                        theta[b_off[l] + r], Z, row, -1, 0.0)
+            for j in range(m):
+                z = Z[row + j]
+                A[act_off[l] + r * m + j] = 1.0 / (1.0 + math.exp(-z)) if l == n_layers else _relu(z)
+    n_out = sizes[n_layers]
+    zo = act_off[n_layers]
+    for k in range(n_out):
+        for j in range(m):
+            lp[k * m + j] = _logprob(Z[zo + k * m + j], Y[k, j])[0]
+    total = 0.0
+    for j in range(m):
+        s = 0.0
+        for k in range(n_out):
+            s += lp[k * m + j]
+        ell[j] = s
+        total += s
+    return (1.0 / m) * total
+
+
+@jit
+def _cost(theta, sizes, w_off, b_off, act_off, X, Y):
+    """The cost J(theta) by a full forward pass (allocates its own buffers)."""
+    n_act = act_off[-1]
+    m = X.shape[1]
+    Z = np.empty(n_act)
+    A = np.empty(n_act)
+    lp = np.empty(sizes[-1] * m)
+    ell = np.empty(m)
+    return _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, lp, ell)
+
+
+@jit
+def _costs_along(theta, step, n_points, sizes, w_off, b_off, act_off, X, Y):
+    """``J(theta + t * step)`` for t = 0 .. n_points - 1 (the ECnoise points)."""
+    values = np.empty(n_points)
+    shifted = np.empty_like(theta)
+    for t in range(n_points):
+        for i in range(theta.shape[0]):
+            shifted[i] = theta[i] + t * step[i]
+        values[t] = _cost(shifted, sizes, w_off, b_off, act_off, X, Y)
+    return values
+
+
+@jit(inline=True)
+def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell,
+                    zrow, changed, cur, nxt, s_new):
+    """J(theta with theta[i] replaced by value), reusing the unperturbed pass in Z, A, lp, ell.
+
+    Layers before the perturbed one are unchanged; of the perturbed layer only row r of Z is
+    recomputed; samples whose activation in that row does not change keep their loss, and the
+    others are gathered and carried forward together through the later layers. Every value
+    goes through the same helpers, in the same order, as in :func:`_forward`, so the result is
+    bitwise the full forward pass's.
+
+    Returns ``(J, R)``: R bounds the rounding error of the per-sample losses that the
+    perturbation changed (the unchanged ones are the same numbers in J+ and J-, so their errors
+    cancel in J+ - J-); see :func:`_logprob`.
+
+    Scratch: ``zrow``, ``s_new`` (m floats), ``changed`` (m ints), ``cur``, ``nxt`` (max hidden
+    width * m floats).
+    """
+    n_layers = sizes.shape[0] - 1
+    m = Y.shape[1]
+    # Which layer and row, and whether a weight or a bias.
+    l = 1
+    while l < n_layers and i >= w_off[l + 1]:
+        l += 1
+    n_prev = sizes[l - 1]
+    is_bias = i >= b_off[l]
+    r = i - b_off[l] if is_bias else (i - w_off[l]) // n_prev
+    bias = value if is_bias else theta[b_off[l] + r]
+    _linear_row(theta, w_off[l] + r * n_prev, n_prev, A, act_off[l - 1], m, bias, zrow, 0, i,
+                value)
+
+    row_old = act_off[l] + r * m
+    total = 0.0
+    resolution = 0.0
+    if l == n_layers:
+        # Only output unit r moves: each sample's loss is re-summed with its new term.
+        n_out = sizes[n_layers]
+        for j in range(m):
+            if zrow[j] == Z[row_old + j]:
+                total += ell[j]
+                continue
+            s = 0.0
+            for k in range(n_out):
+                if k == r:
+                    term, err = _logprob(zrow[j], Y[k, j])
+                    s += term
+                    resolution += err
+                else:
+                    s += lp[k * m + j]
+            total += s
+        return (1.0 / m) * total, resolution
+
+    # Samples whose activation of unit r changes, with the whole layer-l column gathered.
+    n_l = sizes[l]
+    n_changed = 0
+    for j in range(m):
+        a_new = _relu(zrow[j])
+        if a_new == A[row_old + j]:
+            continue
+        changed[n_changed] = j
+        zrow[n_changed] = a_new  # zrow[j] is no longer needed once j has been visited
+        n_changed += 1
+    for c in range(n_l):
+        base = act_off[l] + c * m
+        for t in range(n_changed):
+            cur[c * n_changed + t] = A[base + changed[t]]
+    for t in range(n_changed):
+        cur[r * n_changed + t] = zrow[t]
+    # Later layers on the gathered samples only.
+    for q in range(l + 1, n_layers + 1):
+        nq_prev = sizes[q - 1]
+        for k in range(sizes[q]):
+            o = k * n_changed
+            _linear_row(theta, w_off[q] + k * nq_prev, nq_prev, cur, 0, n_changed,
+                        theta[b_off[q] + k], nxt, o, -1, 0.0)
+            if q < n_layers:
+                for t in range(o, o + n_changed):
+                    nxt[t] = _relu(nxt[t])
+        cur, nxt = nxt, cur
+    # cur now holds the output pre-activations of the changed samples.
+    for t in range(n_changed):
+        s_new[t] = 0.0
+    for k in range(sizes[n_layers]):
+        for t in range(n_changed):
+            term, err = _logprob(cur[k * n_changed + t], Y[k, changed[t]])
+            s_new[t] += term
+            resolution += err
+    t = 0
+    for j in range(m):
+        if t < n_changed and changed[t] == j:
+            total += s_new[t]
+            t += 1
+        else:
+            total += ell[j]
+    return (1.0 / m) * total, resolution

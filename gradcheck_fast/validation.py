@@ -1,0 +1,207 @@
+"""Every input check of the package, in one place, with messages that say the fix.
+
+The kernels assume clean input (float64, C-contiguous, finite, consistent shapes); the public
+functions pass everything through here first. Wrong types raise ``TypeError``, wrong values
+``ValueError``, each naming the argument or key.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from .layout import MLPLayout
+
+_INTERMEDIATE_KEY = re.compile(r"d[AZ]\d+")
+
+
+def _as_array(value, label: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{label} must be a numeric array; got {type(value).__name__}") from exc
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"{label} must be a numeric array; got dtype {array.dtype}")
+    if array.dtype.kind == "c":
+        raise TypeError(f"{label} must be real; got dtype {array.dtype}")
+    return array
+
+
+def float_parameter_array(value, label: str) -> np.ndarray:
+    """A floating array for a parameter or gradient block (integers are refused)."""
+    array = _as_array(value, label)
+    if array.dtype.kind != "f":
+        raise TypeError(
+            f"{label} must be a floating-point array; got dtype {array.dtype} "
+            f"(a parameter cannot be perturbed by epsilon in integers) — pass it .astype(float)"
+        )
+    return array
+
+
+def data_array(value, label: str) -> np.ndarray:
+    """A float64 C-contiguous copy-or-view of X or Y; integers and booleans are converted."""
+    array = np.ascontiguousarray(_as_array(value, label), dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{label} contains NaN or Inf at index {_first_nonfinite(array)}")
+    return array
+
+
+def _first_nonfinite(array: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(n) for n in np.argwhere(~np.isfinite(array))[0])
+
+
+def check_epsilon(epsilon) -> float:
+    """epsilon as a float: a finite real number > 0."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
+        raise TypeError(f"epsilon must be a real number; got {type(epsilon).__name__}")
+    epsilon = float(epsilon)
+    if not (math.isfinite(epsilon) and epsilon > 0.0):
+        raise ValueError(f"epsilon must be finite and > 0; got {epsilon}")
+    return epsilon
+
+
+def check_threshold(threshold) -> float:
+    """threshold as a float: a finite real number > 0."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a real number; got {type(threshold).__name__}")
+    threshold = float(threshold)
+    if not (math.isfinite(threshold) and threshold > 0.0):
+        raise ValueError(f"threshold must be finite and > 0; got {threshold}")
+    return threshold
+
+
+def check_n_threads(n_threads) -> int | None:
+    """None, or an int between 1 and numba's NUMBA_NUM_THREADS."""
+    if n_threads is None:
+        return None
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+        raise TypeError(f"n_threads must be an int or None; got {type(n_threads).__name__}")
+    import numba
+
+    if not 1 <= n_threads <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"n_threads must be between 1 and {numba.config.NUMBA_NUM_THREADS} "
+            f"(NUMBA_NUM_THREADS); got {n_threads}"
+        )
+    return int(n_threads)
+
+
+def _require_mapping(value, label: str) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{label} must be a dict of arrays; got {type(value).__name__}")
+
+
+def mlp_layout(parameters) -> MLPLayout:
+    """The :class:`MLPLayout` of ``parameters`` = ``{'W1': ..., 'b1': ..., ..., 'WL', 'bL'}``.
+
+    Checks the keys (exactly W1, b1, ..., WL, bL), the dtypes (floating) and that the shapes
+    chain: ``Wl`` is ``(n_l, n_{l-1})`` and ``bl`` is ``(n_l, 1)``.
+    """
+    return _mlp_layout_and_blocks(parameters)[0]
+
+
+def mlp_layout_and_theta(parameters) -> tuple[MLPLayout, np.ndarray]:
+    """:func:`mlp_layout` and theta, a new flat float64 vector of the parameters, which must be
+    finite."""
+    layout, blocks = _mlp_layout_and_blocks(parameters)
+    theta = np.concatenate(blocks, dtype=np.float64)
+    if not np.isfinite(theta).all():
+        name, index = layout.locate(int(np.argmin(np.isfinite(theta))))
+        raise ValueError(f"parameters['{name}'] contains NaN or Inf at index {index}")
+    return layout, theta
+
+
+def _mlp_layout_and_blocks(parameters) -> tuple[MLPLayout, list[np.ndarray]]:
+    _require_mapping(parameters, "parameters")
+    n_layers = 0
+    while f"W{n_layers + 1}" in parameters:
+        n_layers += 1
+    if n_layers == 0:
+        raise ValueError(
+            f"parameters must hold W1, b1, ..., WL, bL; key 'W1' is missing "
+            f"(got keys {sorted(map(str, parameters))})"
+        )
+    expected = {f"{kind}{l}" for l in range(1, n_layers + 1) for kind in "Wb"}
+    missing = sorted(expected - set(parameters))
+    if missing:
+        raise ValueError(f"parameters is missing key {missing[0]!r} (a {n_layers}-layer network "
+                         f"needs W1, b1, ..., W{n_layers}, b{n_layers})")
+    extra = sorted(map(str, set(parameters) - expected))
+    if extra:
+        raise ValueError(f"parameters has unexpected key {extra[0]!r}; expected exactly "
+                         f"W1, b1, ..., W{n_layers}, b{n_layers}")
+    sizes = []
+    blocks = []
+    for l in range(1, n_layers + 1):
+        W = float_parameter_array(parameters[f"W{l}"], f"parameters['W{l}']")
+        b = float_parameter_array(parameters[f"b{l}"], f"parameters['b{l}']")
+        if W.ndim != 2 or 0 in W.shape:
+            raise ValueError(f"parameters['W{l}'] must be a non-empty 2-D array (n{l}, n{l - 1}); "
+                             f"got shape {W.shape}")
+        if l == 1:
+            sizes.append(W.shape[1])
+        elif W.shape[1] != sizes[-1]:
+            raise ValueError(
+                f"parameters['W{l}'] has shape {W.shape} but W{l - 1} has {sizes[-1]} rows: "
+                f"W{l} must have shape ({W.shape[0]}, {sizes[-1]})"
+            )
+        sizes.append(W.shape[0])
+        if b.shape != (W.shape[0], 1):
+            raise ValueError(
+                f"parameters['b{l}'] has shape {b.shape} but must be a ({W.shape[0]}, 1) column "
+                f"(W{l} has {W.shape[0]} rows)"
+            )
+        blocks += [W.ravel(), b.ravel()]
+    return MLPLayout.from_sizes(tuple(sizes)), blocks
+
+
+def pack_gradients(gradients, layout: MLPLayout) -> np.ndarray:
+    """The flat gradient vector of ``gradients`` in ``layout``'s order, checked key by key.
+
+    Keys are ``'d' + name`` for each parameter; the intermediates ``dZl``/``dAl`` that the
+    seed's backward pass returns are accepted and ignored; any other key is an error. NaN/Inf
+    are allowed: they are a wrong gradient, which the check reports.
+    """
+    _require_mapping(gradients, "gradients")
+    blocks = []
+    for name, shape in zip(layout.grad_names, layout.shapes):
+        if name not in gradients:
+            raise ValueError(f"gradients is missing key {name!r} (the gradient of "
+                             f"parameters['{name[1:]}'], shape {shape})")
+        array = float_parameter_array(gradients[name], f"gradients['{name}']")
+        if array.shape != shape:
+            raise ValueError(f"gradients['{name}'] has shape {array.shape} but "
+                             f"parameters['{name[1:]}'] has shape {shape}")
+        blocks.append(array.ravel())
+    if len(gradients) != len(blocks):
+        known = set(layout.grad_names)
+        for key in gradients:
+            if key not in known and not (isinstance(key, str) and _INTERMEDIATE_KEY.fullmatch(key)):
+                raise ValueError(
+                    f"gradients has unexpected key {key!r}; expected "
+                    f"{', '.join(layout.grad_names)} (and optionally the seed's intermediates "
+                    f"dZl/dAl)"
+                )
+    return np.concatenate(blocks, dtype=np.float64)
+
+
+def check_data(X, Y, layout: MLPLayout) -> tuple[np.ndarray, np.ndarray]:
+    """X as float64 ``(n0, m)`` and Y as float64 ``(nL, m)`` (``(m,)`` accepted when nL = 1)."""
+    X = data_array(X, "X")
+    Y = data_array(Y, "Y")
+    n_x, n_out = int(layout.sizes[0]), int(layout.sizes[-1])
+    if X.ndim != 2 or X.shape[0] != n_x or X.shape[1] == 0:
+        raise ValueError(f"X must have shape ({n_x}, m) with m >= 1 samples, since W1 has "
+                         f"{n_x} columns; got shape {X.shape}")
+    m = X.shape[1]
+    if Y.ndim == 1 and n_out == 1:
+        Y = Y.reshape(1, -1)
+    if Y.shape != (n_out, m):
+        extra = " or (m,)" if n_out == 1 else ""
+        raise ValueError(f"Y must have shape ({n_out}, {m}){extra} to match the {n_out} "
+                         f"output unit(s) and the {m} samples of X; got shape {Y.shape}")
+    return X, Y
