@@ -113,8 +113,8 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     resolution = np.empty(P)
     args = (theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, lp, ell, epsilon,
             J_plus, J_minus, resolution)
-    n_threads = numba.get_num_threads()
-    if n_threads == 1 or P * m < _SERIAL_WORK:
+    n_threads = 1 if P * m < _SERIAL_WORK else numba.get_num_threads()
+    if n_threads == 1:
         _costs_range(0, P, *args)
     else:
         _costs_parallel(0, P, min(P, _CHUNKS_PER_THREAD * n_threads), *args)

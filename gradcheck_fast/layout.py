@@ -41,14 +41,11 @@ class Layout:
         sizes = [int(np.prod(shape, dtype=np.int64)) for shape in self.shapes]
         self.offsets: np.ndarray = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
         self.n_params: int = int(self.offsets[-1])
+        #: The gradient keys in the seed's convention: ``'d' + name``.
+        self.grad_names: tuple[str, ...] = tuple("d" + name for name in self.names)
         self._index = {name: k for k, name in enumerate(self.names)}
 
     # -- naming -------------------------------------------------------------------------------
-    @property
-    def grad_names(self) -> tuple[str, ...]:
-        """The gradient keys in the seed's convention: ``'d' + name``."""
-        return tuple("d" + name for name in self.names)
-
     def block(self, name: str) -> slice:
         """The slice of theta holding block ``name``."""
         k = self._index[name]
@@ -121,6 +118,7 @@ class MLPLayout(Layout):
         super().__init__(shapes)
         self.w_off: np.ndarray = np.concatenate(([0], self.offsets[0:-1:2]))
         self.b_off: np.ndarray = np.concatenate(([0], self.offsets[1:-1:2]))
+        self._activation_offsets: dict[int, np.ndarray] = {}
 
     @staticmethod
     @functools.lru_cache(maxsize=64)
@@ -134,7 +132,12 @@ class MLPLayout(Layout):
 
     def activation_offsets(self, m: int) -> np.ndarray:
         """Offsets of layer l's ``(n_l, m)`` activations in one flat array (l = 0 is the input)."""
-        return np.concatenate(([0], np.cumsum(self.sizes * m, dtype=np.int64)))
+        offsets = self._activation_offsets.get(m)
+        if offsets is None:
+            offsets = np.concatenate(([0], np.cumsum(self.sizes * m, dtype=np.int64)))
+            offsets.flags.writeable = False
+            self._activation_offsets[m] = offsets
+        return offsets
 
 
 #: The seed's 4-5-3-1 network (47 parameters), the default of ``vector_to_dictionary``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,11 +21,14 @@ def relative_difference(grad: np.ndarray, gradapprox: np.ndarray) -> float:
     Two all-zero vectors agree exactly: their difference is 0.0 (the seed would print nan).
     NaN or Inf anywhere gives nan, which never passes.
     """
-    numerator = np.linalg.norm(grad - gradapprox)
-    denominator = np.linalg.norm(grad) + np.linalg.norm(gradapprox)
+    error = grad - gradapprox
+    # sqrt(x @ x) is np.linalg.norm's own formula for 1-D float vectors, at a third of its
+    # call overhead (which dominates on the seed's 47 parameters).
+    numerator = math.sqrt(error @ error)
+    denominator = math.sqrt(grad @ grad) + math.sqrt(gradapprox @ gradapprox)
     if denominator == 0.0:
         return 0.0
-    return float(numerator / denominator)
+    return numerator / denominator
 
 
 def noise_bound(resolution: np.ndarray, sigma: float, epsilon: float) -> np.ndarray:

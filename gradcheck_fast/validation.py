@@ -178,9 +178,8 @@ def pack_gradients(gradients, layout: MLPLayout) -> np.ndarray:
                              f"parameters['{name[1:]}'] has shape {shape}")
         blocks.append(array.ravel())
     if len(gradients) != len(blocks):
-        known = set(layout.grad_names)
-        for key in gradients:
-            if key not in known and not (isinstance(key, str) and _INTERMEDIATE_KEY.fullmatch(key)):
+        for key in gradients.keys() - set(layout.grad_names):
+            if not (isinstance(key, str) and _INTERMEDIATE_KEY.fullmatch(key)):
                 raise ValueError(
                     f"gradients has unexpected key {key!r}; expected "
                     f"{', '.join(layout.grad_names)} (and optionally the seed's intermediates "
