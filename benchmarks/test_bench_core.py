@@ -10,9 +10,10 @@ busy machine) and compares it with the best of its own rounds.
 from __future__ import annotations
 
 import pytest
-from conftest import best_time, network
 
+from benchmarks.conftest import best_time
 from gradcheck_fast import gradient_check_n, reference
+from gradcheck_fast.networks import example
 
 #: Minimum speed-up of the fast call over the reference loop, per network (None: no target).
 TARGETS = {"seed": 50.0, "small": 50.0, "medium": None}
@@ -23,7 +24,7 @@ REFERENCE_REPEATS = {"seed": 30, "small": 15, "medium": 3}
 
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_reference(benchmark, name):
-    X, Y, parameters, gradients = network(name)
+    X, Y, parameters, gradients = example(name)
     benchmark.group = f"gradient_check_n: {name}"
     benchmark.name = f"reference[{name}]"
     difference = benchmark(reference.gradient_check_n, parameters, gradients, X, Y, verbose=False)
@@ -32,7 +33,7 @@ def test_reference(benchmark, name):
 
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_fast(benchmark, name):
-    X, Y, parameters, gradients = network(name)
+    X, Y, parameters, gradients = example(name)
     benchmark.group = f"gradient_check_n: {name}"
     benchmark.name = f"fast[{name}]"
     expected = reference.gradient_check_n(parameters, gradients, X, Y, verbose=False)

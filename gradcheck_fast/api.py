@@ -118,7 +118,7 @@ def check_gradients(
     >>> report.passed, round(report.difference, 8)
     (False, 0.28509316)
     >>> report.failed_blocks
-    ['dW2', 'db1']
+    ['db1', 'dW2']
     """
     threshold = check_threshold(threshold)
     return _report(*_run(parameters, gradients, X, Y, epsilon, n_threads), threshold)

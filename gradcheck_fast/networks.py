@@ -8,7 +8,7 @@ import numpy as np
 
 from . import reference
 
-__all__ = ["random_mlp", "NAMED_SIZES"]
+__all__ = ["random_mlp", "example", "NAMED_SIZES"]
 
 #: The networks the benchmarks and the README talk about: (layer widths, samples m).
 NAMED_SIZES: dict[str, tuple[tuple[int, ...], int]] = {
@@ -59,3 +59,26 @@ def random_mlp(sizes: Sequence[int], m: int, seed: int = 0, *, correct: bool = T
     _, cache = reference.forward_propagation_n(X, Y, parameters)
     backward = reference.backward_propagation_n if correct else reference.backward_propagation_n_faulty
     return X, Y, parameters, backward(X, Y, cache)
+
+
+def example(name: str):
+    """``(X, Y, parameters, gradients)`` of a network named in :data:`NAMED_SIZES`.
+
+    ``'seed'`` is the seed's published case with the seed's *faulty* backward pass; the others
+    are :func:`random_mlp` networks (seed 0) with correct gradients.
+
+    Examples
+    --------
+    >>> X, Y, parameters, gradients = example("seed")
+    >>> float(gradients["dW2"][0, 0]) == 2 * float(reference.backward_propagation_n(
+    ...     X, Y, reference.forward_propagation_n(X, Y, parameters)[1])["dW2"][0, 0])
+    True
+    """
+    if name == "seed":
+        X, Y, parameters = reference.seed_case()
+        _, cache = reference.forward_propagation_n(X, Y, parameters)
+        return X, Y, parameters, reference.backward_propagation_n_faulty(X, Y, cache)
+    if name not in NAMED_SIZES:
+        raise ValueError(f"unknown network {name!r}; expected one of {sorted(NAMED_SIZES)}")
+    sizes, m = NAMED_SIZES[name]
+    return random_mlp(sizes, m, seed=0)

@@ -78,8 +78,9 @@ def gradient_check(x, theta, epsilon=1e-7, *, verbose=True):
 
     Examples
     --------
-    >>> gradient_check(2, 4)
+    >>> difference = gradient_check(2, 4)
     The gradient is correct!
+    >>> float(difference)
     2.919335883291695e-10
     """
     thetaplus = theta + epsilon  # Step 1
