@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-def _run(parameters, gradients, X, Y, epsilon, n_threads):
+def _run(parameters, gradients, X, Y, epsilon, n_threads, engine="auto"):
     """validation -> layout -> engine; returns what the report is built from."""
     epsilon = check_epsilon(epsilon)
     n_threads = check_n_threads(n_threads)
@@ -43,13 +43,14 @@ def _run(parameters, gradients, X, Y, epsilon, n_threads):
     grad = pack_gradients(gradients, layout)
     X, Y = check_data(X, Y, layout)
     with n_threads_set(n_threads):
-        costs = mlp_costs(layout, theta, X, Y, epsilon)
-    gradapprox = (costs.J_plus - costs.J_minus) / (2 * epsilon)
-    return layout, theta, grad, gradapprox, costs, X, Y, epsilon
+        costs = mlp_costs(layout, theta, X, Y, epsilon, engine)
+    return layout, theta, grad, costs.gradapprox, costs, X, Y, epsilon
 
 
 def _report(layout, theta, grad, gradapprox, costs, X, Y, epsilon, threshold):
-    sigma = mlp_cost_noise(layout, theta, X, Y)
+    # The exact engine's J+- carry the rounding noise of whole forward passes, which ECnoise
+    # measures; the incremental engine's changes carry only their own, bounded in resolution.
+    sigma = mlp_cost_noise(layout, theta, X, Y) if costs.engine == "exact" else 0.0
     noise = noise_bound(costs.resolution, sigma, epsilon)
     return build_report(layout, grad, gradapprox, noise, cost=costs.J, epsilon=epsilon,
                         threshold=threshold)

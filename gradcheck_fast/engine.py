@@ -1,4 +1,18 @@
-"""The parallel engine: J(theta + eps*e_i) and J(theta - eps*e_i) for every parameter index i."""
+"""The engines: J(theta + eps e_i) and J(theta - eps e_i) for every parameter index i, in parallel.
+
+Two engines compute them from one unperturbed forward pass:
+
+- ``"exact"`` (:mod:`gradcheck_fast.mlp`): recomputes what a perturbation changes with the
+  same floating-point operations as a full forward pass, so every J+- is *bitwise* the full
+  pass's value — the seed's numbers, rounding noise included.
+- ``"incremental"`` (:mod:`gradcheck_fast.delta`): propagates the change itself through the
+  network, so the work per parameter no longer grows with the layers above it, and J+ - J- is
+  free of the cancellation between two nearly equal costs.
+
+``"auto"`` picks the exact engine for small work (the seed's own network and the like, where it
+reproduces the seed's published numbers) or a non-finite forward pass, the incremental one
+otherwise.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +23,12 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import delta
 from ._jit import jit
 from .mlp import _costs_along, _forward, _perturbed_cost
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
+
+ENGINES = ("auto", "exact", "incremental")
 
 #: Chunks of the index range per thread: costs differ between layers, so several chunks per
 #: thread keep the threads balanced; each chunk allocates its scratch once.
@@ -20,12 +37,16 @@ _CHUNKS_PER_THREAD = 8
 #: Below this much work (parameters x samples) one thread is faster than waking the others.
 _SERIAL_WORK = 4096
 
+#: "auto" uses the exact engine up to this much work (parameters x samples): microseconds
+#: either way, and on the seed's own network it reproduces the published numbers digit for digit.
+_EXACT_WORK = 2048
+
 
 @jit
 def _costs_range(lo, hi, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, epsilon,
-                 J_plus, J_minus, resolution):
-    """Fill J_plus[i], J_minus[i] and resolution[i] (the summed rounding bounds of the losses
-    the two perturbations changed, over m) for lo <= i < hi, with scratch of its own."""
+                 J_plus, J_minus, resolution, kinks):
+    """Exact engine for lo <= i < hi: J_plus[i], J_minus[i], resolution[i] (the summed rounding
+    bounds of the losses the two perturbations changed, over m) and kinks[i] (ReLU crossings)."""
     m = Y.shape[1]
     max_width = 0
     for l in range(1, sizes.shape[0]):
@@ -38,17 +59,19 @@ def _costs_range(lo, hi, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, 
     for i in range(lo, hi):
         t = theta[i]
         # theta[i] + epsilon exactly as the seed forms thetaplus[i] + epsilon.
-        J_plus[i], r_plus = _perturbed_cost(i, t + epsilon, theta, sizes, w_off, b_off, act_off,
-                                            Y, Z, A, lp, ell, zrow, changed, cur, nxt, s_new)
-        J_minus[i], r_minus = _perturbed_cost(i, t - epsilon, theta, sizes, w_off, b_off,
-                                              act_off, Y, Z, A, lp, ell, zrow, changed, cur,
-                                              nxt, s_new)
+        J_plus[i], r_plus, k_plus = _perturbed_cost(i, t + epsilon, theta, sizes, w_off, b_off,
+                                                    act_off, Y, Z, A, lp, ell, zrow, changed,
+                                                    cur, nxt, s_new)
+        J_minus[i], r_minus, k_minus = _perturbed_cost(i, t - epsilon, theta, sizes, w_off,
+                                                       b_off, act_off, Y, Z, A, lp, ell, zrow,
+                                                       changed, cur, nxt, s_new)
         resolution[i] = (r_plus + r_minus) / m
+        kinks[i] = k_plus + k_minus
 
 
 @jit(parallel=True)
 def _costs_parallel(start, stop, n_chunks, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp,
-                    ell, epsilon, J_plus, J_minus, resolution):
+                    ell, epsilon, J_plus, J_minus, resolution, kinks):
     """:func:`_costs_range` over ``n_chunks`` chunks of [start, stop) in parallel.
 
     Each index writes only its own slots and each chunk has its own scratch, so the result
@@ -58,7 +81,7 @@ def _costs_parallel(start, stop, n_chunks, theta, sizes, w_off, b_off, act_off, 
     for ch in prange(n_chunks):
         _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, theta, sizes,
                      w_off, b_off, act_off, Y, Z, A, lp, ell, epsilon, J_plus, J_minus,
-                     resolution)
+                     resolution, kinks)
 
 
 @dataclass(frozen=True)
@@ -69,14 +92,21 @@ class Costs:
     ----------
     J : the unperturbed cost.
     J_plus, J_minus : J(theta + epsilon e_i) and J(theta - epsilon e_i).
-    resolution : per index, a bound on the rounding error of the per-sample losses that differ
-        between J_plus and J_minus (their sum over both, divided by m).
+    gradapprox : ``(J_plus - J_minus) / (2 epsilon)``, formed by the incremental engine from the
+        two changes of J rather than from J_plus and J_minus.
+    resolution : per index, a bound on the rounding error of ``J_plus - J_minus`` from the
+        loss evaluations the perturbations changed.
+    kinks : per index, how many (sample, hidden unit) pairs crossed a ReLU kink in the two steps.
+    engine : "exact" or "incremental".
     """
 
     J: float
     J_plus: np.ndarray
     J_minus: np.ndarray
+    gradapprox: np.ndarray
     resolution: np.ndarray
+    kinks: np.ndarray
+    engine: str
 
 
 @contextlib.contextmanager
@@ -93,7 +123,12 @@ def n_threads_set(n_threads: int | None):
         numba.set_num_threads(previous)
 
 
-def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float) -> Costs:
+def _n_threads_for(work: int) -> int:
+    return 1 if work < _SERIAL_WORK else numba.get_num_threads()
+
+
+def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
+              engine: str = "auto") -> Costs:
     """Unperturbed cost and both perturbed costs for every index of the MLP ``net``.
 
     ``net`` is an :class:`~gradcheck_fast.layout.MLPLayout`; theta, X, Y are clean float64
@@ -108,17 +143,57 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     ell = np.empty(m)
     J = _forward(theta, net.sizes, net.w_off, net.b_off, act_off, X, Y, Z, A, lp, ell)
     P = theta.shape[0]
+    if engine == "auto":
+        # Z's layer-0 slots are unused (layer 0 is X, kept in A).
+        finite = np.isfinite(J) and np.isfinite(Z[act_off[1] :]).all()
+        engine = "exact" if P * m <= _EXACT_WORK or not finite else "incremental"
+    if engine == "incremental":
+        return _incremental(net, theta, Y, epsilon, act_off, Z, A, J)
     J_plus = np.empty(P)
     J_minus = np.empty(P)
     resolution = np.empty(P)
+    kinks = np.empty(P, dtype=np.int64)
     args = (theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, lp, ell, epsilon,
-            J_plus, J_minus, resolution)
-    n_threads = 1 if P * m < _SERIAL_WORK else numba.get_num_threads()
+            J_plus, J_minus, resolution, kinks)
+    n_threads = _n_threads_for(P * m)
     if n_threads == 1:
         _costs_range(0, P, *args)
     else:
         _costs_parallel(0, P, min(P, _CHUNKS_PER_THREAD * n_threads), *args)
-    return Costs(J=J, J_plus=J_plus, J_minus=J_minus, resolution=resolution)
+    gradapprox = (J_plus - J_minus) / (2 * epsilon)
+    return Costs(J, J_plus, J_minus, gradapprox, resolution, kinks, "exact")
+
+
+def _incremental(net, theta, Y, epsilon, act_off, Z, A, J) -> Costs:
+    sizes, w_off, b_off = net.sizes, net.w_off, net.b_off
+    m = Y.shape[1]
+    n_out = int(sizes[-1])
+    coef = np.empty(m * n_out * 4)
+    sig = np.empty(m * n_out * 2)
+    delta._output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig)
+    hidden = sizes[1:-1]
+    v_off = np.zeros(len(sizes), dtype=np.int64)
+    v_off[1 : len(hidden) + 1] = np.concatenate(([0], np.cumsum(hidden * m * n_out)[:-1]))
+    V = np.empty(max(int(hidden.sum()) * m * n_out, 1))
+    delta._sensitivities(theta, sizes, w_off, act_off, Z, m, V, v_off)
+    bound, bound_off = delta._derivative_bounds(theta, sizes, w_off)
+    rho = np.full(int(act_off[-1]), np.inf)
+    delta._radii(sizes, act_off, Z, m, bound, bound_off, rho)
+
+    P = theta.shape[0]
+    dJ_plus = np.empty(P)
+    dJ_minus = np.empty(P)
+    resolution = np.empty(P)
+    kinks = np.empty(P, dtype=np.int64)
+    args = (theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon,
+            dJ_plus, dJ_minus, resolution, kinks)
+    n_threads = _n_threads_for(P * m)
+    if n_threads == 1:
+        delta._deltas_range(0, P, *args)
+    else:
+        delta._deltas_parallel(0, P, min(P, _CHUNKS_PER_THREAD * n_threads), *args)
+    gradapprox = (dJ_plus - dJ_minus) / (2 * epsilon)
+    return Costs(J, J + dJ_plus, J + dJ_minus, gradapprox, resolution, kinks, "incremental")
 
 
 def mlp_cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:

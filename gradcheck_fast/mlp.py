@@ -162,9 +162,10 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, 
     goes through the same helpers, in the same order, as in :func:`_forward`, so the result is
     bitwise the full forward pass's.
 
-    Returns ``(J, R)``: R bounds the rounding error of the per-sample losses that the
-    perturbation changed (the unchanged ones are the same numbers in J+ and J-, so their errors
-    cancel in J+ - J-); see :func:`_logprob`.
+    Returns ``(J, R, crossings)``: R bounds the rounding error of the per-sample losses that
+    the perturbation changed (the unchanged ones are the same numbers in J+ and J-, so their
+    errors cancel in J+ - J-), see :func:`_logprob`; crossings counts the (sample, hidden unit)
+    pairs whose pre-activation changed sign: ReLU kinks, where J is not differentiable.
 
     Scratch: ``zrow``, ``s_new`` (m floats), ``changed`` (m ints), ``cur``, ``nxt`` (max hidden
     width * m floats).
@@ -201,12 +202,15 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, 
                 else:
                     s += lp[k * m + j]
             total += s
-        return (1.0 / m) * total, resolution
+        return (1.0 / m) * total, resolution, 0
 
     # Samples whose activation of unit r changes, with the whole layer-l column gathered.
     n_l = sizes[l]
     n_changed = 0
+    crossings = 0
     for j in range(m):
+        if (zrow[j] > 0.0) != (Z[row_old + j] > 0.0):
+            crossings += 1
         a_new = _relu(zrow[j])
         if a_new == A[row_old + j]:
             continue
@@ -227,8 +231,11 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, 
             _linear_row(theta, w_off[q] + k * nq_prev, nq_prev, cur, 0, n_changed,
                         theta[b_off[q] + k], nxt, o, -1, 0.0)
             if q < n_layers:
-                for t in range(o, o + n_changed):
-                    nxt[t] = _relu(nxt[t])
+                z_old = act_off[q] + k * m
+                for t in range(n_changed):
+                    if (nxt[o + t] > 0.0) != (Z[z_old + changed[t]] > 0.0):
+                        crossings += 1
+                    nxt[o + t] = _relu(nxt[o + t])
         cur, nxt = nxt, cur
     # cur now holds the output pre-activations of the changed samples.
     for t in range(n_changed):
@@ -245,4 +252,4 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, 
             t += 1
         else:
             total += ell[j]
-    return (1.0 / m) * total, resolution
+    return (1.0 / m) * total, resolution, crossings
