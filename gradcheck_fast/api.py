@@ -10,10 +10,12 @@ import numpy as np
 from . import reference
 from .engine import mlp_cost_noise, mlp_costs, n_threads_set
 from .layout import SEED_LAYOUT, Layout
-from .report import GradientCheckReport, build_report, noise_bound, relative_difference
+from .report import GradientCheckReport, build_report, relative_difference
 from .validation import (
     check_data,
+    check_engine,
     check_epsilon,
+    check_flag,
     check_n_threads,
     check_threshold,
     data_array,
@@ -35,15 +37,17 @@ __all__ = [
 ]
 
 
-def _run(parameters, gradients, X, Y, epsilon, n_threads, engine="auto"):
+def _run(parameters, gradients, X, Y, epsilon, n_threads, engine, progress):
     """validation -> layout -> engine; returns what the report is built from."""
     epsilon = check_epsilon(epsilon)
     n_threads = check_n_threads(n_threads)
+    engine = check_engine(engine)
+    progress = check_flag(progress, "progress")
     layout, theta = mlp_layout_and_theta(parameters)
     grad = pack_gradients(gradients, layout)
     X, Y = check_data(X, Y, layout)
     with n_threads_set(n_threads):
-        costs = mlp_costs(layout, theta, X, Y, epsilon, engine)
+        costs = mlp_costs(layout, theta, X, Y, epsilon, engine, progress)
     return layout, theta, grad, costs.gradapprox, costs, X, Y, epsilon
 
 
@@ -51,9 +55,7 @@ def _report(layout, theta, grad, gradapprox, costs, X, Y, epsilon, threshold):
     # The exact engine's J+- carry the rounding noise of whole forward passes, which ECnoise
     # measures; the incremental engine's changes carry only their own, bounded in resolution.
     sigma = mlp_cost_noise(layout, theta, X, Y) if costs.engine == "exact" else 0.0
-    noise = noise_bound(costs.resolution, sigma, epsilon)
-    return build_report(layout, grad, gradapprox, noise, cost=costs.J, epsilon=epsilon,
-                        threshold=threshold)
+    return build_report(layout, theta, grad, costs, sigma, epsilon=epsilon, threshold=threshold)
 
 
 def check_gradients(
@@ -65,6 +67,8 @@ def check_gradients(
     epsilon: float = 1e-7,
     threshold: float = 2e-7,
     n_threads: int | None = None,
+    engine: str = "auto",
+    progress: bool = False,
 ) -> GradientCheckReport:
     """Check a backward pass of the seed's network against central differences; full report.
 
@@ -93,6 +97,16 @@ def check_gradients(
     n_threads : int, optional
         Threads for the parallel loop (default: numba's current setting, which is restored
         afterwards). The result is bitwise the same for every thread count.
+    engine : {"auto", "exact", "incremental"}, default "auto"
+        How J(theta +- epsilon e_i) is computed from the unperturbed forward pass. "exact"
+        recomputes what changed with the very operations of a full forward pass (bitwise its
+        values: the seed's numbers, rounding noise included); "incremental" carries the change
+        itself through the network (the same values up to rounding, with far less rounding in
+        J+ - J-, and far faster on large networks). "auto" takes "exact" for tiny networks
+        (parameters x samples <= 2048, the seed's among them) and "incremental" otherwise.
+    progress : bool, default False
+        Show a tqdm progress bar (needs ``tqdm``: ``pip install 'gradcheck-fast[progress]'``).
+        Large checks run in ~100 pieces either way, so Ctrl-C stops them within a piece.
 
     Returns
     -------
@@ -122,7 +136,8 @@ def check_gradients(
     ['db1', 'dW2']
     """
     threshold = check_threshold(threshold)
-    return _report(*_run(parameters, gradients, X, Y, epsilon, n_threads), threshold)
+    run = _run(parameters, gradients, X, Y, epsilon, n_threads, engine, progress)
+    return _report(*run, threshold)
 
 
 def gradient_check_n(
@@ -134,6 +149,8 @@ def gradient_check_n(
     *,
     verbose: bool = True,
     n_threads: int | None = None,
+    engine: str = "auto",
+    progress: bool = False,
 ) -> float:
     """The seed's ``gradient_check_n``, fast: returns eq. (3)'s difference and prints the verdict.
 
@@ -151,7 +168,7 @@ def gradient_check_n(
     >>> difference < 2e-7
     True
     """
-    run = _run(parameters, gradients, X, Y, epsilon, n_threads)
+    run = _run(parameters, gradients, X, Y, epsilon, n_threads, engine, progress)
     _, _, grad, gradapprox, *_ = run
     difference = relative_difference(grad, gradapprox)
     if verbose:

@@ -90,6 +90,23 @@ def check_n_threads(n_threads) -> int | None:
     return int(n_threads)
 
 
+def check_engine(engine) -> str:
+    """One of "auto", "exact", "incremental"."""
+    choices = ("auto", "exact", "incremental")
+    if not isinstance(engine, str):
+        raise TypeError(f"engine must be a str, one of {choices}; got {type(engine).__name__}")
+    if engine not in choices:
+        raise ValueError(f"engine must be one of {choices}; got {engine!r}")
+    return engine
+
+
+def check_flag(value, name: str) -> bool:
+    """A plain bool (numpy bools accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__}")
+    return bool(value)
+
+
 def _require_mapping(value, label: str) -> None:
     if not isinstance(value, Mapping):
         raise TypeError(f"{label} must be a dict of arrays; got {type(value).__name__}")
