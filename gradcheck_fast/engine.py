@@ -92,8 +92,10 @@ class Costs:
     ----------
     J : the unperturbed cost.
     J_plus, J_minus : J(theta + epsilon e_i) and J(theta - epsilon e_i).
-    gradapprox : ``(J_plus - J_minus) / (2 epsilon)``, formed by the incremental engine from the
-        two changes of J rather than from J_plus and J_minus.
+    dJ_plus, dJ_minus : their changes from J. The incremental engine computes these directly
+        (accurate relative to the change); the exact engine by subtraction.
+    gradapprox : ``(dJ_plus - dJ_minus) / (2 epsilon)``; for the exact engine this is the
+        seed's ``(J_plus - J_minus) / (2 epsilon)``.
     resolution : per index, a bound on the rounding error of ``J_plus - J_minus`` from the
         loss evaluations the perturbations changed.
     kinks : per index, how many (sample, hidden unit) pairs crossed a ReLU kink in the two steps.
@@ -103,6 +105,8 @@ class Costs:
     J: float
     J_plus: np.ndarray
     J_minus: np.ndarray
+    dJ_plus: np.ndarray
+    dJ_minus: np.ndarray
     gradapprox: np.ndarray
     resolution: np.ndarray
     kinks: np.ndarray
@@ -195,7 +199,8 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
             J_plus, J_minus, resolution, kinks)
     _run_kernel(_costs_range, _costs_parallel, P, m, args, progress)
     gradapprox = (J_plus - J_minus) / (2 * epsilon)
-    return Costs(J, J_plus, J_minus, gradapprox, resolution, kinks, "exact")
+    return Costs(J, J_plus, J_minus, J_plus - J, J_minus - J, gradapprox, resolution, kinks,
+                 "exact")
 
 
 def _incremental(net, theta, Y, epsilon, act_off, Z, A, J, progress) -> Costs:
@@ -223,7 +228,8 @@ def _incremental(net, theta, Y, epsilon, act_off, Z, A, J, progress) -> Costs:
             dJ_plus, dJ_minus, resolution, kinks)
     _run_kernel(delta._deltas_range, delta._deltas_parallel, P, m, args, progress)
     gradapprox = (dJ_plus - dJ_minus) / (2 * epsilon)
-    return Costs(J, J + dJ_plus, J + dJ_minus, gradapprox, resolution, kinks, "incremental")
+    return Costs(J, J + dJ_plus, J + dJ_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
+                 "incremental")
 
 
 def mlp_cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:

@@ -38,6 +38,7 @@ __all__ = [
     "vector_to_dictionary",
     "gradients_to_vector",
     "gradient_check_n",
+    "gradapprox_n",
     "seed_case",
     "MISTAKE_MESSAGE",
     "SUCCESS_MESSAGE",
@@ -274,6 +275,30 @@ def gradient_check_n(parameters, gradients, X, Y, epsilon=1e-7, *, verbose=True)
         else:
             print(SUCCESS_MESSAGE.format(difference))
     return difference
+
+
+def gradapprox_n(parameters, X, Y, epsilon=1e-7, indices=None):
+    """The seed's loop body for chosen coordinates: ``gradapprox[i]`` for each i in ``indices``.
+
+    Exactly the work ``gradient_check_n`` does per coordinate (a copy of theta, a dict
+    round-trip and a full forward pass for each of the two steps), so timing it on a sample of
+    coordinates and scaling by P / len(indices) predicts the full loop on networks too large
+    to run it whole. ``indices=None`` means all coordinates. Returns a 1-D array.
+    """
+    parameters_values, _ = dictionary_to_vector(parameters)
+    shapes = {key: np.shape(parameters[key]) for key in _parameter_keys(_n_layers(parameters))}
+    if indices is None:
+        indices = range(parameters_values.shape[0])
+    gradapprox = []
+    for i in indices:
+        thetaplus = np.copy(parameters_values)
+        thetaplus[i][0] = thetaplus[i][0] + epsilon
+        J_plus, _ = forward_propagation_n(X, Y, vector_to_dictionary(thetaplus, shapes))
+        thetaminus = np.copy(parameters_values)
+        thetaminus[i][0] = thetaminus[i][0] - epsilon
+        J_minus, _ = forward_propagation_n(X, Y, vector_to_dictionary(thetaminus, shapes))
+        gradapprox.append((J_plus - J_minus) / (2 * epsilon))
+    return np.array(gradapprox, dtype=np.float64)
 
 
 def seed_case():

@@ -1,0 +1,187 @@
+"""The incremental engine against the truth: each J(theta +- eps e_i) - J(theta) it forms must be
+that of a full forward pass, up to rounding, kinks included.
+
+The truth is a full forward pass in 50-digit arithmetic (mpmath): the change of J it gives,
+~1e-9 here, is then known to ~1e-40, far below any float64 rounding. (Extended precision is not
+enough: its 2**-64 times J, subtracted from itself, is already 1e-11 of such a change.) Each
+perturbation is applied as the engine applies it: theta_i + delta with
+delta = fl(theta_i +- eps) - theta_i, exact in float64 and so in 50 digits.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+
+from gradcheck_fast import engine, validation
+
+U = 2.0**-53
+mpmath.mp.dps = 50
+_exp = np.vectorize(mpmath.exp, otypes=[object])
+_log = np.vectorize(mpmath.log, otypes=[object])
+_mpf = np.vectorize(mpmath.mpf, otypes=[object])
+
+
+def _cost_exact(parameters, X, Y):
+    L = len(parameters) // 2
+    A = _mpf(X)
+    for l in range(1, L + 1):
+        Z = _mpf(parameters[f"W{l}"]) @ A + _mpf(parameters[f"b{l}"])
+        if l == L:
+            A = 1 / (1 + _exp(-Z))
+        else:
+            A = np.where(Z > 0, Z, mpmath.mpf(0))
+    logprobs = -_log(A) * _mpf(Y) - _log(1 - A) * (1 - _mpf(Y))
+    return sum(logprobs.ravel()) / X.shape[1]
+
+
+def _true_changes(parameters, X, Y, epsilon):
+    """Per coordinate, J(theta + delta+-) - J(theta) in 50 digits, rounded to float64."""
+    layout, theta = validation.mlp_layout_and_theta(parameters)
+    J0 = _cost_exact(parameters, X, Y)
+    changes = np.empty((2, theta.size))
+    for i in range(theta.size):
+        for k, step in enumerate((epsilon, -epsilon)):
+            perturbed = theta.copy()
+            perturbed[i] = theta[i] + step  # the float64 step the engines take
+            changes[k, i] = float(_cost_exact(layout.unpack(perturbed), X, Y) - J0)
+    return changes
+
+
+def _network(rng, sizes, m, scale=1.0):
+    parameters = {}
+    for l in range(1, len(sizes)):
+        parameters[f"W{l}"] = scale * rng.standard_normal((sizes[l], sizes[l - 1]))
+        parameters[f"b{l}"] = scale * rng.standard_normal((sizes[l], 1))
+    X = rng.standard_normal((sizes[0], m))
+    Y = (rng.random((sizes[-1], m)) < 0.5).astype(np.float64)
+    return X, Y, parameters
+
+
+def _place_near_kinks(rng, parameters, X, layers, margin=3e-8):
+    """Shift biases so that some pre-activations sit within +-margin of 0: a +-1e-7 step of a
+    weight feeding them (|x| ~ 1) crosses the kink."""
+    A = X
+    for l in range(1, len(parameters) // 2 + 1):
+        Z = parameters[f"W{l}"] @ A + parameters[f"b{l}"]
+        if l in layers:
+            r, j = rng.integers(Z.shape[0]), rng.integers(Z.shape[1])
+            parameters[f"b{l}"][r, 0] -= Z[r, j] + margin * rng.uniform(-1, 1)
+            Z = parameters[f"W{l}"] @ A + parameters[f"b{l}"]
+        A = np.maximum(Z, 0)
+    return parameters
+
+
+def _incremental(parameters, X, Y, epsilon):
+    layout, theta = validation.mlp_layout_and_theta(parameters)
+    X, Y = validation.check_data(X, Y, layout)
+    return engine.mlp_costs(layout, theta, X, Y, epsilon, engine="incremental")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_changes_equal_full_pass_up_to_rounding(seed):
+    rng = np.random.default_rng(seed)
+    depth = 1 + seed % 5
+    sizes = [int(n) for n in rng.integers(1, 7, size=depth + 1)]
+    X, Y, parameters = _network(rng, sizes, m=int(rng.integers(1, 12)), scale=0.7)
+    if depth > 1:
+        _place_near_kinks(rng, parameters, X, layers=range(1, depth))
+    costs = _incremental(parameters, X, Y, 1e-7)
+    truth = _true_changes(parameters, X, Y, 1e-7)
+    _check(costs, truth)
+
+
+def _check(costs, truth):
+    """|dJ_inc - dJ_true| within the engine's own rounding bound plus a few ulps of |dJ|.
+
+    ``resolution`` bounds the rounding of the loss changes; the remaining roundings (the
+    product dz = delta * x, the sensitivities V -- sums of at most 6 products per layer here --,
+    the sums over samples) are each a few ulps of products of the step with the network's
+    weights and activations, not of J. The largest change of J over all coordinates bounds
+    those products (up to a factor the width), so 2**10 ulps of it covers them with room; it is
+    still ~10**6 times tighter than the ulp(J) / eps noise of subtracting two full float64
+    costs. (Per coordinate the error is a few ulps of its own change unless the sensitivity
+    itself cancels -- a sum of terms of both signs -- which the network-wide scale allows for.)
+
+    At a kink the part of the step beyond the kink is ``z + dz``, with z the float64
+    pre-activation: its rounding (~u sum|w a|, below u |J| on these networks) is in every
+    float64 forward pass, so those coordinates are held to a full pass's precision, 16 ulps of J.
+    """
+    assert np.isfinite(costs.J)
+    changes = np.stack([costs.dJ_plus, costs.dJ_minus])
+    scale = np.max(np.abs(truth))
+    tolerance = 4 * costs.resolution + 2.0**10 * U * scale
+    tolerance = tolerance + np.where(costs.kinks > 0, 16 * U * abs(costs.J), 0.0)
+    error = np.abs(changes - truth)
+    assert np.all(error <= tolerance), float(np.max(error / np.maximum(tolerance, 1e-300)))
+
+
+def _index(parameters, name, index):
+    layout = validation.mlp_layout(parameters)
+    return int(layout.offsets[layout.names.index(name)]) + int(
+        np.ravel_multi_index(index, layout.shape(name)))
+
+
+def test_kink_in_the_perturbed_layer_is_crossed_exactly():
+    rng = np.random.default_rng(7)
+    X, Y, parameters = _network(rng, [3, 4, 2], m=5, scale=0.7)
+    # Unit 1 of layer 1 sits 3e-8 from its kink on sample 2: a 1e-7 step of W1[1, c] (|x| ~ 1)
+    # or b1[1] moves it across.
+    z = parameters["W1"] @ X[:, 2] + parameters["b1"][:, 0]
+    parameters["b1"][1, 0] -= z[1] - 3e-8
+    costs = _incremental(parameters, X, Y, 1e-7)
+    assert costs.kinks[_index(parameters, "b1", (1, 0))] > 0
+    _check(costs, _true_changes(parameters, X, Y, 1e-7))
+
+
+def test_kink_in_a_later_layer_takes_the_explicit_path():
+    rng = np.random.default_rng(8)
+    X, Y, parameters = _network(rng, [3, 4, 3, 1], m=4, scale=0.7)
+    A1 = np.maximum(parameters["W1"] @ X + parameters["b1"], 0)
+    # Unit 0 of layer 2 sits 1e-9 from its kink on every sample: any step that moves an active
+    # layer-1 unit feeding it moves it across, which the linear path would miss.
+    z2 = parameters["W2"] @ A1 + parameters["b2"]
+    j = int(np.argmax(A1.sum(axis=0)))
+    parameters["b2"][0, 0] -= z2[0, j] - 1e-9
+    costs = _incremental(parameters, X, Y, 1e-7)
+    layout = validation.mlp_layout(parameters)
+    W1 = layout.block("W1")
+    assert np.any(costs.kinks[W1] > 0)
+    _check(costs, _true_changes(parameters, X, Y, 1e-7))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_both_engines_find_the_same_kinks_and_agree(seed):
+    rng = np.random.default_rng(100 + seed)
+    sizes = [4, 5, 4, 3, 2][: 2 + seed % 4]
+    X, Y, parameters = _network(rng, sizes, m=6, scale=0.7)
+    _place_near_kinks(rng, parameters, X, layers=range(1, len(sizes) - 1), margin=1e-8)
+    layout, theta = validation.mlp_layout_and_theta(parameters)
+    Xc, Yc = validation.check_data(X, Y, layout)
+    exact = engine.mlp_costs(layout, theta, Xc, Yc, 1e-7, engine="exact")
+    incremental = engine.mlp_costs(layout, theta, Xc, Yc, 1e-7, engine="incremental")
+    # Crossings are decided on the same pre-activations, 1e-8 away from the kink against a step
+    # of ~1e-7: no rounding can tip them differently.
+    assert np.array_equal(exact.kinks > 0, incremental.kinks > 0)
+    # The exact engine's J+- are full float64 passes: their difference carries up to a few
+    # ulps of J (~1e-15 here) of rounding each, divided by 2 eps.
+    noise = 64 * U * abs(exact.J) / 1e-7
+    assert np.all(np.abs(exact.gradapprox - incremental.gradapprox) <= noise)
+
+
+def test_incremental_is_bitwise_the_same_for_one_and_two_threads():
+    import numba
+
+    rng = np.random.default_rng(11)
+    X, Y, parameters = _network(rng, [40, 30, 20, 3], m=48, scale=0.3)
+    results = []
+    previous = numba.get_num_threads()
+    try:
+        for n in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(n)
+            results.append(_incremental(parameters, X, Y, 1e-7))
+    finally:
+        numba.set_num_threads(previous)
+    for field in ("dJ_plus", "dJ_minus", "gradapprox", "resolution", "kinks"):
+        assert np.array_equal(getattr(results[0], field), getattr(results[1], field)), field

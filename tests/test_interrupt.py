@@ -1,0 +1,70 @@
+"""Long checks can show progress and stop promptly on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+
+import gradcheck_fast
+from gradcheck_fast import engine
+from gradcheck_fast.networks import random_mlp
+
+_LONG_CHECK = textwrap.dedent("""
+    import sys, time
+    import gradcheck_fast
+    from gradcheck_fast.networks import example
+    X, Y, parameters, gradients = example("mnist")
+    # The exact engine on the mnist-size network: minutes of work, in ~100 pieces.
+    print("started", flush=True)
+    t = time.monotonic()
+    try:
+        gradcheck_fast.check_gradients(parameters, gradients, X, Y, engine="exact")
+    except KeyboardInterrupt:
+        print(f"interrupted after {time.monotonic() - t:.2f} s", flush=True)
+        sys.exit(3)
+    print("finished", flush=True)
+""")
+
+
+def test_ctrl_c_stops_a_long_check_within_a_piece():
+    process = subprocess.Popen([sys.executable, "-c", _LONG_CHECK], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+    try:
+        assert process.stdout.readline().strip() == "started"
+        time.sleep(3.0)  # well inside the check (kernels loaded, pieces running)
+        assert process.poll() is None, "the check ended before it could be interrupted"
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        waited = time.monotonic() - sent
+    finally:
+        process.kill()
+    assert process.returncode == 3, (out, err)
+    assert out.strip().startswith("interrupted after"), (out, err)
+    # A piece of the exact engine on this network lasts well under a second on 2 cores; the
+    # bound is generous because the machine is shared. Without pieces the wait would be the
+    # whole remaining check (minutes).
+    assert waited < 10.0, waited
+
+
+def test_progress_bar_counts_every_parameter(capsys):
+    X, Y, parameters, gradients = random_mlp((30, 20, 1), m=16)
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y, progress=True)
+    err = capsys.readouterr().err
+    assert f"{report.n_params}/{report.n_params}" in err
+    assert report.passed
+
+
+def test_pieces_give_the_same_result_as_one_call(monkeypatch):
+    X, Y, parameters, gradients = random_mlp((30, 20, 1), m=16)
+    whole = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    monkeypatch.setattr(engine, "_PIECEWISE_WORK", 1)  # force ~100 pieces
+    pieces = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    for name in whole.gradapprox:
+        assert np.array_equal(whole.gradapprox[name], pieces.gradapprox[name])
