@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import reference
 from .api import (
+    assert_gradients_close,
     check_gradients,
     dictionary_to_vector,
     gradient_check,
@@ -19,13 +20,16 @@ from .api import (
 )
 from .layout import Layout, MLPLayout
 from .reference import backward_propagation_n, forward_propagation_n
-from .report import BlockResult, GradientCheckReport
+from .report import BlockResult, Element, GradientCheckFailed, GradientCheckReport
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockResult",
+    "Element",
+    "GradientCheckFailed",
     "GradientCheckReport",
+    "assert_gradients_close",
     "Layout",
     "MLPLayout",
     "backward_propagation_n",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 from . import reference
 from .engine import mlp_cost_noise, mlp_costs, n_threads_set
 from .layout import SEED_LAYOUT, Layout
-from .report import GradientCheckReport, build_report, relative_difference
+from .report import ATOL, RTOL, GradientCheckReport, build_report, relative_difference
 from .validation import (
     check_data,
     check_engine,
@@ -18,16 +19,19 @@ from .validation import (
     check_flag,
     check_n_threads,
     check_threshold,
+    check_tolerance,
     data_array,
     float_parameter_array,
     mlp_layout,
     mlp_layout_and_theta,
+    mlp_layout_of_gradients,
     pack_gradients,
 )
 
 ArrayDict = Mapping[str, Any]
 
 __all__ = [
+    "assert_gradients_close",
     "check_gradients",
     "gradient_check",
     "gradient_check_n",
@@ -51,11 +55,13 @@ def _run(parameters, gradients, X, Y, epsilon, n_threads, engine, progress):
     return layout, theta, grad, costs.gradapprox, costs, X, Y, epsilon
 
 
-def _report(layout, theta, grad, gradapprox, costs, X, Y, epsilon, threshold):
+def _report(layout, theta, grad, gradapprox, costs, X, Y, epsilon, threshold, rtol=RTOL,
+            atol=ATOL):
     # The exact engine's J+- carry the rounding noise of whole forward passes, which ECnoise
     # measures; the incremental engine's changes carry only their own, bounded in resolution.
     sigma = mlp_cost_noise(layout, theta, X, Y) if costs.engine == "exact" else 0.0
-    return build_report(layout, theta, grad, costs, sigma, epsilon=epsilon, threshold=threshold)
+    return build_report(layout, theta, grad, costs, sigma, m=X.shape[1], epsilon=epsilon,
+                        threshold=threshold, rtol=rtol, atol=atol)
 
 
 def check_gradients(
@@ -66,6 +72,8 @@ def check_gradients(
     *,
     epsilon: float = 1e-7,
     threshold: float = 2e-7,
+    rtol: float = RTOL,
+    atol: float = ATOL,
     n_threads: int | None = None,
     engine: str = "auto",
     progress: bool = False,
@@ -93,7 +101,11 @@ def check_gradients(
     epsilon : float, default 1e-7
         The step, finite and > 0.
     threshold : float, default 2e-7
-        The seed's threshold on the global difference; it decides ``report.passed``.
+        The seed's threshold on the global difference eq. (3): ``report.seed_passed``.
+    rtol, atol : float, default 1e-6 and 1e-8
+        The elementwise criterion ``|analytic - numerical| <= atol + rtol |numerical| + noise``
+        (torch's convention plus the element's rounding-noise bound), which decides
+        ``report.passed``; see :mod:`gradcheck_fast.report` for why these defaults.
     n_threads : int, optional
         Threads for the parallel loop (default: numba's current setting, which is restored
         afterwards). The result is bitwise the same for every thread count.
@@ -111,8 +123,10 @@ def check_gradients(
     Returns
     -------
     GradientCheckReport
-        ``difference`` (eq. (3)), ``passed``, ``threshold``, ``gradapprox`` (dict), ``blocks``
-        (per-gradient results) and more; ``print(report)`` shows a table.
+        ``passed`` (elementwise, per block), ``difference`` and ``seed_passed`` (the seed's
+        eq. (3) and threshold), ``blocks`` (per-gradient results with a diagnosis of what is
+        wrong), ``failed_blocks``, ``worst``, ``kinks``, ``nonfinite``, ``gradapprox`` (dict);
+        ``print(report)`` shows a table, ``report.raise_if_failed()`` raises with it.
 
     Raises
     ------
@@ -133,11 +147,44 @@ def check_gradients(
     >>> report.passed, round(report.difference, 8)
     (False, 0.28509316)
     >>> report.failed_blocks
-    ['db1', 'dW2']
+    ['dW2', 'db1']
+    >>> report.blocks["dW2"].diagnosis
+    'dW2 ≈ 2.00 × numerical'
     """
     threshold = check_threshold(threshold)
+    rtol = check_tolerance(rtol, "rtol")
+    atol = check_tolerance(atol, "atol")
     run = _run(parameters, gradients, X, Y, epsilon, n_threads, engine, progress)
-    return _report(*run, threshold)
+    return _report(*run, threshold, rtol, atol)
+
+
+def assert_gradients_close(
+    parameters: ArrayDict,
+    gradients: ArrayDict,
+    X: Any,
+    Y: Any,
+    **options: Any,
+) -> GradientCheckReport:
+    """For test suites: raise ``AssertionError`` (the report's table) unless the check passes.
+
+    Takes the arguments of :func:`check_gradients` and returns its report when it passes.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import assert_gradients_close, reference
+    >>> X, Y, parameters = reference.seed_case()
+    >>> cost, cache = reference.forward_propagation_n(X, Y, parameters)
+    >>> _ = assert_gradients_close(parameters, reference.backward_propagation_n(X, Y, cache), X, Y)
+    >>> faulty = reference.backward_propagation_n_faulty(X, Y, cache)
+    >>> try:
+    ...     assert_gradients_close(parameters, faulty, X, Y)
+    ... except AssertionError as error:
+    ...     print(str(error).splitlines()[0])
+    gradient check FAILED: 2 of 6 blocks disagree with the numerical gradient (dW2, db1)
+    """
+    report = check_gradients(parameters, gradients, X, Y, **options)
+    report.raise_if_failed()
+    return report
 
 
 def gradient_check_n(
@@ -155,8 +202,8 @@ def gradient_check_n(
     """The seed's ``gradient_check_n``, fast: returns eq. (3)'s difference and prints the verdict.
 
     Same arguments, checks and engine as :func:`check_gradients`. Prints the seed's message
-    (threshold 2e-7) unless ``verbose=False``; when the check fails, the per-block table
-    follows the message. NaN never counts as a pass (the seed would call it fine).
+    (threshold 2e-7 on the difference) unless ``verbose=False``; when that fails, the report's
+    table follows the message. NaN never counts as a pass (the seed would call it fine).
 
     Examples
     --------
@@ -197,7 +244,12 @@ def gradient_check(x: Any, theta: Any, epsilon: float = 1e-7, *, verbose: bool =
     theta = data_array(theta, "theta")
     if x.shape != theta.shape:
         raise ValueError(f"x and theta must have the same shape; got {x.shape} and {theta.shape}")
-    difference = float(reference.gradient_check(x, theta, epsilon, verbose=False))
+    with np.errstate(invalid="ignore"):
+        difference = float(reference.gradient_check(x, theta, epsilon, verbose=False))
+    if math.isnan(difference) and np.all(x == 0):
+        # 0/0: the derivative x and its estimate are both exactly 0 and agree (as eq. (3) is
+        # taken for two zero vectors in gradient_check_n).
+        difference = 0.0
     if verbose:
         print("The gradient is correct!" if difference < 1e-7 else "The gradient is wrong!")
     return difference
@@ -220,11 +272,13 @@ def dictionary_to_vector(parameters: ArrayDict) -> tuple[np.ndarray, list[str]]:
     """
     layout = mlp_layout(parameters)
     theta = layout.pack(parameters).reshape(-1, 1)
-    keys = [name for name, shape in zip(layout.names, layout.shapes) for _ in range(int(np.prod(shape)))]
+    keys = [name for name, shape in zip(layout.names, layout.shapes)
+            for _ in range(int(np.prod(shape)))]
     return theta, keys
 
 
-def gradients_to_vector(gradients: ArrayDict, layout: Layout | ArrayDict | None = None) -> np.ndarray:
+def gradients_to_vector(gradients: ArrayDict,
+                        layout: Layout | ArrayDict | None = None) -> np.ndarray:
     """Flatten ``dW1, db1, ..., dWL, dbL`` into a new ``(P, 1)`` column; other keys are ignored.
 
     ``layout`` (a :class:`Layout` or the parameters dict) fixes the blocks and checks shapes;
@@ -233,15 +287,20 @@ def gradients_to_vector(gradients: ArrayDict, layout: Layout | ArrayDict | None 
     if isinstance(layout, Mapping):
         layout = mlp_layout(layout)
     if layout is None:
-        if not isinstance(gradients, Mapping):
-            raise TypeError(f"gradients must be a dict of arrays; got {type(gradients).__name__}")
-        shaped = {k[1:]: np.shape(gradients[k]) for k in gradients
-                  if isinstance(k, str) and k[:2] in ("dW", "db")}
-        layout = mlp_layout({k: np.empty(s) for k, s in shaped.items()})
+        layout = mlp_layout_of_gradients(gradients)
     return pack_gradients(gradients, layout).reshape(-1, 1)
 
 
-def vector_to_dictionary(theta: Any, layout: Layout | ArrayDict | None = None) -> dict[str, np.ndarray]:
+def _is_shape_dict(mapping: Mapping) -> bool:
+    """True for ``{'W1': (5, 4), ...}``: every value a tuple or list of ints."""
+    def is_shape(value):
+        return isinstance(value, (tuple, list)) and all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in value)
+    return len(mapping) > 0 and all(is_shape(v) for v in mapping.values())
+
+
+def vector_to_dictionary(theta: Any,
+                         layout: Layout | ArrayDict | None = None) -> dict[str, np.ndarray]:
     """Rebuild the parameter dict from a flat ``theta`` (shape ``(P, 1)`` or ``(P,)``).
 
     With one argument, the seed's 47-parameter network (4-5-3-1). ``layout`` gives any other:
@@ -258,17 +317,17 @@ def vector_to_dictionary(theta: Any, layout: Layout | ArrayDict | None = None) -
     if layout is None:
         layout = SEED_LAYOUT
     elif isinstance(layout, Mapping):
-        values = list(layout.values())
-        if values and all(isinstance(v, tuple) for v in values):
-            layout = Layout(layout)
-        else:
-            layout = mlp_layout(layout)
+        layout = Layout(layout) if _is_shape_dict(layout) else mlp_layout(layout)
     elif not isinstance(layout, Layout):
         raise TypeError(f"layout must be a Layout, a parameters dict or a dict of shapes; "
                         f"got {type(layout).__name__}")
+    theta = np.asarray(theta)
+    if theta.dtype.kind in "iub":  # the seed accepts integer vectors; so do we
+        theta = theta.astype(np.float64)
     theta = float_parameter_array(theta, "theta")
     if theta.size != layout.n_params or theta.ndim > 2 or (theta.ndim == 2 and theta.shape[1] != 1):
-        hint = "" if layout is not SEED_LAYOUT else " (without a layout, the seed's 4-5-3-1 network)"
+        hint = (" (without a layout, the seed's 4-5-3-1 network)" if layout is SEED_LAYOUT
+                else "")
         raise ValueError(f"theta must have shape ({layout.n_params}, 1) or ({layout.n_params},) "
                          f"for {layout!r}{hint}; got shape {theta.shape}")
     return layout.unpack(theta)

@@ -90,7 +90,8 @@ def _sensitivities(theta, sizes, w_off, act_off, Z, m, V, v_off):
         last = n_layers - 1
         for r in range(sizes[last]):
             for o in range(n_out):
-                V[v_off[last] + (r * m + j) * n_out + o] = theta[w_off[n_layers] + o * sizes[last] + r]
+                w = theta[w_off[n_layers] + o * sizes[last] + r]
+                V[v_off[last] + (r * m + j) * n_out + o] = w
         for l in range(last - 1, 0, -1):
             n_l = sizes[l]
             n_next = sizes[l + 1]

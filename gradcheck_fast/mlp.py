@@ -111,7 +111,8 @@ def _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, lp, ell):
                         theta[b_off[l] + r], Z, row, -1, 0.0)
             for j in range(m):
                 z = Z[row + j]
-                A[act_off[l] + r * m + j] = 1.0 / (1.0 + math.exp(-z)) if l == n_layers else _relu(z)
+                a = 1.0 / (1.0 + math.exp(-z)) if l == n_layers else _relu(z)
+                A[act_off[l] + r * m + j] = a
     n_out = sizes[n_layers]
     zo = act_off[n_layers]
     for k in range(n_out):

@@ -57,7 +57,8 @@ def random_mlp(sizes: Sequence[int], m: int, seed: int = 0, *, correct: bool = T
     X = rng.standard_normal((sizes[0], m))
     Y = (rng.random((sizes[-1], m)) < 0.5).astype(np.float64)
     _, cache = reference.forward_propagation_n(X, Y, parameters)
-    backward = reference.backward_propagation_n if correct else reference.backward_propagation_n_faulty
+    backward = (reference.backward_propagation_n if correct
+                else reference.backward_propagation_n_faulty)
     return X, Y, parameters, backward(X, Y, cache)
 
 

@@ -27,8 +27,10 @@ N_POINTS = 9
 
 #: The step, relative to max(|theta_i|, 2**-10): small enough that no ReLU kink is likely to be
 #: crossed and the smooth part's differences of order >= 3 are far below rounding, large enough
-#: that every perturbed entry really moves (2**-30 >> 2**-53).
-REL_STEP = 2.0**-30
+#: that every perturbed entry really moves (1e-9 >> 2**-53). Not a power of two: with a dyadic
+#: step, theta + t h v is exact and J can come out as an exact arithmetic progression in t,
+#: whose differences (and so the estimate) are 0 although J's rounding is not.
+REL_STEP = 1e-9
 
 #: The fixed seed of the direction: the estimate, like the check, is deterministic.
 _SEED = 20111
@@ -86,7 +88,7 @@ def cost_noise(cost: Callable[[np.ndarray], float], theta: np.ndarray) -> float:
     >>> rng = np.random.default_rng(0)
     >>> noise = np.float64(1e-12) * rng.standard_normal(N_POINTS)
     >>> def cost(theta):  # a smooth function plus artificial noise of size 1e-12
-    ...     k = int(round((theta[0] - 1.0) / (2.0**-30)))
+    ...     k = int(round((theta[0] - 1.0) / REL_STEP))
     ...     return float(np.sin(theta[0]) + noise[abs(k)])
     >>> 2e-13 < cost_noise(cost, np.array([1.0])) < 5e-12
     True

@@ -215,7 +215,8 @@ def vector_to_dictionary(theta, shapes=None):
     ``{'W1': (5, 4), 'b1': (5, 1), ...}`` in flattening order) gives any layout.
     """
     if shapes is None:
-        shapes = {"W1": (5, 4), "b1": (5, 1), "W2": (3, 5), "b2": (3, 1), "W3": (1, 3), "b3": (1, 1)}
+        shapes = {"W1": (5, 4), "b1": (5, 1), "W2": (3, 5), "b2": (3, 1),
+                  "W3": (1, 3), "b3": (1, 1)}
     parameters = {}
     start = 0
     for key, shape in shapes.items():
@@ -257,11 +258,13 @@ def gradient_check_n(parameters, gradients, X, Y, epsilon=1e-7, *, verbose=True)
     for i in range(num_parameters):
         thetaplus = np.copy(parameters_values)  # Step 1
         thetaplus[i][0] = thetaplus[i][0] + epsilon  # Step 2
-        J_plus[i], _ = forward_propagation_n(X, Y, vector_to_dictionary(thetaplus, shapes))  # Step 3
+        # Step 3
+        J_plus[i], _ = forward_propagation_n(X, Y, vector_to_dictionary(thetaplus, shapes))
 
         thetaminus = np.copy(parameters_values)  # Step 1
         thetaminus[i][0] = thetaminus[i][0] - epsilon  # Step 2
-        J_minus[i], _ = forward_propagation_n(X, Y, vector_to_dictionary(thetaminus, shapes))  # Step 3
+        # Step 3
+        J_minus[i], _ = forward_propagation_n(X, Y, vector_to_dictionary(thetaminus, shapes))
 
         gradapprox[i] = (J_plus[i] - J_minus[i]) / (2 * epsilon)
 
@@ -304,8 +307,8 @@ def gradapprox_n(parameters, X, Y, epsilon=1e-7, indices=None):
 def seed_case():
     """The seed's published test case: ``(X, Y, parameters)`` drawn with NumPy's legacy seed 1.
 
-    ``X`` is ``randn(4, 3)``, ``Y = [1, 1, 0]`` and the 4-5-3-1 network's parameters are drawn in the
-    order W1, b1, W2, b2, W3, b3 — as in the exercise's ``gradient_check_n_test_case``.
+    ``X`` is ``randn(4, 3)``, ``Y = [1, 1, 0]`` and the 4-5-3-1 network's parameters are drawn
+    in the order W1, b1, W2, b2, W3, b3 — as in the exercise's ``gradient_check_n_test_case``.
     """
     rng = np.random.RandomState(1)
     x = rng.randn(4, 3)

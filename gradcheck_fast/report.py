@@ -1,18 +1,44 @@
-"""The report of a gradient check: global verdict, per-block results, formatting."""
+"""The report of a gradient check: verdicts, per-block results, diagnoses, formatting."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from .layout import Layout
 
+#: Default elementwise tolerances, |analytic - numerical| <= atol + rtol |numerical| + noise
+#: (torch.autograd.gradcheck's convention, with our noise bound added). For float64 and
+#: epsilon = 1e-7 the numerical gradient is accurate to ~1e-9 |J| absolute with the exact
+#: engine (rounding of two full costs, divided by 2 eps; that and worse is in `noise`) and to
+#: ~1e-15 relative with the incremental one, plus a truncation error eps^2 |J'''| / 6 ~ 2e-15
+#: |J'''|. A mistake in a backward pass changes an element by O(1) relative (a factor, a sign,
+#: an index, a missing term). RTOL = 1e-6 sits three orders of magnitude from either; ATOL =
+#: 1e-8 is the resolution below which an element of a gradient of an O(1) cost counts as zero.
+RTOL = 1e-6
+ATOL = 1e-8
+
+#: Unit roundoff of float64.
+_U = 2.0**-53
+
 #: Safety factor on the ECnoise estimate sigma of J's rounding noise. The noise of a central
 #: difference (e+ - e-) / (2 eps) has a standard deviation of about sigma / (sqrt(2) eps); 8 sigma
 #: / eps is over 11 of them, and sigma itself comes from only a few differences.
 SIGMA_FACTOR = 8.0
+
+#: An element whose noise bound exceeds this fraction of its size is "not verified": a mistake
+#: of that relative size could hide in the noise.
+UNVERIFIABLE_FRACTION = 0.1
+
+#: How many worst elements the report keeps, overall and per failing block.
+N_WORST = 5
+
+#: A block's scale fit analytic ~ s * numerical is "tight" when the residual is below this
+#: fraction of the analytic block's norm.
+TIGHT_FIT = 1e-3
 
 
 def relative_difference(grad: np.ndarray, gradapprox: np.ndarray) -> float:
@@ -21,33 +47,77 @@ def relative_difference(grad: np.ndarray, gradapprox: np.ndarray) -> float:
     Two all-zero vectors agree exactly: their difference is 0.0 (the seed would print nan).
     NaN or Inf anywhere gives nan, which never passes.
     """
-    error = grad - gradapprox
     # sqrt(x @ x) is np.linalg.norm's own formula for 1-D float vectors, at a third of its
     # call overhead (which dominates on the seed's 47 parameters).
-    numerator = math.sqrt(error @ error)
-    denominator = math.sqrt(grad @ grad) + math.sqrt(gradapprox @ gradapprox)
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = grad - gradapprox
+        numerator = math.sqrt(error @ error)
+        denominator = math.sqrt(grad @ grad) + math.sqrt(gradapprox @ gradapprox)
+    if math.isnan(numerator) or math.isinf(denominator):
+        return math.nan
     if denominator == 0.0:
         return 0.0
     return numerator / denominator
 
 
-def noise_bound(resolution: np.ndarray, sigma: float, epsilon: float, theta: np.ndarray,
-                gradapprox: np.ndarray) -> np.ndarray:
+def noise_bound(costs, sigma: float, epsilon: float, theta: np.ndarray, m: int) -> np.ndarray:
     """Per coordinate, how far a correct gradient may sit from ``gradapprox`` through rounding.
 
     - ``resolution[i] / (2 epsilon)``: the worst case from the losses the two perturbations
       changed (large where an output saturates);
-    - ``SIGMA_FACTOR * sigma / epsilon``: the rest of the rounding of two full forward passes
-      (pre-activations, sums), measured by ECnoise (0 for the incremental engine, whose
-      changes carry no such noise);
+    - for the exact engine, whose J+- are two full costs: their final sums of m per-sample
+      losses round differently after the first changed sample, at most (m + 1) ulps of each
+      J (a bound, which ECnoise cannot give when J happens to round regularly), and
+      ``SIGMA_FACTOR * sigma / epsilon`` for the rest (pre-activations), measured by ECnoise.
+      The incremental engine's changes carry none of this;
     - the step: the seed divides by 2 epsilon, but the steps really taken are
       ``fl(theta_i +- epsilon) - theta_i``, off by up to an ulp of theta_i each.
     """
+    gradapprox = costs.gradapprox
     if not np.isfinite(sigma):
         sigma = 0.0
     step = ((theta + epsilon) - theta) - ((theta - epsilon) - theta)
     step_error = np.abs(step - 2.0 * epsilon) / (2.0 * epsilon) * np.abs(gradapprox)
-    return resolution / (2.0 * epsilon) + SIGMA_FACTOR * sigma / epsilon + step_error
+    bound = costs.resolution / (2.0 * epsilon) + step_error
+    if costs.engine == "exact":
+        sums = (m + 1) * _U * (np.abs(costs.J_plus) + np.abs(costs.J_minus)) / (2.0 * epsilon)
+        bound = bound + sums + SIGMA_FACTOR * sigma / epsilon
+    return np.where(np.isfinite(bound), bound, 0.0)
+
+
+def _relative_error(analytic: np.ndarray, numerical: np.ndarray) -> np.ndarray:
+    """``|a - n| / max(|a|, |n|)``: 0 when both are 0, 1 when one of them is, nan for nan."""
+    error = np.abs(analytic - numerical)
+    size = np.maximum(np.abs(analytic), np.abs(numerical))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = error / np.where(size > 0, size, 1.0)
+        return np.where(size > 0, ratio, np.where(error == 0, 0.0, error))
+
+
+@dataclass(frozen=True)
+class Element:
+    """One coordinate of the gradient: where it is and how the two gradients compare."""
+
+    block: str
+    index: tuple[int, ...]
+    flat_index: int
+    analytic: float
+    numerical: float
+    relative_error: float
+
+    @property
+    def label(self) -> str:
+        """``'dW2[1, 3]'``."""
+        return f"{self.block}[{', '.join(map(str, self.index))}]"
+
+    def to_dict(self) -> dict:
+        return {"block": self.block, "index": list(self.index), "flat_index": self.flat_index,
+                "analytic": self.analytic, "numerical": self.numerical,
+                "relative_error": self.relative_error}
+
+    def __str__(self) -> str:
+        return (f"{self.label}: analytic {self.analytic:.6g}, numerical {self.numerical:.6g}, "
+                f"relative error {self.relative_error:.3g}")
 
 
 @dataclass(frozen=True)
@@ -58,72 +128,110 @@ class BlockResult:
     ----------
     name, shape : the gradient key and its shape.
     difference : the seed's eq. (3) over this block alone.
-    max_abs_error : ``max |grad - gradapprox|`` over the block.
-    n_failing : elements with ``|grad - gradapprox| > threshold * (|grad| + |gradapprox|) + noise``,
-        ``noise`` being the coordinate's rounding-noise bound (:func:`noise_bound`).
-    n_within_noise : elements that miss the threshold but lie within their noise bound: the
-        finite difference is too coarse there to confirm or refute them (saturated outputs).
-    n_kinks : elements whose +-epsilon steps move some ReLU across its kink on some sample: the
-        central difference there is not a derivative, so they are never counted as failing.
-    passed : True when no element fails.
+    max_abs_error, max_rel_error : over the block's elements with finite J+- (the relative
+        error of an element is ``|a - n| / max(|a|, |n|)``).
+    n_failing : elements with ``|a - n| > atol + rtol |n| + noise``, ``noise`` being the
+        element's rounding-noise bound, kinks and non-finite J+- excepted.
+    n_kinks : elements whose +-epsilon steps move a ReLU across its kink on some sample: the
+        central difference there is no derivative, so they never count as failing.
+    n_nonfinite : elements whose J(theta +- epsilon e_i) is NaN or Inf (e.g. log(0) of a
+        saturated sigmoid): they are not verified.
+    n_unverified : elements that pass only within a noise bound larger than a tenth of their
+        size (saturated outputs): a mistake could hide there.
+    verdict : "wrong" if any element fails, else "unverified" if any element is non-finite or
+        unverified, else "ok".
+    diagnosis : for a wrong block, what the mistake looks like when the evidence supports it
+        ("dW2 ≈ 2.00 × numerical", a sign flip, a transposition, zeros), else None.
+    scale : the fitted s of ``analytic ≈ s * numerical`` when the fit is tight, else None.
+    worst : the block's worst elements (for a wrong block), worst first.
     """
 
     name: str
     shape: tuple[int, ...]
     difference: float
     max_abs_error: float
+    max_rel_error: float
     n_failing: int
-    n_within_noise: int
     n_kinks: int
-    passed: bool
+    n_nonfinite: int
+    n_unverified: int
+    verdict: str
+    diagnosis: str | None = None
+    scale: float | None = None
+    worst: tuple[Element, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "ok"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "difference": self.difference,
-            "max_abs_error": self.max_abs_error,
-            "n_failing": self.n_failing,
-            "n_within_noise": self.n_within_noise,
-            "n_kinks": self.n_kinks,
-            "passed": self.passed,
+            "name": self.name, "shape": list(self.shape), "difference": self.difference,
+            "max_abs_error": self.max_abs_error, "max_rel_error": self.max_rel_error,
+            "n_failing": self.n_failing, "n_kinks": self.n_kinks,
+            "n_nonfinite": self.n_nonfinite, "n_unverified": self.n_unverified,
+            "verdict": self.verdict, "passed": self.passed, "diagnosis": self.diagnosis,
+            "scale": self.scale, "worst": [e.to_dict() for e in self.worst],
         }
 
 
-@dataclass(frozen=True)
+class GradientCheckFailed(AssertionError):
+    """Raised by :meth:`GradientCheckReport.raise_if_failed`; the message is the report."""
+
+
+@dataclass(frozen=True, eq=False)
 class GradientCheckReport:
     """What :func:`gradcheck_fast.check_gradients` found.
 
+    Two criteria are reported:
+
+    - ``passed`` — the elementwise criterion, which decides: every block's verdict is "ok",
+      i.e. every element satisfies ``|analytic - numerical| <= atol + rtol |numerical| +
+      noise`` (kinks excepted) and none is non-finite or unverifiable. One wrong element among
+      millions fails it.
+    - ``seed_passed`` — the seed's criterion, ``difference <= threshold`` on eq. (3) over all
+      parameters (what ``gradient_check_n`` prints). It can hide a single wrong element.
+
     Attributes
     ----------
-    difference : float
-        The seed's eq. (3) over all parameters.
-    passed : bool
-        ``difference <= threshold`` (the seed's criterion; NaN never passes).
-    threshold, epsilon : float
-        The settings the check ran with.
-    cost : float
-        J at the unperturbed parameters.
+    difference, threshold, seed_passed : the seed's criterion.
+    rtol, atol, epsilon : the settings the check ran with.
+    cost : J at the unperturbed parameters.
     grad, gradapprox : dict of str to ndarray
-        The analytic and the numerical gradient, keyed ``'dW1', 'db1', ...``, shaped like the
-        parameters.
-    blocks : dict of str to BlockResult
-        Per gradient block, in layout order.
-    layout : Layout
-    engine : str
-        The engine that computed the costs: "exact" or "incremental".
+        Analytic and numerical gradient keyed ``'dW1', 'db1', ...``, shaped like the parameters.
+    blocks : dict of str to BlockResult, in layout order.
+    failed_blocks : names of the wrong blocks in the order the backward pass computes them
+        (output layer first), so the first is the earliest place the backward pass goes wrong.
+    worst : the worst elements overall (failing ones first, then the largest relative errors).
+    kinks, nonfinite, unverified : the flagged elements.
+    engine : "exact" or "incremental" (see :func:`gradcheck_fast.check_gradients`).
     """
 
     difference: float
-    passed: bool
     threshold: float
     epsilon: float
+    rtol: float
+    atol: float
     cost: float
     grad: dict[str, np.ndarray] = field(repr=False)
     gradapprox: dict[str, np.ndarray] = field(repr=False)
     blocks: dict[str, BlockResult] = field(repr=False)
     layout: Layout = field(repr=False)
     engine: str = "exact"
+    _flags: dict = field(default_factory=dict, repr=False)
+
+    # -- verdicts ------------------------------------------------------------------------------
+    @property
+    def passed(self) -> bool:
+        return all(block.passed for block in self.blocks.values())
+
+    @property
+    def seed_passed(self) -> bool:
+        return bool(self.difference <= self.threshold)
 
     @property
     def n_params(self) -> int:
@@ -131,99 +239,285 @@ class GradientCheckReport:
 
     @property
     def failed_blocks(self) -> list[str]:
-        """Names of the blocks that disagree, in layout order."""
-        return [name for name, block in self.blocks.items() if not block.passed]
+        return [name for name in reversed(self.blocks) if self.blocks[name].verdict == "wrong"]
+
+    # -- flagged elements ----------------------------------------------------------------------
+    @cached_property
+    def worst(self) -> tuple[Element, ...]:
+        return self._elements(self._flags["worst"])
+
+    @cached_property
+    def kinks(self) -> tuple[Element, ...]:
+        return self._elements(self._flags["kinks"])
+
+    @cached_property
+    def nonfinite(self) -> tuple[Element, ...]:
+        return self._elements(self._flags["nonfinite"])
+
+    @cached_property
+    def unverified(self) -> tuple[Element, ...]:
+        return self._elements(self._flags["unverified"])
+
+    def _elements(self, flat_indices) -> tuple[Element, ...]:
+        return tuple(_element(self.layout, self._flags["grad"], self._flags["gradapprox"], int(i))
+                     for i in flat_indices)
+
+    # -- output --------------------------------------------------------------------------------
+    def raise_if_failed(self) -> None:
+        """Raise :class:`GradientCheckFailed` (an AssertionError) with the table if not passed."""
+        if not self.passed:
+            raise GradientCheckFailed(str(self))
 
     def to_dict(self) -> dict:
-        """Plain Python types only (JSON-ready); arrays as nested lists."""
+        """Plain Python types only (JSON-ready; NaN stays a float NaN); arrays as nested lists."""
         return {
-            "difference": self.difference,
-            "passed": self.passed,
-            "threshold": self.threshold,
-            "epsilon": self.epsilon,
-            "cost": self.cost,
-            "n_params": self.n_params,
-            "engine": self.engine,
+            "passed": self.passed, "seed_passed": self.seed_passed,
+            "difference": self.difference, "threshold": self.threshold,
+            "epsilon": self.epsilon, "rtol": self.rtol, "atol": self.atol, "cost": self.cost,
+            "n_params": self.n_params, "engine": self.engine,
             "failed_blocks": self.failed_blocks,
             "blocks": {name: block.to_dict() for name, block in self.blocks.items()},
+            "worst": [e.to_dict() for e in self.worst],
+            "kinks": [e.to_dict() for e in self.kinks],
+            "nonfinite": [e.to_dict() for e in self.nonfinite],
+            "unverified": [e.to_dict() for e in self.unverified],
             "grad": {k: v.tolist() for k, v in self.grad.items()},
             "gradapprox": {k: v.tolist() for k, v in self.gradapprox.items()},
         }
 
     def __str__(self) -> str:
-        verdict = "PASSED" if self.passed else "FAILED"
-        lines = [
-            f"gradient check {verdict}: difference = {self.difference:.10g} "
-            f"(threshold {self.threshold:g}, epsilon {self.epsilon:g}, {self.n_params} parameters)"
-        ]
-        failed = self.failed_blocks
-        if failed:
-            lines.append("blocks that disagree: " + ", ".join(failed))
-        width = max(5, *(len(name) for name in self.blocks))
-        lines.append(f"  {'block':<{width}}  {'shape':<12} {'difference':>12} "
-                     f"{'max |error|':>12} {'failing':>8} {'kinks':>6}  verdict")
-        for name, b in self.blocks.items():
-            shape = "x".join(map(str, b.shape))
-            lines.append(
-                f"  {name:<{width}}  {shape:<12} {b.difference:>12.3e} {b.max_abs_error:>12.3e} "
-                f"{b.n_failing:>8} {b.n_kinks:>6}  {'ok' if b.passed else 'WRONG'}"
-            )
-        n_noisy = sum(b.n_within_noise for b in self.blocks.values())
-        if n_noisy:
-            lines.append(
-                f"note: {n_noisy} coordinate(s) miss the threshold but lie within the rounding "
-                f"noise of the finite difference (e.g. saturated outputs): not verified"
-            )
-        n_kinks = sum(b.n_kinks for b in self.blocks.values())
-        if n_kinks:
-            lines.append(
-                f"note: the steps of {n_kinks} coordinate(s) cross a ReLU kink, where the central "
-                f"difference is no derivative: they are not counted as failing"
-            )
-        return "\n".join(lines)
+        return _format(self)
 
 
+# ---------------------------------------------------------------------------------------------
+# Building
+# ---------------------------------------------------------------------------------------------
 def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, sigma: float, *,
-                 epsilon: float, threshold: float) -> GradientCheckReport:
+                 m: int, epsilon: float, threshold: float, rtol: float = RTOL,
+                 atol: float = ATOL, n_worst: int = N_WORST) -> GradientCheckReport:
     """Assemble the report from flat vectors in ``layout`` order and the engine's
-    :class:`~gradcheck_fast.engine.Costs`; sigma is J's ECnoise estimate (0 if not needed)."""
-    gradapprox = costs.gradapprox
-    noise = noise_bound(costs.resolution, sigma, epsilon, theta, gradapprox)
-    at_kink = costs.kinks > 0
-    error = np.abs(grad - gradapprox)
-    relative_allowance = threshold * (np.abs(grad) + np.abs(gradapprox))
-    failing = ~(error <= relative_allowance + noise) & ~at_kink  # NaN fails
-    # "Not verified": the element misses the threshold and its noise bound is large both next to
-    # its own size and on the scale of the whole gradient (so ~0 entries of a healthy gradient,
-    # whose relative error is naturally large at epsilon = 1e-7, are not listed).
-    magnitude = np.abs(grad) + np.abs(gradapprox)
-    scale = float(np.max(magnitude, initial=0.0))
-    within_noise = (~failing & (error > relative_allowance) & (noise > 0.01 * magnitude)
-                    & (noise > 1e-4 * scale))
+    :class:`~gradcheck_fast.engine.Costs` of a check on m samples; sigma is J's ECnoise
+    estimate (0 if not needed)."""
+    numerical = costs.gradapprox
+    nonfinite = ~(np.isfinite(costs.J_plus) & np.isfinite(costs.J_minus))
+    at_kink = (costs.kinks > 0) & ~nonfinite
+    with np.errstate(invalid="ignore", over="ignore"):
+        noise = noise_bound(costs, sigma, epsilon, theta, m)
+    error = np.abs(grad - numerical)
+    tolerance = atol + rtol * np.abs(numerical)
+    checked = ~nonfinite & ~at_kink
+    failing = checked & ~(error <= tolerance + noise)  # a NaN analytic value fails
+    magnitude = np.maximum(np.abs(grad), np.abs(numerical))
+    unverified = (checked & ~failing & (error > tolerance) & (noise > atol)
+                  & (noise > UNVERIFIABLE_FRACTION * magnitude))
+    relative = _relative_error(grad, numerical)
+
     blocks = {}
     for k, (name, shape) in enumerate(zip(layout.grad_names, layout.shapes)):
         s = slice(int(layout.offsets[k]), int(layout.offsets[k + 1]))
-        n_failing = int(np.count_nonzero(failing[s]))
-        blocks[name] = BlockResult(
-            name=name,
-            shape=shape,
-            difference=relative_difference(grad[s], gradapprox[s]),
-            max_abs_error=float(np.max(error[s])),
-            n_failing=n_failing,
-            n_within_noise=int(np.count_nonzero(within_noise[s])),
-            n_kinks=int(np.count_nonzero(at_kink[s])),
-            passed=n_failing == 0,
-        )
-    difference = relative_difference(grad, gradapprox)
+        blocks[name] = _block(layout, name, shape, s, grad, numerical, error, relative, failing,
+                              at_kink, nonfinite, unverified, tolerance + noise, n_worst)
+
+    # Worst overall: failing elements by how far past their tolerance, then the rest by
+    # relative error (kinks and non-finite ones have their own lists).
+    with np.errstate(invalid="ignore", divide="ignore"):
+        excess = np.where(failing, error / (tolerance + noise), 0.0)
+    excess = np.where(np.isnan(excess), np.inf, excess)
+    others = np.where(checked, np.nan_to_num(relative, nan=0.0) / 2, -1.0)
+    key = np.where(failing, excess + 1.0, others)
+    worst = _top(key, n_worst, minimum=0.0)
+    flags = {
+        "worst": worst,
+        "kinks": np.flatnonzero(at_kink),
+        "nonfinite": np.flatnonzero(nonfinite),
+        "unverified": np.flatnonzero(unverified),
+        "grad": grad,
+        "gradapprox": numerical,
+    }
     return GradientCheckReport(
-        difference=difference,
-        passed=bool(difference <= threshold),
-        threshold=threshold,
-        epsilon=epsilon,
-        cost=float(costs.J),
-        grad=layout.unpack(grad, prefix="d"),
-        gradapprox=layout.unpack(gradapprox, prefix="d"),
-        blocks=blocks,
-        layout=layout,
-        engine=costs.engine,
+        difference=relative_difference(grad, numerical),
+        threshold=threshold, epsilon=epsilon, rtol=rtol, atol=atol, cost=float(costs.J),
+        grad=layout.unpack(grad, prefix="d"), gradapprox=layout.unpack(numerical, prefix="d"),
+        blocks=blocks, layout=layout, engine=costs.engine, _flags=flags,
     )
+
+
+def _top(key: np.ndarray, n: int, minimum: float) -> np.ndarray:
+    """Indices of the n largest keys (>= minimum), largest first; ties by index."""
+    candidates = np.flatnonzero(key >= minimum)
+    if candidates.size > n:
+        part = np.argpartition(-key[candidates], n - 1)[:n]
+        candidates = candidates[part]
+    order = np.lexsort((candidates, -key[candidates]))
+    return candidates[order]
+
+
+def _element(layout: Layout, grad, numerical, i: int) -> Element:
+    name, index = layout.locate(i)
+    a, n = float(grad[i]), float(numerical[i])
+    return Element(block="d" + name, index=index, flat_index=i, analytic=a, numerical=n,
+                   relative_error=float(_relative_error(np.array(a), np.array(n))))
+
+
+def _block(layout, name, shape, s, grad, numerical, error, relative, failing, at_kink,
+           nonfinite, unverified, allowed, n_worst) -> BlockResult:
+    finite = ~nonfinite[s]
+    n_failing = int(np.count_nonzero(failing[s]))
+    n_nonfinite = int(np.count_nonzero(nonfinite[s]))
+    n_unverified = int(np.count_nonzero(unverified[s]))
+    if n_failing:
+        verdict = "wrong"
+    elif n_nonfinite or n_unverified:
+        verdict = "unverified"
+    else:
+        verdict = "ok"
+    diagnosis, scale, worst = None, None, ()
+    if n_failing:
+        usable = finite & ~at_kink[s]
+        diagnosis, scale = diagnose(name, shape, grad[s], numerical[s], usable, failing[s],
+                                    allowed[s])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            excess = np.where(failing[s], error[s] / allowed[s], -1.0)
+        excess = np.where(np.isnan(excess), np.inf, excess)
+        idx = _top(excess, n_worst, minimum=0.0) + s.start
+        worst = tuple(_element(layout, grad, numerical, int(i)) for i in idx)
+    err = np.where(finite, error[s], 0.0)
+    rel = np.where(finite, relative[s], 0.0)
+    return BlockResult(
+        name=name, shape=shape,
+        difference=relative_difference(grad[s], numerical[s]),
+        max_abs_error=float(np.max(err)) if err.size else 0.0,
+        max_rel_error=float(np.max(rel)) if rel.size else 0.0,
+        n_failing=n_failing, n_kinks=int(np.count_nonzero(at_kink[s])),
+        n_nonfinite=n_nonfinite, n_unverified=n_unverified, verdict=verdict,
+        diagnosis=diagnosis, scale=scale, worst=worst,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnosis
+# ---------------------------------------------------------------------------------------------
+def diagnose(name: str, shape: tuple[int, ...], analytic: np.ndarray, numerical: np.ndarray,
+             usable: np.ndarray, failing: np.ndarray, allowed: np.ndarray
+             ) -> tuple[str | None, float | None]:
+    """What a wrong block's mistake looks like, when the evidence supports it.
+
+    Tried in order, on the block's finite, kink-free elements:
+
+    1. a constant factor: the least-squares ``s`` of ``analytic ≈ s * numerical`` with a
+       residual below ``TIGHT_FIT`` of the analytic norm (s ≈ -1: a sign flip; s ≈ 0: zeros);
+    2. a transposition: a square block equal to the numerical block's transpose, or any 2-D
+       block equal to it transposed and reshaped (a ravel-order mix-up);
+    3. zeros: the analytic block is 0 wherever it fails;
+    4. a few wrong elements among many.
+
+    Returns ``(diagnosis, scale)``; either may be None.
+
+    Examples
+    --------
+    >>> n = np.array([1.0, -2.0, 3.0])
+    >>> ok = np.ones(3, bool)
+    >>> text, scale = diagnose("dW2", (3,), 2 * n, n, ok, ok, np.full(3, 1e-8))
+    >>> text, round(scale, 12)
+    ('dW2 ≈ 2.00 × numerical', 2.0)
+    >>> diagnose("db1", (3,), -n, n, ok, ok, np.full(3, 1e-8))[0]
+    'db1 has the wrong sign: ≈ -1.00 × numerical'
+    """
+    usable = usable & np.isfinite(analytic) & np.isfinite(numerical)
+    a = np.where(usable, analytic, 0.0)
+    n = np.where(usable, numerical, 0.0)
+    norm_a = math.sqrt(float(a @ a))
+    nn = float(n @ n)
+    if nn > 0.0 and norm_a > 0.0:
+        s = float(a @ n) / nn
+        residual = a - s * n
+        if math.sqrt(residual @ residual) <= TIGHT_FIT * norm_a:
+            if abs(s + 1.0) <= 0.01:
+                return f"{name} has the wrong sign: ≈ {s:.2f} × numerical", s
+            return f"{name} ≈ {s:.2f} × numerical", s
+    if len(shape) == 2 and nn > 0.0:
+        n2 = n.reshape(shape)
+        candidates = []
+        if shape[0] == shape[1]:
+            candidates.append(("is transposed: it matches the numerical gradient's transpose",
+                               n2.T))
+        if shape[0] > 1 and shape[1] > 1:
+            candidates.append(("matches the numerical gradient transposed and reshaped "
+                               "(a row/column-order mix-up)", n2.T.reshape(shape)))
+        for text, candidate in candidates:
+            residual = np.abs(a.reshape(shape) - candidate).ravel()
+            if np.all(residual <= allowed + TIGHT_FIT * np.abs(candidate.ravel())):
+                return f"{name} {text}", None
+    if not np.all(np.isfinite(analytic[failing])):
+        bad = int(np.count_nonzero(~np.isfinite(analytic)))
+        return f"{name} has {bad} NaN/Inf element(s)", None
+    zero_failing = failing & (analytic == 0.0)
+    n_failing = int(np.count_nonzero(failing))
+    if n_failing and np.count_nonzero(zero_failing) == n_failing:
+        total = analytic.size
+        where = "everywhere" if n_failing == total else f"at {n_failing} of {total} elements"
+        return f"{name} is 0 where the numerical gradient is not ({where})", None
+    if n_failing <= 10 and n_failing * 10 <= analytic.size:
+        return f"{n_failing} of {analytic.size} elements of {name} are wrong", None
+    return None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+def _format(report: GradientCheckReport) -> str:
+    blocks = report.blocks
+    wrong = report.failed_blocks
+    n_unverified = sum(b.verdict == "unverified" for b in blocks.values())
+    if report.passed:
+        head = f"gradient check PASSED: all {len(blocks)} blocks agree with the numerical gradient"
+    elif wrong:
+        head = (f"gradient check FAILED: {len(wrong)} of {len(blocks)} blocks disagree with the "
+                f"numerical gradient ({', '.join(wrong)})")
+    else:
+        head = (f"gradient check INCONCLUSIVE: {n_unverified} of {len(blocks)} blocks could not be "
+                f"verified everywhere")
+    seed = "<=" if report.seed_passed else ">"
+    lines = [
+        head,
+        f"  seed criterion: difference = {report.difference:.10g} {seed} threshold "
+        f"{report.threshold:g} ({'passed' if report.seed_passed else 'failed'})",
+        f"  elementwise: |analytic - numerical| <= {report.atol:g} + {report.rtol:g} |numerical| "
+        f"+ noise; epsilon {report.epsilon:g}, {report.n_params} parameters, "
+        f"{report.engine} engine",
+    ]
+    if wrong:
+        lines.append("wrong blocks, in backprop order:")
+        width = max(len(name) for name in wrong)
+        for name in wrong:
+            b = blocks[name]
+            text = b.diagnosis or "no simple pattern (see the worst elements)"
+            lines.append(f"  {name:<{width}}  {b.n_failing} of {b.size} elements wrong: {text}")
+    width = max(5, *(len(name) for name in blocks))
+    lines.append(f"  {'block':<{width}}  {'shape':<10} {'difference':>11} {'max abs err':>11} "
+                 f"{'max rel err':>11} {'failing':>8} {'kinks':>6}  verdict")
+    for name, b in blocks.items():
+        shape = "x".join(map(str, b.shape))
+        lines.append(f"  {name:<{width}}  {shape:<10} {b.difference:>11.3e} "
+                     f"{b.max_abs_error:>11.3e} {b.max_rel_error:>11.3e} {b.n_failing:>8} "
+                     f"{b.n_kinks:>6}  {b.verdict}")
+    notes = []
+    n_kinks = sum(b.n_kinks for b in blocks.values())
+    if n_kinks:
+        notes.append(f"{n_kinks} element(s) step across a ReLU kink, where the central difference "
+                     f"is no derivative: not counted as failing (report.kinks)")
+    n_nonfinite = sum(b.n_nonfinite for b in blocks.values())
+    if n_nonfinite:
+        first = report.nonfinite[0].label
+        notes.append(f"{n_nonfinite} element(s) have a NaN/Inf J(theta +- eps e_i), first {first} "
+                     f"(report.nonfinite): not verified")
+    n_noisy = sum(b.n_unverified for b in blocks.values())
+    if n_noisy:
+        notes.append(f"{n_noisy} element(s) lie within a rounding noise larger than a tenth of "
+                     f"their size (saturated outputs?): not verified (report.unverified)")
+    lines += ["note: " + note for note in notes]
+    worst = [e for e in report.worst if not report.passed or e.relative_error > 0]
+    if worst:
+        lines.append("worst elements:")
+        lines += [f"  {e}" for e in worst]
+    return "\n".join(lines)

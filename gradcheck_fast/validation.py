@@ -35,10 +35,10 @@ def float_parameter_array(value, label: str) -> np.ndarray:
     """A floating array for a parameter or gradient block (integers are refused)."""
     array = _as_array(value, label)
     if array.dtype.kind != "f":
-        raise TypeError(
-            f"{label} must be a floating-point array; got dtype {array.dtype} "
-            f"(a parameter cannot be perturbed by epsilon in integers) — pass it .astype(float)"
-        )
+        why = (" (a parameter cannot be perturbed by epsilon in integers)"
+               if label.startswith("parameters") else "")
+        raise TypeError(f"{label} must be a floating-point array; got dtype {array.dtype}{why} "
+                        f"— pass it .astype(float)")
     return array
 
 
@@ -54,24 +54,32 @@ def _first_nonfinite(array: np.ndarray) -> tuple[int, ...]:
     return tuple(int(n) for n in np.argwhere(~np.isfinite(array))[0])
 
 
+def _real(value, name: str, *, allow_zero: bool) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        number = math.inf
+    if not math.isfinite(number) or number < 0.0 or (number == 0.0 and not allow_zero):
+        expected = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {expected}; got {value!r}")
+    return number
+
+
 def check_epsilon(epsilon) -> float:
     """epsilon as a float: a finite real number > 0."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
-        raise TypeError(f"epsilon must be a real number; got {type(epsilon).__name__}")
-    epsilon = float(epsilon)
-    if not (math.isfinite(epsilon) and epsilon > 0.0):
-        raise ValueError(f"epsilon must be finite and > 0; got {epsilon}")
-    return epsilon
+    return _real(epsilon, "epsilon", allow_zero=False)
 
 
 def check_threshold(threshold) -> float:
     """threshold as a float: a finite real number > 0."""
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a real number; got {type(threshold).__name__}")
-    threshold = float(threshold)
-    if not (math.isfinite(threshold) and threshold > 0.0):
-        raise ValueError(f"threshold must be finite and > 0; got {threshold}")
-    return threshold
+    return _real(threshold, "threshold", allow_zero=False)
+
+
+def check_tolerance(value, name: str) -> float:
+    """rtol or atol as a float: a finite real number >= 0."""
+    return _real(value, name, allow_zero=True)
 
 
 def check_n_threads(n_threads) -> int | None:
@@ -121,6 +129,15 @@ def mlp_layout(parameters) -> MLPLayout:
     return _mlp_layout_and_blocks(parameters)[0]
 
 
+def mlp_layout_of_gradients(gradients) -> MLPLayout:
+    """The layout read off the ``dWl``/``dbl`` entries of a gradient dict (the seed's
+    intermediates dZl/dAl ignored), with messages naming the gradient keys."""
+    _require_mapping(gradients, "gradients")
+    blocks = {key: value for key, value in gradients.items()
+              if isinstance(key, str) and _BLOCK_KEY.fullmatch(key[1:]) and key[0] == "d"}
+    return _mlp_layout_and_blocks(blocks, "gradients", prefix="d")[0]
+
+
 def mlp_layout_and_theta(parameters) -> tuple[MLPLayout, np.ndarray]:
     """:func:`mlp_layout` and theta, a new flat float64 vector of the parameters, which must be
     finite."""
@@ -132,45 +149,60 @@ def mlp_layout_and_theta(parameters) -> tuple[MLPLayout, np.ndarray]:
     return layout, theta
 
 
-def _mlp_layout_and_blocks(parameters) -> tuple[MLPLayout, list[np.ndarray]]:
-    _require_mapping(parameters, "parameters")
+_BLOCK_KEY = re.compile(r"([Wb])([1-9][0-9]*)")
+
+
+def _mlp_layout_and_blocks(parameters, label: str = "parameters", prefix: str = ""
+                           ) -> tuple[MLPLayout, list[np.ndarray]]:
+    """Layout and flat blocks of ``{prefix}W1, {prefix}b1, ...`` in ``label`` (the parameters,
+    or the gradients when the layout is read off them)."""
+    _require_mapping(parameters, label)
+    indices = set()
+    for key in parameters:
+        if isinstance(key, str) and key.startswith(prefix):
+            match = _BLOCK_KEY.fullmatch(key[len(prefix):])
+            if match:
+                indices.add(int(match.group(2)))
+    if not indices:
+        raise ValueError(f"{label} must hold {prefix}W1, {prefix}b1, ..., {prefix}WL, {prefix}bL; "
+                         f"got keys {sorted(map(str, parameters))}")
+    # The network ends before the first layer with neither W nor b: keys beyond it are strays.
     n_layers = 0
-    while f"W{n_layers + 1}" in parameters:
+    while n_layers + 1 in indices:
         n_layers += 1
-    if n_layers == 0:
-        raise ValueError(
-            f"parameters must hold W1, b1, ..., WL, bL; key 'W1' is missing "
-            f"(got keys {sorted(map(str, parameters))})"
-        )
-    expected = {f"{kind}{l}" for l in range(1, n_layers + 1) for kind in "Wb"}
-    missing = sorted(expected - set(parameters))
-    if missing:
-        raise ValueError(f"parameters is missing key {missing[0]!r} (a {n_layers}-layer network "
-                         f"needs W1, b1, ..., W{n_layers}, b{n_layers})")
-    extra = sorted(map(str, set(parameters) - expected))
+    names = [f"{prefix}{kind}{l}" for l in range(1, n_layers + 1) for kind in "Wb"]
+    needs = (f"{prefix}W1, {prefix}b1" if n_layers == 1
+             else f"{prefix}W1, {prefix}b1, ..., {prefix}W{n_layers}, {prefix}b{n_layers}")
+    for name in names:
+        if name not in parameters:
+            kind = name[len(prefix)]
+            partner = prefix + ("b" if kind == "W" else "W") + name[len(prefix) + 1:]
+            raise ValueError(f"{label} has {partner!r} but is missing key {name!r} "
+                             f"(a {n_layers}-layer network needs {needs})")
+    extra = sorted(map(str, set(parameters) - set(names)))
     if extra:
-        raise ValueError(f"parameters has unexpected key {extra[0]!r}; expected exactly "
-                         f"W1, b1, ..., W{n_layers}, b{n_layers}")
+        raise ValueError(f"{label} has unexpected key {extra[0]!r}; expected exactly {needs}")
     sizes = []
     blocks = []
     for l in range(1, n_layers + 1):
-        W = float_parameter_array(parameters[f"W{l}"], f"parameters['W{l}']")
-        b = float_parameter_array(parameters[f"b{l}"], f"parameters['b{l}']")
+        Wk, bk = f"{prefix}W{l}", f"{prefix}b{l}"
+        W = float_parameter_array(parameters[Wk], f"{label}['{Wk}']")
+        b = float_parameter_array(parameters[bk], f"{label}['{bk}']")
         if W.ndim != 2 or 0 in W.shape:
-            raise ValueError(f"parameters['W{l}'] must be a non-empty 2-D array (n{l}, n{l - 1}); "
+            raise ValueError(f"{label}['{Wk}'] must be a non-empty 2-D array (n{l}, n{l - 1}); "
                              f"got shape {W.shape}")
         if l == 1:
             sizes.append(W.shape[1])
         elif W.shape[1] != sizes[-1]:
             raise ValueError(
-                f"parameters['W{l}'] has shape {W.shape} but W{l - 1} has {sizes[-1]} rows: "
-                f"W{l} must have shape ({W.shape[0]}, {sizes[-1]})"
+                f"{label}['{Wk}'] has shape {W.shape} but {prefix}W{l - 1} has {sizes[-1]} rows: "
+                f"{Wk} must have shape ({W.shape[0]}, {sizes[-1]})"
             )
         sizes.append(W.shape[0])
         if b.shape != (W.shape[0], 1):
             raise ValueError(
-                f"parameters['b{l}'] has shape {b.shape} but must be a ({W.shape[0]}, 1) column "
-                f"(W{l} has {W.shape[0]} rows)"
+                f"{label}['{bk}'] has shape {b.shape} but must be a ({W.shape[0]}, 1) column "
+                f"({Wk} has {W.shape[0]} rows)"
             )
         blocks += [W.ravel(), b.ravel()]
     return MLPLayout.from_sizes(tuple(sizes)), blocks
@@ -209,6 +241,7 @@ def check_data(X, Y, layout: MLPLayout) -> tuple[np.ndarray, np.ndarray]:
     """X as float64 ``(n0, m)`` and Y as float64 ``(nL, m)`` (``(m,)`` accepted when nL = 1)."""
     X = data_array(X, "X")
     Y = data_array(Y, "Y")
+    y_shape = Y.shape
     n_x, n_out = int(layout.sizes[0]), int(layout.sizes[-1])
     if X.ndim != 2 or X.shape[0] != n_x or X.shape[1] == 0:
         raise ValueError(f"X must have shape ({n_x}, m) with m >= 1 samples, since W1 has "
@@ -219,5 +252,5 @@ def check_data(X, Y, layout: MLPLayout) -> tuple[np.ndarray, np.ndarray]:
     if Y.shape != (n_out, m):
         extra = " or (m,)" if n_out == 1 else ""
         raise ValueError(f"Y must have shape ({n_out}, {m}){extra} to match the {n_out} "
-                         f"output unit(s) and the {m} samples of X; got shape {Y.shape}")
+                         f"output unit(s) and the {m} samples of X; got shape {y_shape}")
     return X, Y

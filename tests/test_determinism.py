@@ -1,0 +1,244 @@
+"""Bitwise reproducibility: thread counts, repeated calls, memory layouts, dtypes; no side
+effects on the caller's arrays or on numba's thread setting."""
+
+from __future__ import annotations
+
+import copy
+
+import numba
+import numpy as np
+import pytest
+
+import gradcheck_fast
+from gradcheck_fast import engine
+
+#: Big enough for the parallel path: 841 parameters x m samples >= engine._SERIAL_WORK (the
+#: engine's own threshold, read rather than copied: it has moved during development).
+BIG = ((30, 20, 10, 1), max(64, -(-engine._SERIAL_WORK // 841)))
+MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+
+
+@pytest.fixture
+def all_threads():
+    """Run the test with numba's thread count at its maximum; restore it afterwards."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(MAX_THREADS)
+    yield MAX_THREADS
+    numba.set_num_threads(previous)
+
+
+@pytest.fixture
+def big_case(helpers):
+    sizes, m = BIG
+    X, Y, parameters = helpers.random_network(sizes, m, 40, scale=1.0)
+    # A ReLU on its kink too, so that some perturbations take the "activation changed" branch.
+    parameters = helpers.place_on_kink(X, parameters, 1, 3, 7, 1e-8)
+    gradients = helpers.correct_gradients(X, Y, parameters)
+    return X, Y, parameters, gradients
+
+
+def assert_reports_bitwise_equal(a, b):
+    assert a.difference == b.difference or (np.isnan(a.difference) and np.isnan(b.difference))
+    assert np.float64(a.difference).view(np.uint64) == np.float64(b.difference).view(np.uint64)
+    assert a.cost == b.cost
+    assert a.passed == b.passed
+    assert list(a.gradapprox) == list(b.gradapprox)
+    for name in a.gradapprox:
+        assert a.gradapprox[name].tobytes() == b.gradapprox[name].tobytes(), name
+        assert a.grad[name].tobytes() == b.grad[name].tobytes(), name
+    assert a.blocks == b.blocks
+
+
+def test_big_case_takes_the_parallel_path(big_case):
+    X, Y, parameters, _ = big_case
+    n_params = sum(v.size for v in parameters.values())
+    assert n_params * X.shape[1] >= engine._SERIAL_WORK
+
+
+def test_one_and_several_threads_give_identical_bits(big_case, all_threads):
+    X, Y, parameters, gradients = big_case
+    one = gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=1)
+    several = gradcheck_fast.check_gradients(parameters, gradients, X, Y,
+                                             n_threads=all_threads)
+    default = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    assert_reports_bitwise_equal(one, several)
+    assert_reports_bitwise_equal(one, default)
+    d1 = gradcheck_fast.gradient_check_n(parameters, gradients, X, Y, verbose=False,
+                                         n_threads=1)
+    d2 = gradcheck_fast.gradient_check_n(parameters, gradients, X, Y, verbose=False,
+                                         n_threads=all_threads)
+    assert d1 == d2 == one.difference
+
+
+def test_engine_costs_identical_for_every_thread_count(big_case, all_threads):
+    from gradcheck_fast import validation
+
+    X, Y, parameters, _ = big_case
+    layout, theta = validation.mlp_layout_and_theta(parameters)
+    X, Y = validation.check_data(X, Y, layout)
+    for engine_name in ("exact", "incremental"):
+        results = []
+        for n in range(1, all_threads + 1):
+            with engine.n_threads_set(n):
+                results.append(engine.mlp_costs(layout, theta, X, Y, 1e-7, engine=engine_name))
+        for costs in results[1:]:
+            for field in ("J_plus", "J_minus", "gradapprox", "resolution", "kinks"):
+                assert getattr(costs, field).tobytes() == getattr(results[0], field).tobytes(), (
+                    engine_name, field)
+
+
+def test_repeated_calls_give_identical_bits(big_case, helpers):
+    X, Y, parameters, gradients = big_case
+    first = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    for _ in range(3):
+        assert_reports_bitwise_equal(first, gradcheck_fast.check_gradients(parameters,
+                                                                           gradients, X, Y))
+    Xs, Ys, ps = helpers.seed_case()
+    faulty = helpers.faulty_gradients(Xs, Ys, ps)
+    a = gradcheck_fast.check_gradients(ps, faulty, Xs, Ys)
+    b = gradcheck_fast.check_gradients(ps, faulty, Xs, Ys)
+    assert_reports_bitwise_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# numba's thread count
+# ---------------------------------------------------------------------------------------------
+def test_thread_count_restored_after_a_call(big_case, all_threads):
+    X, Y, parameters, gradients = big_case
+    assert numba.get_num_threads() == all_threads
+    gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=1)
+    assert numba.get_num_threads() == all_threads
+    gradcheck_fast.gradient_check_n(parameters, gradients, X, Y, verbose=False, n_threads=1)
+    assert numba.get_num_threads() == all_threads
+    numba.set_num_threads(1)
+    gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=all_threads)
+    assert numba.get_num_threads() == 1
+
+
+def test_thread_count_restored_when_validation_raises(big_case, all_threads):
+    X, Y, parameters, gradients = big_case
+    bad = dict(gradients, dW2=gradients["dW2"].T)
+    with pytest.raises(ValueError, match="dW2"):
+        gradcheck_fast.check_gradients(parameters, bad, X, Y, n_threads=1)
+    assert numba.get_num_threads() == all_threads
+    with pytest.raises(ValueError, match="dW2"):
+        gradcheck_fast.gradient_check_n(parameters, bad, X, Y, n_threads=1)
+    assert numba.get_num_threads() == all_threads
+
+
+def test_thread_count_set_during_the_run_and_restored_when_the_engine_raises(
+        big_case, all_threads, monkeypatch):
+    X, Y, parameters, gradients = big_case
+    seen = []
+
+    def failing_engine(*args, **kwargs):
+        seen.append(numba.get_num_threads())
+        raise RuntimeError("engine failure")
+
+    monkeypatch.setattr(gradcheck_fast.api, "mlp_costs", failing_engine)
+    with pytest.raises(RuntimeError, match="engine failure"):
+        gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=1)
+    assert seen == [1]
+    assert numba.get_num_threads() == all_threads
+
+
+# ---------------------------------------------------------------------------------------------
+# The caller's arrays
+# ---------------------------------------------------------------------------------------------
+def test_caller_arrays_are_not_modified(big_case, helpers):
+    X, Y, parameters, gradients = big_case
+    Xs, Ys, ps = helpers.seed_case()
+    faulty = helpers.faulty_gradients(Xs, Ys, ps)
+    for args in [(parameters, gradients, X, Y), (ps, faulty, Xs, Ys)]:
+        before = copy.deepcopy(args)
+        gradcheck_fast.check_gradients(*args)
+        gradcheck_fast.gradient_check_n(*args, verbose=False)
+        gradcheck_fast.dictionary_to_vector(args[0])
+        gradcheck_fast.gradients_to_vector(args[1])
+        for new, old in zip(args[:2], before[:2]):
+            assert new.keys() == old.keys()
+            for key in old:
+                assert np.array_equal(new[key], old[key]), key
+                assert new[key].dtype == old[key].dtype
+        for new, old in zip(args[2:], before[2:]):
+            assert np.array_equal(new, old) and new.dtype == old.dtype
+
+
+def test_report_arrays_do_not_alias_the_inputs(seed_correct):
+    X, Y, parameters, gradients = seed_correct
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    kept = gradients["dW1"].copy()
+    report.grad["dW1"][...] = 0.0
+    assert np.array_equal(gradients["dW1"], kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory layouts and dtypes
+# ---------------------------------------------------------------------------------------------
+def _strided(array):
+    """A view with the same values, every other element of a bigger array (non-contiguous
+    unless it has a single element, where numpy flags any strides as contiguous)."""
+    big = np.zeros((2 * array.shape[0], 2 * array.shape[1]), dtype=array.dtype)
+    big[::2, ::2] = array
+    view = big[::2, ::2]
+    assert view.size == 1 or not (view.flags.c_contiguous or view.flags.f_contiguous)
+    return view
+
+
+@pytest.mark.parametrize("order", ["F", "strided"])
+def test_memory_layout_does_not_change_the_bits(big_case, order):
+    X, Y, parameters, gradients = big_case
+
+    def convert(a):
+        return np.asfortranarray(a) if order == "F" else _strided(a)
+
+    expected = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    other_parameters = {k: convert(v) for k, v in parameters.items()}
+    other_gradients = {k: convert(v) for k, v in gradients.items()}
+    if order == "F":
+        assert not other_parameters["W1"].flags.c_contiguous
+    for p, g, x, y in [(other_parameters, gradients, X, Y),
+                       (parameters, other_gradients, X, Y),
+                       (parameters, gradients, convert(X), Y),
+                       (parameters, gradients, X, convert(Y)),
+                       (other_parameters, other_gradients, convert(X), convert(Y))]:
+        assert_reports_bitwise_equal(expected, gradcheck_fast.check_gradients(p, g, x, y))
+
+
+def test_seed_case_fortran_parameters(seed_faulty):
+    X, Y, parameters, gradients = seed_faulty
+    fortran = {k: np.asfortranarray(v) for k, v in parameters.items()}
+    a = gradcheck_fast.gradient_check_n(parameters, gradients, X, Y, verbose=False)
+    b = gradcheck_fast.gradient_check_n(fortran, gradients, np.asfortranarray(X), Y,
+                                        verbose=False)
+    assert a == b
+
+
+def test_integer_X_and_Y_equal_the_float_result(helpers):
+    rng = np.random.default_rng(41)
+    X_int = rng.integers(-3, 4, size=(4, 9))
+    _, _, parameters = helpers.random_network((4, 5, 3, 1), 9, 41, scale=0.5)
+    Y_int = rng.integers(0, 2, size=9)  # (m,), int: as the seed's Y
+    assert X_int.dtype.kind == "i" and Y_int.dtype.kind == "i"
+    gradients = helpers.correct_gradients(X_int.astype(float), Y_int.astype(float), parameters)
+    as_float = gradcheck_fast.check_gradients(parameters, gradients, X_int.astype(float),
+                                              Y_int.astype(float).reshape(1, -1))
+    for x, y in [(X_int, Y_int), (X_int, Y_int.reshape(1, -1)), (X_int.astype(float), Y_int),
+                 (X_int, Y_int.astype(bool)), (X_int.astype(np.int32), Y_int.astype(np.uint8))]:
+        assert_reports_bitwise_equal(as_float, gradcheck_fast.check_gradients(parameters,
+                                                                              gradients, x, y))
+
+
+def test_seed_integer_labels_equal_float_labels(seed_faulty):
+    X, Y, parameters, gradients = seed_faulty
+    assert Y.dtype.kind == "i"
+    a = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    b = gradcheck_fast.check_gradients(parameters, gradients, X, Y.astype(float))
+    assert_reports_bitwise_equal(a, b)
+
+
+def test_list_inputs_equal_array_inputs(seed_faulty):
+    X, Y, parameters, gradients = seed_faulty
+    a = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    b = gradcheck_fast.check_gradients(parameters, gradients, X.tolist(), Y.tolist())
+    assert_reports_bitwise_equal(a, b)
