@@ -46,10 +46,13 @@ _EXACT_WORK = 2048
 
 
 @jit
-def _costs_range(lo, hi, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, epsilon,
-                 J_plus, J_minus, resolution, kinks):
-    """Exact engine for lo <= i < hi: J_plus[i], J_minus[i], resolution[i] (the summed rounding
-    bounds of the losses the two perturbations changed, over m) and kinks[i] (ReLU crossings)."""
+def _costs_range(lo, hi, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, J, epsilon,
+                 J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks):
+    """Exact engine for lo <= i < hi: J_plus[i], J_minus[i], their changes from J, the seed's
+    gradapprox[i] = (J_plus[i] - J_minus[i]) / (2 epsilon), resolution[i] (the summed rounding
+    bounds of the losses the two perturbations changed, over m) and kinks[i] (ReLU crossings).
+    The differences are formed here rather than in NumPy: with an overflowing cost they are
+    inf - inf = NaN, which the report shows, without floating-point warnings."""
     m = Y.shape[1]
     max_width = 0
     for l in range(1, sizes.shape[0]):
@@ -70,11 +73,15 @@ def _costs_range(lo, hi, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, 
                                                        changed, cur, nxt, s_new)
         resolution[i] = (r_plus + r_minus) / m
         kinks[i] = k_plus + k_minus
+        dJ_plus[i] = J_plus[i] - J
+        dJ_minus[i] = J_minus[i] - J
+        gradapprox[i] = (J_plus[i] - J_minus[i]) / (2 * epsilon)
 
 
 @jit(parallel=True)
 def _costs_parallel(start, stop, n_chunks, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp,
-                    ell, epsilon, J_plus, J_minus, resolution, kinks):
+                    ell, J, epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
+                    kinks):
     """:func:`_costs_range` over ``n_chunks`` chunks of [start, stop) in parallel.
 
     Each index writes only its own slots and each chunk has its own scratch, so the result
@@ -83,8 +90,8 @@ def _costs_parallel(start, stop, n_chunks, theta, sizes, w_off, b_off, act_off, 
     n = stop - start
     for ch in prange(n_chunks):
         _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, theta, sizes,
-                     w_off, b_off, act_off, Y, Z, A, lp, ell, epsilon, J_plus, J_minus,
-                     resolution, kinks)
+                     w_off, b_off, act_off, Y, Z, A, lp, ell, J, epsilon, J_plus, J_minus,
+                     dJ_plus, dJ_minus, gradapprox, resolution, kinks)
 
 
 @dataclass(frozen=True)
@@ -194,16 +201,11 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
         engine = "exact" if P * m <= _EXACT_WORK or not finite else "incremental"
     if engine == "incremental":
         return _incremental(net, theta, Y, epsilon, act_off, Z, A, J, progress)
-    J_plus = np.empty(P)
-    J_minus = np.empty(P)
-    resolution = np.empty(P)
+    J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = np.empty((6, P))
     kinks = np.empty(P, dtype=np.int64)
-    args = (theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, lp, ell, epsilon,
-            J_plus, J_minus, resolution, kinks)
+    args = (theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, lp, ell, J, epsilon,
+            J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks)
     _run_kernel(_costs_range, _costs_parallel, P, m, args, progress)
-    with np.errstate(invalid="ignore"):  # inf - inf when the cost overflows: NaN, reported
-        gradapprox = (J_plus - J_minus) / (2 * epsilon)
-        dJ_plus, dJ_minus = J_plus - J, J_minus - J
     return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, "exact")
 
 
