@@ -187,3 +187,24 @@ def test_incremental_is_bitwise_the_same_for_one_and_two_threads():
         numba.set_num_threads(previous)
     for field in ("dJ_plus", "dJ_minus", "gradapprox", "resolution", "kinks"):
         assert np.array_equal(getattr(results[0], field), getattr(results[1], field)), field
+
+
+def test_memory_of_a_235k_parameter_check_stays_under_64_mib():
+    """The issue's bound: no O(P m) or O(P^2) buffers, only O(P) outputs and O(width m)
+    set-up. tracemalloc sees every NumPy allocation (the kernels' per-chunk scratch, a few
+    rows of floats, is allocated by numba outside it and is negligible here)."""
+    import tracemalloc
+
+    from gradcheck_fast import check_gradients
+    from gradcheck_fast.networks import example
+
+    X, Y, parameters, gradients = example("mnist")
+    check_gradients(parameters, gradients, X, Y)  # compile or load the kernels first
+    tracemalloc.start()
+    try:
+        report = check_gradients(parameters, gradients, X, Y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.n_params == 235_146 and report.engine == "incremental"
+    assert peak <= 64 * 2**20, peak / 2**20
