@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from . import reference
 from .api import (
-    assert_gradients_close,
-    check_gradients,
     dictionary_to_vector,
     gradient_check,
     gradient_check_n,
     gradients_to_vector,
     vector_to_dictionary,
 )
+from .check import LowPrecisionWarning, assert_gradients_close, check_gradients
 from .layout import Layout, MLPLayout
 from .reference import backward_propagation_n, forward_propagation_n
 from .report import BlockResult, Element, GradientCheckFailed, GradientCheckReport
@@ -29,6 +28,7 @@ __all__ = [
     "Element",
     "GradientCheckFailed",
     "GradientCheckReport",
+    "LowPrecisionWarning",
     "assert_gradients_close",
     "Layout",
     "MLPLayout",

@@ -1,4 +1,4 @@
-"""The public functions: the seed's API, fast, and the richer :func:`check_gradients`."""
+"""The seed's API, fast: gradient_check_n, gradient_check and the vector helpers."""
 
 from __future__ import annotations
 
@@ -9,21 +9,15 @@ from typing import Any
 import numpy as np
 
 from . import reference
-from .engine import mlp_cost_noise, mlp_costs, n_threads_set
+from ._threads import n_threads_set
+from .check import check_options, numerical_gradient, prepare_inputs, run_check
 from .layout import SEED_LAYOUT, Layout
-from .report import ATOL, RTOL, GradientCheckReport, build_report, relative_difference
+from .report import relative_difference
 from .validation import (
-    check_data,
-    check_engine,
     check_epsilon,
-    check_flag,
-    check_n_threads,
-    check_threshold,
-    check_tolerance,
     data_array,
     float_parameter_array,
     mlp_layout,
-    mlp_layout_and_theta,
     mlp_layout_of_gradients,
     pack_gradients,
 )
@@ -31,160 +25,12 @@ from .validation import (
 ArrayDict = Mapping[str, Any]
 
 __all__ = [
-    "assert_gradients_close",
-    "check_gradients",
     "gradient_check",
     "gradient_check_n",
     "dictionary_to_vector",
     "vector_to_dictionary",
     "gradients_to_vector",
 ]
-
-
-def _run(parameters, gradients, X, Y, epsilon, n_threads, engine, progress):
-    """validation -> layout -> engine; returns what the report is built from."""
-    epsilon = check_epsilon(epsilon)
-    n_threads = check_n_threads(n_threads)
-    engine = check_engine(engine)
-    progress = check_flag(progress, "progress")
-    layout, theta = mlp_layout_and_theta(parameters)
-    grad = pack_gradients(gradients, layout)
-    X, Y = check_data(X, Y, layout)
-    with n_threads_set(n_threads):
-        costs = mlp_costs(layout, theta, X, Y, epsilon, engine, progress)
-    return layout, theta, grad, costs.gradapprox, costs, X, Y, epsilon
-
-
-def _report(layout, theta, grad, gradapprox, costs, X, Y, epsilon, threshold, rtol=RTOL,
-            atol=ATOL):
-    # The exact engine's J+- carry the rounding noise of whole forward passes, which ECnoise
-    # measures; the incremental engine's changes carry only their own, bounded in resolution.
-    sigma = mlp_cost_noise(layout, theta, X, Y) if costs.engine == "exact" else 0.0
-    return build_report(layout, theta, grad, costs, sigma, m=X.shape[1], epsilon=epsilon,
-                        threshold=threshold, rtol=rtol, atol=atol)
-
-
-def check_gradients(
-    parameters: ArrayDict,
-    gradients: ArrayDict,
-    X: Any,
-    Y: Any,
-    *,
-    epsilon: float = 1e-7,
-    threshold: float = 2e-7,
-    rtol: float = RTOL,
-    atol: float = ATOL,
-    n_threads: int | None = None,
-    engine: str = "auto",
-    progress: bool = False,
-) -> GradientCheckReport:
-    """Check a backward pass of the seed's network against central differences; full report.
-
-    The network is ``LINEAR -> RELU -> ... -> LINEAR -> SIGMOID`` of any depth with the seed's
-    cross-entropy cost ``J = 1/m * sum(-log(AL)*Y - log(1-AL)*(1-Y))``. For every parameter
-    ``theta_i`` the costs ``J(theta + epsilon e_i)`` and ``J(theta - epsilon e_i)`` are computed in
-    parallel by jitted kernels, bitwise equal to a full forward pass at the perturbed parameters,
-    and ``gradapprox_i = (J+ - J-) / (2 epsilon)`` is compared with the analytic gradient.
-
-    Parameters
-    ----------
-    parameters : dict of str to ndarray
-        ``W1, b1, ..., WL, bL``; ``Wl`` of shape ``(n_l, n_{l-1})``, ``bl`` of shape ``(n_l, 1)``,
-        floating point and finite. Any memory order; never modified.
-    gradients : dict of str to ndarray
-        ``dW1, db1, ..., dWL, dbL`` shaped like the parameters. The intermediates ``dZl``/``dAl``
-        the seed's backward pass returns are allowed and ignored.
-    X : array_like, shape (n0, m)
-        Inputs, one sample per column. Integer or boolean input is converted to float64.
-    Y : array_like, shape (nL, m), or (m,) when nL = 1
-        Labels (converted to float64 likewise).
-    epsilon : float, default 1e-7
-        The step, finite and > 0.
-    threshold : float, default 2e-7
-        The seed's threshold on the global difference eq. (3): ``report.seed_passed``.
-    rtol, atol : float, default 1e-6 and 1e-8
-        The elementwise criterion ``|analytic - numerical| <= atol + rtol |numerical| + noise``
-        (torch's convention plus the element's rounding-noise bound), which decides
-        ``report.passed``; see :mod:`gradcheck_fast.report` for why these defaults.
-    n_threads : int, optional
-        Threads for the parallel loop (default: numba's current setting, which is restored
-        afterwards). The result is bitwise the same for every thread count.
-    engine : {"auto", "exact", "incremental"}, default "auto"
-        How J(theta +- epsilon e_i) is computed from the unperturbed forward pass. "exact"
-        recomputes what changed with the very operations of a full forward pass (bitwise its
-        values: the seed's numbers, rounding noise included); "incremental" carries the change
-        itself through the network (the same values up to rounding, with far less rounding in
-        J+ - J-, and far faster on large networks). "auto" takes "exact" for tiny networks
-        (parameters x samples <= 2048, the seed's among them) and "incremental" otherwise.
-    progress : bool, default False
-        Show a tqdm progress bar (needs ``tqdm``: ``pip install 'gradcheck-fast[progress]'``).
-        Large checks run in ~100 pieces either way, so Ctrl-C stops them within a piece.
-
-    Returns
-    -------
-    GradientCheckReport
-        ``passed`` (elementwise, per block), ``difference`` and ``seed_passed`` (the seed's
-        eq. (3) and threshold), ``blocks`` (per-gradient results with a diagnosis of what is
-        wrong), ``failed_blocks``, ``worst``, ``kinks``, ``nonfinite``, ``gradapprox`` (dict);
-        ``print(report)`` shows a table, ``report.raise_if_failed()`` raises with it.
-
-    Raises
-    ------
-    TypeError
-        A non-mapping ``parameters``/``gradients``, non-numeric or integer parameter or gradient
-        arrays, non-numeric X/Y, or a non-real ``epsilon``.
-    ValueError
-        Missing or unexpected keys, inconsistent shapes, NaN/Inf in X, Y or the parameters,
-        ``epsilon`` or ``threshold`` not finite and positive.
-
-    Examples
-    --------
-    >>> from gradcheck_fast import check_gradients, reference
-    >>> X, Y, parameters = reference.seed_case()
-    >>> cost, cache = reference.forward_propagation_n(X, Y, parameters)
-    >>> gradients = reference.backward_propagation_n_faulty(X, Y, cache)
-    >>> report = check_gradients(parameters, gradients, X, Y)
-    >>> report.passed, round(report.difference, 8)
-    (False, 0.28509316)
-    >>> report.failed_blocks
-    ['dW2', 'db1']
-    >>> report.blocks["dW2"].diagnosis
-    'dW2 ≈ 2.00 × numerical'
-    """
-    threshold = check_threshold(threshold)
-    rtol = check_tolerance(rtol, "rtol")
-    atol = check_tolerance(atol, "atol")
-    run = _run(parameters, gradients, X, Y, epsilon, n_threads, engine, progress)
-    return _report(*run, threshold, rtol, atol)
-
-
-def assert_gradients_close(
-    parameters: ArrayDict,
-    gradients: ArrayDict,
-    X: Any,
-    Y: Any,
-    **options: Any,
-) -> GradientCheckReport:
-    """For test suites: raise ``AssertionError`` (the report's table) unless the check passes.
-
-    Takes the arguments of :func:`check_gradients` and returns its report when it passes.
-
-    Examples
-    --------
-    >>> from gradcheck_fast import assert_gradients_close, reference
-    >>> X, Y, parameters = reference.seed_case()
-    >>> cost, cache = reference.forward_propagation_n(X, Y, parameters)
-    >>> _ = assert_gradients_close(parameters, reference.backward_propagation_n(X, Y, cache), X, Y)
-    >>> faulty = reference.backward_propagation_n_faulty(X, Y, cache)
-    >>> try:
-    ...     assert_gradients_close(parameters, faulty, X, Y)
-    ... except AssertionError as error:
-    ...     print(str(error).splitlines()[0])
-    gradient check FAILED: 2 of 6 blocks disagree with the numerical gradient (dW2, db1)
-    """
-    report = check_gradients(parameters, gradients, X, Y, **options)
-    report.raise_if_failed()
-    return report
 
 
 def gradient_check_n(
@@ -215,15 +61,21 @@ def gradient_check_n(
     >>> difference < 2e-7
     True
     """
-    run = _run(parameters, gradients, X, Y, epsilon, n_threads, engine, progress)
-    _, _, grad, gradapprox, *_ = run
-    difference = relative_difference(grad, gradapprox)
+    inputs = prepare_inputs(parameters, gradients, X, Y)
+    options = check_options(epsilon=epsilon, threshold=2e-7, rtol=None, atol=None, mode="full",
+                            n_per_block=1, n_directions=1, seed=0, probability=0.5,
+                            method="central", engine=engine, progress=progress,
+                            n_threads=n_threads, budget_s=None,
+                            low_precision=bool(inputs.low_precision))
+    with n_threads_set(options.n_threads):
+        costs = numerical_gradient(inputs, options)
+    difference = relative_difference(inputs.grad, costs.gradapprox)
     if verbose:
         if difference <= 2e-7:
             print(reference.SUCCESS_MESSAGE.format(difference))
         else:
             print(reference.MISTAKE_MESSAGE.format(difference))
-            print(_report(*run, 2e-7))
+            print(run_check(inputs, options))
     return difference
 
 

@@ -75,39 +75,6 @@ def _output_coefficients(Z, zo, Y, m, coef, sig):
 
 
 @jit(parallel=True)
-def _sensitivities(theta, sizes, w_off, act_off, Z, m, V, v_off):
-    """``V_l[r, j, o]``: d z_out[o, j] / d a_l[r, j] at the unperturbed activation pattern.
-
-    Backward recursion per sample: ``V_{L-1}[r, j, o] = W_L[o, r]`` and
-    ``V_l[r, j, o] = sum_k [z_{l+1}[k, j] > 0] W_{l+1}[k, r] V_{l+1}[k, j, o]``.
-    Stored at ``v_off[l] + (r * m + j) * n_out + o``; each sample writes only its own slots.
-    """
-    n_layers = sizes.shape[0] - 1
-    n_out = sizes[n_layers]
-    if n_layers < 2:
-        return
-    for j in prange(m):
-        last = n_layers - 1
-        for r in range(sizes[last]):
-            for o in range(n_out):
-                w = theta[w_off[n_layers] + o * sizes[last] + r]
-                V[v_off[last] + (r * m + j) * n_out + o] = w
-        for l in range(last - 1, 0, -1):
-            n_l = sizes[l]
-            n_next = sizes[l + 1]
-            for r in range(n_l):
-                base = v_off[l] + (r * m + j) * n_out
-                for o in range(n_out):
-                    V[base + o] = 0.0
-                for k in range(n_next):
-                    if Z[act_off[l + 1] + k * m + j] > 0.0:
-                        w = theta[w_off[l + 1] + k * n_l + r]
-                        src = v_off[l + 1] + (k * m + j) * n_out
-                        for o in range(n_out):
-                            V[base + o] += w * V[src + o]
-
-
-@jit(parallel=True)
 def _radii(sizes, act_off, Z, m, bound, b_off, rho):
     """``rho_l[r, j]``: how far ``a_l[r, j]`` may move before a later hidden unit could cross 0.
 
@@ -131,42 +98,109 @@ def _radii(sizes, act_off, Z, m, bound, b_off, rho):
                 rho[act_off[l] + r * m + j] = radius
 
 
-@jit
-def _abs_product(theta, w_start, n_rows, n_inner, B, b_start, n_cols, out, out_start):
-    """``out = |W| @ B`` with W the (n_rows, n_inner) block of theta at w_start and B the
-    (n_inner, n_cols) block of ``B`` at b_start. Plain loops in a fixed order: the result must
-    not depend on a BLAS library's threads."""
-    for k in range(n_rows):
-        row = out_start + k * n_cols
-        for c in range(n_cols):
-            out[row + c] = 0.0
-        for i in range(n_inner):
-            w = abs(theta[w_start + k * n_inner + i])
-            src = b_start + i * n_cols
-            for c in range(n_cols):
-                out[row + c] += w * B[src + c]
-
-
-def _derivative_bounds(theta, sizes, w_off):
+def _derivative_bounds(weights, sizes):
     """The matrices ``B_{q<-l}`` of :func:`_radii` in one flat array, and their offsets."""
     n_layers = len(sizes) - 1
     b_off = np.zeros((n_layers + 1, n_layers + 1), dtype=np.int64)
+    blocks = []
     size = 0
     for l in range(1, n_layers):
+        B = None
         for q in range(l + 1, n_layers):
+            B = np.abs(weights[q]) if B is None else np.abs(weights[q]) @ B
             b_off[l, q] = size
-            size += int(sizes[q] * sizes[l])
-    bound = np.zeros(max(size, 1))
+            blocks.append(B.ravel())
+            size += B.size
+    return (np.concatenate(blocks) if blocks else np.zeros(1)), b_off
+
+
+class Prepared:
+    """What the per-parameter loop reads: the unperturbed pass and what is derived from it.
+
+    ``Z``, ``A`` (flat, layer l at ``act_off[l]``, ``(n_l, m)`` C order; layer 0 of A is X),
+    ``J``, the output Taylor coefficients ``coef``/``sig`` (:func:`_output_coefficients`),
+    the sensitivities ``V`` at ``v_off[l]`` (``V_l[r, j, o] = d z_out[o, j] / d a_l[r, j]``
+    with the unperturbed activation pattern) and the radii ``rho`` (:func:`_radii`).
+    """
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def forward(net, theta, X, Y):
+    """The unperturbed forward pass with NumPy's BLAS: ``(J, Z, A, act_off, weights)``.
+
+    Call under :func:`gradcheck_fast._threads.single_blas_thread` for reproducible rounding.
+    """
+    sizes, w_off, b_off = net.sizes, net.w_off, net.b_off
+    m = X.shape[1]
+    n_layers = len(sizes) - 1
+    act_off = net.activation_offsets(m)
+    Z = np.empty(int(act_off[-1]))
+    A = np.empty(int(act_off[-1]))
+    A[: act_off[1]] = X.ravel()
+    weights = [None]
+    for l in range(1, n_layers + 1):
+        n_l, n_prev = int(sizes[l]), int(sizes[l - 1])
+        W = theta[w_off[l] : w_off[l] + n_l * n_prev].reshape(n_l, n_prev)
+        weights.append(W)
+        b = theta[b_off[l] : b_off[l] + n_l].reshape(n_l, 1)
+        Zl = Z[act_off[l] : act_off[l + 1]].reshape(n_l, m)
+        np.matmul(W, A[act_off[l - 1] : act_off[l]].reshape(n_prev, m), out=Zl)
+        Zl += b
+        Al = A[act_off[l] : act_off[l + 1]].reshape(n_l, m)
+        if l < n_layers:
+            np.maximum(Zl, 0.0, out=Al)
+        else:
+            with np.errstate(over="ignore"):
+                Al[...] = 1.0 / (1.0 + np.exp(-Zl))
+    AL = A[act_off[-2] :].reshape(int(sizes[-1]), m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logprobs = -np.log(AL) * Y + -np.log(1.0 - AL) * (1.0 - Y)
+    J = float(np.sum(logprobs) / m)
+    return J, Z, A, act_off, weights
+
+
+def prepare(net, theta, X, Y):
+    """Everything the incremental engine needs, or None if the forward pass is not finite (the
+    exact engine then reports which perturbed costs are NaN/Inf)."""
+    sizes = net.sizes
+    m = X.shape[1]
+    n_layers = len(sizes) - 1
+    n_out = int(sizes[-1])
+    J, Z, A, act_off, weights = forward(net, theta, X, Y)
+    if not (np.isfinite(J) and np.isfinite(Z[act_off[1] :]).all()):
+        return None
+    coef = np.empty(m * n_out * 4)
+    sig = np.empty(m * n_out * 2)
+    _output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig)
+
+    # V_l[:, j, :] = W_{l+1}^T (mask_{l+1}[:, j] * V_{l+1}[:, j, :]), all samples in one product.
+    v_off = np.zeros(n_layers + 1, dtype=np.int64)
+    hidden = [int(n) for n in sizes[1:-1]]
+    V = np.empty(max(sum(hidden) * m * n_out, 1))
+    offset = 0
     for l in range(1, n_layers):
-        q = l + 1
-        if q < n_layers:
-            n = int(sizes[q] * sizes[l])
-            start = int(w_off[q])
-            bound[b_off[l, q] : b_off[l, q] + n] = np.abs(theta[start : start + n])
-        for q in range(l + 2, n_layers):
-            _abs_product(theta, int(w_off[q]), int(sizes[q]), int(sizes[q - 1]), bound,
-                         int(b_off[l, q - 1]), int(sizes[l]), bound, int(b_off[l, q]))
-    return bound, b_off
+        v_off[l] = offset
+        offset += int(sizes[l]) * m * n_out
+    if n_layers >= 2:
+        last = n_layers - 1
+        V_next = V[v_off[last] : v_off[last] + int(sizes[last]) * m * n_out].reshape(
+            int(sizes[last]), m, n_out)
+        V_next[...] = weights[n_layers].T[:, None, :]
+        for l in range(last - 1, 0, -1):
+            n_next = int(sizes[l + 1])
+            mask = Z[act_off[l + 1] : act_off[l + 2]].reshape(n_next, m) > 0.0
+            masked = (V_next * mask[:, :, None]).reshape(n_next, m * n_out)
+            V_l = V[v_off[l] : v_off[l] + int(sizes[l]) * m * n_out].reshape(int(sizes[l]), m * n_out)
+            np.matmul(weights[l + 1].T, masked, out=V_l)
+            V_next = V_l.reshape(int(sizes[l]), m, n_out)
+
+    bound, bound_off = _derivative_bounds(weights, sizes)
+    rho = np.full(int(act_off[-1]), np.inf)
+    _radii(sizes, act_off, Z, m, bound, bound_off, rho)
+    return Prepared(J=J, Z=Z, A=A, act_off=act_off, coef=coef, sig=sig, V=V, v_off=v_off,
+                    rho=rho)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,10 +292,11 @@ def _propagate(theta, sizes, w_off, act_off, Z, coef, sig, Y, l, r, j, da, cur, 
 
 
 @jit
-def _deltas_range(lo, hi, theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off,
+def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off,
                   rho, epsilon, dJ_plus, dJ_minus, resolution, kinks):
-    """For lo <= i < hi: J(theta +- eps e_i) - J(theta), the rounding bound of their
-    difference, and how many (sample, unit) kinks the two steps crossed."""
+    """For the parameters i = idx[k], lo <= k < hi, into slot k: J(theta +- eps e_i) - J(theta),
+    the rounding bound of their difference, and how many (sample, unit) kinks the two steps
+    crossed."""
     n_layers = sizes.shape[0] - 1
     m = Y.shape[1]
     n_out = sizes[n_layers]
@@ -270,7 +305,8 @@ def _deltas_range(lo, hi, theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, si
         max_width = max(max_width, sizes[l])
     cur = np.empty(max_width)
     nxt = np.empty(max_width)
-    for i in range(lo, hi):
+    for slot in range(lo, hi):
+        i = idx[slot]
         l = 1
         while l < n_layers and i >= w_off[l + 1]:
             l += 1
@@ -327,19 +363,19 @@ def _deltas_range(lo, hi, theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, si
                 else:
                     acc_minus += value
                 error += err
-        dJ_plus[i] = acc_plus / m
-        dJ_minus[i] = acc_minus / m
-        resolution[i] = error / m
-        kinks[i] = crossings
+        dJ_plus[slot] = acc_plus / m
+        dJ_minus[slot] = acc_minus / m
+        resolution[slot] = error / m
+        kinks[slot] = crossings
 
 
 @jit(parallel=True)
-def _deltas_parallel(start, stop, n_chunks, theta, sizes, w_off, b_off, act_off, A, Z, Y, coef,
-                     sig, V, v_off, rho, epsilon, dJ_plus, dJ_minus, resolution, kinks):
+def _deltas_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y,
+                     coef, sig, V, v_off, rho, epsilon, dJ_plus, dJ_minus, resolution, kinks):
     """:func:`_deltas_range` over ``n_chunks`` chunks of [start, stop) in parallel; each index
     writes only its own slots, so the result is the same for any thread count."""
     n = stop - start
     for ch in prange(n_chunks):
-        _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, theta, sizes,
-                      w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon, dJ_plus,
-                      dJ_minus, resolution, kinks)
+        _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx, theta,
+                      sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon,
+                      dJ_plus, dJ_minus, resolution, kinks)

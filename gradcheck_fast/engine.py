@@ -16,7 +16,6 @@ otherwise.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numba
@@ -25,6 +24,7 @@ from numba import prange
 
 from . import delta
 from ._jit import jit
+from ._threads import n_threads_set, single_blas_thread  # noqa: F401 (re-export)
 from .mlp import _costs_along, _forward, _perturbed_cost
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
 
@@ -46,11 +46,12 @@ _EXACT_WORK = 2048
 
 
 @jit
-def _costs_range(lo, hi, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, J, epsilon,
+def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, J, epsilon,
                  J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks):
-    """Exact engine for lo <= i < hi: J_plus[i], J_minus[i], their changes from J, the seed's
-    gradapprox[i] = (J_plus[i] - J_minus[i]) / (2 epsilon), resolution[i] (the summed rounding
-    bounds of the losses the two perturbations changed, over m) and kinks[i] (ReLU crossings).
+    """Exact engine for the parameters i = idx[k], lo <= k < hi, into slot k: J_plus,
+    J_minus, their changes from J, the seed's gradapprox = (J_plus - J_minus) / (2 epsilon),
+    resolution (the summed rounding bounds of the losses the two perturbations changed, over
+    m) and kinks (ReLU crossings).
     The differences are formed here rather than in NumPy: with an overflowing cost they are
     inf - inf = NaN, which the report shows, without floating-point warnings."""
     m = Y.shape[1]
@@ -62,26 +63,27 @@ def _costs_range(lo, hi, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, 
     changed = np.empty(m, dtype=np.int64)
     cur = np.empty(max_width * m)
     nxt = np.empty(max_width * m)
-    for i in range(lo, hi):
+    for k in range(lo, hi):
+        i = idx[k]
         t = theta[i]
         # theta[i] + epsilon exactly as the seed forms thetaplus[i] + epsilon.
-        J_plus[i], r_plus, k_plus = _perturbed_cost(i, t + epsilon, theta, sizes, w_off, b_off,
+        J_plus[k], r_plus, k_plus = _perturbed_cost(i, t + epsilon, theta, sizes, w_off, b_off,
                                                     act_off, Y, Z, A, lp, ell, zrow, changed,
                                                     cur, nxt, s_new)
-        J_minus[i], r_minus, k_minus = _perturbed_cost(i, t - epsilon, theta, sizes, w_off,
+        J_minus[k], r_minus, k_minus = _perturbed_cost(i, t - epsilon, theta, sizes, w_off,
                                                        b_off, act_off, Y, Z, A, lp, ell, zrow,
                                                        changed, cur, nxt, s_new)
-        resolution[i] = (r_plus + r_minus) / m
-        kinks[i] = k_plus + k_minus
-        dJ_plus[i] = J_plus[i] - J
-        dJ_minus[i] = J_minus[i] - J
-        gradapprox[i] = (J_plus[i] - J_minus[i]) / (2 * epsilon)
+        resolution[k] = (r_plus + r_minus) / m
+        kinks[k] = k_plus + k_minus
+        dJ_plus[k] = J_plus[k] - J
+        dJ_minus[k] = J_minus[k] - J
+        gradapprox[k] = (J_plus[k] - J_minus[k]) / (2 * epsilon)
 
 
 @jit(parallel=True)
-def _costs_parallel(start, stop, n_chunks, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp,
-                    ell, J, epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
-                    kinks):
+def _costs_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A,
+                    lp, ell, J, epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox,
+                    resolution, kinks):
     """:func:`_costs_range` over ``n_chunks`` chunks of [start, stop) in parallel.
 
     Each index writes only its own slots and each chunk has its own scratch, so the result
@@ -89,8 +91,8 @@ def _costs_parallel(start, stop, n_chunks, theta, sizes, w_off, b_off, act_off, 
     """
     n = stop - start
     for ch in prange(n_chunks):
-        _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, theta, sizes,
-                     w_off, b_off, act_off, Y, Z, A, lp, ell, J, epsilon, J_plus, J_minus,
+        _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx, theta,
+                     sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, J, epsilon, J_plus, J_minus,
                      dJ_plus, dJ_minus, gradapprox, resolution, kinks)
 
 
@@ -110,6 +112,9 @@ class Costs:
         loss evaluations the perturbations changed.
     kinks : per index, how many (sample, hidden unit) pairs crossed a ReLU kink in the two steps.
     engine : "exact" or "incremental".
+    indices : the parameter indices the arrays refer to, in order (all of them for a full check).
+    noise_factor : how the rounding of J itself enters gradapprox relative to a central
+        difference (1; 1.5 for Richardson's (4 D(h) - D(2h)) / 3).
     """
 
     J: float
@@ -121,20 +126,8 @@ class Costs:
     resolution: np.ndarray
     kinks: np.ndarray
     engine: str
-
-
-@contextlib.contextmanager
-def n_threads_set(n_threads: int | None):
-    """Run the body with ``numba.set_num_threads(n_threads)``; restore the old value after."""
-    if n_threads is None:
-        yield
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
+    indices: np.ndarray
+    noise_factor: float = 1.0
 
 
 #: Above this much work (parameters x samples) the index range is handed to the kernels in
@@ -145,7 +138,8 @@ _N_PIECES = 100
 
 
 def _run_kernel(serial, parallel, P: int, m: int, args: tuple, progress: bool) -> None:
-    """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, *args)`` over [0, P).
+    """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, *args)`` over [0, P)
+    (P: how many parameters are checked).
 
     Small work runs on one thread in one call; large work in pieces, returning to Python (and
     so to KeyboardInterrupt and the progress bar) between them. Which thread computes which
@@ -180,13 +174,26 @@ def _progress_bar(total: int):
 
 
 def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
-              engine: str = "auto", progress: bool = False) -> Costs:
-    """Unperturbed cost and both perturbed costs for every index of the MLP ``net``.
+              engine: str = "auto", progress: bool = False,
+              indices: np.ndarray | None = None) -> Costs:
+    """Unperturbed cost and both perturbed costs for the parameters ``indices`` (default: all)
+    of the MLP ``net``.
 
     ``net`` is an :class:`~gradcheck_fast.layout.MLPLayout`; theta, X, Y are clean float64
     C-contiguous arrays (validation happens before this).
     """
     m = X.shape[1]
+    if indices is None:
+        indices = np.arange(theta.shape[0])
+    n = indices.shape[0]
+    if engine == "auto":
+        engine = "exact" if n * m <= _EXACT_WORK else "incremental"
+    if engine == "incremental":
+        with single_blas_thread():
+            prepared = delta.prepare(net, theta, X, Y)
+        if prepared is not None:
+            return _incremental(net, theta, Y, epsilon, prepared, indices, progress)
+        # A non-finite forward pass: the exact engine reports which J+- are NaN/Inf.
     act_off = net.activation_offsets(m)
     n_act = int(act_off[-1])
     Z = np.empty(n_act)
@@ -194,48 +201,28 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     lp = np.empty(net.sizes[-1] * m)
     ell = np.empty(m)
     J = _forward(theta, net.sizes, net.w_off, net.b_off, act_off, X, Y, Z, A, lp, ell)
-    P = theta.shape[0]
-    if engine == "auto":
-        # Z's layer-0 slots are unused (layer 0 is X, kept in A).
-        finite = np.isfinite(J) and np.isfinite(Z[act_off[1] :]).all()
-        engine = "exact" if P * m <= _EXACT_WORK or not finite else "incremental"
-    if engine == "incremental":
-        return _incremental(net, theta, Y, epsilon, act_off, Z, A, J, progress)
-    J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = np.empty((6, P))
-    kinks = np.empty(P, dtype=np.int64)
-    args = (theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, lp, ell, J, epsilon,
-            J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks)
-    _run_kernel(_costs_range, _costs_parallel, P, m, args, progress)
-    return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, "exact")
+    J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = np.empty((6, n))
+    kinks = np.empty(n, dtype=np.int64)
+    args = (indices, theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, lp, ell, J,
+            epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks)
+    _run_kernel(_costs_range, _costs_parallel, n, m, args, progress)
+    return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, "exact",
+                 indices)
 
 
-def _incremental(net, theta, Y, epsilon, act_off, Z, A, J, progress) -> Costs:
-    sizes, w_off, b_off = net.sizes, net.w_off, net.b_off
+def _incremental(net, theta, Y, epsilon, prepared, indices, progress) -> Costs:
     m = Y.shape[1]
-    n_out = int(sizes[-1])
-    coef = np.empty(m * n_out * 4)
-    sig = np.empty(m * n_out * 2)
-    delta._output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig)
-    hidden = sizes[1:-1]
-    v_off = np.zeros(len(sizes), dtype=np.int64)
-    v_off[1 : len(hidden) + 1] = np.concatenate(([0], np.cumsum(hidden * m * n_out)[:-1]))
-    V = np.empty(max(int(hidden.sum()) * m * n_out, 1))
-    delta._sensitivities(theta, sizes, w_off, act_off, Z, m, V, v_off)
-    bound, bound_off = delta._derivative_bounds(theta, sizes, w_off)
-    rho = np.full(int(act_off[-1]), np.inf)
-    delta._radii(sizes, act_off, Z, m, bound, bound_off, rho)
-
-    P = theta.shape[0]
-    dJ_plus = np.empty(P)
-    dJ_minus = np.empty(P)
-    resolution = np.empty(P)
-    kinks = np.empty(P, dtype=np.int64)
-    args = (theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon,
-            dJ_plus, dJ_minus, resolution, kinks)
-    _run_kernel(delta._deltas_range, delta._deltas_parallel, P, m, args, progress)
+    n = indices.shape[0]
+    dJ_plus, dJ_minus, resolution = np.empty((3, n))
+    kinks = np.empty(n, dtype=np.int64)
+    p = prepared
+    args = (indices, theta, net.sizes, net.w_off, net.b_off, p.act_off, p.A, p.Z, Y, p.coef,
+            p.sig, p.V, p.v_off, p.rho, epsilon, dJ_plus, dJ_minus, resolution, kinks)
+    _run_kernel(delta._deltas_range, delta._deltas_parallel, n, m, args, progress)
     gradapprox = (dJ_plus - dJ_minus) / (2 * epsilon)
+    J = p.J
     return Costs(J, J + dJ_plus, J + dJ_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
-                 "incremental")
+                 "incremental", indices)
 
 
 def mlp_cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:

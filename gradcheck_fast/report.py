@@ -93,7 +93,7 @@ def noise_bound(costs, sigma: float, epsilon: float, theta: np.ndarray, m: int) 
     bound = costs.resolution / (2.0 * epsilon) + step_error
     if costs.engine == "exact":
         sums = (m + 1) * _U * (np.abs(costs.J_plus) + np.abs(costs.J_minus)) / (2.0 * epsilon)
-        bound = bound + sums + SIGMA_FACTOR * sigma / epsilon
+        bound = bound + costs.noise_factor * (sums + SIGMA_FACTOR * sigma / epsilon)
     return np.where(np.isfinite(bound), bound, 0.0)
 
 
@@ -156,6 +156,12 @@ class BlockResult:
         ("dW2 ≈ 2.00 × numerical", a sign flip, a transposition, zeros), else None.
     scale : the fitted s of ``analytic ≈ s * numerical`` when the fit is tight, else None.
     worst : the block's worst elements (for a wrong block), worst first.
+    n_checked : how many of its elements were checked (all of them unless ``mode="sampled"``;
+        0 in directional mode, which checks directions instead).
+    n_probes : directional mode: how many directions probed the block (n_failing and n_kinks
+        then count probes, not elements).
+    detectable_error : directional mode: the smallest relative error ``||E|| / ||G||`` of the
+        block that the probes catch with the report's ``probability``; None otherwise.
     """
 
     name: str
@@ -171,6 +177,9 @@ class BlockResult:
     diagnosis: str | None = None
     scale: float | None = None
     worst: tuple[Element, ...] = ()
+    n_checked: int = 0
+    n_probes: int = 0
+    detectable_error: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -188,6 +197,8 @@ class BlockResult:
             "n_nonfinite": self.n_nonfinite, "n_unverified": self.n_unverified,
             "verdict": self.verdict, "passed": self.passed, "diagnosis": self.diagnosis,
             "scale": self.scale, "worst": [e.to_dict() for e in self.worst],
+            "n_checked": self.n_checked, "n_probes": self.n_probes,
+            "detectable_error": self.detectable_error,
         }
 
 
@@ -221,6 +232,11 @@ class GradientCheckReport:
     worst : the worst elements overall (failing ones first, then the largest relative errors).
     kinks, nonfinite, unverified : the flagged elements.
     engine : "exact" or "incremental" (see :func:`gradcheck_fast.check_gradients`).
+    mode : "full", "sampled" (``checked`` says which coordinates; ``gradapprox`` is NaN
+        elsewhere; nothing is scaled up) or "directional" (``probes`` holds the probes).
+    method : "central" (the seed's) or "richardson".
+    probability : directional mode: the detection probability of ``detectable_error``.
+    notes : what the check decided on its own (a mode picked for a time budget, float32 input).
     """
 
     difference: float
@@ -234,6 +250,10 @@ class GradientCheckReport:
     blocks: dict[str, BlockResult] = field(repr=False)
     layout: Layout = field(repr=False)
     engine: str = "exact"
+    mode: str = "full"
+    method: str = "central"
+    probability: float | None = None
+    notes: tuple[str, ...] = ()
     _flags: dict = field(default_factory=dict, repr=False)
 
     # -- verdicts ------------------------------------------------------------------------------
@@ -248,6 +268,25 @@ class GradientCheckReport:
     @property
     def n_params(self) -> int:
         return self.layout.n_params
+
+    @property
+    def n_checked(self) -> int:
+        """Coordinates checked one by one (0 in directional mode)."""
+        return sum(block.n_checked for block in self.blocks.values())
+
+    @cached_property
+    def checked(self) -> dict[str, np.ndarray]:
+        """Per block, a boolean array (shaped like it): which coordinates were checked."""
+        mask = np.zeros(self.n_params, dtype=bool)
+        mask[self._flags.get("indices", np.arange(0))] = True
+        layout = self.layout
+        return {"d" + name: mask[layout.offsets[k] : layout.offsets[k + 1]].reshape(shape)
+                for k, (name, shape) in enumerate(zip(layout.names, layout.shapes))}
+
+    @property
+    def probes(self) -> dict:
+        """Directional mode: per block, its :class:`gradcheck_fast.modes.Probes`."""
+        return self._flags.get("probes", {})
 
     @property
     def failed_blocks(self) -> list[str]:
@@ -286,7 +325,9 @@ class GradientCheckReport:
             "passed": self.passed, "seed_passed": self.seed_passed,
             "difference": self.difference, "threshold": self.threshold,
             "epsilon": self.epsilon, "rtol": self.rtol, "atol": self.atol, "cost": self.cost,
-            "n_params": self.n_params, "engine": self.engine,
+            "n_params": self.n_params, "engine": self.engine, "mode": self.mode,
+            "method": self.method, "probability": self.probability, "notes": list(self.notes),
+            "n_checked": self.n_checked,
             "failed_blocks": self.failed_blocks,
             "blocks": {name: block.to_dict() for name, block in self.blocks.items()},
             "worst": [e.to_dict() for e in self.worst],
@@ -306,29 +347,35 @@ class GradientCheckReport:
 # ---------------------------------------------------------------------------------------------
 def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, sigma: float, *,
                  m: int, epsilon: float, threshold: float, rtol: float = RTOL,
-                 atol: float = ATOL, n_worst: int = N_WORST) -> GradientCheckReport:
-    """Assemble the report from flat vectors in ``layout`` order and the engine's
-    :class:`~gradcheck_fast.engine.Costs` of a check on m samples; sigma is J's ECnoise
-    estimate (0 if not needed)."""
+                 atol: float = ATOL, n_worst: int = N_WORST, mode: str = "full",
+                 method: str = "central", notes: tuple[str, ...] = ()) -> GradientCheckReport:
+    """Assemble the report from the analytic gradient (flat, ``layout`` order) and the engine's
+    :class:`~gradcheck_fast.engine.Costs` for the coordinates ``costs.indices`` (all of them, or
+    a sample) of a check on m samples; sigma is J's ECnoise estimate (0 if not needed)."""
+    idx = costs.indices
+    g = grad[idx]
     numerical = costs.gradapprox
     nonfinite = ~(np.isfinite(costs.J_plus) & np.isfinite(costs.J_minus))
     at_kink = (costs.kinks > 0) & ~nonfinite
     with np.errstate(invalid="ignore", over="ignore"):
-        noise = noise_bound(costs, sigma, epsilon, theta, m)
-    error = np.abs(grad - numerical)
+        noise = noise_bound(costs, sigma, epsilon, theta[idx], m)
+    error = np.abs(g - numerical)
     tolerance = atol + rtol * np.abs(numerical)
     checked = ~nonfinite & ~at_kink
     failing = checked & ~(error <= tolerance + noise)  # a NaN analytic value fails
-    magnitude = np.maximum(np.abs(grad), np.abs(numerical))
+    magnitude = np.maximum(np.abs(g), np.abs(numerical))
     unverified = (checked & ~failing & (error > tolerance) & (noise > atol)
                   & (noise > UNVERIFIABLE_FRACTION * magnitude))
-    relative = _relative_error(grad, numerical)
+    relative = _relative_error(g, numerical)
+    numerical_full = np.full(layout.n_params, np.nan)
+    numerical_full[idx] = numerical
 
     blocks = {}
     for k, (name, shape) in enumerate(zip(layout.grad_names, layout.shapes)):
-        s = slice(int(layout.offsets[k]), int(layout.offsets[k + 1]))
-        blocks[name] = _block(layout, name, shape, s, grad, numerical, error, relative, failing,
-                              at_kink, nonfinite, unverified, tolerance + noise, n_worst)
+        lo, hi = np.searchsorted(idx, layout.offsets[k : k + 2])
+        blocks[name] = _block(layout, name, shape, slice(int(lo), int(hi)), idx, grad,
+                              numerical_full, g, numerical, error, relative, failing, at_kink,
+                              nonfinite, unverified, tolerance + noise, n_worst)
 
     # Worst overall: failing elements by how far past their tolerance, then the rest by
     # relative error (kinks and non-finite ones have their own lists).
@@ -337,20 +384,77 @@ def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, sig
     excess = np.where(np.isnan(excess), np.inf, excess)
     others = np.where(checked, np.nan_to_num(relative, nan=0.0) / 2, -1.0)
     key = np.where(failing, excess + 1.0, others)
-    worst = _top(key, n_worst, minimum=0.0)
     flags = {
-        "worst": worst,
-        "kinks": np.flatnonzero(at_kink),
-        "nonfinite": np.flatnonzero(nonfinite),
-        "unverified": np.flatnonzero(unverified),
+        "worst": idx[_top(key, n_worst, minimum=0.0)],
+        "kinks": idx[np.flatnonzero(at_kink)],
+        "nonfinite": idx[np.flatnonzero(nonfinite)],
+        "unverified": idx[np.flatnonzero(unverified)],
         "grad": grad,
-        "gradapprox": numerical,
+        "gradapprox": numerical_full,
+        "indices": idx,
     }
     return GradientCheckReport(
-        difference=relative_difference(grad, numerical),
+        difference=relative_difference(g, numerical),
         threshold=threshold, epsilon=epsilon, rtol=rtol, atol=atol, cost=float(costs.J),
-        grad=layout.unpack(grad, prefix="d"), gradapprox=layout.unpack(numerical, prefix="d"),
-        blocks=blocks, layout=layout, engine=costs.engine, _flags=flags,
+        grad=layout.unpack(grad, prefix="d"), gradapprox=layout.unpack(numerical_full, prefix="d"),
+        blocks=blocks, layout=layout, engine=costs.engine, mode=mode, method=method,
+        notes=tuple(notes), _flags=flags,
+    )
+
+
+def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, epsilon: float,
+                             threshold: float, rtol: float, atol: float, probability: float,
+                             notes: tuple[str, ...] = ()) -> GradientCheckReport:
+    """The report of a directional check from its :class:`gradcheck_fast.modes.Probes`.
+
+    A probe fails when ``|v.grad - numerical| > atol + rtol |numerical| + noise`` (the
+    elementwise criterion, applied to a unit direction); a probe whose steps cross a ReLU kink
+    is set aside. ``detectable_error`` follows from the largest tolerance among the block's
+    probes (:func:`gradcheck_fast.modes.detectable_error`).
+    """
+    from .modes import detectable_error
+
+    blocks = {}
+    analytic_all, numerical_all = [], []
+    for name, shape in zip(layout.grad_names, layout.shapes):
+        p = probes[name]
+        valid = p.kinks == 0
+        tolerance = atol + rtol * np.abs(p.numerical) + p.noise
+        error = np.abs(p.analytic - p.numerical)
+        failing = valid & ~(error <= tolerance)
+        n_failing = int(np.count_nonzero(failing))
+        n_valid = int(np.count_nonzero(valid))
+        verdict = "wrong" if n_failing else ("ok" if n_valid else "unverified")
+        diagnosis, scale = None, None
+        if n_failing:
+            diagnosis, scale = diagnose(name, (p.analytic.size,), p.analytic, p.numerical, valid,
+                                        failing, tolerance)
+            if diagnosis is not None:
+                diagnosis += " (along random directions)"
+        detectable = (detectable_error(float(np.max(tolerance[valid])), p.size, p.grad_norm,
+                                       n_valid, p.rank_one, probability) if n_valid else math.inf)
+        blocks[name] = BlockResult(
+            name=name, shape=shape,
+            difference=relative_difference(p.analytic, p.numerical),
+            max_abs_error=float(np.max(error[valid], initial=0.0)),
+            max_rel_error=float(np.max(_relative_error(p.analytic, p.numerical)[valid],
+                                       initial=0.0)),
+            n_failing=n_failing, n_kinks=int(p.analytic.size - n_valid), n_nonfinite=0,
+            n_unverified=0, verdict=verdict, diagnosis=diagnosis, scale=scale,
+            n_probes=int(p.analytic.size), detectable_error=detectable,
+        )
+        analytic_all.append(p.analytic)
+        numerical_all.append(p.numerical)
+    flags = {"worst": np.arange(0), "kinks": np.arange(0), "nonfinite": np.arange(0),
+             "unverified": np.arange(0), "grad": grad, "gradapprox": np.full(grad.size, np.nan),
+             "indices": np.arange(0), "probes": probes}
+    return GradientCheckReport(
+        difference=relative_difference(np.concatenate(analytic_all),
+                                       np.concatenate(numerical_all)),
+        threshold=threshold, epsilon=epsilon, rtol=rtol, atol=atol, cost=math.nan,
+        grad=layout.unpack(grad, prefix="d"), gradapprox={}, blocks=blocks, layout=layout,
+        engine="incremental", mode="directional", probability=probability, notes=tuple(notes),
+        _flags=flags,
     )
 
 
@@ -371,9 +475,11 @@ def _element(layout: Layout, grad, numerical, i: int) -> Element:
                    relative_error=float(_relative_error(np.array(a), np.array(n))))
 
 
-def _block(layout, name, shape, s, grad, numerical, error, relative, failing, at_kink,
-           nonfinite, unverified, allowed, n_worst) -> BlockResult:
+def _block(layout, name, shape, s, idx, grad_full, numerical_full, grad, numerical, error,
+           relative, failing, at_kink, nonfinite, unverified, allowed, n_worst) -> BlockResult:
+    """One block's result from the checked positions ``s`` (of coordinates ``idx[s]``)."""
     finite = ~nonfinite[s]
+    n_checked = s.stop - s.start
     n_failing = int(np.count_nonzero(failing[s]))
     n_nonfinite = int(np.count_nonzero(nonfinite[s]))
     n_unverified = int(np.count_nonzero(unverified[s]))
@@ -386,13 +492,16 @@ def _block(layout, name, shape, s, grad, numerical, error, relative, failing, at
     diagnosis, scale, worst = None, None, ()
     if n_failing:
         usable = finite & ~at_kink[s]
-        diagnosis, scale = diagnose(name, shape, grad[s], numerical[s], usable, failing[s],
-                                    allowed[s])
+        whole = n_checked == int(np.prod(shape, dtype=np.int64))
+        # A transposition can only be recognised on a whole block.
+        diagnosis, scale = diagnose(name, shape if whole else (n_checked,), grad[s],
+                                    numerical[s], usable, failing[s], allowed[s])
         with np.errstate(invalid="ignore", divide="ignore"):
             excess = np.where(failing[s], error[s] / allowed[s], -1.0)
         excess = np.where(np.isnan(excess), np.inf, excess)
-        idx = _top(excess, n_worst, minimum=0.0) + s.start
-        worst = tuple(_element(layout, grad, numerical, int(i)) for i in idx)
+        positions = _top(excess, n_worst, minimum=0.0) + s.start
+        worst = tuple(_element(layout, grad_full, numerical_full, int(idx[p]))
+                      for p in positions)
     err = np.where(finite, error[s], 0.0)
     rel = np.where(finite, relative[s], 0.0)
     return BlockResult(
@@ -402,7 +511,7 @@ def _block(layout, name, shape, s, grad, numerical, error, relative, failing, at
         max_rel_error=float(np.max(rel)) if rel.size else 0.0,
         n_failing=n_failing, n_kinks=int(np.count_nonzero(at_kink[s])),
         n_nonfinite=n_nonfinite, n_unverified=n_unverified, verdict=verdict,
-        diagnosis=diagnosis, scale=scale, worst=worst,
+        diagnosis=diagnosis, scale=scale, worst=worst, n_checked=n_checked,
     )
 
 
@@ -483,43 +592,72 @@ def _format(report: GradientCheckReport) -> str:
     blocks = report.blocks
     wrong = report.failed_blocks
     n_unverified = sum(b.verdict == "unverified" for b in blocks.values())
+    what = {"full": "gradient check", "sampled": "sampled gradient check",
+            "directional": "directional gradient check"}[report.mode]
     if report.passed:
-        head = f"gradient check PASSED: all {len(blocks)} blocks agree with the numerical gradient"
+        head = f"{what} PASSED: all {len(blocks)} blocks agree with the numerical gradient"
     elif wrong:
-        head = (f"gradient check FAILED: {len(wrong)} of {len(blocks)} blocks disagree with the "
+        head = (f"{what} FAILED: {len(wrong)} of {len(blocks)} blocks disagree with the "
                 f"numerical gradient ({', '.join(wrong)})")
     else:
-        head = (f"gradient check INCONCLUSIVE: {n_unverified} of {len(blocks)} blocks could not be "
+        head = (f"{what} INCONCLUSIVE: {n_unverified} of {len(blocks)} blocks could not be "
                 f"verified everywhere")
     seed = "<=" if report.seed_passed else ">"
+    over = {"full": f"{report.n_params} parameters",
+            "sampled": f"{report.n_checked} of {report.n_params} parameters",
+            "directional": f"{sum(b.n_probes for b in blocks.values())} directions over "
+                           f"{report.n_params} parameters"}[report.mode]
+    method = "" if report.method == "central" else f", {report.method}"
+    engine = "" if report.mode == "directional" else f", {report.engine} engine"
     lines = [
         head,
         f"  seed criterion: difference = {report.difference:.10g} {seed} threshold "
         f"{report.threshold:g} ({'passed' if report.seed_passed else 'failed'})",
         f"  elementwise: |analytic - numerical| <= {report.atol:g} + {report.rtol:g} |numerical| "
-        f"+ noise; epsilon {report.epsilon:g}, {report.n_params} parameters, "
-        f"{report.engine} engine",
+        f"+ noise; epsilon {report.epsilon:g}{method}, {over}{engine}",
     ]
+    lines += [f"  note: {note}" for note in report.notes]
+    unit = "probes" if report.mode == "directional" else "elements"
     if wrong:
         lines.append("wrong blocks, in backprop order:")
         width = max(len(name) for name in wrong)
         for name in wrong:
             b = blocks[name]
+            total = b.n_probes if report.mode == "directional" else (
+                b.n_checked if report.mode == "sampled" else b.size)
             text = b.diagnosis or "no simple pattern (see the worst elements)"
-            lines.append(f"  {name:<{width}}  {b.n_failing} of {b.size} elements wrong: {text}")
+            lines.append(f"  {name:<{width}}  {b.n_failing} of {total} {unit} wrong: {text}")
     width = max(5, *(len(name) for name in blocks))
-    lines.append(f"  {'block':<{width}}  {'shape':<10} {'difference':>11} {'max abs err':>11} "
-                 f"{'max rel err':>11} {'failing':>8} {'kinks':>6}  verdict")
-    for name, b in blocks.items():
-        shape = "x".join(map(str, b.shape))
-        lines.append(f"  {name:<{width}}  {shape:<10} {b.difference:>11.3e} "
-                     f"{b.max_abs_error:>11.3e} {b.max_rel_error:>11.3e} {b.n_failing:>8} "
-                     f"{b.n_kinks:>6}  {b.verdict}")
+    if report.mode == "directional":
+        lines.append(f"  {'block':<{width}}  {'shape':<10} {'difference':>11} {'probes':>7} "
+                     f"{'failing':>8} {'kinks':>6}  {'detects (p=' + format(report.probability, 'g') + ')':>16}"
+                     f"  verdict")
+        for name, b in blocks.items():
+            shape = "x".join(map(str, b.shape))
+            detects = f">= {b.detectable_error:.1e}" if math.isfinite(b.detectable_error) else "-"
+            lines.append(f"  {name:<{width}}  {shape:<10} {b.difference:>11.3e} {b.n_probes:>7} "
+                         f"{b.n_failing:>8} {b.n_kinks:>6}  {detects:>16}  {b.verdict}")
+        lines.append("note: 'detects' is the smallest relative error ||E|| / ||G|| of the block "
+                     "the probes catch with that probability (rank-one errors, the hardest case "
+                     "for rank-one probes, for weight blocks)")
+    else:
+        checked = report.mode == "sampled"
+        extra = f" {'checked':>8}" if checked else ""
+        lines.append(f"  {'block':<{width}}  {'shape':<10}{extra} {'difference':>11} "
+                     f"{'max abs err':>11} {'max rel err':>11} {'failing':>8} {'kinks':>6}  "
+                     f"verdict")
+        for name, b in blocks.items():
+            shape = "x".join(map(str, b.shape))
+            extra = f" {b.n_checked:>8}" if checked else ""
+            lines.append(f"  {name:<{width}}  {shape:<10}{extra} {b.difference:>11.3e} "
+                         f"{b.max_abs_error:>11.3e} {b.max_rel_error:>11.3e} {b.n_failing:>8} "
+                         f"{b.n_kinks:>6}  {b.verdict}")
     notes = []
     n_kinks = sum(b.n_kinks for b in blocks.values())
     if n_kinks:
-        notes.append(f"{n_kinks} element(s) step across a ReLU kink, where the central difference "
-                     f"is no derivative: not counted as failing (report.kinks)")
+        notes.append(f"{n_kinks} {unit} step across a ReLU kink, where the central difference "
+                     f"is no derivative: not counted as failing"
+                     + (" (report.kinks)" if report.mode != "directional" else ""))
     n_nonfinite = sum(b.n_nonfinite for b in blocks.values())
     if n_nonfinite:
         first = report.nonfinite[0].label

@@ -67,9 +67,35 @@ def _real(value, name: str, *, allow_zero: bool) -> float:
     return number
 
 
-def check_epsilon(epsilon) -> float:
-    """epsilon as a float: a finite real number > 0."""
-    return _real(epsilon, "epsilon", allow_zero=False)
+def check_epsilon(epsilon, name: str = "epsilon") -> float:
+    """epsilon (or another step or duration) as a float: a finite real number > 0."""
+    return _real(epsilon, name, allow_zero=False)
+
+
+def check_probability(probability) -> float:
+    """A probability strictly between 0 and 1."""
+    p = _real(probability, "probability", allow_zero=False)
+    if not p < 1.0:
+        raise ValueError(f"probability must be below 1; got {probability!r}")
+    return p
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """An int >= minimum (numpy integers accepted, bools refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    return int(value)
+
+
+def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {choices}; got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+    return value
 
 
 def check_threshold(threshold) -> float:
@@ -100,12 +126,7 @@ def check_n_threads(n_threads) -> int | None:
 
 def check_engine(engine) -> str:
     """One of "auto", "exact", "incremental"."""
-    choices = ("auto", "exact", "incremental")
-    if not isinstance(engine, str):
-        raise TypeError(f"engine must be a str, one of {choices}; got {type(engine).__name__}")
-    if engine not in choices:
-        raise ValueError(f"engine must be one of {choices}; got {engine!r}")
-    return engine
+    return check_choice(engine, "engine", ("auto", "exact", "incremental"))
 
 
 def check_flag(value, name: str) -> bool:

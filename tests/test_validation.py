@@ -363,11 +363,20 @@ def test_huge_integer_epsilon_or_threshold_is_a_value_error(case):
         check(parameters, gradients, X, Y, threshold=10**400)
 
 
-@pytest.mark.parametrize("epsilon", ["a", True, False, None, 1e-7 + 0j, np.array([1e-7])])
+@pytest.mark.parametrize("epsilon", ["a", True, False, 1e-7 + 0j, np.array([1e-7])])
 def test_epsilon_invalid_type(case, epsilon):
     X, Y, parameters, gradients = case
     with pytest.raises(TypeError, match="epsilon"):
         check(parameters, gradients, X, Y, epsilon=epsilon)
+
+
+def test_epsilon_none_means_the_default_step(case):
+    # None selects the method's default step: the seed's 1e-7 for the central difference.
+    X, Y, parameters, gradients = case
+    default = check(parameters, gradients, X, Y)
+    explicit = check(parameters, gradients, X, Y, epsilon=None)
+    assert default.epsilon == explicit.epsilon == 1e-7
+    assert default.difference == explicit.difference
 
 
 @pytest.mark.parametrize("epsilon", [np.float32(1e-4), np.float64(1e-7), 1, np.int64(1)])

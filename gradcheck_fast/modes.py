@@ -1,0 +1,261 @@
+"""Checks cheaper than every coordinate: a stratified sample, or random directions per block.
+
+- ``sample_indices``: a seeded random sample of coordinates, every block represented (small
+  blocks whole); the engine then checks exactly those coordinates.
+- ``directional_probes``: k seeded random unit directions per block, comparing ``v . grad``
+  with ``(J(theta + eps v) - J(theta - eps v)) / 2 eps``, so each block costs 2k evaluations
+  whatever its size. The two costs are formed in delta space as in the incremental engine
+  (:mod:`gradcheck_fast.delta`): the change of the perturbed layer's pre-activations, carried
+  through the ReLUs (kinks formed explicitly) and the later layers with BLAS products, into the
+  loss without cancellation.
+
+Directions are normalised *per block* (a probe of W1 does not drown db3). A weight block gets
+rank-one directions ``v = a b^T`` with a, b uniform on their unit spheres: the change of the
+block's pre-activations is then ``eps a (b^T A)``, at the cost of a matrix-vector product, and
+``v . grad = a^T G b``. A bias block gets a uniform unit vector.
+
+How small a wrong gradient the probes catch: if the analytic block is off by E (Frobenius norm
+||E||), a probe sees ``v . E``. For a bias block ``v . E ~ ||E|| Z / sqrt(n)``; for a weight
+block and a rank-one E -- the pattern rank-one probes are least sensitive to -- ``v . E ~
+||E|| Z1 Z2 / sqrt(n)`` with independent standard normals (n is the block size, large-n
+limits). A probe misses E when ``|v . E|`` stays within its tolerance; k independent probes all
+miss with probability ``F(s)^k``, F being the distribution function of ``|Z|`` or ``|Z1 Z2|``.
+:func:`detectable_error` inverts that: the smallest ``||E|| / ||G||`` caught with a stated
+probability.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import delta
+from ._jit import jit
+from ._threads import single_blas_thread
+
+#: Unit roundoff of float64.
+_U = 2.0**-53
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampled mode
+# ---------------------------------------------------------------------------------------------
+def sample_indices(layout, n_per_block: int, seed: int) -> np.ndarray:
+    """Sorted flat indices: ``n_per_block`` distinct coordinates of each block drawn with
+    ``numpy.random.default_rng(seed)``, or the whole block when it is no larger.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import MLPLayout
+    >>> net = MLPLayout([4, 5, 3, 1])
+    >>> idx = sample_indices(net, 4, seed=0)
+    >>> len(idx), bool(all(i in idx for i in range(43, 47)))   # W3 (3) and b3 (1) whole
+    (19, True)
+    """
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for k in range(len(layout.names)):
+        start, stop = int(layout.offsets[k]), int(layout.offsets[k + 1])
+        size = stop - start
+        if size <= n_per_block:
+            chosen.append(np.arange(start, stop))
+        else:
+            chosen.append(start + np.sort(rng.choice(size, size=n_per_block, replace=False)))
+    return np.concatenate(chosen).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Directional mode
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Probes:
+    """The directional derivatives of one block along its probes."""
+
+    analytic: np.ndarray  # v . grad, one per probe
+    numerical: np.ndarray  # (J(theta + eps v) - J(theta - eps v)) / 2 eps
+    noise: np.ndarray  # rounding bound of numerical
+    kinks: np.ndarray  # ReLU crossings in the two steps (a probe at a kink is set aside)
+    rank_one: bool  # directions a b^T (weight block) rather than a full unit vector
+    size: int  # number of parameters in the block
+    grad_norm: float  # ||G|| of the analytic block
+
+
+def _unit_rows(rng, k: int, n: int) -> np.ndarray:
+    v = rng.standard_normal((k, n))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _relu_change(z, dz):
+    """Elementwise ``relu(z + dz) - relu(z)`` without cancellation, and where it crossed 0."""
+    zn = z + dz
+    active, after = z > 0.0, zn > 0.0
+    change = np.where(active, np.where(after, dz, -z), np.where(after, zn, 0.0))
+    return change, active != after
+
+
+def _loss_changes(coef, sig, Y, t):
+    """``sum_{o, j} g_oj(t[p, o, j]) / m`` per probe p, and a bound on its rounding; t is
+    ``(k, n_out, m)`` (see :func:`gradcheck_fast.delta._loss_change`)."""
+    k, n_out, m = t.shape
+    c = coef.reshape(m, n_out, 4).transpose(2, 1, 0)  # (4, n_out, m)
+    s, sbar = sig.reshape(m, n_out, 2).transpose(2, 1, 0)
+    series = t * (c[0] + t * (c[1] + t * (c[2] + t * c[3])))
+    large = np.abs(t) > delta.T_SERIES
+    value = series
+    error = 8.0 * _U * np.abs(t) * (np.abs(c[0]) + np.abs(t))
+    if large.any():
+        with np.errstate(over="ignore", invalid="ignore"):
+            low = np.log1p(s * np.expm1(t))
+            high = t + np.log1p(sbar * np.expm1(-t))
+            change = np.where(s <= 0.5, low, high)
+            exact = change - Y * t
+        value = np.where(large, exact, series)
+        error = np.where(large, 8.0 * _U * (np.abs(change) + np.abs(Y * t)), error)
+    return value.sum(axis=(1, 2)) / m, error.sum(axis=(1, 2)) / m
+
+
+def _propagate(weights, Z_layers, l, dz_plus, n_layers):
+    """Carry ``dz`` (k, n_l, m) at layer l and its negative to the output pre-activations.
+
+    Returns ``(t_plus, t_minus, crossings per probe)``. In the linear regime the minus step is
+    the plus step negated; only where some ReLU crosses its kink is the difference formed.
+    """
+    k = dz_plus.shape[0]
+    dz_minus = -dz_plus
+    crossings = np.zeros(k, dtype=np.int64)
+    for q in range(l, n_layers):
+        z = Z_layers[q][None, :, :]
+        da_plus, crossed_plus = _relu_change(z, dz_plus)
+        da_minus, crossed_minus = _relu_change(z, dz_minus)
+        crossings += crossed_plus.sum(axis=(1, 2)) + crossed_minus.sum(axis=(1, 2))
+        W = weights[q + 1]
+        n_next, n_q = W.shape
+        m = dz_plus.shape[2]
+        flat_plus = da_plus.transpose(1, 0, 2).reshape(n_q, k * m)
+        dz_plus = (W @ flat_plus).reshape(n_next, k, m).transpose(1, 0, 2)
+        asymmetry = da_plus + da_minus  # 0 wherever no kink was crossed
+        if np.any(asymmetry):
+            flat = asymmetry.transpose(1, 0, 2).reshape(n_q, k * m)
+            dz_minus = -dz_plus + (W @ flat).reshape(n_next, k, m).transpose(1, 0, 2)
+        else:
+            dz_minus = -dz_plus
+    return dz_plus, dz_minus, crossings
+
+
+def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int, seed: int
+                       ) -> dict[str, Probes]:
+    """k = ``n_directions`` seeded probes per block, keyed by gradient name ('dW1', ...)."""
+    sizes = net.sizes
+    n_layers = len(sizes) - 1
+    m = X.shape[1]
+    n_out = int(sizes[-1])
+    rng = np.random.default_rng(seed)
+    with single_blas_thread():
+        J, Z, A, act_off, weights = delta.forward(net, theta, X, Y)
+        coef = np.empty(m * n_out * 4)
+        sig = np.empty(m * n_out * 2)
+        delta._output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig)
+        Z_layers = [Z[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)
+                    for q in range(n_layers + 1)]
+        A_layers = [A[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)
+                    for q in range(n_layers + 1)]
+        probes = {}
+        for index, name in enumerate(net.names):
+            l = int(name[1:])
+            block = slice(int(net.offsets[index]), int(net.offsets[index + 1]))
+            G = grad[block].reshape(net.shapes[index])
+            n_l = int(sizes[l])
+            if name[0] == "W":
+                a = _unit_rows(rng, n_directions, n_l)
+                b = _unit_rows(rng, n_directions, int(sizes[l - 1]))
+                analytic = np.einsum("ki,ij,kj->k", a, G, b)
+                bA = b @ A_layers[l - 1]  # (k, m)
+                dz = epsilon * a[:, :, None] * bA[:, None, :]
+            else:
+                v = _unit_rows(rng, n_directions, n_l)
+                analytic = v @ G[:, 0]
+                dz = np.broadcast_to(epsilon * v[:, :, None], (n_directions, n_l, m)).copy()
+            t_plus, t_minus, crossings = _propagate(weights, Z_layers, l, dz, n_layers)
+            dJ_plus, err_plus = _loss_changes(coef, sig, Y, t_plus)
+            dJ_minus, err_minus = _loss_changes(coef, sig, Y, t_minus)
+            numerical = (dJ_plus - dJ_minus) / (2.0 * epsilon)
+            # Rounding beyond the loss evaluations: the products that formed t, each a few ulps
+            # of its terms per layer crossed; bounded through the first-order magnitude of the
+            # probe, sum |dl/dz| |t| / (m eps), as if every term had the same sign.
+            c1 = np.abs(coef.reshape(m, n_out, 4)[:, :, 0].T)  # (n_out, m)
+            magnitude = (c1[None] * np.abs(t_plus)).sum(axis=(1, 2)) / (m * epsilon)
+            depth_terms = sum(int(n) for n in sizes[l - 1 :])
+            noise = (err_plus + err_minus) / (2.0 * epsilon) + 4 * depth_terms * _U * magnitude
+            probes["d" + name] = Probes(
+                analytic=analytic, numerical=numerical, noise=noise, kinks=crossings,
+                rank_one=name[0] == "W", size=G.size,
+                grad_norm=float(np.linalg.norm(G)),
+            )
+    return probes
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection power
+# ---------------------------------------------------------------------------------------------
+@jit
+def _product_normal_cdf(s):
+    """``P(|Z1 Z2| <= s)`` = E_z1[erf(s / (|z1| sqrt 2))]: the trapezoid rule over z1 in
+    (0, 12] on 24,000 intervals (the integrand is bounded by the normal density and smooth;
+    below z1 = 1e-6 the missing mass is < 1e-6 and erf is 1 there)."""
+    n = 24000
+    z_max = 12.0
+    h = (z_max - 1e-6) / n
+    total = 0.0
+    for i in range(n + 1):
+        z = 1e-6 + i * h
+        value = math.sqrt(2.0 / math.pi) * math.exp(-0.5 * z * z) * math.erf(
+            s / (z * math.sqrt(2.0)))
+        total += value * (0.5 if i == 0 or i == n else 1.0)
+    return total * h + 1e-6 * math.sqrt(2.0 / math.pi)
+
+
+def _miss_probability(s: float, rank_one: bool) -> float:
+    """``P(|Z| <= s)`` or, for rank-one probes, ``P(|Z1 Z2| <= s)`` (independent N(0, 1))."""
+    if s <= 0.0:
+        return 0.0
+    if not rank_one:
+        return math.erf(s / math.sqrt(2.0))
+    return float(_product_normal_cdf(s))
+
+
+@functools.lru_cache(maxsize=64)
+def _quantile(target: float, rank_one: bool) -> float:
+    """The s with ``F(s) = target`` (bisection; F is increasing)."""
+    low, high = 0.0, 1.0
+    while _miss_probability(high, rank_one) < target:
+        high *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        if _miss_probability(mid, rank_one) < target:
+            low = mid
+        else:
+            high = mid
+    return 0.5 * (low + high)
+
+
+def detectable_error(tolerance: float, size: int, grad_norm: float, n_probes: int,
+                     rank_one: bool, probability: float) -> float:
+    """The smallest relative error ``||E|| / ||G||`` of a block that ``n_probes`` probes, each
+    with this tolerance on ``|v . E|``, catch with ``probability`` (inf if none could).
+
+    Examples
+    --------
+    A tolerance of 1e-6 on probes of a 100-element bias block with ``||G|| = 1``: all 8 miss
+    with probability <= 0.001 once ``P(|Z| <= s)**8 <= 0.001``, i.e. s = 0.556, so errors
+    from ``1e-6 * sqrt(100) / 0.556`` up are caught:
+
+    >>> round(detectable_error(1e-6, 100, 1.0, 8, False, 0.999), 7)
+    1.8e-05
+    """
+    if n_probes == 0 or grad_norm == 0.0:
+        return math.inf
+    s = _quantile((1.0 - probability) ** (1.0 / n_probes), rank_one)
+    return tolerance * math.sqrt(size) / (s * grad_norm)
