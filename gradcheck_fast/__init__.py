@@ -18,13 +18,16 @@ from .api import (
 )
 from .check import LowPrecisionWarning, assert_gradients_close, check_gradients
 from .layout import Layout, MLPLayout
+from .planning import CostEstimate, estimate_cost
 from .reference import backward_propagation_n, forward_propagation_n
 from .report import BlockResult, Element, GradientCheckFailed, GradientCheckReport
+from .sweep import SweepReport, step_sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockResult",
+    "CostEstimate",
     "Element",
     "GradientCheckFailed",
     "GradientCheckReport",
@@ -35,10 +38,13 @@ __all__ = [
     "backward_propagation_n",
     "check_gradients",
     "dictionary_to_vector",
+    "estimate_cost",
     "forward_propagation_n",
     "gradient_check",
     "gradient_check_n",
     "gradients_to_vector",
     "reference",
+    "step_sweep",
+    "SweepReport",
     "vector_to_dictionary",
 ]

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from . import modes
-from .engine import Costs, mlp_cost_noise, mlp_costs
 from ._threads import n_threads_set
+from .engine import Costs, mlp_cost_noise, mlp_costs
 from .layout import MLPLayout
 from .report import ATOL, RTOL, GradientCheckReport, build_directional_report, build_report
 from .validation import (

@@ -192,9 +192,10 @@ def prepare(net, theta, X, Y):
             n_next = int(sizes[l + 1])
             mask = Z[act_off[l + 1] : act_off[l + 2]].reshape(n_next, m) > 0.0
             masked = (V_next * mask[:, :, None]).reshape(n_next, m * n_out)
-            V_l = V[v_off[l] : v_off[l] + int(sizes[l]) * m * n_out].reshape(int(sizes[l]), m * n_out)
+            n_l = int(sizes[l])
+            V_l = V[v_off[l] : v_off[l] + n_l * m * n_out].reshape(n_l, m * n_out)
             np.matmul(weights[l + 1].T, masked, out=V_l)
-            V_next = V_l.reshape(int(sizes[l]), m, n_out)
+            V_next = V_l.reshape(n_l, m, n_out)
 
     bound, bound_off = _derivative_bounds(weights, sizes)
     rho = np.full(int(act_off[-1]), np.inf)

@@ -629,9 +629,9 @@ def _format(report: GradientCheckReport) -> str:
             lines.append(f"  {name:<{width}}  {b.n_failing} of {total} {unit} wrong: {text}")
     width = max(5, *(len(name) for name in blocks))
     if report.mode == "directional":
+        detects = f"detects (p={report.probability:g})"
         lines.append(f"  {'block':<{width}}  {'shape':<10} {'difference':>11} {'probes':>7} "
-                     f"{'failing':>8} {'kinks':>6}  {'detects (p=' + format(report.probability, 'g') + ')':>16}"
-                     f"  verdict")
+                     f"{'failing':>8} {'kinks':>6}  {detects:>16}  verdict")
         for name, b in blocks.items():
             shape = "x".join(map(str, b.shape))
             detects = f">= {b.detectable_error:.1e}" if math.isfinite(b.detectable_error) else "-"

@@ -1,0 +1,210 @@
+"""What a check will cost before it runs, and the most thorough check that fits a budget.
+
+The time model counts the work of each mode and converts it with rates measured on the
+development machine (2 cores, AVX-512, numba 0.68, OpenBLAS on one thread, see the README).
+It is an estimate, good to a small factor: the benchmarks compare it with measured times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numba
+
+#: Seconds per floating-point operation of the BLAS products (one thread) in the set-up of
+#: the incremental engine and in the directional probes.
+BLAS_S_PER_FLOP = 1.0 / 15e9
+
+#: Seconds per (parameter x sample) of the incremental engine's loop on one thread, plus
+#: seconds per (parameter x sample x output).
+INCREMENTAL_S_PER_SAMPLE = 1.2e-8
+INCREMENTAL_S_PER_OUTPUT = 1.1e-9
+
+#: Seconds per multiply-add of the exact engine (strict IEEE loops, per thread).
+EXACT_S_PER_FLOP = 1.0 / 1.5e9
+
+#: Seconds per parameter of Python-level work (validation, packing, the report).
+PYTHON_S_PER_PARAM = 6e-8
+
+#: Fixed cost of a call (dispatch, small allocations, building the report).
+CALL_S = 4e-4
+
+#: Fixed cost per block of the directional probes (random directions, NumPy calls).
+DIRECTIONAL_BLOCK_S = 1e-4
+
+#: Seconds per element of the (directions x units x samples) arrays of the directional
+#: probes, per layer crossed: ~20 NumPy elementwise operations (ReLU changes, both signs,
+#: the loss change) at about a nanosecond each.
+DIRECTIONAL_S_PER_ELEMENT = 2e-8
+
+#: Parallel speed-up per extra thread (measured ~1.45 on 2 cores).
+THREAD_GAIN = 0.45
+
+
+@dataclass(frozen=True)
+class ModeCost:
+    """The expected cost of one mode."""
+
+    mode: str
+    evaluations: int  # costs J(theta +- ...) evaluated
+    coordinates: int  # coordinates checked one by one (0 for directional)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Expected cost of each mode for one set of inputs and options."""
+
+    full: ModeCost
+    sampled: ModeCost
+    directional: ModeCost
+    n_params: int
+    engine: str  # the engine a full check would use
+
+    def __getitem__(self, mode: str) -> ModeCost:
+        return {"full": self.full, "sampled": self.sampled, "directional": self.directional}[mode]
+
+    def __str__(self) -> str:
+        lines = [f"expected cost for {self.n_params} parameters ({self.engine} engine):"]
+        for m in (self.full, self.sampled, self.directional):
+            lines.append(f"  {m.mode:<12} {m.evaluations:>12,} evaluations  "
+                         f"{m.coordinates:>10,} coordinates  ~{m.seconds:.3g} s")
+        return "\n".join(lines)
+
+
+def _speed(n_threads: int) -> float:
+    return 1.0 + THREAD_GAIN * (n_threads - 1)
+
+
+def _estimate_coordinates(sizes, m: int, n: int, engine: str, n_threads: int,
+                          passes: int) -> float:
+    """Seconds to check n coordinates with ``engine`` (``passes`` central differences)."""
+    sizes = [int(s) for s in sizes]
+    n_out = sizes[-1]
+    pairs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    if engine == "exact":
+        # Every perturbation recomputes one row and the layers above it for the changed
+        # samples: on average about half a forward pass.
+        per_coordinate = m * pairs
+        loop = n * 2 * per_coordinate * EXACT_S_PER_FLOP / 2
+        setup = 0.0
+    else:
+        hidden_out = sum(sizes[1:-1]) * sizes[-1]
+        setup = (2 * m * pairs + 2 * m * n_out * sum(
+            a * b for a, b in zip(sizes[1:-1], sizes[2:-1] + [0]))
+            + m * hidden_out) * BLAS_S_PER_FLOP
+        loop = n * m * (INCREMENTAL_S_PER_SAMPLE + n_out * INCREMENTAL_S_PER_OUTPUT)
+    threads = n_threads if n * m >= (1 << 17) else 1
+    return passes * (setup + loop / _speed(threads))
+
+
+def _estimate_directional(sizes, m: int, n_directions: int) -> float:
+    """Seconds of the directional probes: per block, the change of the perturbed layer and
+    its propagation (BLAS products over the k directions)."""
+    sizes = [int(s) for s in sizes]
+    flops = 2 * m * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))  # forward pass
+    L = len(sizes) - 1
+    elements = 0
+    for l in range(1, L + 1):
+        later = sum(sizes[q] * sizes[q + 1] for q in range(l, L))
+        flops += 2 * (2 * n_directions * m * later)  # W_l and b_l blocks, plus and minus
+        flops += 2 * n_directions * sizes[l] * sizes[l - 1]  # a^T G b
+        elements += 2 * n_directions * m * sum(sizes[l:])  # W_l and b_l blocks
+    return flops * BLAS_S_PER_FLOP + elements * DIRECTIONAL_S_PER_ELEMENT
+
+
+def estimate(inputs, options) -> CostEstimate:
+    """The expected cost of each mode for validated inputs and options."""
+    from .engine import _EXACT_WORK
+    from .modes import sample_indices
+
+    layout = inputs.layout
+    sizes, m, P = layout.sizes, inputs.m, layout.n_params
+    n_threads = options.n_threads or numba.get_num_threads()
+    passes = 2 if options.method == "richardson" else 1
+
+    def engine_for(n):
+        if options.engine != "auto":
+            return options.engine
+        return "exact" if n * m <= _EXACT_WORK else "incremental"
+
+    python = CALL_S + PYTHON_S_PER_PARAM * P
+    engine = engine_for(P)
+    full = ModeCost("full", 2 * passes * P, P,
+                    python + _estimate_coordinates(sizes, m, P, engine, n_threads, passes))
+    n_sampled = len(sample_indices(layout, options.n_per_block, options.seed))
+    sampled = ModeCost("sampled", 2 * passes * n_sampled, n_sampled,
+                       python + _estimate_coordinates(sizes, m, n_sampled,
+                                                      engine_for(n_sampled), n_threads, passes))
+    n_blocks = len(layout.names)
+    directional = ModeCost("directional", 2 * options.n_directions * n_blocks, 0,
+                           python + n_blocks * DIRECTIONAL_BLOCK_S
+                           + _estimate_directional(sizes, m, options.n_directions))
+    return CostEstimate(full, sampled, directional, P, engine)
+
+
+def plan(inputs, options):
+    """The most thorough mode that fits ``options.budget_s``, and a note saying what was
+    chosen: full, else sampled with the most coordinates per block that fit (at least 16),
+    else directional (which is run even if over budget: nothing cheaper checks every block)."""
+    budget = options.budget_s
+    cost = estimate(inputs, options)
+    if cost.full.seconds <= budget:
+        chosen = replace(options, mode="full")
+        return chosen, (f"budget {budget:g} s: full check (expected {cost.full.seconds:.3g} s)")
+    # Sampled: the expected time grows about linearly with the coordinates per block.
+    low, high = 16, max(16, int(options.n_per_block))
+    best = None
+    while low <= high:
+        mid = (low + high) // 2
+        trial = replace(options, mode="sampled", n_per_block=mid)
+        seconds = estimate(inputs, trial).sampled.seconds
+        if seconds <= budget:
+            best, low = (trial, seconds), mid + 1
+        else:
+            high = mid - 1
+    if best is not None:
+        trial, seconds = best
+        return trial, (f"budget {budget:g} s: a full check would take ~{cost.full.seconds:.3g} s; "
+                       f"sampled {trial.n_per_block} coordinates per block instead "
+                       f"(expected {seconds:.3g} s)")
+    chosen = replace(options, mode="directional")
+    over = "" if cost.directional.seconds <= budget else " (over budget: nothing cheaper)"
+    return chosen, (f"budget {budget:g} s: full ~{cost.full.seconds:.3g} s and sampled "
+                    f"~{cost.sampled.seconds:.3g} s do not fit; directional with "
+                    f"{options.n_directions} probes per block (expected "
+                    f"{cost.directional.seconds:.3g} s){over}")
+
+
+def estimate_cost(parameters, gradients, X, Y, **options) -> CostEstimate:
+    """The expected cost of :func:`gradcheck_fast.check_gradients` in each mode, before running.
+
+    Takes the same arguments as ``check_gradients`` (the mode is ignored: every mode is
+    estimated). Returns the number of cost evaluations and the expected seconds of the
+    ``"full"``, ``"sampled"`` and ``"directional"`` modes; ``print`` shows a table.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import estimate_cost
+    >>> from gradcheck_fast.networks import random_mlp
+    >>> X, Y, parameters, gradients = random_mlp((100, 50, 1), m=32)
+    >>> cost = estimate_cost(parameters, gradients, X, Y, n_per_block=100)
+    >>> cost.full.evaluations, cost.sampled.coordinates, cost.directional.evaluations
+    (10202, 201, 64)
+    >>> cost.directional.seconds < cost.full.seconds
+    True
+    """
+    from .check import check_options, prepare_inputs
+
+    inputs = prepare_inputs(parameters, gradients, X, Y)
+    defaults = dict(epsilon=None, threshold=2e-7, rtol=None, atol=None, mode="full",
+                    n_per_block=1000, n_directions=8, seed=0, probability=0.999,
+                    method="central", engine="auto", progress=False, n_threads=None,
+                    budget_s=None)
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"estimate_cost() got an unexpected keyword argument "
+                        f"{sorted(unknown)[0]!r}")
+    defaults.update(options)
+    return estimate(inputs, check_options(low_precision=bool(inputs.low_precision), **defaults))
+

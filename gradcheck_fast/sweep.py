@@ -1,0 +1,158 @@
+"""The step sweep: the check at steps from 1e-2 to 1e-10, to tell a bad epsilon from a wrong
+gradient."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ._threads import n_threads_set
+from .check import check_options, numerical_gradient, prepare_inputs
+from .report import relative_difference
+from .validation import check_epsilon
+
+#: The default steps: 1e-2, 1e-3, ..., 1e-10.
+DEFAULT_STEPS = tuple(10.0**-k for k in range(2, 11))
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    epsilon: float
+    difference: float  # the seed's eq. (3) at this step
+    max_rel_error: float  # the largest elementwise relative error at this step
+    slope: float | None  # d log(difference) / d log(epsilon) from the previous (larger) step
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """The difference at each step and what it says.
+
+    Attributes
+    ----------
+    rows : one :class:`SweepRow` per step, largest step first.
+    verdict : "fine" (the difference falls below the threshold at some step: a correct
+        gradient; ``best_epsilon`` is where it is smallest), "wrong" (it stays above the
+        threshold at every step, about flat: the gradient is wrong, not the step) or
+        "inconclusive".
+    best_epsilon : the step with the smallest difference.
+    explanation : one sentence saying why.
+    """
+
+    rows: tuple[SweepRow, ...]
+    verdict: str
+    best_epsilon: float
+    explanation: str
+    threshold: float
+    engine: str
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "best_epsilon": self.best_epsilon,
+                "explanation": self.explanation, "threshold": self.threshold,
+                "engine": self.engine,
+                "rows": [row.__dict__ for row in self.rows]}
+
+    def __str__(self) -> str:
+        lines = [f"step sweep ({self.engine} engine): {self.verdict.upper()} — {self.explanation}",
+                 f"  {'epsilon':>9}  {'difference':>11}  {'max rel err':>11}  {'slope':>6}"]
+        for row in self.rows:
+            slope = "" if row.slope is None else f"{row.slope:+.1f}"
+            mark = "  <- best" if row.epsilon == self.best_epsilon else ""
+            lines.append(f"  {row.epsilon:>9.0e}  {row.difference:>11.3e}  "
+                         f"{row.max_rel_error:>11.3e}  {slope:>6}{mark}")
+        return "\n".join(lines)
+
+
+def _verdict(rows, threshold: float) -> tuple[str, float, str]:
+    differences = np.array([row.difference for row in rows])
+    finite = np.isfinite(differences)
+    if not finite.any():
+        return "inconclusive", math.nan, "the difference is NaN at every step"
+    best = int(np.nanargmin(np.where(finite, differences, np.nan)))
+    best_eps = rows[best].epsilon
+    low = differences[best]
+    if low <= threshold:
+        shape = []
+        big = [r.slope for r in rows[1 : best + 1] if r.slope is not None]
+        small = [r.slope for r in rows[best + 1 :] if r.slope is not None]
+        if big and np.median(big) > 1.0:
+            shape.append(f"the error falls like epsilon^{np.median(big):.1f} (truncation) down to "
+                         f"epsilon = {best_eps:.0e}")
+        if small and np.median(small) < -0.5:
+            shape.append(f"then rises like epsilon^{np.median(small):.1f} (rounding)")
+        text = (", ".join(shape) + ": " if shape else "") + (
+            f"the gradient is fine; choose epsilon ~ {best_eps:.0e} "
+            f"(difference {low:.2e})")
+        return "fine", best_eps, text
+    high = np.nanmax(differences[finite])
+    if high <= 10.0 * low:
+        return "wrong", best_eps, (f"the difference stays between {low:.2e} and {high:.2e} at "
+                                   f"every step: the gradient is wrong, not epsilon")
+    return "inconclusive", best_eps, (f"the difference never falls below {threshold:g} (lowest "
+                                      f"{low:.2e} at epsilon = {best_eps:.0e}) but varies with "
+                                      f"the step: try other steps or method='richardson'")
+
+
+def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: float = 2e-7,
+               engine: str = "exact", n_threads: int | None = None) -> SweepReport:
+    """The seed's check at every step in ``steps``, and a verdict on what the curve shows.
+
+    For a correct gradient the difference falls like epsilon² while truncation dominates,
+    then rises like 1/epsilon once rounding does (with the seed's arithmetic): it dips below
+    the threshold somewhere, and the bottom is the step to use. For a wrong gradient it stays
+    high at every step. The default ``engine="exact"`` shows the seed's own rounding; the
+    incremental engine has far less of it, so its curve flattens instead of rising.
+
+    Parameters
+    ----------
+    parameters, gradients, X, Y : as for :func:`gradcheck_fast.check_gradients`.
+    steps : sequence of float, default 1e-2 ... 1e-10
+    threshold : float, default 2e-7
+    engine : {"exact", "incremental", "auto"}, default "exact"
+    n_threads : int, optional
+
+    Returns
+    -------
+    SweepReport
+        ``rows``, ``verdict`` ("fine", "wrong" or "inconclusive"), ``best_epsilon``;
+        ``print`` shows a table.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import reference, step_sweep
+    >>> X, Y, parameters = reference.seed_case()
+    >>> _, cache = reference.forward_propagation_n(X, Y, parameters)
+    >>> step_sweep(parameters, reference.backward_propagation_n(X, Y, cache), X, Y).verdict
+    'fine'
+    >>> step_sweep(parameters, reference.backward_propagation_n_faulty(X, Y, cache), X, Y).verdict
+    'wrong'
+    """
+    inputs = prepare_inputs(parameters, gradients, X, Y)
+    steps = [float(step) for step in np.atleast_1d(np.asarray(steps, dtype=np.float64))]
+    if not steps:
+        raise ValueError("steps must hold at least one step")
+    base = check_options(epsilon=steps[0], threshold=threshold, rtol=None, atol=None,
+                         mode="full", n_per_block=1, n_directions=1, seed=0, probability=0.5,
+                         method="central", engine=engine, progress=False, n_threads=n_threads,
+                         budget_s=None, low_precision=False)
+    rows = []
+    used = "exact"
+    with n_threads_set(base.n_threads):
+        for k, step in enumerate(sorted(steps, reverse=True)):
+            options = replace(base, epsilon=check_epsilon(step, "steps"))
+            costs = numerical_gradient(inputs, options)
+            used = costs.engine
+            difference = relative_difference(inputs.grad, costs.gradapprox)
+            error = np.abs(inputs.grad - costs.gradapprox)
+            size = np.maximum(np.abs(inputs.grad), np.abs(costs.gradapprox))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                relative = np.where(size > 0, error / np.where(size > 0, size, 1.0), 0.0)
+            slope = None
+            if k and difference > 0 and rows[-1].difference > 0:
+                slope = (math.log(rows[-1].difference) - math.log(difference)) / (
+                    math.log(rows[-1].epsilon) - math.log(step))
+            rows.append(SweepRow(step, difference, float(np.nanmax(relative)), slope))
+    verdict, best, text = _verdict(rows, base.threshold)
+    return SweepReport(tuple(rows), verdict, best, text, base.threshold, used)
+
