@@ -187,7 +187,9 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
         indices = np.arange(theta.shape[0])
     n = indices.shape[0]
     if engine == "auto":
-        engine = "exact" if n * m <= _EXACT_WORK else "incremental"
+        # By the network's size, not the number of coordinates checked: a sample of a network
+        # gets the same values as the full check.
+        engine = "exact" if theta.shape[0] * m <= _EXACT_WORK else "incremental"
     if engine == "incremental":
         with single_blas_thread():
             prepared = delta.prepare(net, theta, X, Y)

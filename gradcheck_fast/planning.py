@@ -123,19 +123,16 @@ def estimate(inputs, options) -> CostEstimate:
     n_threads = options.n_threads or numba.get_num_threads()
     passes = 2 if options.method == "richardson" else 1
 
-    def engine_for(n):
-        if options.engine != "auto":
-            return options.engine
-        return "exact" if n * m <= _EXACT_WORK else "incremental"
-
+    engine = options.engine
+    if engine == "auto":
+        engine = "exact" if P * m <= _EXACT_WORK else "incremental"
     python = CALL_S + PYTHON_S_PER_PARAM * P
-    engine = engine_for(P)
     full = ModeCost("full", 2 * passes * P, P,
                     python + _estimate_coordinates(sizes, m, P, engine, n_threads, passes))
     n_sampled = len(sample_indices(layout, options.n_per_block, options.seed))
     sampled = ModeCost("sampled", 2 * passes * n_sampled, n_sampled,
-                       python + _estimate_coordinates(sizes, m, n_sampled,
-                                                      engine_for(n_sampled), n_threads, passes))
+                       python + _estimate_coordinates(sizes, m, n_sampled, engine, n_threads,
+                                                      passes))
     n_blocks = len(layout.names)
     directional = ModeCost("directional", 2 * options.n_directions * n_blocks, 0,
                            python + n_blocks * DIRECTIONAL_BLOCK_S
