@@ -31,10 +31,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import prange
 
 from . import delta
 from ._jit import jit
 from ._threads import single_blas_thread
+from .delta import _relu_change
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
@@ -88,20 +90,38 @@ def _unit_rows(rng, k: int, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _relu_change(z, dz):
-    """Elementwise ``relu(z + dz) - relu(z)`` without cancellation, and where it crossed 0."""
-    zn = z + dz
-    active, after = z > 0.0, zn > 0.0
-    change = np.where(active, np.where(after, dz, -z), np.where(after, zn, 0.0))
-    return change, active != after
+@jit(parallel=True)
+def _relu_changes(z, dz_plus, dz_minus, da_plus, da_minus, crossings):
+    """``da = relu(z + dz) - relu(z)`` for both steps of every probe, without cancellation
+    (as :func:`gradcheck_fast.delta._relu_change`); counts each probe's kink crossings into
+    ``crossings[p]``. Arrays are (units, probes, samples); each probe writes its own slots.
+    Returns whether any crossing happened."""
+    n, k, m = dz_plus.shape
+    for p in prange(k):
+        count = 0
+        for i in range(n):
+            for j in range(m):
+                zij = z[i, j]
+                change, crossed = _relu_change(zij, dz_plus[i, p, j])
+                da_plus[i, p, j] = change
+                count += crossed
+                change, crossed = _relu_change(zij, dz_minus[i, p, j])
+                da_minus[i, p, j] = change
+                count += crossed
+        crossings[p] += count
+    total = 0
+    for p in range(k):
+        total += crossings[p]
+    return total > 0
 
 
 def _loss_changes(coef, sig, Y, t):
-    """``sum_{o, j} g_oj(t[p, o, j]) / m`` per probe p, and a bound on its rounding; t is
-    ``(k, n_out, m)`` (see :func:`gradcheck_fast.delta._loss_change`)."""
-    k, n_out, m = t.shape
-    c = coef.reshape(m, n_out, 4).transpose(2, 1, 0)  # (4, n_out, m)
-    s, sbar = sig.reshape(m, n_out, 2).transpose(2, 1, 0)
+    """``sum_{o, j} g_oj(t[o, p, j]) / m`` per probe p, and a bound on its rounding; t is
+    ``(n_out, k, m)`` (see :func:`gradcheck_fast.delta._loss_change`)."""
+    n_out, k, m = t.shape
+    c = coef.reshape(m, n_out, 4).transpose(2, 1, 0)[:, :, None, :]  # (4, n_out, 1, m)
+    s, sbar = sig.reshape(m, n_out, 2).transpose(2, 1, 0)[:, :, None, :]
+    Y = Y[:, None, :]
     series = t * (c[0] + t * (c[1] + t * (c[2] + t * c[3])))
     large = np.abs(t) > delta.T_SERIES
     value = series
@@ -114,32 +134,29 @@ def _loss_changes(coef, sig, Y, t):
             exact = change - Y * t
         value = np.where(large, exact, series)
         error = np.where(large, 8.0 * _U * (np.abs(change) + np.abs(Y * t)), error)
-    return value.sum(axis=(1, 2)) / m, error.sum(axis=(1, 2)) / m
+    return value.sum(axis=(0, 2)) / m, error.sum(axis=(0, 2)) / m
 
 
 def _propagate(weights, Z_layers, l, dz_plus, n_layers):
-    """Carry ``dz`` (k, n_l, m) at layer l and its negative to the output pre-activations.
+    """Carry ``dz`` (n_l, k, m) at layer l and its negative to the output pre-activations.
 
     Returns ``(t_plus, t_minus, crossings per probe)``. In the linear regime the minus step is
     the plus step negated; only where some ReLU crosses its kink is the difference formed.
     """
-    k = dz_plus.shape[0]
+    _, k, m = dz_plus.shape
     dz_minus = -dz_plus
     crossings = np.zeros(k, dtype=np.int64)
     for q in range(l, n_layers):
-        z = Z_layers[q][None, :, :]
-        da_plus, crossed_plus = _relu_change(z, dz_plus)
-        da_minus, crossed_minus = _relu_change(z, dz_minus)
-        crossings += crossed_plus.sum(axis=(1, 2)) + crossed_minus.sum(axis=(1, 2))
+        da_plus = np.empty_like(dz_plus)
+        da_minus = np.empty_like(dz_plus)
+        crossed = _relu_changes(Z_layers[q], dz_plus, dz_minus, da_plus, da_minus, crossings)
         W = weights[q + 1]
         n_next, n_q = W.shape
-        m = dz_plus.shape[2]
-        flat_plus = da_plus.transpose(1, 0, 2).reshape(n_q, k * m)
-        dz_plus = (W @ flat_plus).reshape(n_next, k, m).transpose(1, 0, 2)
-        asymmetry = da_plus + da_minus  # 0 wherever no kink was crossed
-        if np.any(asymmetry):
-            flat = asymmetry.transpose(1, 0, 2).reshape(n_q, k * m)
-            dz_minus = -dz_plus + (W @ flat).reshape(n_next, k, m).transpose(1, 0, 2)
+        # W @ da for every probe in one product: da is (units, probes * samples) as stored.
+        dz_plus = (W @ da_plus.reshape(n_q, k * m)).reshape(n_next, k, m)
+        if crossed:  # da_plus + da_minus is 0 wherever no kink was crossed
+            asymmetry = (da_plus + da_minus).reshape(n_q, k * m)
+            dz_minus = -dz_plus + (W @ asymmetry).reshape(n_next, k, m)
         else:
             dz_minus = -dz_plus
     return dz_plus, dz_minus, crossings
@@ -171,13 +188,13 @@ def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int
             if name[0] == "W":
                 a = _unit_rows(rng, n_directions, n_l)
                 b = _unit_rows(rng, n_directions, int(sizes[l - 1]))
-                analytic = np.einsum("ki,ij,kj->k", a, G, b)
+                analytic = np.sum((a @ G) * b, axis=1)
                 bA = b @ A_layers[l - 1]  # (k, m)
-                dz = epsilon * a[:, :, None] * bA[:, None, :]
+                dz = (epsilon * a.T)[:, :, None] * bA[None, :, :]  # (n_l, k, m)
             else:
                 v = _unit_rows(rng, n_directions, n_l)
                 analytic = v @ G[:, 0]
-                dz = np.broadcast_to(epsilon * v[:, :, None], (n_directions, n_l, m)).copy()
+                dz = np.broadcast_to((epsilon * v.T)[:, :, None], (n_l, n_directions, m)).copy()
             t_plus, t_minus, crossings = _propagate(weights, Z_layers, l, dz, n_layers)
             dJ_plus, err_plus = _loss_changes(coef, sig, Y, t_plus)
             dJ_minus, err_minus = _loss_changes(coef, sig, Y, t_minus)
@@ -185,8 +202,8 @@ def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int
             # Rounding beyond the loss evaluations: the products that formed t, each a few ulps
             # of its terms per layer crossed; bounded through the first-order magnitude of the
             # probe, sum |dl/dz| |t| / (m eps), as if every term had the same sign.
-            c1 = np.abs(coef.reshape(m, n_out, 4)[:, :, 0].T)  # (n_out, m)
-            magnitude = (c1[None] * np.abs(t_plus)).sum(axis=(1, 2)) / (m * epsilon)
+            c1 = np.abs(coef.reshape(m, n_out, 4)[:, :, 0].T)[:, None, :]  # (n_out, 1, m)
+            magnitude = (c1 * np.abs(t_plus)).sum(axis=(0, 2)) / (m * epsilon)
             depth_terms = sum(int(n) for n in sizes[l - 1 :])
             noise = (err_plus + err_minus) / (2.0 * epsilon) + 4 * depth_terms * _U * magnitude
             probes["d" + name] = Probes(

@@ -13,7 +13,7 @@ import numba
 
 #: Seconds per floating-point operation of the BLAS products (one thread) in the set-up of
 #: the incremental engine and in the directional probes.
-BLAS_S_PER_FLOP = 1.0 / 15e9
+BLAS_S_PER_FLOP = 1.0 / 35e9
 
 #: Seconds per (parameter x sample) of the incremental engine's loop on one thread, plus
 #: seconds per (parameter x sample x output).
@@ -23,8 +23,11 @@ INCREMENTAL_S_PER_OUTPUT = 1.1e-9
 #: Seconds per multiply-add of the exact engine (strict IEEE loops, per thread).
 EXACT_S_PER_FLOP = 1.0 / 1.5e9
 
-#: Seconds per parameter of Python-level work (validation, packing, the report).
-PYTHON_S_PER_PARAM = 6e-8
+#: Seconds per parameter of validating and packing the inputs.
+PYTHON_S_PER_PARAM = 8e-9
+
+#: Seconds per checked coordinate of building the report (a few dozen NumPy passes).
+REPORT_S_PER_COORDINATE = 5e-8
 
 #: Fixed cost of a call (dispatch, small allocations, building the report).
 CALL_S = 4e-4
@@ -33,9 +36,9 @@ CALL_S = 4e-4
 DIRECTIONAL_BLOCK_S = 1e-4
 
 #: Seconds per element of the (directions x units x samples) arrays of the directional
-#: probes, per layer crossed: ~20 NumPy elementwise operations (ReLU changes, both signs,
-#: the loss change) at about a nanosecond each.
-DIRECTIONAL_S_PER_ELEMENT = 2e-8
+#: probes, per layer crossed: the jitted ReLU changes of both signs and a few NumPy
+#: elementwise operations (the loss change, copies).
+DIRECTIONAL_S_PER_ELEMENT = 4e-9
 
 #: Parallel speed-up per extra thread (measured ~1.45 on 2 cores).
 THREAD_GAIN = 0.45
@@ -128,11 +131,12 @@ def estimate(inputs, options) -> CostEstimate:
         engine = "exact" if P * m <= _EXACT_WORK else "incremental"
     python = CALL_S + PYTHON_S_PER_PARAM * P
     full = ModeCost("full", 2 * passes * P, P,
-                    python + _estimate_coordinates(sizes, m, P, engine, n_threads, passes))
+                    python + REPORT_S_PER_COORDINATE * P
+                    + _estimate_coordinates(sizes, m, P, engine, n_threads, passes))
     n_sampled = len(sample_indices(layout, options.n_per_block, options.seed))
     sampled = ModeCost("sampled", 2 * passes * n_sampled, n_sampled,
-                       python + _estimate_coordinates(sizes, m, n_sampled, engine, n_threads,
-                                                      passes))
+                       python + REPORT_S_PER_COORDINATE * n_sampled
+                       + _estimate_coordinates(sizes, m, n_sampled, engine, n_threads, passes))
     n_blocks = len(layout.names)
     directional = ModeCost("directional", 2 * options.n_directions * n_blocks, 0,
                            python + n_blocks * DIRECTIONAL_BLOCK_S
