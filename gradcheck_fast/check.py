@@ -166,11 +166,11 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
         notes = notes + (note,)
     with n_threads_set(options.n_threads):
         if options.mode == "directional":
-            probes = modes.directional_probes(layout, inputs.theta, inputs.grad, inputs.X,
-                                              inputs.Y, options.epsilon, options.n_directions,
-                                              options.seed)
+            cost, probes = modes.directional_probes(layout, inputs.theta, inputs.grad, inputs.X,
+                                                    inputs.Y, options.epsilon,
+                                                    options.n_directions, options.seed)
             return build_directional_report(
-                layout, inputs.grad, probes, epsilon=options.epsilon,
+                layout, inputs.grad, probes, cost=cost, epsilon=options.epsilon,
                 threshold=options.threshold, rtol=options.rtol, atol=options.atol,
                 probability=options.probability, notes=notes)
         indices = None

@@ -163,8 +163,9 @@ def _propagate(weights, Z_layers, l, dz_plus, n_layers):
 
 
 def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int, seed: int
-                       ) -> dict[str, Probes]:
-    """k = ``n_directions`` seeded probes per block, keyed by gradient name ('dW1', ...)."""
+                       ) -> tuple[float, dict[str, Probes]]:
+    """The cost J and k = ``n_directions`` seeded probes per block, keyed by gradient name
+    ('dW1', ...)."""
     sizes = net.sizes
     n_layers = len(sizes) - 1
     m = X.shape[1]
@@ -211,7 +212,7 @@ def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int
                 rank_one=name[0] == "W", size=G.size,
                 grad_norm=float(np.linalg.norm(G)),
             )
-    return probes
+    return J, probes
 
 
 # ---------------------------------------------------------------------------------------------

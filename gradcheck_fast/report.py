@@ -402,7 +402,8 @@ def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, sig
     )
 
 
-def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, epsilon: float,
+def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, cost: float,
+                             epsilon: float,
                              threshold: float, rtol: float, atol: float, probability: float,
                              notes: tuple[str, ...] = ()) -> GradientCheckReport:
     """The report of a directional check from its :class:`gradcheck_fast.modes.Probes`.
@@ -451,7 +452,7 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
     return GradientCheckReport(
         difference=relative_difference(np.concatenate(analytic_all),
                                        np.concatenate(numerical_all)),
-        threshold=threshold, epsilon=epsilon, rtol=rtol, atol=atol, cost=math.nan,
+        threshold=threshold, epsilon=epsilon, rtol=rtol, atol=atol, cost=float(cost),
         grad=layout.unpack(grad, prefix="d"), gradapprox={}, blocks=blocks, layout=layout,
         engine="incremental", mode="directional", probability=probability, notes=tuple(notes),
         _flags=flags,
