@@ -1,0 +1,25 @@
+"""The README's Python examples run, in order, as written (the front door must stay true)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_examples_run(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 3
+    namespace: dict = {}
+    for block in blocks:
+        if "my_backward" in block:  # a template for the reader's own test suite
+            compile(block, "README.md", "exec")
+            continue
+        exec(compile(block, "README.md", "exec"), namespace)
+    report = namespace["report"]
+    assert namespace["difference"] > 0.28
+    assert report.mode == "directional" and not report.passed
+    out = capsys.readouterr().out
+    assert "There is a mistake in the backward propagation!" in out
+    assert "expected cost" in out and "step sweep" in out
