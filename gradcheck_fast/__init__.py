@@ -17,6 +17,7 @@ from .api import (
     vector_to_dictionary,
 )
 from .check import LowPrecisionWarning, assert_gradients_close, check_gradients
+from .custom import check
 from .layout import Layout, MLPLayout
 from .planning import CostEstimate, estimate_cost
 from .reference import backward_propagation_n, forward_propagation_n
@@ -33,6 +34,7 @@ __all__ = [
     "GradientCheckReport",
     "LowPrecisionWarning",
     "assert_gradients_close",
+    "check",
     "Layout",
     "MLPLayout",
     "backward_propagation_n",

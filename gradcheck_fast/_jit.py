@@ -16,14 +16,16 @@ FASTMATH: frozenset[str] = frozenset()
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": set(FASTMATH)}
 
 
-def jit(func=None, *, parallel: bool = False, inline: bool = False):
+def jit(func=None, *, parallel: bool = False, inline: bool = False, cache: bool = True):
     """``numba.njit`` with the package's options; ``parallel=True`` for prange kernels.
 
     Every kernel is cached on disk (``cache=True``): later processes load it in milliseconds
     instead of compiling it again. ``inline=True`` inlines a helper into its callers at numba's
     IR level: a call between jitted functions increments and decrements the reference count of
     every array argument, which costs more than the arithmetic of a small layer.
+    ``cache=False`` where caching cannot work (see the kernel's comment).
     """
-    options = dict(_OPTIONS, inline="always") if inline else _OPTIONS
+    options = dict(_OPTIONS, inline="always") if inline else dict(_OPTIONS)
+    options["cache"] = cache
     decorator = numba.njit(parallel=parallel, **options)
     return decorator if func is None else decorator(func)

@@ -139,14 +139,15 @@ _N_PIECES = 100
 
 def _run_kernel(serial, parallel, P: int, m: int, args: tuple, progress: bool) -> None:
     """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, *args)`` over [0, P)
-    (P: how many parameters are checked).
+    (P: how many parameters are checked, m: the work per parameter in units of a sample;
+    ``parallel=None`` runs everything serially, e.g. a plain Python callable).
 
     Small work runs on one thread in one call; large work in pieces, returning to Python (and
     so to KeyboardInterrupt and the progress bar) between them. Which thread computes which
     index never changes a result: every index writes only its own slots.
     """
     work = P * m
-    n_threads = 1 if work < _SERIAL_WORK else numba.get_num_threads()
+    n_threads = 1 if work < _SERIAL_WORK or parallel is None else numba.get_num_threads()
     n_pieces = min(P, _N_PIECES) if (work >= _PIECEWISE_WORK or progress) else 1
     bar = _progress_bar(P) if progress else None
     try:

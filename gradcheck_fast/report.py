@@ -91,7 +91,7 @@ def noise_bound(costs, sigma: float, epsilon: float, theta: np.ndarray, m: int) 
     step = ((theta + epsilon) - theta) - ((theta - epsilon) - theta)
     step_error = np.abs(step - 2.0 * epsilon) / (2.0 * epsilon) * np.abs(gradapprox)
     bound = costs.resolution / (2.0 * epsilon) + step_error
-    if costs.engine == "exact":
+    if costs.engine != "incremental":  # two full costs: the exact engine or a user's cost
         sums = (m + 1) * _U * (np.abs(costs.J_plus) + np.abs(costs.J_minus)) / (2.0 * epsilon)
         bound = bound + costs.noise_factor * (sums + SIGMA_FACTOR * sigma / epsilon)
     return np.where(np.isfinite(bound), bound, 0.0)

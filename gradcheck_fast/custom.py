@@ -1,0 +1,224 @@
+"""Bring your own cost: the check for any model written as ``cost(theta, *args) -> float``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numba
+import numpy as np
+from numba import prange
+from numba.core.errors import NumbaError
+
+from ._jit import jit
+from ._threads import n_threads_set
+from .check import check_options
+from .engine import Costs, _run_kernel
+from .layout import Layout
+from .noise import N_POINTS, ecnoise_step, sigma_from_values
+from .report import GradientCheckReport, build_report
+from .validation import float_parameter_array
+
+#: A user's cost takes a full evaluation per perturbation: in units of the engine's work
+#: measure (parameters x samples) every coordinate counts as this many samples, so any
+#: check of more than a few parameters runs in parallel and in pieces.
+_WORK_PER_COORDINATE = 1 << 12
+
+
+# The kernels take the user's njit function as an argument: numba compiles them anew for
+# each distinct cost function (about half a second) and cannot cache that on disk.
+@jit(cache=False)
+def _user_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus, gradapprox):
+    """For lo <= i < hi: J at theta with theta[i] +- epsilon, on a private copy of theta that
+    is perturbed and restored (the caller's theta is never written)."""
+    local = theta.copy()
+    for i in range(lo, hi):
+        t = theta[i]
+        local[i] = t + epsilon
+        J_plus[i] = cost(local, *args)
+        local[i] = t - epsilon
+        J_minus[i] = cost(local, *args)
+        local[i] = t
+        gradapprox[i] = (J_plus[i] - J_minus[i]) / (2 * epsilon)
+
+
+@jit(parallel=True, cache=False)
+def _user_costs_parallel(start, stop, n_chunks, cost, theta, args, epsilon, J_plus, J_minus,
+                         gradapprox):
+    """:func:`_user_costs_range` over ``n_chunks`` chunks in parallel; each chunk has its own
+    copy of theta and each index writes only its own slots."""
+    n = stop - start
+    for ch in prange(n_chunks):
+        _user_costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, cost,
+                          theta, args, epsilon, J_plus, J_minus, gradapprox)
+
+
+def _python_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus, gradapprox):
+    local = theta.copy()
+    for i in range(lo, hi):
+        t = theta[i]
+        local[i] = t + epsilon
+        J_plus[i] = _scalar(cost(local, *args))
+        local[i] = t - epsilon
+        J_minus[i] = _scalar(cost(local, *args))
+        local[i] = t
+        gradapprox[i] = (J_plus[i] - J_minus[i]) / (2 * epsilon)
+
+
+def _scalar(value) -> float:
+    array = np.asarray(value)
+    if array.ndim != 0 or array.dtype.kind not in "biuf":
+        raise TypeError(f"cost must return a real scalar (a float); got "
+                        f"{type(value).__name__}{' of shape ' + str(array.shape) if array.ndim else ''}")
+    return float(array)
+
+
+def _is_njit(cost) -> bool:
+    return isinstance(cost, numba.core.dispatcher.Dispatcher)
+
+
+def _first_value(cost, theta, args) -> float:
+    """cost(theta, *args) once, in Python: compiles an njit cost and checks what it returns."""
+    try:
+        value = cost(theta.copy(), *args)
+    except NumbaError as exc:
+        summary = str(exc).strip().splitlines()
+        reason = next((line for line in summary if line.strip()), "")
+        raise TypeError(f"cost could not be compiled by numba for (theta: float64[:]"
+                        f"{''.join(', ' + numba.typeof(a).__str__() for a in args)}): {reason}"
+                        ) from exc
+    value = _scalar(value)
+    if not np.isfinite(value):
+        raise ValueError(f"cost(theta, *args) is {value} at the given theta: the check needs a "
+                         f"finite cost there")
+    return value
+
+
+def _layout_for(layout, n_params: int) -> Layout:
+    if layout is None:
+        return Layout({"theta": (n_params,)})
+    if isinstance(layout, Mapping):
+        layout = Layout({name: np.shape(value) for name, value in layout.items()})
+    if not isinstance(layout, Layout):
+        raise TypeError(f"layout must be a Layout, a dict of arrays or None; got "
+                        f"{type(layout).__name__}")
+    if layout.n_params != n_params:
+        raise ValueError(f"layout has {layout.n_params} parameters but theta has {n_params}")
+    return layout
+
+
+def check(
+    cost,
+    theta: Any,
+    grad: Any,
+    args: tuple = (),
+    *,
+    layout: Layout | Mapping | None = None,
+    epsilon: float = 1e-7,
+    threshold: float = 2e-7,
+    rtol: float | None = None,
+    atol: float | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+) -> GradientCheckReport:
+    """Check the gradient ``grad`` of any cost ``cost(theta, *args) -> float`` at ``theta``.
+
+    ``cost`` is best a ``@numba.njit`` function of a flat float64 vector: the central
+    differences ``(cost(theta + eps e_i) - cost(theta - eps e_i)) / 2 eps`` are then evaluated
+    for all i in a parallel loop, each thread perturbing and restoring its own copy of theta.
+    Compiling that loop for a new cost takes about half a second, once per cost function and
+    process. A plain Python callable works too, one evaluation at a time (the report says so).
+
+    Parameters
+    ----------
+    cost : callable
+        ``cost(theta, *args) -> float``; must not modify theta.
+    theta, grad : array_like of float, shape (P,) or (P, 1)
+        The point and the gradient to check (theta finite; NaN in grad is reported).
+    args : tuple
+        Further arguments of ``cost`` (data arrays, sizes, ...).
+    layout : Layout or dict of arrays, optional
+        Names the blocks of theta (a dict is read for its keys and shapes, in order): the
+        report then has a row per block (``'dW1'`` for ``'W1'``); default one block, 'theta'.
+    epsilon, threshold, rtol, atol, n_threads, progress
+        As for :func:`gradcheck_fast.check_gradients`.
+
+    Returns
+    -------
+    GradientCheckReport
+        The same report as for the built-in network, ``engine`` being "numba" or "python".
+
+    Raises
+    ------
+    TypeError
+        ``cost`` not callable, failing to compile, or returning a non-scalar; arrays of the
+        wrong type.
+    ValueError
+        A non-finite cost at theta, theta with NaN/Inf, grad of another size.
+
+    Examples
+    --------
+    >>> import numba, numpy as np
+    >>> @numba.njit
+    ... def cost(theta, A, y):          # least squares: 1/2 ||A theta - y||^2
+    ...     r = (A * theta).sum(axis=1) - y
+    ...     return 0.5 * np.sum(r * r)
+    >>> A = np.arange(6.0).reshape(3, 2); y = np.ones(3); theta = np.array([0.5, -1.0])
+    >>> grad = A.T @ (A @ theta - y)    # the gradient worked out by hand
+    >>> check(cost, theta, grad, (A, y)).passed
+    True
+    >>> check(cost, theta, 2 * grad, (A, y)).blocks["dtheta"].diagnosis
+    'dtheta ≈ 2.00 × numerical'
+    """
+    if not callable(cost):
+        raise TypeError(f"cost must be callable, cost(theta, *args) -> float; got "
+                        f"{type(cost).__name__}")
+    if not isinstance(args, tuple):
+        args = tuple(args) if isinstance(args, list) else (args,)
+    theta = np.ascontiguousarray(float_parameter_array(theta, "theta"), dtype=np.float64)
+    if theta.ndim == 2 and theta.shape[1] == 1:
+        theta = theta[:, 0].copy()
+    if theta.ndim != 1 or theta.size == 0:
+        raise ValueError(f"theta must be a non-empty vector, shape (P,) or (P, 1); got "
+                         f"{theta.shape}")
+    if not np.isfinite(theta).all():
+        raise ValueError(f"theta contains NaN or Inf at index {int(np.argmin(np.isfinite(theta)))}")
+    grad = np.ascontiguousarray(float_parameter_array(grad, "grad"), dtype=np.float64).ravel()
+    if grad.size != theta.size:
+        raise ValueError(f"grad has {grad.size} elements but theta has {theta.size}")
+    layout = _layout_for(layout, theta.size)
+    options = check_options(epsilon=epsilon, threshold=threshold, rtol=rtol, atol=atol,
+                            mode="full", n_per_block=1, n_directions=1, seed=0,
+                            probability=0.5, method="central", engine="auto",
+                            progress=progress, n_threads=n_threads, budget_s=None,
+                            low_precision=False)
+    J = _first_value(cost, theta, args)
+    njit = _is_njit(cost)
+    P = theta.size
+    J_plus, J_minus, gradapprox = np.empty((3, P))
+    kernel_args = (cost, theta, args, options.epsilon, J_plus, J_minus, gradapprox)
+    started = time.perf_counter()
+    with n_threads_set(options.n_threads):
+        if njit:
+            _run_kernel(_user_costs_range, _user_costs_parallel, P, _WORK_PER_COORDINATE,
+                        kernel_args, options.progress)
+        else:
+            _run_kernel(_python_costs_range, None, P, _WORK_PER_COORDINATE, kernel_args,
+                        options.progress)
+    elapsed = time.perf_counter() - started
+    with np.errstate(invalid="ignore", over="ignore"):
+        dJ_plus, dJ_minus = J_plus - J, J_minus - J
+    costs = Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, np.zeros(P),
+                  np.zeros(P, dtype=np.int64), "numba" if njit else "python", np.arange(P))
+    step = ecnoise_step(theta)
+    values = [cost(theta + t * step, *args) for t in range(N_POINTS)]
+    sigma = sigma_from_values([_scalar(v) for v in values])
+    notes = ()
+    if not njit:
+        notes = (f"cost is a plain Python callable: its {2 * P} evaluations ran one at a time "
+                 f"in {elapsed:.3g} s; decorated with @numba.njit they would run compiled and "
+                 f"in parallel",)
+    return build_report(layout, theta, grad, costs, sigma, m=1, epsilon=options.epsilon,
+                        threshold=options.threshold, rtol=options.rtol, atol=options.atol,
+                        notes=notes)
