@@ -19,7 +19,6 @@ from gradcheck_fast import check, dictionary_to_vector, gradients_to_vector, ref
 from gradcheck_fast.networks import example
 from tests.test_custom import mlp_cost
 
-
 TARGET = 20.0
 
 

@@ -16,7 +16,7 @@ from .api import (
     gradients_to_vector,
     vector_to_dictionary,
 )
-from .check import LowPrecisionWarning, assert_gradients_close, check_gradients
+from .checker import LowPrecisionWarning, assert_gradients_close, check_gradients
 from .custom import check
 from .layout import Layout, MLPLayout
 from .planning import CostEstimate, estimate_cost

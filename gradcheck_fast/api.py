@@ -10,7 +10,7 @@ import numpy as np
 
 from . import reference
 from ._threads import n_threads_set
-from .check import check_options, numerical_gradient, prepare_inputs, run_check
+from .checker import check_options, numerical_gradient, prepare_inputs, run_check
 from .layout import SEED_LAYOUT, Layout
 from .report import relative_difference
 from .validation import (

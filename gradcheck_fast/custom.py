@@ -13,7 +13,7 @@ from numba.core.errors import NumbaError
 
 from ._jit import jit
 from ._threads import n_threads_set
-from .check import check_options
+from .checker import check_options
 from .engine import Costs, _run_kernel
 from .layout import Layout
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
@@ -69,8 +69,9 @@ def _python_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus, gra
 def _scalar(value) -> float:
     array = np.asarray(value)
     if array.ndim != 0 or array.dtype.kind not in "biuf":
+        shape = f" of shape {array.shape}" if array.ndim else ""
         raise TypeError(f"cost must return a real scalar (a float); got "
-                        f"{type(value).__name__}{' of shape ' + str(array.shape) if array.ndim else ''}")
+                        f"{type(value).__name__}{shape}")
     return float(array)
 
 

@@ -195,7 +195,7 @@ def estimate_cost(parameters, gradients, X, Y, **options) -> CostEstimate:
     >>> cost.directional.seconds < cost.full.seconds
     True
     """
-    from .check import check_options, prepare_inputs
+    from .checker import check_options, prepare_inputs
 
     inputs = prepare_inputs(parameters, gradients, X, Y)
     defaults = dict(epsilon=None, threshold=2e-7, rtol=None, atol=None, mode="full",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._threads import n_threads_set
-from .check import check_options, numerical_gradient, prepare_inputs
+from .checker import check_options, numerical_gradient, prepare_inputs
 from .report import relative_difference
 from .validation import check_epsilon
 

@@ -135,7 +135,7 @@ def test_thread_count_set_during_the_run_and_restored_when_the_engine_raises(
         seen.append(numba.get_num_threads())
         raise RuntimeError("engine failure")
 
-    monkeypatch.setattr(gradcheck_fast.check, "mlp_costs", failing_engine)
+    monkeypatch.setattr(gradcheck_fast.checker, "mlp_costs", failing_engine)
     with pytest.raises(RuntimeError, match="engine failure"):
         gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=1)
     assert seen == [1]
