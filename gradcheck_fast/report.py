@@ -596,7 +596,8 @@ def _format(report: GradientCheckReport) -> str:
     what = {"full": "gradient check", "sampled": "sampled gradient check",
             "directional": "directional gradient check"}[report.mode]
     if report.passed:
-        head = f"{what} PASSED: all {len(blocks)} blocks agree with the numerical gradient"
+        agree = "the block agrees" if len(blocks) == 1 else f"all {len(blocks)} blocks agree"
+        head = f"{what} PASSED: {agree} with the numerical gradient"
     elif wrong:
         head = (f"{what} FAILED: {len(wrong)} of {len(blocks)} blocks disagree with the "
                 f"numerical gradient ({', '.join(wrong)})")
