@@ -19,6 +19,7 @@ from .api import (
 from .checker import LowPrecisionWarning, assert_gradients_close, check_gradients
 from .custom import check
 from .layout import Layout, MLPLayout
+from .models import MLP
 from .planning import CostEstimate, estimate_cost
 from .reference import backward_propagation_n, forward_propagation_n
 from .report import BlockResult, Element, GradientCheckFailed, GradientCheckReport
@@ -36,6 +37,7 @@ __all__ = [
     "assert_gradients_close",
     "check",
     "Layout",
+    "MLP",
     "MLPLayout",
     "backward_propagation_n",
     "check_gradients",

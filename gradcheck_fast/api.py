@@ -44,6 +44,7 @@ def gradient_check_n(
     n_threads: int | None = None,
     engine: str = "auto",
     progress: bool = False,
+    model=None,
 ) -> float:
     """The seed's ``gradient_check_n``, fast: returns eq. (3)'s difference and prints the verdict.
 
@@ -61,7 +62,7 @@ def gradient_check_n(
     >>> difference < 2e-7
     True
     """
-    inputs = prepare_inputs(parameters, gradients, X, Y)
+    inputs = prepare_inputs(parameters, gradients, X, Y, model)
     options = check_options(epsilon=epsilon, threshold=2e-7, rtol=None, atol=None, mode="full",
                             n_per_block=1, n_directions=1, seed=0, probability=0.5,
                             method="central", engine=engine, progress=progress,

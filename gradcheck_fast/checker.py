@@ -12,8 +12,9 @@ import numpy as np
 
 from . import modes
 from ._threads import n_threads_set
-from .engine import Costs, mlp_cost_noise, mlp_costs
+from .engine import Costs, incremental_supports, mlp_cost_noise, mlp_costs
 from .layout import MLPLayout
+from .models import MLP, SEED_MODEL
 from .report import ATOL, RTOL, GradientCheckReport, build_directional_report, build_report
 from .validation import (
     check_choice,
@@ -22,6 +23,7 @@ from .validation import (
     check_engine,
     check_epsilon,
     check_flag,
+    check_model,
     check_n_threads,
     check_probability,
     check_threshold,
@@ -61,23 +63,26 @@ class Inputs:
     X: np.ndarray
     Y: np.ndarray
     low_precision: tuple[str, ...]  # keys whose arrays were float32/float16
+    model: MLP = SEED_MODEL
 
     @property
     def m(self) -> int:
         return self.X.shape[1]
 
 
-def prepare_inputs(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any) -> Inputs:
+def prepare_inputs(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
+                   model: MLP | None = None) -> Inputs:
     """validation -> layout: every input check, then flat float64 vectors."""
     layout, theta = mlp_layout_and_theta(parameters)
     grad = pack_gradients(gradients, layout)
-    X, Y = check_data(X, Y, layout)
+    model = check_model(model, layout)
+    X, Y = check_data(X, Y, layout, model)
     low = tuple(
         key for source, prefix in ((parameters, ""), (gradients, "d"))
         for key in (prefix + name for name in layout.names)
         if np.asarray(source[key]).dtype.itemsize < 8
     )
-    return Inputs(layout, theta, grad, X, Y, low)
+    return Inputs(layout, theta, grad, X, Y, low, model)
 
 
 @dataclass(frozen=True)
@@ -136,12 +141,14 @@ def numerical_gradient(inputs: Inputs, options: Options,
     difference or by Richardson extrapolation of two of them."""
     layout, theta, X, Y = inputs.layout, inputs.theta, inputs.X, inputs.Y
     h = options.epsilon
-    first = mlp_costs(layout, theta, X, Y, h, options.engine, options.progress, indices)
+    model = inputs.model
+    first = mlp_costs(layout, theta, X, Y, h, options.engine, options.progress, indices, model)
     if options.method == "central":
         return first
     # Richardson: (4 D(h) - D(2h)) / 3 = (8 (J+h - J-h) - (J+2h - J-2h)) / 12h cancels the
     # h**2 term of the central difference D; what remains is O(h**4).
-    second = mlp_costs(layout, theta, X, Y, 2 * h, first.engine, options.progress, indices)
+    second = mlp_costs(layout, theta, X, Y, 2 * h, first.engine, options.progress, indices,
+                       model)
     finite = np.isfinite(second.J_plus) & np.isfinite(second.J_minus)
     return replace(
         first,
@@ -164,6 +171,10 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
 
         options, note = plan(inputs, options)
         notes = notes + (note,)
+    if options.mode == "directional" and not incremental_supports(inputs.model,
+                                                                   layout.n_layers):
+        raise ValueError(f"mode='directional' handles ReLU hidden layers with sigmoid outputs "
+                         f"and no L2 for now; {inputs.model!r} needs mode='full' or 'sampled'")
     with n_threads_set(options.n_threads):
         if options.mode == "directional":
             cost, probes = modes.directional_probes(layout, inputs.theta, inputs.grad, inputs.X,
@@ -179,7 +190,7 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
         costs = numerical_gradient(inputs, options, indices)
     # The exact engine's J+- carry the rounding noise of whole forward passes, which ECnoise
     # measures; the incremental engine's changes carry only their own, bounded in resolution.
-    sigma = (mlp_cost_noise(layout, inputs.theta, inputs.X, inputs.Y)
+    sigma = (mlp_cost_noise(layout, inputs.theta, inputs.X, inputs.Y, inputs.model)
              if costs.engine == "exact" else 0.0)
     return build_report(layout, inputs.theta, inputs.grad, costs, sigma, m=inputs.m,
                         epsilon=options.epsilon, threshold=options.threshold,
@@ -220,11 +231,14 @@ def check_gradients(
     n_threads: int | None = None,
     engine: str = "auto",
     progress: bool = False,
+    model: MLP | None = None,
 ) -> GradientCheckReport:
-    """Check a backward pass of the seed's network against finite differences; full report.
+    """Check a backward pass of a fully connected network against finite differences.
 
-    The network is ``LINEAR -> RELU -> ... -> LINEAR -> SIGMOID`` of any depth with the seed's
-    cross-entropy cost ``J = 1/m * sum(-log(AL)*Y - log(1-AL)*(1-Y))``. For every parameter
+    By default the network is the seed's, ``LINEAR -> RELU -> ... -> LINEAR -> SIGMOID`` of any
+    depth with the cross-entropy cost ``J = 1/m * sum(-log(AL)*Y - log(1-AL)*(1-Y))``;
+    ``model=gradcheck_fast.MLP(...)`` chooses other activations, outputs, losses and L2. For
+    every parameter
     ``theta_i`` the costs ``J(theta + epsilon e_i)`` and ``J(theta - epsilon e_i)`` are computed in
     parallel by jitted kernels from one unperturbed forward pass, and
     ``gradapprox_i = (J+ - J-) / (2 epsilon)`` is compared with the analytic gradient.
@@ -283,6 +297,11 @@ def check_gradients(
     progress : bool, default False
         Show a tqdm progress bar (needs ``tqdm``: ``pip install 'gradcheck-fast[progress]'``).
         Large checks run in ~100 pieces either way, so Ctrl-C stops them within a piece.
+    model : MLP, optional
+        The network's activations, output, loss and L2 (:class:`gradcheck_fast.MLP`); default
+        the seed's. Y for a softmax output may be integer class labels of shape (m,). Models
+        other than the seed's run on the exact engine (the incremental engine and the
+        directional mode handle the seed's architecture).
 
     Returns
     -------
@@ -327,7 +346,7 @@ def check_gradients(
     >>> report.blocks["dW2"].diagnosis
     'dW2 ≈ 2.00 × numerical'
     """
-    inputs = prepare_inputs(parameters, gradients, X, Y)
+    inputs = prepare_inputs(parameters, gradients, X, Y, model)
     options = check_options(epsilon=epsilon, threshold=threshold, rtol=rtol, atol=atol,
                             mode=mode, n_per_block=n_per_block, n_directions=n_directions,
                             seed=seed, probability=probability, method=method, engine=engine,

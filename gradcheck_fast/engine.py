@@ -25,7 +25,8 @@ from numba import prange
 from . import delta
 from ._jit import jit
 from ._threads import n_threads_set, single_blas_thread  # noqa: F401 (re-export)
-from .mlp import _costs_along, _forward, _perturbed_cost
+from .mlp import _costs_along, _forward, _perturbed_cost, _regularisation
+from .models import SEED_MODEL
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
 
 ENGINES = ("auto", "exact", "incremental")
@@ -46,12 +47,16 @@ _EXACT_WORK = 2048
 
 
 @jit
-def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, J, epsilon,
-                 J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks):
+def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell, J, reg,
+                 epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
+                 acts, out, slope, l2):
     """Exact engine for the parameters i = idx[k], lo <= k < hi, into slot k: J_plus,
     J_minus, their changes from J, the seed's gradapprox = (J_plus - J_minus) / (2 epsilon),
     resolution (the summed rounding bounds of the losses the two perturbations changed, over
     m) and kinks (ReLU crossings).
+
+    The data part of each J+- is bitwise a full forward pass's; the L2 term is reg (the
+    unperturbed one) plus its exact change ``l2/(2m) d (2w + d)`` for a weight moved by d.
     The differences are formed here rather than in NumPy: with an overflowing cost they are
     inf - inf = NaN, which the report shows, without floating-point warnings."""
     m = Y.shape[1]
@@ -63,16 +68,32 @@ def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, 
     changed = np.empty(m, dtype=np.int64)
     cur = np.empty(max_width * m)
     nxt = np.empty(max_width * m)
+    n_layers = sizes.shape[0] - 1
     for k in range(lo, hi):
         i = idx[k]
         t = theta[i]
         # theta[i] + epsilon exactly as the seed forms thetaplus[i] + epsilon.
-        J_plus[k], r_plus, k_plus = _perturbed_cost(i, t + epsilon, theta, sizes, w_off, b_off,
-                                                    act_off, Y, Z, A, lp, ell, zrow, changed,
-                                                    cur, nxt, s_new)
-        J_minus[k], r_minus, k_minus = _perturbed_cost(i, t - epsilon, theta, sizes, w_off,
-                                                       b_off, act_off, Y, Z, A, lp, ell, zrow,
-                                                       changed, cur, nxt, s_new)
+        plus, minus = t + epsilon, t - epsilon
+        J_plus[k], r_plus, k_plus = _perturbed_cost(i, plus, theta, sizes, w_off, b_off,
+                                                    act_off, Y, Z, A, ell, zrow, changed,
+                                                    cur, nxt, s_new, acts, out, slope)
+        J_minus[k], r_minus, k_minus = _perturbed_cost(i, minus, theta, sizes, w_off,
+                                                       b_off, act_off, Y, Z, A, ell, zrow,
+                                                       changed, cur, nxt, s_new, acts, out,
+                                                       slope)
+        reg_plus = reg
+        reg_minus = reg
+        if l2 != 0.0:
+            l = 1
+            while l < n_layers and i >= w_off[l + 1]:
+                l += 1
+            if i < b_off[l]:  # a weight: biases are not regularised
+                d = plus - t
+                reg_plus = reg + l2 / (2.0 * m) * (d * (2.0 * t + d))
+                d = minus - t
+                reg_minus = reg + l2 / (2.0 * m) * (d * (2.0 * t + d))
+        J_plus[k] += reg_plus
+        J_minus[k] += reg_minus
         resolution[k] = (r_plus + r_minus) / m
         kinks[k] = k_plus + k_minus
         dJ_plus[k] = J_plus[k] - J
@@ -82,8 +103,8 @@ def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, 
 
 @jit(parallel=True)
 def _costs_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A,
-                    lp, ell, J, epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox,
-                    resolution, kinks):
+                    ell, J, reg, epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox,
+                    resolution, kinks, acts, out, slope, l2):
     """:func:`_costs_range` over ``n_chunks`` chunks of [start, stop) in parallel.
 
     Each index writes only its own slots and each chunk has its own scratch, so the result
@@ -92,8 +113,9 @@ def _costs_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act_
     n = stop - start
     for ch in prange(n_chunks):
         _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx, theta,
-                     sizes, w_off, b_off, act_off, Y, Z, A, lp, ell, J, epsilon, J_plus, J_minus,
-                     dJ_plus, dJ_minus, gradapprox, resolution, kinks)
+                     sizes, w_off, b_off, act_off, Y, Z, A, ell, J, reg, epsilon, J_plus,
+                     J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, acts, out,
+                     slope, l2)
 
 
 @dataclass(frozen=True)
@@ -174,23 +196,40 @@ def _progress_bar(total: int):
     return tqdm(total=total, unit="param", desc="gradient check")
 
 
+def incremental_supports(model, n_layers: int) -> bool:
+    """Whether the incremental engine handles ``model`` (for now: the seed's architecture;
+    every other MLP runs on the exact engine)."""
+    return model.is_seed(n_layers)
+
+
+def choose_engine(engine: str, model, n_layers: int, work: int) -> str:
+    """The engine "auto" stands for: exact for tiny checks (parameters x samples <= 2048, by
+    the network's size: a sample of a network gets the same values as the full check) and for
+    models the incremental engine does not handle, incremental otherwise."""
+    if engine == "incremental" and not incremental_supports(model, n_layers):
+        raise ValueError(f"engine='incremental' handles ReLU hidden layers with sigmoid outputs "
+                         f"and no L2 for now; {model!r} needs engine='exact' or 'auto'")
+    if engine != "auto":
+        return engine
+    if work <= _EXACT_WORK or not incremental_supports(model, n_layers):
+        return "exact"
+    return "incremental"
+
+
 def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
               engine: str = "auto", progress: bool = False,
-              indices: np.ndarray | None = None) -> Costs:
+              indices: np.ndarray | None = None, model=SEED_MODEL) -> Costs:
     """Unperturbed cost and both perturbed costs for the parameters ``indices`` (default: all)
-    of the MLP ``net``.
+    of the MLP ``net`` computing ``model`` (a :class:`gradcheck_fast.MLP`).
 
     ``net`` is an :class:`~gradcheck_fast.layout.MLPLayout`; theta, X, Y are clean float64
-    C-contiguous arrays (validation happens before this).
+    C-contiguous arrays (validation happens before this; Y one-hot for softmax).
     """
     m = X.shape[1]
     if indices is None:
         indices = np.arange(theta.shape[0])
     n = indices.shape[0]
-    if engine == "auto":
-        # By the network's size, not the number of coordinates checked: a sample of a network
-        # gets the same values as the full check.
-        engine = "exact" if theta.shape[0] * m <= _EXACT_WORK else "incremental"
+    engine = choose_engine(engine, model, net.n_layers, theta.shape[0] * m)
     if engine == "incremental":
         with single_blas_thread():
             prepared = delta.prepare(net, theta, X, Y)
@@ -201,13 +240,14 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     n_act = int(act_off[-1])
     Z = np.empty(n_act)
     A = np.empty(n_act)
-    lp = np.empty(net.sizes[-1] * m)
     ell = np.empty(m)
-    J = _forward(theta, net.sizes, net.w_off, net.b_off, act_off, X, Y, Z, A, lp, ell)
+    codes = (model.codes(net.n_layers), model.output_code, model.leaky_slope, model.l2)
+    J = _forward(theta, net.sizes, net.w_off, net.b_off, act_off, X, Y, Z, A, ell, *codes)
+    reg = _regularisation(theta, net.sizes, net.w_off, m, model.l2)
     J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = np.empty((6, n))
     kinks = np.empty(n, dtype=np.int64)
-    args = (indices, theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, lp, ell, J,
-            epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks)
+    args = (indices, theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, ell, J, reg,
+            epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, *codes)
     _run_kernel(_costs_range, _costs_parallel, n, m, args, progress)
     return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, "exact",
                  indices)
@@ -228,9 +268,11 @@ def _incremental(net, theta, Y, epsilon, prepared, indices, progress) -> Costs:
                  "incremental", indices)
 
 
-def mlp_cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
+def mlp_cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
+                   model=SEED_MODEL) -> float:
     """The ECnoise estimate of the rounding noise of the MLP's J near theta (see
     :mod:`gradcheck_fast.noise`)."""
+    codes = (model.codes(net.n_layers), model.output_code, model.leaky_slope, model.l2)
     values = _costs_along(theta, ecnoise_step(theta), N_POINTS, net.sizes, net.w_off,
-                          net.b_off, net.activation_offsets(X.shape[1]), X, Y)
+                          net.b_off, net.activation_offsets(X.shape[1]), X, Y, *codes)
     return sigma_from_values(values)

@@ -1,8 +1,11 @@
-"""Jitted forward pass and cost of the seed's MLP on the flat parameter vector theta.
+"""Jitted forward pass and cost of an MLP on the flat parameter vector theta (the exact engine).
 
-The network is ``LINEAR -> RELU -> ... -> LINEAR -> SIGMOID`` with the seed's cross-entropy
-cost. Its parameters live in one float64 vector ``theta`` in the seed's order ``W1, b1, W2, b2,
-...``, each block in C order; ``w_off[l]``/``b_off[l]`` give where ``Wl``/``bl`` start and
+The network is ``LINEAR -> act -> ... -> LINEAR -> output`` with the activations, output and
+loss of a :class:`gradcheck_fast.MLP`, passed to the kernels as codes: ``acts[l]`` for hidden
+layer l, ``out`` for the output (see :mod:`gradcheck_fast.models`), ``slope`` for leaky ReLU
+and ``l2`` for the regularisation. Its parameters live in one float64 vector ``theta`` in the
+seed's order ``W1, b1, W2, b2, ...``, each block in C order; ``w_off[l]``/``b_off[l]`` give
+where ``Wl``/``bl`` start and
 ``sizes[l]`` the width of layer ``l`` (``sizes[0]`` is the input width). Activations are kept
 in flat arrays too, layer ``l`` (``n_l`` rows by ``m`` samples, C order) starting at
 ``act_off[l]``; layer 0 of ``A`` is ``X``.
@@ -27,6 +30,26 @@ from ._jit import jit
 def _relu(z):
     # NaN stays NaN (the comparison is false), like np.maximum(0, z).
     return 0.0 if z <= 0.0 else z
+
+
+@jit
+def _hidden(code, z, slope):
+    """The hidden activation with code ``code`` (models.HIDDEN) at z."""
+    if code == 0:
+        return _relu(z)
+    if code == 1:
+        return z if z > 0.0 else slope * z
+    if code == 2:
+        return math.tanh(z)
+    if code == 3:
+        return 1.0 / (1.0 + math.exp(-z))
+    return z
+
+
+@jit
+def _has_kink(code):
+    """ReLU and leaky ReLU are not differentiable at 0; the other activations are smooth."""
+    return code <= 1
 
 
 #: Unit roundoff of float64.
@@ -63,6 +86,52 @@ def _logprob(z, y):
     return lp, err
 
 
+@jit
+def _column_loss(Z, zo, stride, col, Y, j, out, r, z_r):
+    """The loss of sample j from its output pre-activations ``Z[zo + o*stride + col]``, unit
+    r's read as ``z_r`` (r = -1: none), and a bound on its rounding error beyond that of z.
+
+    out 0: sigmoid and binary cross-entropy, summed over outputs in order (the seed's terms,
+    :func:`_logprob`); 1: softmax and categorical cross-entropy
+    ``sum_o y_o (lse - z_o)`` with ``lse = max + log sum exp(z - max)``; 2: squared error
+    ``1/2 sum_o (z_o - y_o)**2``.
+    """
+    n_out = Y.shape[0]
+    total = 0.0
+    error = 0.0
+    if out == 0:
+        for o in range(n_out):
+            z = z_r if o == r else Z[zo + o * stride + col]
+            term, err = _logprob(z, Y[o, j])
+            total += term
+            error += err
+        return total, error
+    if out == 1:
+        top = -math.inf
+        for o in range(n_out):
+            z = z_r if o == r else Z[zo + o * stride + col]
+            top = max(top, z)
+        s = 0.0
+        for o in range(n_out):
+            z = z_r if o == r else Z[zo + o * stride + col]
+            s += math.exp(z - top)
+        lse = top + math.log(s)
+        for o in range(n_out):
+            z = z_r if o == r else Z[zo + o * stride + col]
+            y = Y[o, j]
+            if y != 0.0:
+                total += y * (lse - z)
+                # exp, sum and log: (n_out + 4) u on lse; then the subtraction and product.
+                error += _U * abs(y) * ((n_out + 4.0) * (1.0 + abs(lse)) + 2.0 * abs(lse - z))
+        return total, error
+    for o in range(n_out):
+        z = z_r if o == r else Z[zo + o * stride + col]
+        d = z - Y[o, j]
+        total += 0.5 * (d * d)
+        error += _U * (abs(d) * (abs(z) + abs(Y[o, j])) + 3.0 * d * d)
+    return total, error
+
+
 @jit(inline=True)
 def _linear_row(theta, w_start, n_prev, A, a_start, m, bias, out, out_start, sub_index,
                 sub_value):
@@ -94,9 +163,21 @@ def _linear_col(theta, w_start, n_prev, a_col, bias):
 
 
 @jit
-def _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, lp, ell):
-    """Full forward pass: fills Z, A, the per-unit log-probabilities ``lp`` and the per-sample
-    losses ``ell``; returns the cost ``1/m * sum_j ell[j]``."""
+def _regularisation(theta, sizes, w_off, m, l2):
+    """``l2 / (2m) * sum of the squared weights`` (biases excluded), summed in layout order."""
+    if l2 == 0.0:
+        return 0.0
+    total = 0.0
+    for l in range(1, sizes.shape[0]):
+        for k in range(w_off[l], w_off[l] + sizes[l] * sizes[l - 1]):
+            total += theta[k] * theta[k]
+    return l2 / (2.0 * m) * total
+
+
+@jit
+def _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, ell, acts, out, slope, l2):
+    """Full forward pass: fills Z, A and the per-sample losses ``ell``; returns the cost
+    ``1/m * sum_j ell[j]`` plus the L2 term."""
     n_layers = sizes.shape[0] - 1
     m = X.shape[1]
     n_x = sizes[0]
@@ -111,51 +192,47 @@ def _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, lp, ell):
                         theta[b_off[l] + r], Z, row, -1, 0.0)
             for j in range(m):
                 z = Z[row + j]
-                a = 1.0 / (1.0 + math.exp(-z)) if l == n_layers else _relu(z)
-                A[act_off[l] + r * m + j] = a
-    n_out = sizes[n_layers]
+                # The output layer's activations are not needed by the engines (the loss is
+                # read from Z); they are kept as Z there.
+                A[row + j] = _hidden(acts[l], z, slope) if l < n_layers else z
     zo = act_off[n_layers]
-    for k in range(n_out):
-        for j in range(m):
-            lp[k * m + j] = _logprob(Z[zo + k * m + j], Y[k, j])[0]
     total = 0.0
     for j in range(m):
-        s = 0.0
-        for k in range(n_out):
-            s += lp[k * m + j]
-        ell[j] = s
-        total += s
-    return (1.0 / m) * total
+        loss, _ = _column_loss(Z, zo, m, j, Y, j, out, -1, 0.0)
+        ell[j] = loss
+        total += loss
+    return (1.0 / m) * total + _regularisation(theta, sizes, w_off, m, l2)
 
 
 @jit
-def _cost(theta, sizes, w_off, b_off, act_off, X, Y):
+def _cost(theta, sizes, w_off, b_off, act_off, X, Y, acts, out, slope, l2):
     """The cost J(theta) by a full forward pass (allocates its own buffers)."""
     n_act = act_off[-1]
     m = X.shape[1]
     Z = np.empty(n_act)
     A = np.empty(n_act)
-    lp = np.empty(sizes[-1] * m)
     ell = np.empty(m)
-    return _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, lp, ell)
+    return _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, ell, acts, out, slope, l2)
 
 
 @jit
-def _costs_along(theta, step, n_points, sizes, w_off, b_off, act_off, X, Y):
+def _costs_along(theta, step, n_points, sizes, w_off, b_off, act_off, X, Y, acts, out, slope,
+                 l2):
     """``J(theta + t * step)`` for t = 0 .. n_points - 1 (the ECnoise points)."""
     values = np.empty(n_points)
     shifted = np.empty_like(theta)
     for t in range(n_points):
         for i in range(theta.shape[0]):
             shifted[i] = theta[i] + t * step[i]
-        values[t] = _cost(shifted, sizes, w_off, b_off, act_off, X, Y)
+        values[t] = _cost(shifted, sizes, w_off, b_off, act_off, X, Y, acts, out, slope, l2)
     return values
 
 
 @jit(inline=True)
-def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, ell,
-                    zrow, changed, cur, nxt, s_new):
-    """J(theta with theta[i] replaced by value), reusing the unperturbed pass in Z, A, lp, ell.
+def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell, zrow, changed,
+                    cur, nxt, s_new, acts, out, slope):
+    """The data part of J(theta with theta[i] replaced by value), reusing the unperturbed pass
+    in Z, A, ell (the L2 term's change is added by the caller).
 
     Layers before the perturbed one are unchanged; of the perturbed layer only row r of Z is
     recomputed; samples whose activation in that row does not change keep their loss, and the
@@ -165,8 +242,9 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, 
 
     Returns ``(J, R, crossings)``: R bounds the rounding error of the per-sample losses that
     the perturbation changed (the unchanged ones are the same numbers in J+ and J-, so their
-    errors cancel in J+ - J-), see :func:`_logprob`; crossings counts the (sample, hidden unit)
-    pairs whose pre-activation changed sign: ReLU kinks, where J is not differentiable.
+    errors cancel in J+ - J-), see :func:`_column_loss`; crossings counts the (sample, hidden
+    unit) pairs of a ReLU-type layer whose pre-activation changed sign: kinks, where J is not
+    differentiable.
 
     Scratch: ``zrow``, ``s_new`` (m floats), ``changed`` (m ints), ``cur``, ``nxt`` (max hidden
     width * m floats).
@@ -188,31 +266,25 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, 
     total = 0.0
     resolution = 0.0
     if l == n_layers:
-        # Only output unit r moves: each sample's loss is re-summed with its new term.
-        n_out = sizes[n_layers]
+        # Only output unit r moves: each sample's loss is recomputed with its new value.
         for j in range(m):
             if zrow[j] == Z[row_old + j]:
                 total += ell[j]
                 continue
-            s = 0.0
-            for k in range(n_out):
-                if k == r:
-                    term, err = _logprob(zrow[j], Y[k, j])
-                    s += term
-                    resolution += err
-                else:
-                    s += lp[k * m + j]
-            total += s
+            loss, err = _column_loss(Z, row_old - r * m, m, j, Y, j, out, r, zrow[j])
+            total += loss
+            resolution += err
         return (1.0 / m) * total, resolution, 0
 
     # Samples whose activation of unit r changes, with the whole layer-l column gathered.
     n_l = sizes[l]
     n_changed = 0
     crossings = 0
+    kinked = _has_kink(acts[l])
     for j in range(m):
-        if (zrow[j] > 0.0) != (Z[row_old + j] > 0.0):
+        if kinked and (zrow[j] > 0.0) != (Z[row_old + j] > 0.0):
             crossings += 1
-        a_new = _relu(zrow[j])
+        a_new = _hidden(acts[l], zrow[j], slope)
         if a_new == A[row_old + j]:
             continue
         changed[n_changed] = j
@@ -233,19 +305,17 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, lp, 
                         theta[b_off[q] + k], nxt, o, -1, 0.0)
             if q < n_layers:
                 z_old = act_off[q] + k * m
+                kinked = _has_kink(acts[q])
                 for t in range(n_changed):
-                    if (nxt[o + t] > 0.0) != (Z[z_old + changed[t]] > 0.0):
+                    if kinked and (nxt[o + t] > 0.0) != (Z[z_old + changed[t]] > 0.0):
                         crossings += 1
-                    nxt[o + t] = _relu(nxt[o + t])
+                    nxt[o + t] = _hidden(acts[q], nxt[o + t], slope)
         cur, nxt = nxt, cur
-    # cur now holds the output pre-activations of the changed samples.
+    # cur now holds the output pre-activations of the changed samples, (n_out, n_changed).
     for t in range(n_changed):
-        s_new[t] = 0.0
-    for k in range(sizes[n_layers]):
-        for t in range(n_changed):
-            term, err = _logprob(cur[k * n_changed + t], Y[k, changed[t]])
-            s_new[t] += term
-            resolution += err
+        loss, err = _column_loss(cur, 0, n_changed, t, Y, changed[t], out, -1, 0.0)
+        s_new[t] = loss
+        resolution += err
     t = 0
     for j in range(m):
         if t < n_changed and changed[t] == j:

@@ -118,7 +118,7 @@ def _estimate_directional(sizes, m: int, n_directions: int) -> float:
 
 def estimate(inputs, options) -> CostEstimate:
     """The expected cost of each mode for validated inputs and options."""
-    from .engine import _EXACT_WORK
+    from .engine import choose_engine
     from .modes import sample_indices
 
     layout = inputs.layout
@@ -126,9 +126,7 @@ def estimate(inputs, options) -> CostEstimate:
     n_threads = options.n_threads or numba.get_num_threads()
     passes = 2 if options.method == "richardson" else 1
 
-    engine = options.engine
-    if engine == "auto":
-        engine = "exact" if P * m <= _EXACT_WORK else "incremental"
+    engine = choose_engine(options.engine, inputs.model, layout.n_layers, P * m)
     python = CALL_S + PYTHON_S_PER_PARAM * P
     full = ModeCost("full", 2 * passes * P, P,
                     python + REPORT_S_PER_COORDINATE * P

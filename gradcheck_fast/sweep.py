@@ -95,7 +95,7 @@ def _verdict(rows, threshold: float) -> tuple[str, float, str]:
 
 
 def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: float = 2e-7,
-               engine: str = "exact", n_threads: int | None = None) -> SweepReport:
+               engine: str = "exact", n_threads: int | None = None, model=None) -> SweepReport:
     """The seed's check at every step in ``steps``, and a verdict on what the curve shows.
 
     For a correct gradient the difference falls like epsilon² while truncation dominates,
@@ -111,6 +111,7 @@ def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: f
     threshold : float, default 2e-7
     engine : {"exact", "incremental", "auto"}, default "exact"
     n_threads : int, optional
+    model : MLP, optional
 
     Returns
     -------
@@ -128,7 +129,7 @@ def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: f
     >>> step_sweep(parameters, reference.backward_propagation_n_faulty(X, Y, cache), X, Y).verdict
     'wrong'
     """
-    inputs = prepare_inputs(parameters, gradients, X, Y)
+    inputs = prepare_inputs(parameters, gradients, X, Y, model)
     steps = [float(step) for step in np.atleast_1d(np.asarray(steps, dtype=np.float64))]
     if not steps:
         raise ValueError("steps must hold at least one step")

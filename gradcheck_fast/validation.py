@@ -258,12 +258,34 @@ def pack_gradients(gradients, layout: MLPLayout) -> np.ndarray:
     return np.concatenate(blocks, dtype=np.float64)
 
 
-def check_data(X, Y, layout: MLPLayout) -> tuple[np.ndarray, np.ndarray]:
-    """X as float64 ``(n0, m)`` and Y as float64 ``(nL, m)`` (``(m,)`` accepted when nL = 1)."""
+def check_model(model, layout: MLPLayout):
+    """The model (default: the seed's), which must fit the network's depth."""
+    from .models import MLP, SEED_MODEL
+
+    if model is None:
+        return SEED_MODEL
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a gradcheck_fast.MLP; got {type(model).__name__}")
+    model.hidden_for(layout.n_layers)  # raises ValueError for a wrong number of activations
+    return model
+
+
+def check_data(X, Y, layout: MLPLayout, model=None) -> tuple[np.ndarray, np.ndarray]:
+    """X as float64 ``(n0, m)`` and Y as float64 ``(nL, m)`` (``(m,)`` accepted when nL = 1;
+    for a softmax output, integer class labels of shape ``(m,)`` become one-hot columns)."""
     X = data_array(X, "X")
-    Y = data_array(Y, "Y")
-    y_shape = Y.shape
     n_x, n_out = int(layout.sizes[0]), int(layout.sizes[-1])
+    raw = _as_array(Y, "Y")
+    if (model is not None and model.output == "softmax" and raw.ndim == 1
+            and raw.dtype.kind in "iub" and raw.dtype.kind != "b"):
+        if raw.size and (raw.min() < 0 or raw.max() >= n_out):
+            raise ValueError(f"Y's class labels must lie in 0..{n_out - 1} (the {n_out} "
+                             f"outputs); got values from {raw.min()} to {raw.max()}")
+        Y = np.zeros((n_out, raw.shape[0]))
+        Y[raw, np.arange(raw.shape[0])] = 1.0
+    else:
+        Y = data_array(Y, "Y")
+    y_shape = raw.shape
     if X.ndim != 2 or X.shape[0] != n_x or X.shape[1] == 0:
         raise ValueError(f"X must have shape ({n_x}, m) with m >= 1 samples, since W1 has "
                          f"{n_x} columns; got shape {X.shape}")

@@ -17,6 +17,7 @@ import pytest
 
 import gradcheck_fast
 from gradcheck_fast import engine, mlp, reference, validation
+from gradcheck_fast.models import SEED_MODEL
 
 EPSILON = 1e-7
 
@@ -212,18 +213,20 @@ def test_rounding_bound_is_not_vacuous(helpers):
 # The exact engine's invariant: each J+- is bitwise a full forward pass at the perturbed theta.
 # (The incremental engine forms J+- = J + change instead: equal up to rounding, checked above.)
 # ---------------------------------------------------------------------------------------------
-def _full_pass_costs(layout, theta, X, Y, epsilon):
+def _full_pass_costs(layout, theta, X, Y, epsilon, model=SEED_MODEL):
     act_off = layout.activation_offsets(X.shape[1])
+    codes = (model.codes(layout.n_layers), model.output_code, model.leaky_slope, model.l2)
     J_plus = np.empty_like(theta)
     J_minus = np.empty_like(theta)
     for i in range(theta.shape[0]):
         perturbed = theta.copy()
         perturbed[i] = theta[i] + epsilon
-        J_plus[i] = mlp._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y)
+        J_plus[i] = mlp._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y,
+                              *codes)
         perturbed[i] = theta[i] - epsilon
         J_minus[i] = mlp._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X,
-                               Y)
-    J = mlp._cost(theta, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y)
+                               Y, *codes)
+    J = mlp._cost(theta, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y, *codes)
     return J, J_plus, J_minus
 
 

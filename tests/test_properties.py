@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import gradcheck_fast
 from gradcheck_fast import Layout, MLPLayout, engine, mlp, validation
+from gradcheck_fast.models import SEED_MODEL
 
 EPSILON = 1e-7
 
@@ -163,7 +164,8 @@ def test_exact_engine_costs_bitwise_equal_full_pass(net, kink, epsilon, helpers)
         for sign, got in ((+1, costs.J_plus[i]), (-1, costs.J_minus[i])):
             perturbed = theta.copy()
             perturbed[i] = theta[i] + sign * epsilon
-            want = mlp._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y)
+            want = mlp._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y,
+                             *SEED_CODES(layout))
             assert np.float64(got).view(np.uint64) == np.float64(want).view(np.uint64), (i, sign)
 
 
@@ -243,3 +245,9 @@ def test_mlp_layout_offsets(sizes):
     m = 3
     act = layout.activation_offsets(m)
     assert act.tolist() == np.concatenate(([0], np.cumsum(np.array(sizes) * m))).tolist()
+
+
+def SEED_CODES(layout):  # noqa: N802 (reads as a constant at the call site)
+    """The exact kernels' model arguments for the seed's network."""
+    return (SEED_MODEL.codes(layout.n_layers), SEED_MODEL.output_code, SEED_MODEL.leaky_slope,
+            SEED_MODEL.l2)

@@ -1,0 +1,120 @@
+"""The MLP family: hidden activations, an output with its loss, and L2 regularisation."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MLP", "SEED_MODEL", "HIDDEN", "OUTPUTS"]
+
+#: Hidden activations and their codes in the kernels.
+HIDDEN = {"relu": 0, "leaky_relu": 1, "tanh": 2, "sigmoid": 3, "linear": 4}
+
+#: Outputs (each with its loss) and their codes in the kernels.
+OUTPUTS = {"sigmoid": 0, "softmax": 1, "linear": 2}
+
+#: Hidden activations that are piecewise linear (the incremental engine's exact shortcut).
+PIECEWISE_LINEAR = ("relu", "leaky_relu", "linear")
+
+
+@dataclass(frozen=True)
+class MLP:
+    """A fully connected network ``W1, b1, ..., WL, bL``: what its layers compute and its cost.
+
+    Parameters
+    ----------
+    hidden : str or sequence of str, default "relu"
+        The activation of the hidden layers 1..L-1: one name for all, or one per layer.
+        ``"relu"`` max(0, z); ``"leaky_relu"`` z if z > 0 else ``leaky_slope`` * z; ``"tanh"``;
+        ``"sigmoid"`` 1 / (1 + exp(-z)); ``"linear"`` z.
+    output : {"sigmoid", "softmax", "linear"}, default "sigmoid"
+        The output layer and its loss, with ``A = AL``, m samples (columns), and the sums over
+        all output units o and samples j:
+
+        - ``"sigmoid"``: A = sigmoid(Z), binary cross-entropy (the seed's)
+          ``J = 1/m sum_oj [-Y log A - (1 - Y) log(1 - A)]``;
+        - ``"softmax"``: A = softmax(Z) over each column, categorical cross-entropy
+          ``J = -1/m sum_oj Y log A``; Y one-hot ``(nL, m)`` (or probabilities), or integer
+          class labels of shape ``(m,)``;
+        - ``"linear"``: A = Z, squared error ``J = 1/(2m) sum_oj (A - Y)**2``.
+    l2 : float, default 0.0
+        lambda >= 0: adds ``lambda / (2m) * sum_l ||Wl||_F**2`` (biases are not regularised), so
+        ``dWl`` gains ``lambda / m * Wl``.
+    leaky_slope : float, default 0.01
+        The slope of ``"leaky_relu"`` for z <= 0.
+
+    Examples
+    --------
+    >>> MLP()                       # the seed's network
+    MLP(hidden='relu', output='sigmoid', l2=0.0, leaky_slope=0.01)
+    >>> MLP(hidden=["tanh", "relu"], output="softmax", l2=0.1).hidden_for(3)
+    ('tanh', 'relu')
+    """
+
+    hidden: str | tuple[str, ...] = "relu"
+    output: str = "sigmoid"
+    l2: float = 0.0
+    leaky_slope: float = 0.01
+
+    def __post_init__(self):
+        hidden = self.hidden
+        if isinstance(hidden, str):
+            _check_name(hidden, "hidden", HIDDEN)
+        elif isinstance(hidden, Sequence):
+            hidden = tuple(hidden)
+            for name in hidden:
+                _check_name(name, "hidden", HIDDEN)
+            object.__setattr__(self, "hidden", hidden)
+        else:
+            raise TypeError(f"hidden must be an activation name or a sequence of them; got "
+                            f"{type(hidden).__name__}")
+        _check_name(self.output, "output", OUTPUTS)
+        for name in ("l2", "leaky_slope"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0; got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    def hidden_for(self, n_layers: int) -> tuple[str, ...]:
+        """The activations of hidden layers 1..n_layers-1 of a network of n_layers layers."""
+        if isinstance(self.hidden, str):
+            return (self.hidden,) * (n_layers - 1)
+        if len(self.hidden) != n_layers - 1:
+            raise ValueError(f"model.hidden names {len(self.hidden)} activation(s) but the "
+                             f"network has {n_layers - 1} hidden layer(s)")
+        return self.hidden
+
+    def codes(self, n_layers: int) -> np.ndarray:
+        """Activation codes for the kernels: entry l (1 <= l < n_layers) is layer l's."""
+        codes = np.zeros(n_layers + 1, dtype=np.int64)
+        codes[1:n_layers] = [HIDDEN[name] for name in self.hidden_for(n_layers)]
+        return codes
+
+    @property
+    def output_code(self) -> int:
+        return OUTPUTS[self.output]
+
+    def is_seed(self, n_layers: int) -> bool:
+        """The seed's architecture: ReLU hidden layers, sigmoid output, no regularisation."""
+        return (self.output == "sigmoid" and self.l2 == 0.0
+                and all(name == "relu" for name in self.hidden_for(n_layers)))
+
+    def piecewise_linear(self, n_layers: int) -> bool:
+        return all(name in PIECEWISE_LINEAR for name in self.hidden_for(n_layers))
+
+
+def _check_name(name, what: str, choices: dict) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, one of {tuple(choices)}; got {type(name).__name__}")
+    if name not in choices:
+        raise ValueError(f"{what} must be one of {tuple(choices)}; got {name!r}")
+
+
+#: The seed's network: ReLU hidden layers, sigmoid outputs, binary cross-entropy.
+SEED_MODEL = MLP()
