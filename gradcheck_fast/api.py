@@ -10,7 +10,13 @@ import numpy as np
 
 from . import reference
 from ._threads import n_threads_set
-from .checker import check_options, numerical_gradient, prepare_inputs, run_check
+from .checker import (
+    check_options,
+    low_precision_note,
+    numerical_gradient,
+    prepare_inputs,
+    run_check,
+)
 from .layout import SEED_LAYOUT, Layout
 from .report import relative_difference
 from .validation import (
@@ -68,6 +74,7 @@ def gradient_check_n(
                             method="central", engine=engine, progress=progress,
                             n_threads=n_threads, budget_s=None,
                             low_precision=bool(inputs.low_precision))
+    low_precision_note(inputs, options)
     with n_threads_set(options.n_threads):
         costs = numerical_gradient(inputs, options)
     difference = relative_difference(inputs.grad, costs.gradapprox)
@@ -97,7 +104,7 @@ def gradient_check(x: Any, theta: Any, epsilon: float = 1e-7, *, verbose: bool =
     theta = data_array(theta, "theta")
     if x.shape != theta.shape:
         raise ValueError(f"x and theta must have the same shape; got {x.shape} and {theta.shape}")
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         difference = float(reference.gradient_check(x, theta, epsilon, verbose=False))
     if math.isnan(difference) and np.all(x == 0):
         # 0/0: the derivative x and its estimate are both exactly 0 and agree (as eq. (3) is
@@ -139,8 +146,11 @@ def gradients_to_vector(gradients: ArrayDict,
     """
     if isinstance(layout, Mapping):
         layout = mlp_layout(layout)
-    if layout is None:
+    elif layout is None:
         layout = mlp_layout_of_gradients(gradients)
+    elif not isinstance(layout, Layout):
+        raise TypeError(f"layout must be a Layout, a parameters dict or None; got "
+                        f"{type(layout).__name__}")
     return pack_gradients(gradients, layout).reshape(-1, 1)
 
 

@@ -171,6 +171,10 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
 
         options, note = plan(inputs, options)
         notes = notes + (note,)
+    if options.mode == "directional" and options.method != "central":
+        raise ValueError("method='richardson' applies to mode='full' and mode='sampled'; the "
+                         "directional probes use the central difference (their steps are "
+                         "formed exactly, so epsilon=1e-7 leaves no truncation to remove)")
     if options.mode == "directional" and not incremental_supports(inputs.model,
                                                                    layout.n_layers):
         raise ValueError(f"mode='directional' handles ReLU hidden layers with sigmoid outputs "
@@ -198,7 +202,8 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
                         method=options.method, notes=notes)
 
 
-def _low_precision_note(inputs: Inputs, options: Options) -> tuple[str, ...]:
+def low_precision_note(inputs: Inputs, options: Options) -> tuple[str, ...]:
+    """Warn (LowPrecisionWarning) about float32/float16 inputs; the note for the report."""
     if not inputs.low_precision:
         return ()
     keys = ", ".join(inputs.low_precision[:4]) + (", ..." if len(inputs.low_precision) > 4
@@ -352,7 +357,7 @@ def check_gradients(
                             seed=seed, probability=probability, method=method, engine=engine,
                             progress=progress, n_threads=n_threads, budget_s=budget_s,
                             low_precision=bool(inputs.low_precision))
-    return run_check(inputs, options, _low_precision_note(inputs, options))
+    return run_check(inputs, options, low_precision_note(inputs, options))
 
 
 def assert_gradients_close(

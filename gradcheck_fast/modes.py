@@ -127,7 +127,9 @@ def _loss_changes(coef, sig, Y, t):
     value = series
     error = 8.0 * _U * np.abs(t) * (np.abs(c[0]) + np.abs(t))
     if large.any():
-        with np.errstate(over="ignore", invalid="ignore"):
+        # Both forms are evaluated everywhere and one is kept: the other may overflow or
+        # reach log1p(-1) where it is not used.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             low = np.log1p(s * np.expm1(t))
             high = t + np.log1p(sbar * np.expm1(-t))
             change = np.where(s <= 0.5, low, high)

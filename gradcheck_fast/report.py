@@ -202,6 +202,20 @@ class BlockResult:
         }
 
 
+def _backprop_order(names) -> list[str]:
+    """The order a backward pass computes gradient blocks: the last layer first, and within
+    a layer (names sharing a number: dWl, dbl) in layout order. Names without a layer number
+    keep their layout order, after the numbered ones."""
+    names = list(names)
+
+    def layer(item):
+        position, name = item
+        digits = "".join(ch for ch in name if ch.isdigit())
+        return (0, -int(digits), position) if digits else (1, 0, position)
+
+    return [name for _, name in sorted(enumerate(names), key=layer)]
+
+
 class GradientCheckFailed(AssertionError):
     """Raised by :meth:`GradientCheckReport.raise_if_failed`; the message is the report."""
 
@@ -290,7 +304,8 @@ class GradientCheckReport:
 
     @property
     def failed_blocks(self) -> list[str]:
-        return [name for name in reversed(self.blocks) if self.blocks[name].verdict == "wrong"]
+        return [name for name in _backprop_order(self.blocks)
+                if self.blocks[name].verdict == "wrong"]
 
     # -- flagged elements ----------------------------------------------------------------------
     @cached_property

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._threads import n_threads_set
-from .checker import check_options, numerical_gradient, prepare_inputs
+from .checker import check_options, low_precision_note, numerical_gradient, prepare_inputs
 from .report import relative_difference
 from .validation import check_epsilon
 
@@ -94,6 +94,21 @@ def _verdict(rows, threshold: float) -> tuple[str, float, str]:
                                       f"the step: try other steps or method='richardson'")
 
 
+def _check_steps(steps) -> list[float]:
+    """steps as distinct finite positive floats, largest first."""
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__len__"):
+        raise TypeError(f"steps must be a sequence of positive numbers; got "
+                        f"{type(steps).__name__}")
+    values = []
+    for step in steps:
+        values.append(check_epsilon(step, "steps"))
+    if not values:
+        raise ValueError("steps must hold at least one step")
+    if len(set(values)) != len(values):
+        raise ValueError(f"steps must be distinct; got {list(steps)}")
+    return sorted(values, reverse=True)
+
+
 def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: float = 2e-7,
                engine: str = "exact", n_threads: int | None = None, model=None) -> SweepReport:
     """The seed's check at every step in ``steps``, and a verdict on what the curve shows.
@@ -130,17 +145,16 @@ def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: f
     'wrong'
     """
     inputs = prepare_inputs(parameters, gradients, X, Y, model)
-    steps = [float(step) for step in np.atleast_1d(np.asarray(steps, dtype=np.float64))]
-    if not steps:
-        raise ValueError("steps must hold at least one step")
+    steps = _check_steps(steps)
     base = check_options(epsilon=steps[0], threshold=threshold, rtol=None, atol=None,
                          mode="full", n_per_block=1, n_directions=1, seed=0, probability=0.5,
                          method="central", engine=engine, progress=False, n_threads=n_threads,
-                         budget_s=None, low_precision=False)
+                         budget_s=None, low_precision=bool(inputs.low_precision))
+    low_precision_note(inputs, base)
     rows = []
     used = "exact"
     with n_threads_set(base.n_threads):
-        for k, step in enumerate(sorted(steps, reverse=True)):
+        for k, step in enumerate(steps):
             options = replace(base, epsilon=check_epsilon(step, "steps"))
             costs = numerical_gradient(inputs, options)
             used = costs.engine

@@ -203,7 +203,8 @@ def test_engines_and_modes_not_yet_available_for_other_models_say_so():
     X, Y, parameters = _data(model)
     _, cache = reference.forward_mlp(X, Y, parameters, model)
     gradients = reference.backward_mlp(X, Y, cache, model)
-    assert gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model).engine == "exact"
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model)
+    assert report.engine == "exact"
     with pytest.raises(ValueError, match="engine='incremental'"):
         gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model,
                                        engine="incremental")
