@@ -218,14 +218,31 @@ def _cost(theta, sizes, w_off, b_off, act_off, X, Y, acts, out, slope, l2):
 @jit
 def _costs_along(theta, step, n_points, sizes, w_off, b_off, act_off, X, Y, acts, out, slope,
                  l2):
-    """``J(theta + t * step)`` for t = 0 .. n_points - 1 (the ECnoise points)."""
+    """``J(theta + t * step)`` for t = 0 .. n_points - 1 (the ECnoise points), and whether some
+    ReLU-type unit changes side of its kink along the way (then the differences measure the
+    kink, not rounding)."""
+    n_layers = sizes.shape[0] - 1
+    m = X.shape[1]
+    n_act = act_off[-1]
     values = np.empty(n_points)
     shifted = np.empty_like(theta)
+    Z0 = np.empty(n_act)
+    Z = np.empty(n_act)
+    A = np.empty(n_act)
+    ell = np.empty(m)
+    crossed = False
     for t in range(n_points):
         for i in range(theta.shape[0]):
             shifted[i] = theta[i] + t * step[i]
-        values[t] = _cost(shifted, sizes, w_off, b_off, act_off, X, Y, acts, out, slope, l2)
-    return values
+        values[t] = _forward(shifted, sizes, w_off, b_off, act_off, X, Y, Z if t else Z0, A,
+                             ell, acts, out, slope, l2)
+        if t:
+            for l in range(1, n_layers):
+                if _has_kink(acts[l]):
+                    for k in range(act_off[l], act_off[l + 1]):
+                        if (Z[k] > 0.0) != (Z0[k] > 0.0):
+                            crossed = True
+    return values, crossed
 
 
 @jit(inline=True)

@@ -30,9 +30,9 @@ _U = 2.0**-53
 #: / eps is over 11 of them, and sigma itself comes from only a few differences.
 SIGMA_FACTOR = 8.0
 
-#: An element whose noise bound exceeds this fraction of its size is "not verified": a mistake
-#: of that relative size could hide in the noise.
-UNVERIFIABLE_FRACTION = 0.1
+#: An element that passes only thanks to a noise bound above this fraction of its size is "not
+#: verified": a mistake of that relative size could hide in the noise.
+UNVERIFIABLE_FRACTION = 0.01
 
 #: How many worst elements the report keeps, overall and per failing block.
 N_WORST = 5
@@ -82,19 +82,26 @@ def noise_bound(costs, sigma: float, epsilon: float, theta: np.ndarray, m: int) 
       J (a bound, which ECnoise cannot give when J happens to round regularly), and
       ``SIGMA_FACTOR * sigma / epsilon`` for the rest (pre-activations), measured by ECnoise.
       The incremental engine's changes carry none of this;
-    - the step: the seed divides by 2 epsilon, but the steps really taken are
-      ``fl(theta_i +- epsilon) - theta_i``, off by up to an ulp of theta_i each.
+    - the step (exact engine, a user's cost): the seed divides by 2 epsilon, but the steps
+      really taken are ``fl(theta_i +- epsilon) - theta_i``, off by up to an ulp of theta_i
+      each; where they round to 0 (epsilon below theta_i's spacing) the bound is infinite.
     """
     gradapprox = costs.gradapprox
     if not np.isfinite(sigma):
         sigma = 0.0
+    bound = costs.resolution / (2.0 * epsilon)
     step = ((theta + epsilon) - theta) - ((theta - epsilon) - theta)
-    step_error = np.abs(step - 2.0 * epsilon) / (2.0 * epsilon) * np.abs(gradapprox)
-    bound = costs.resolution / (2.0 * epsilon) + step_error
-    if costs.engine != "incremental":  # two full costs: the exact engine or a user's cost
+    if costs.engine != "incremental":
+        # Two full costs (the exact engine, a user's cost): the seed divides by 2 epsilon, but
+        # the steps taken are fl(theta_i +- epsilon) - theta_i. (The incremental engine divides
+        # by the steps taken.) A step that rounds to 0 gives an infinite bound: unverified.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step_error = np.where(step > 0, np.abs(step - 2.0 * epsilon) / step, np.inf)
+        bound = bound + step_error * np.abs(gradapprox)
         sums = (m + 1) * _U * (np.abs(costs.J_plus) + np.abs(costs.J_minus)) / (2.0 * epsilon)
         bound = bound + costs.noise_factor * (sums + SIGMA_FACTOR * sigma / epsilon)
-    return np.where(np.isfinite(bound), bound, 0.0)
+    bound = np.where(step > 0, bound, np.inf)
+    return np.where(np.isnan(bound), 0.0, bound)
 
 
 def _relative_error(analytic: np.ndarray, numerical: np.ndarray) -> np.ndarray:
