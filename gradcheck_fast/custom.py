@@ -20,11 +20,6 @@ from .noise import N_POINTS, ecnoise_step, sigma_from_values
 from .report import GradientCheckReport, build_report
 from .validation import float_parameter_array
 
-#: A user's cost takes a full evaluation per perturbation: in units of the engine's work
-#: measure (parameters x samples) every coordinate counts as this many samples, so any
-#: check of more than a few parameters runs in parallel and in pieces.
-_WORK_PER_COORDINATE = 1 << 12
-
 
 # The kernels take the user's njit function as an argument: numba compiles them anew for
 # each distinct cost function (about half a second) and cannot cache that on disk.
@@ -196,17 +191,19 @@ def check(
                             low_precision=False)
     J = _first_value(cost, theta, args)
     njit = _is_njit(cost)
+    timed = time.perf_counter()
+    cost(theta.copy(), *args)  # compiled by now: one evaluation's time, for threads and pieces
+    seconds = 2 * (time.perf_counter() - timed)
     P = theta.size
     J_plus, J_minus, gradapprox = np.empty((3, P))
     kernel_args = (cost, theta, args, options.epsilon, J_plus, J_minus, gradapprox)
     started = time.perf_counter()
     with n_threads_set(options.n_threads):
         if njit:
-            _run_kernel(_user_costs_range, _user_costs_parallel, P, _WORK_PER_COORDINATE,
-                        kernel_args, options.progress)
-        else:
-            _run_kernel(_python_costs_range, None, P, _WORK_PER_COORDINATE, kernel_args,
+            _run_kernel(_user_costs_range, _user_costs_parallel, P, seconds, kernel_args,
                         options.progress)
+        else:
+            _run_kernel(_python_costs_range, None, P, seconds, kernel_args, options.progress)
     elapsed = time.perf_counter() - started
     with np.errstate(invalid="ignore", over="ignore"):
         dJ_plus, dJ_minus = J_plus - J, J_minus - J

@@ -16,6 +16,7 @@ otherwise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
@@ -25,6 +26,12 @@ from numba import prange
 from . import delta
 from ._jit import jit
 from ._threads import n_threads_set, single_blas_thread  # noqa: F401 (re-export)
+from .costmodel import (
+    INCREMENTAL_S_PER_SAMPLE,
+    exact_seconds,
+    incremental_seconds,
+    slow_fractions,
+)
 from .mlp import _costs_along, _forward, _perturbed_cost, _regularisation
 from .models import SEED_MODEL
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
@@ -35,10 +42,12 @@ ENGINES = ("auto", "exact", "incremental")
 #: thread keep the threads balanced; each chunk allocates its scratch once.
 _CHUNKS_PER_THREAD = 8
 
-#: Below this much work (parameters x samples, ~2 ms on one thread) the check runs on one
-#: thread. Waking the others gains at most ~1.5x on 2 cores, but when another process holds a
-#: core a parallel region waits for its worker's time slice (~30 ms measured here): a loss
-#: only worth risking on longer checks.
+#: Work is counted in units of one (parameter, sample) of the incremental engine's fast path
+#: (~12 ns on one thread, costmodel.INCREMENTAL_S_PER_SAMPLE); other engines convert.
+#: Below this much work (~1.6 ms on one thread) the check runs on one thread. Waking the
+#: others gains at most ~1.5x on 2 cores, but when another process holds a core a parallel
+#: region waits for its worker's time slice (~30 ms measured here): a loss only worth risking
+#: on longer checks.
 _SERIAL_WORK = 1 << 17
 
 #: "auto" uses the exact engine up to this much work (parameters x samples): microseconds
@@ -152,25 +161,29 @@ class Costs:
     noise_factor: float = 1.0
 
 
-#: Above this much work (parameters x samples) the index range is handed to the kernels in
-#: about _N_PIECES pieces: Ctrl-C is acted on between pieces (a kernel cannot be interrupted)
-#: and a progress bar can move, for ~1-3 % of extra time.
+#: Above this much work (~13 ms) the index range is handed to the kernels in pieces of at most
+#: _PIECE_WORK (~25 ms on one thread) and at least _N_PIECES of them: Ctrl-C is acted on
+#: between pieces (a kernel cannot be interrupted) and a progress bar can move, for ~1-3 % of
+#: extra time.
 _PIECEWISE_WORK = 1 << 20
+_PIECE_WORK = 1 << 21
 _N_PIECES = 100
 
 
-def _run_kernel(serial, parallel, P: int, m: int, args: tuple, progress: bool) -> None:
+def _run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: bool) -> None:
     """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, *args)`` over [0, P)
-    (P: how many parameters are checked, m: the work per parameter in units of a sample;
-    ``parallel=None`` runs everything serially, e.g. a plain Python callable).
+    (P: how many parameters are checked, seconds: the expected time per parameter on one
+    thread; ``parallel=None`` runs everything serially, e.g. a plain Python callable).
 
     Small work runs on one thread in one call; large work in pieces, returning to Python (and
     so to KeyboardInterrupt and the progress bar) between them. Which thread computes which
     index never changes a result: every index writes only its own slots.
     """
-    work = P * m
+    work = P * seconds / INCREMENTAL_S_PER_SAMPLE
     n_threads = 1 if work < _SERIAL_WORK or parallel is None else numba.get_num_threads()
-    n_pieces = min(P, _N_PIECES) if (work >= _PIECEWISE_WORK or progress) else 1
+    n_pieces = 1
+    if work >= _PIECEWISE_WORK or progress:
+        n_pieces = min(P, max(_N_PIECES, math.ceil(work / _PIECE_WORK)))
     bar = _progress_bar(P) if progress else None
     try:
         for k in range(n_pieces):
@@ -248,7 +261,7 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     kinks = np.empty(n, dtype=np.int64)
     args = (indices, theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, ell, J, reg,
             epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, *codes)
-    _run_kernel(_costs_range, _costs_parallel, n, m, args, progress)
+    _run_kernel(_costs_range, _costs_parallel, n, exact_seconds(net.sizes, m), args, progress)
     return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, "exact",
                  indices)
 
@@ -261,7 +274,8 @@ def _incremental(net, theta, Y, epsilon, prepared, indices, progress) -> Costs:
     p = prepared
     args = (indices, theta, net.sizes, net.w_off, net.b_off, p.act_off, p.A, p.Z, Y, p.coef,
             p.sig, p.V, p.v_off, p.rho, epsilon, dJ_plus, dJ_minus, resolution, kinks)
-    _run_kernel(delta._deltas_range, delta._deltas_parallel, n, m, args, progress)
+    seconds = incremental_seconds(net.sizes, m, slow_fractions(p, net.sizes, m, epsilon))
+    _run_kernel(delta._deltas_range, delta._deltas_parallel, n, seconds, args, progress)
     # Divided by the steps really taken, fl(theta_i +- epsilon) - theta_i, not by 2 epsilon:
     # the changes are exact to rounding, so the step's own rounding (up to an ulp of theta_i,
     # ~1e-9 relative at epsilon = 1e-7) would otherwise be the largest error left. A step that

@@ -11,17 +11,7 @@ from dataclasses import dataclass, replace
 
 import numba
 
-#: Seconds per floating-point operation of the BLAS products (one thread) in the set-up of
-#: the incremental engine and in the directional probes.
-BLAS_S_PER_FLOP = 1.0 / 35e9
-
-#: Seconds per (parameter x sample) of the incremental engine's loop on one thread, plus
-#: seconds per (parameter x sample x output).
-INCREMENTAL_S_PER_SAMPLE = 1.2e-8
-INCREMENTAL_S_PER_OUTPUT = 1.1e-9
-
-#: Seconds per multiply-add of the exact engine (strict IEEE loops, per thread).
-EXACT_S_PER_FLOP = 1.0 / 1.5e9
+from .costmodel import BLAS_S_PER_FLOP, exact_seconds, incremental_seconds, slow_fractions
 
 #: Seconds per parameter of validating and packing the inputs.
 PYTHON_S_PER_PARAM = 8e-9
@@ -79,25 +69,24 @@ def _speed(n_threads: int) -> float:
     return 1.0 + THREAD_GAIN * (n_threads - 1)
 
 
-def _estimate_coordinates(sizes, m: int, n: int, engine: str, n_threads: int,
-                          passes: int) -> float:
+def _estimate_coordinates(sizes, m: int, n: int, engine: str, n_threads: int, passes: int,
+                          slow=None) -> float:
     """Seconds to check n coordinates with ``engine`` (``passes`` central differences)."""
     sizes = [int(s) for s in sizes]
     n_out = sizes[-1]
     pairs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     if engine == "exact":
         # Every perturbation recomputes one row and the layers above it for the changed
-        # samples: on average about half a forward pass.
-        per_coordinate = m * pairs
-        loop = n * 2 * per_coordinate * EXACT_S_PER_FLOP / 2
+        # samples (at most m, about half of them with ReLUs).
+        loop = n * exact_seconds(sizes, m) / 2
         setup = 0.0
     else:
         hidden_out = sum(sizes[1:-1]) * sizes[-1]
         setup = (2 * m * pairs + 2 * m * n_out * sum(
             a * b for a, b in zip(sizes[1:-1], sizes[2:-1] + [0]))
             + m * hidden_out) * BLAS_S_PER_FLOP
-        loop = n * m * (INCREMENTAL_S_PER_SAMPLE + n_out * INCREMENTAL_S_PER_OUTPUT)
-    threads = n_threads if n * m >= (1 << 17) else 1
+        loop = n * incremental_seconds(sizes, m, slow)
+    threads = n_threads if loop >= 2e-3 else 1
     return passes * (setup + loop / _speed(threads))
 
 
@@ -128,13 +117,25 @@ def estimate(inputs, options) -> CostEstimate:
 
     engine = choose_engine(options.engine, inputs.model, layout.n_layers, P * m)
     python = CALL_S + PYTHON_S_PER_PARAM * P
+    slow = None
+    if engine == "incremental" and len(sizes) > 3:
+        # Deep networks: how many samples the explicit path will take (the set-up is cheap
+        # next to any check that needs an estimate).
+        from . import delta
+        from ._threads import single_blas_thread
+
+        with single_blas_thread():
+            prepared = delta.prepare(layout, inputs.theta, inputs.X, inputs.Y)
+        if prepared is not None:
+            slow = slow_fractions(prepared, sizes, m, options.epsilon)
     full = ModeCost("full", 2 * passes * P, P,
                     python + REPORT_S_PER_COORDINATE * P
-                    + _estimate_coordinates(sizes, m, P, engine, n_threads, passes))
+                    + _estimate_coordinates(sizes, m, P, engine, n_threads, passes, slow))
     n_sampled = len(sample_indices(layout, options.n_per_block, options.seed))
     sampled = ModeCost("sampled", 2 * passes * n_sampled, n_sampled,
                        python + REPORT_S_PER_COORDINATE * n_sampled
-                       + _estimate_coordinates(sizes, m, n_sampled, engine, n_threads, passes))
+                       + _estimate_coordinates(sizes, m, n_sampled, engine, n_threads, passes,
+                                               slow))
     n_blocks = len(layout.names)
     directional = ModeCost("directional", 2 * options.n_directions * n_blocks, 0,
                            python + n_blocks * DIRECTIONAL_BLOCK_S

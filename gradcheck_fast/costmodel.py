@@ -1,0 +1,77 @@
+"""How long the engines take per checked coordinate: the time model behind the choice of
+threads and pieces and behind estimate_cost.
+
+Rates measured on the development machine (2 cores, AVX-512, numba 0.68, OpenBLAS on one
+thread, see the README); good to a small factor elsewhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Seconds per floating-point operation of the BLAS products (one thread) in the set-up of
+#: the incremental engine and in the directional probes.
+BLAS_S_PER_FLOP = 1.0 / 35e9
+
+#: Seconds per (parameter x sample) of the incremental engine's loop on one thread (both
+#: steps), plus seconds per (parameter x sample x output).
+INCREMENTAL_S_PER_SAMPLE = 1.2e-8
+INCREMENTAL_S_PER_OUTPUT = 1.1e-9
+
+#: Seconds per multiply-add of the exact engine and of the incremental engine's explicit
+#: propagation (strict IEEE loops, one thread).
+EXACT_S_PER_FLOP = 1.0 / 1.5e9
+
+
+def _later_pairs(sizes, l: int) -> int:
+    """Multiply-adds of one sample's pass through the layers after layer l."""
+    return sum(int(sizes[q]) * int(sizes[q + 1]) for q in range(l, len(sizes) - 1))
+
+
+def exact_seconds(sizes, m: int) -> float:
+    """Mean seconds per coordinate of the exact engine (both steps, one thread): one row of
+    the perturbed layer and, for the samples it changes (at most m), the layers after it."""
+    sizes = [int(s) for s in sizes]
+    total, count = 0.0, 0
+    for l in range(1, len(sizes)):
+        n_coords = sizes[l] * (sizes[l - 1] + 1)
+        total += n_coords * 2 * m * (sizes[l - 1] + _later_pairs(sizes, l))
+        count += n_coords
+    return total / count * EXACT_S_PER_FLOP
+
+
+def incremental_seconds(sizes, m: int, slow_fraction=None) -> float:
+    """Mean seconds per coordinate of the incremental engine (both steps, one thread).
+
+    ``slow_fraction[l]``: the share of samples whose change at hidden layer l cannot be shown
+    to leave the later ReLUs on their side, which are propagated explicitly (deep networks).
+    """
+    sizes = [int(s) for s in sizes]
+    n_out = sizes[-1]
+    fast = m * (INCREMENTAL_S_PER_SAMPLE + n_out * INCREMENTAL_S_PER_OUTPUT)
+    if slow_fraction is None:
+        return fast
+    total, count = 0.0, 0
+    for l in range(1, len(sizes)):
+        n_coords = sizes[l] * (sizes[l - 1] + 1)
+        share = slow_fraction[l] if l < len(sizes) - 1 else 0.0
+        total += n_coords * share * 2 * m * _later_pairs(sizes, l) * EXACT_S_PER_FLOP
+        count += n_coords
+    return fast + total / count
+
+
+def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
+    """Per hidden layer, the share of (unit, sample) pairs whose radius is below the change a
+    step of epsilon can make (|da| <= epsilon * max(1, max|A_{l-1}|)): those take the explicit
+    path (see :mod:`gradcheck_fast.delta`)."""
+    from .delta import RHO_SAFETY
+
+    sizes = [int(s) for s in sizes]
+    act_off = prepared.act_off
+    fractions = np.zeros(len(sizes))
+    for l in range(1, len(sizes) - 1):
+        A_prev = prepared.A[act_off[l - 1] : act_off[l]]
+        change = epsilon * max(1.0, float(np.max(np.abs(A_prev), initial=0.0)))
+        rho = prepared.rho[act_off[l] : act_off[l + 1]]
+        fractions[l] = float(np.mean(RHO_SAFETY * rho <= change)) if rho.size else 0.0
+    return fractions
