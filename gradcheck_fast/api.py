@@ -76,7 +76,7 @@ def gradient_check_n(
                             low_precision=bool(inputs.low_precision))
     low_precision_note(inputs, options)
     with n_threads_set(options.n_threads):
-        costs = numerical_gradient(inputs, options)
+        costs = numerical_gradient(inputs, options, truncation=False)
     difference = relative_difference(inputs.grad, costs.gradapprox)
     if verbose:
         if difference <= 2e-7:

@@ -146,6 +146,8 @@ class Costs:
     indices : the parameter indices the arrays refer to, in order (all of them for a full check).
     noise_factor : how the rounding of J itself enters gradapprox relative to a central
         difference (1; 1.5 for Richardson's (4 D(h) - D(2h)) / 3).
+    truncation : per index, an estimate of the truncation error of gradapprox (large steps
+        only; see :func:`gradcheck_fast.checker.numerical_gradient`), or None.
     """
 
     J: float
@@ -159,6 +161,7 @@ class Costs:
     engine: str
     indices: np.ndarray
     noise_factor: float = 1.0
+    truncation: np.ndarray | None = None
 
 
 #: Above this much work (~13 ms) the index range is handed to the kernels in pieces of at most

@@ -100,6 +100,8 @@ def noise_bound(costs, sigma: float, epsilon: float, theta: np.ndarray, m: int) 
         bound = bound + step_error * np.abs(gradapprox)
         sums = (m + 1) * _U * (np.abs(costs.J_plus) + np.abs(costs.J_minus)) / (2.0 * epsilon)
         bound = bound + costs.noise_factor * (sums + SIGMA_FACTOR * sigma / epsilon)
+    if costs.truncation is not None:
+        bound = bound + costs.truncation
     bound = np.where(step > 0, bound, np.inf)
     return np.where(np.isnan(bound), 0.0, bound)
 

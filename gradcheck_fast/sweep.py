@@ -156,7 +156,7 @@ def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: f
     with n_threads_set(base.n_threads):
         for k, step in enumerate(steps):
             options = replace(base, epsilon=check_epsilon(step, "steps"))
-            costs = numerical_gradient(inputs, options)
+            costs = numerical_gradient(inputs, options, truncation=False)
             used = costs.engine
             difference = relative_difference(inputs.grad, costs.gradapprox)
             error = np.abs(inputs.grad - costs.gradapprox)
