@@ -11,11 +11,11 @@ import numpy as np
 from . import reference
 from ._threads import n_threads_set
 from .checker import (
-    check_options,
     low_precision_note,
     numerical_gradient,
     prepare_inputs,
     run_check,
+    seed_options,
 )
 from .layout import SEED_LAYOUT, Layout
 from .report import relative_difference
@@ -69,12 +69,10 @@ def gradient_check_n(
     True
     """
     inputs = prepare_inputs(parameters, gradients, X, Y, model)
-    options = check_options(epsilon=epsilon, threshold=2e-7, rtol=None, atol=None, mode="full",
-                            n_per_block=1, n_directions=1, seed=0, probability=0.5,
-                            method="central", engine=engine, progress=progress,
-                            n_threads=n_threads, budget_s=None,
-                            low_precision=bool(inputs.low_precision))
-    low_precision_note(inputs, options)
+    options = seed_options(epsilon=epsilon, engine=engine, progress=progress,
+                           n_threads=n_threads, low_precision=bool(inputs.low_precision))
+    if inputs.low_precision:
+        low_precision_note(inputs, options)
     with n_threads_set(options.n_threads):
         costs = numerical_gradient(inputs, options, truncation=False)
     difference = relative_difference(inputs.grad, costs.gradapprox)

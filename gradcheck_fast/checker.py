@@ -85,9 +85,14 @@ def prepare_inputs(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
     low = tuple(
         key for source, prefix in ((parameters, ""), (gradients, "d"))
         for key in (prefix + name for name in layout.names)
-        if np.asarray(source[key]).dtype.itemsize < 8
+        if _itemsize(source[key]) < 8
     )
     return Inputs(layout, theta, grad, X, Y, low, model)
+
+
+def _itemsize(value) -> int:
+    dtype = getattr(value, "dtype", None)
+    return (dtype if dtype is not None else np.asarray(value).dtype).itemsize
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,18 @@ class Options:
     progress: bool
     n_threads: int | None
     budget_s: float | None
+
+
+def seed_options(*, epsilon, engine, progress, n_threads, low_precision: bool) -> Options:
+    """The options of the seed's entry points (gradient_check_n, step_sweep): a full central
+    difference at threshold 2e-7; only what they take is checked (they run in microseconds)."""
+    return Options(
+        epsilon=1e-7 if epsilon is None else check_epsilon(epsilon), threshold=2e-7,
+        rtol=RTOL_FLOAT32 if low_precision else RTOL,
+        atol=ATOL_FLOAT32 if low_precision else ATOL, mode="full", n_per_block=1,
+        n_directions=1, seed=0, probability=0.5, method="central",
+        engine=check_engine(engine), progress=check_flag(progress, "progress"),
+        n_threads=check_n_threads(n_threads), budget_s=None)
 
 
 def check_options(*, epsilon, threshold, rtol, atol, mode, n_per_block, n_directions, seed,

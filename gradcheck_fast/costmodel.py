@@ -7,6 +7,8 @@ thread, see the README); good to a small factor elsewhere.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 #: Seconds per floating-point operation of the BLAS products (one thread) in the set-up of
@@ -31,7 +33,13 @@ def _later_pairs(sizes, l: int) -> int:
 def exact_seconds(sizes, m: int) -> float:
     """Mean seconds per coordinate of the exact engine (both steps, one thread): one row of
     the perturbed layer and, for the samples it changes (at most m), the layers after it."""
-    sizes = [int(s) for s in sizes]
+    if not isinstance(sizes, tuple):
+        sizes = tuple(int(s) for s in sizes)
+    return _exact_seconds(sizes, int(m))
+
+
+@functools.lru_cache(maxsize=256)
+def _exact_seconds(sizes: tuple[int, ...], m: int) -> float:
     total, count = 0.0, 0
     for l in range(1, len(sizes)):
         n_coords = sizes[l] * (sizes[l - 1] + 1)

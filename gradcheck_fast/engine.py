@@ -259,12 +259,13 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     ell = np.empty(m)
     codes = (model.codes(net.n_layers), model.output_code, model.leaky_slope, model.l2)
     J = _forward(theta, net.sizes, net.w_off, net.b_off, act_off, X, Y, Z, A, ell, *codes)
-    reg = _regularisation(theta, net.sizes, net.w_off, m, model.l2)
+    reg = _regularisation(theta, net.sizes, net.w_off, m, model.l2) if model.l2 else 0.0
     J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = np.empty((6, n))
     kinks = np.empty(n, dtype=np.int64)
     args = (indices, theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, ell, J, reg,
             epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, *codes)
-    _run_kernel(_costs_range, _costs_parallel, n, exact_seconds(net.sizes, m), args, progress)
+    _run_kernel(_costs_range, _costs_parallel, n, exact_seconds(net.size_tuple, m), args,
+                progress)
     return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, "exact",
                  indices)
 

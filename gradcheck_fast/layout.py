@@ -111,6 +111,7 @@ class MLPLayout(Layout):
 
     def __init__(self, sizes: Iterable[int]):
         self.sizes: np.ndarray = np.array(list(sizes), dtype=np.int64)
+        self.size_tuple: tuple[int, ...] = tuple(int(n) for n in self.sizes)
         shapes = {}
         for l in range(1, len(self.sizes)):
             shapes[f"W{l}"] = (int(self.sizes[l]), int(self.sizes[l - 1]))

@@ -86,7 +86,7 @@ def _logprob(z, y):
     return lp, err
 
 
-@jit
+@jit(inline=True)
 def _column_loss(Z, zo, stride, col, Y, j, out, r, z_r):
     """The loss of sample j from its output pre-activations ``Z[zo + o*stride + col]``, unit
     r's read as ``z_r`` (r = -1: none), and a bound on its rounding error beyond that of z.

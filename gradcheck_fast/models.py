@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -91,10 +92,9 @@ class MLP:
         return self.hidden
 
     def codes(self, n_layers: int) -> np.ndarray:
-        """Activation codes for the kernels: entry l (1 <= l < n_layers) is layer l's."""
-        codes = np.zeros(n_layers + 1, dtype=np.int64)
-        codes[1:n_layers] = [HIDDEN[name] for name in self.hidden_for(n_layers)]
-        return codes
+        """Activation codes for the kernels: entry l (1 <= l < n_layers) is layer l's
+        (read-only, cached: the seed's check runs in microseconds)."""
+        return _codes(self, n_layers)
 
     @property
     def output_code(self) -> int:
@@ -103,10 +103,19 @@ class MLP:
     def is_seed(self, n_layers: int) -> bool:
         """The seed's architecture: ReLU hidden layers, sigmoid output, no regularisation."""
         return (self.output == "sigmoid" and self.l2 == 0.0
-                and all(name == "relu" for name in self.hidden_for(n_layers)))
+                and (self.hidden == "relu" or all(name == "relu"
+                                                  for name in self.hidden_for(n_layers))))
 
     def piecewise_linear(self, n_layers: int) -> bool:
         return all(name in PIECEWISE_LINEAR for name in self.hidden_for(n_layers))
+
+
+@functools.lru_cache(maxsize=256)
+def _codes(model: MLP, n_layers: int) -> np.ndarray:
+    codes = np.zeros(n_layers + 1, dtype=np.int64)
+    codes[1:n_layers] = [HIDDEN[name] for name in model.hidden_for(n_layers)]
+    codes.flags.writeable = False
+    return codes
 
 
 def _check_name(name, what: str, choices: dict) -> None:

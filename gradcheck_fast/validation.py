@@ -7,6 +7,7 @@ functions pass everything through here first. Wrong types raise ``TypeError``, w
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -178,6 +179,9 @@ def _mlp_layout_and_blocks(parameters, label: str = "parameters", prefix: str = 
     """Layout and flat blocks of ``{prefix}W1, {prefix}b1, ...`` in ``label`` (the parameters,
     or the gradients when the layout is read off them)."""
     _require_mapping(parameters, label)
+    n_layers = _plain_depth(parameters, prefix)
+    if n_layers:  # the common case, keys exactly W1, b1, ..., WL, bL: no parsing needed
+        return _blocks(parameters, label, prefix, n_layers)
     indices = set()
     for key in parameters:
         if isinstance(key, str) and key.startswith(prefix):
@@ -191,7 +195,7 @@ def _mlp_layout_and_blocks(parameters, label: str = "parameters", prefix: str = 
     n_layers = 0
     while n_layers + 1 in indices:
         n_layers += 1
-    names = [f"{prefix}{kind}{l}" for l in range(1, n_layers + 1) for kind in "Wb"]
+    names = _block_names(prefix, n_layers)
     needs = (f"{prefix}W1, {prefix}b1" if n_layers == 1
              else f"{prefix}W1, {prefix}b1, ..., {prefix}W{n_layers}, {prefix}b{n_layers}")
     for name in names:
@@ -203,12 +207,40 @@ def _mlp_layout_and_blocks(parameters, label: str = "parameters", prefix: str = 
     extra = sorted(map(str, set(parameters) - set(names)))
     if extra:
         raise ValueError(f"{label} has unexpected key {extra[0]!r}; expected exactly {needs}")
+    return _blocks(parameters, label, prefix, n_layers)
+
+
+@functools.lru_cache(maxsize=64)
+def _block_names(prefix: str, n_layers: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{kind}{l}" for l in range(1, n_layers + 1) for kind in "Wb")
+
+
+def _plain_depth(parameters, prefix: str) -> int:
+    """L if the keys are exactly prefix + W1, b1, ..., WL, bL, else 0."""
+    n = len(parameters)
+    if n % 2 or not n:
+        return 0
+    names = _block_names(prefix, n // 2)
+    return n // 2 if all(name in parameters for name in names) else 0
+
+
+def _float_array(value, label: str, key: str) -> np.ndarray:
+    """``float_parameter_array`` with the label formatted only when it is needed."""
+    if type(value) is np.ndarray and value.dtype.kind == "f":
+        return value
+    return float_parameter_array(value, f"{label}['{key}']")
+
+
+def _blocks(parameters, label: str, prefix: str, n_layers: int
+            ) -> tuple[MLPLayout, list[np.ndarray]]:
+    """Check the arrays of a network whose keys are right; its layout and flat blocks."""
     sizes = []
     blocks = []
+    names = _block_names(prefix, n_layers)
     for l in range(1, n_layers + 1):
-        Wk, bk = f"{prefix}W{l}", f"{prefix}b{l}"
-        W = float_parameter_array(parameters[Wk], f"{label}['{Wk}']")
-        b = float_parameter_array(parameters[bk], f"{label}['{bk}']")
+        Wk, bk = names[2 * l - 2], names[2 * l - 1]
+        W = _float_array(parameters[Wk], label, Wk)
+        b = _float_array(parameters[bk], label, bk)
         if W.ndim != 2 or 0 in W.shape:
             raise ValueError(f"{label}['{Wk}'] must be a non-empty 2-D array (n{l}, n{l - 1}); "
                              f"got shape {W.shape}")
@@ -242,7 +274,7 @@ def pack_gradients(gradients, layout: MLPLayout) -> np.ndarray:
         if name not in gradients:
             raise ValueError(f"gradients is missing key {name!r} (the gradient of "
                              f"parameters['{name[1:]}'], shape {shape})")
-        array = float_parameter_array(gradients[name], f"gradients['{name}']")
+        array = _float_array(gradients[name], "gradients", name)
         if array.shape != shape:
             raise ValueError(f"gradients['{name}'] has shape {array.shape} but "
                              f"parameters['{name[1:]}'] has shape {shape}")
