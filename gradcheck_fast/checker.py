@@ -12,7 +12,7 @@ import numpy as np
 
 from . import modes
 from ._threads import n_threads_set
-from .engine import Costs, incremental_supports, mlp_cost_noise, mlp_costs
+from .engine import Costs, mlp_cost_noise, mlp_costs
 from .layout import MLPLayout
 from .models import MLP, SEED_MODEL
 from .report import ATOL, RTOL, GradientCheckReport, build_directional_report, build_report
@@ -208,8 +208,7 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
         raise ValueError("method='richardson' applies to mode='full' and mode='sampled'; the "
                          "directional probes use the central difference (their steps are "
                          "formed exactly, so epsilon=1e-7 leaves no truncation to remove)")
-    if options.mode == "directional" and not incremental_supports(inputs.model,
-                                                                   layout.n_layers):
+    if options.mode == "directional" and not inputs.model.is_seed(layout.n_layers):
         raise ValueError(f"mode='directional' handles ReLU hidden layers with sigmoid outputs "
                          f"and no L2 for now; {inputs.model!r} needs mode='full' or 'sampled'")
     with n_threads_set(options.n_threads):
@@ -338,8 +337,8 @@ def check_gradients(
     model : MLP, optional
         The network's activations, output, loss and L2 (:class:`gradcheck_fast.MLP`); default
         the seed's. Y for a softmax output may be integer class labels of shape (m,). Models
-        other than the seed's run on the exact engine (the incremental engine and the
-        directional mode handle the seed's architecture).
+        with tanh or sigmoid hidden layers run on the exact engine; the directional mode
+        handles the seed's architecture only, for now.
 
     Returns
     -------

@@ -29,6 +29,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
+from .models import SEED_MODEL
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
@@ -47,8 +48,14 @@ RHO_SAFETY = 0.5
 # Set-up from the unperturbed pass
 # ---------------------------------------------------------------------------------------------
 @jit(parallel=True)
-def _output_coefficients(Z, zo, Y, m, coef, sig):
-    """Per sample j and output o: Taylor coefficients of ``g(t) = l(z + t) - l(z)``.
+def _output_coefficients(Z, zo, Y, m, coef, sig, out=0):
+    """Per sample j and output o, what the loss change ``g(t) = l(z + t) - l(z)`` is made of.
+
+    out 1 (softmax and cross-entropy): ``coef[.., 0] = S p_o - y_o`` (S = sum_o y_o, formed as
+    ``-sum of the other p`` for the labelled class of one-hot labels, so a confident output
+    loses nothing), ``sig[.., 0] = p_o``, ``sig[.., 1] = S``; see :func:`_softmax_change`.
+    out 2 (linear and squared error): ``g(t) = (z - y) t + t**2 / 2`` exactly: ``coef = (z - y,
+    1/2, 0, 0)``. out 0, the seed's sigmoid output:
 
     With ``l(z) = softplus(z) - y z`` (the seed's cross-entropy of a sigmoid output) and
     ``s = sigmoid(z)``, ``sbar = sigmoid(-z)`` (computed directly, not as 1 - s):
@@ -59,13 +66,52 @@ def _output_coefficients(Z, zo, Y, m, coef, sig):
     """
     n_out = Y.shape[0]
     for j in prange(m):
+        if out == 1:
+            top = -math.inf
+            for o in range(n_out):
+                top = max(top, Z[zo + o * m + j])
+            total = 0.0
+            labels = 0.0
+            for o in range(n_out):
+                total += math.exp(Z[zo + o * m + j] - top)
+                labels += Y[o, j]
+            for o in range(n_out):
+                p = math.exp(Z[zo + o * m + j] - top) / total
+                k = (j * n_out + o) * 4
+                sig[(j * n_out + o) * 2] = p
+                sig[(j * n_out + o) * 2 + 1] = labels
+                coef[k] = labels * p - Y[o, j]
+                coef[k + 1] = 0.0
+                coef[k + 2] = 0.0
+                coef[k + 3] = 0.0
+            # One-hot labels: S p_c - 1 = -(sum of the other p), without cancellation.
+            c = -1
+            for o in range(n_out):
+                y = Y[o, j]
+                if y == 1.0 and c == -1:
+                    c = o
+                elif y != 0.0:
+                    c = -2
+            if c >= 0:
+                rest = 0.0
+                for o in range(n_out):
+                    if o != c:
+                        rest += sig[(j * n_out + o) * 2]
+                coef[(j * n_out + c) * 4] = -rest
+            continue
         for o in range(n_out):
             z = Z[zo + o * m + j]
             y = Y[o, j]
+            k = (j * n_out + o) * 4
+            if out == 2:
+                coef[k] = z - y
+                coef[k + 1] = 0.5
+                coef[k + 2] = 0.0
+                coef[k + 3] = 0.0
+                continue
             s = 1.0 / (1.0 + math.exp(-z))
             sbar = 1.0 / (1.0 + math.exp(z))
             d1 = s * sbar
-            k = (j * n_out + o) * 4
             coef[k] = s * (1.0 - y) - sbar * y
             coef[k + 1] = d1 / 2.0
             coef[k + 2] = d1 * (sbar - s) / 6.0
@@ -75,7 +121,7 @@ def _output_coefficients(Z, zo, Y, m, coef, sig):
 
 
 @jit(parallel=True)
-def _radii(sizes, act_off, Z, m, bound, b_off, rho):
+def _radii(sizes, act_off, Z, m, bound, b_off, rho, kinked):
     """``rho_l[r, j]``: how far ``a_l[r, j]`` may move before a later hidden unit could cross 0.
 
     For each later hidden layer q, ``bound`` holds an upper bound ``B_{q<-l}[k, r]`` of
@@ -90,6 +136,8 @@ def _radii(sizes, act_off, Z, m, bound, b_off, rho):
             for r in range(n_l):
                 radius = np.inf
                 for q in range(l + 1, n_layers):
+                    if not kinked[q]:  # a linear layer has no kink to cross
+                        continue
                     base = b_off[l, q]
                     for k in range(sizes[q]):
                         b = bound[base + k * n_l + r]
@@ -98,8 +146,9 @@ def _radii(sizes, act_off, Z, m, bound, b_off, rho):
                 rho[act_off[l] + r * m + j] = radius
 
 
-def _derivative_bounds(weights, sizes):
-    """The matrices ``B_{q<-l}`` of :func:`_radii` in one flat array, and their offsets."""
+def _derivative_bounds(weights, sizes, gains):
+    """The matrices ``B_{q<-l}`` of :func:`_radii` in one flat array, and their offsets
+    (``gains[q]``: the largest slope of layer q's activation, 1 for ReLU and linear)."""
     n_layers = len(sizes) - 1
     b_off = np.zeros((n_layers + 1, n_layers + 1), dtype=np.int64)
     blocks = []
@@ -107,7 +156,7 @@ def _derivative_bounds(weights, sizes):
     for l in range(1, n_layers):
         B = None
         for q in range(l + 1, n_layers):
-            B = np.abs(weights[q]) if B is None else np.abs(weights[q]) @ B
+            B = np.abs(weights[q]) if B is None else gains[q - 1] * (np.abs(weights[q]) @ B)
             b_off[l, q] = size
             blocks.append(B.ravel())
             size += B.size
@@ -127,11 +176,13 @@ class Prepared:
         self.__dict__.update(fields)
 
 
-def forward(net, theta, X, Y):
+def forward(net, theta, X, Y, model=SEED_MODEL):
     """The unperturbed forward pass with NumPy's BLAS: ``(J, Z, A, act_off, weights)``.
 
     Call under :func:`gradcheck_fast._threads.single_blas_thread` for reproducible rounding.
+    ``model``'s hidden activations must be piecewise linear (what this engine handles).
     """
+    hidden = model.hidden_for(len(net.sizes) - 1)
     sizes, w_off, b_off = net.sizes, net.w_off, net.b_off
     m = X.shape[1]
     n_layers = len(sizes) - 1
@@ -150,35 +201,52 @@ def forward(net, theta, X, Y):
         Zl += b
         Al = A[act_off[l] : act_off[l + 1]].reshape(n_l, m)
         if l < n_layers:
-            np.maximum(Zl, 0.0, out=Al)
+            name = hidden[l - 1]
+            if name == "relu":
+                np.maximum(Zl, 0.0, out=Al)
+            elif name == "leaky_relu":
+                Al[...] = np.where(Zl > 0.0, Zl, model.leaky_slope * Zl)
+            else:
+                Al[...] = Zl
         else:
-            with np.errstate(over="ignore"):
-                Al[...] = 1.0 / (1.0 + np.exp(-Zl))
-    AL = A[act_off[-2] :].reshape(int(sizes[-1]), m)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logprobs = -np.log(AL) * Y + -np.log(1.0 - AL) * (1.0 - Y)
-    J = float(np.sum(logprobs) / m)
+            Al[...] = Zl  # the loss reads the output pre-activations
+    ZL = Z[act_off[-2] :].reshape(int(sizes[-1]), m)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if model.output == "sigmoid":
+            AL = 1.0 / (1.0 + np.exp(-ZL))
+            data = np.sum(-np.log(AL) * Y + -np.log(1.0 - AL) * (1.0 - Y))
+        elif model.output == "softmax":
+            shifted = ZL - ZL.max(axis=0, keepdims=True)
+            lse = np.log(np.sum(np.exp(shifted), axis=0, keepdims=True))
+            data = np.sum(Y * (lse - shifted))
+        else:
+            data = 0.5 * np.sum((ZL - Y) ** 2)
+    J = float(data / m)
+    if model.l2:
+        J += model.l2 / (2 * m) * sum(float(np.sum(W * W)) for W in weights[1:])
     return J, Z, A, act_off, weights
 
 
-def prepare(net, theta, X, Y):
+def prepare(net, theta, X, Y, model=SEED_MODEL):
     """Everything the incremental engine needs, or None if the forward pass is not finite (the
     exact engine then reports which perturbed costs are NaN/Inf)."""
     sizes = net.sizes
     m = X.shape[1]
     n_layers = len(sizes) - 1
     n_out = int(sizes[-1])
-    J, Z, A, act_off, weights = forward(net, theta, X, Y)
+    hidden = model.hidden_for(n_layers)
+    alpha = model.leaky_slope
+    J, Z, A, act_off, weights = forward(net, theta, X, Y, model)
     if not (np.isfinite(J) and np.isfinite(Z[act_off[1] :]).all()):
         return None
     coef = np.empty(m * n_out * 4)
     sig = np.empty(m * n_out * 2)
-    _output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig)
+    _output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig, model.output_code)
 
     # V_l[:, j, :] = W_{l+1}^T (mask_{l+1}[:, j] * V_{l+1}[:, j, :]), all samples in one product.
     v_off = np.zeros(n_layers + 1, dtype=np.int64)
-    hidden = [int(n) for n in sizes[1:-1]]
-    V = np.empty(max(sum(hidden) * m * n_out, 1))
+    hidden_units = sum(int(n) for n in sizes[1:-1])
+    V = np.empty(max(hidden_units * m * n_out, 1))
     offset = 0
     for l in range(1, n_layers):
         v_off[l] = offset
@@ -190,16 +258,29 @@ def prepare(net, theta, X, Y):
         V_next[...] = weights[n_layers].T[:, None, :]
         for l in range(last - 1, 0, -1):
             n_next = int(sizes[l + 1])
-            mask = Z[act_off[l + 1] : act_off[l + 2]].reshape(n_next, m) > 0.0
-            masked = (V_next * mask[:, :, None]).reshape(n_next, m * n_out)
+            # The slope of layer l+1's activation at the unperturbed point, per unit and sample.
+            z_next = Z[act_off[l + 1] : act_off[l + 2]].reshape(n_next, m)
+            name = hidden[l]
+            if name == "relu":
+                slope = (z_next > 0.0).astype(np.float64)
+            elif name == "leaky_relu":
+                slope = np.where(z_next > 0.0, 1.0, alpha)
+            else:
+                slope = np.ones((n_next, m))
+            masked = (V_next * slope[:, :, None]).reshape(n_next, m * n_out)
             n_l = int(sizes[l])
             V_l = V[v_off[l] : v_off[l] + n_l * m * n_out].reshape(n_l, m * n_out)
             np.matmul(weights[l + 1].T, masked, out=V_l)
             V_next = V_l.reshape(n_l, m, n_out)
 
-    bound, bound_off = _derivative_bounds(weights, sizes)
+    gains = np.ones(n_layers + 1)
+    kinked = np.zeros(n_layers + 1, dtype=np.int64)
+    for l in range(1, n_layers):
+        gains[l] = max(1.0, alpha) if hidden[l - 1] == "leaky_relu" else 1.0
+        kinked[l] = hidden[l - 1] != "linear"
+    bound, bound_off = _derivative_bounds(weights, sizes, gains)
     rho = np.full(int(act_off[-1]), np.inf)
-    _radii(sizes, act_off, Z, m, bound, bound_off, rho)
+    _radii(sizes, act_off, Z, m, bound, bound_off, rho, kinked)
     return Prepared(J=J, Z=Z, A=A, act_off=act_off, coef=coef, sig=sig, V=V, v_off=v_off,
                     rho=rho)
 
@@ -231,31 +312,98 @@ def _loss_change(c1, c2, c3, c4, s, sbar, y, t):
     return value, 8.0 * _U * (abs(change) + abs(y * t))
 
 
-@jit
-def _output_change(coef, sig, Y, j, o, t):
-    """:func:`_loss_change` of output o of sample j, reading its coefficients (slow path)."""
-    n_out = Y.shape[0]
-    k = (j * n_out + o) * 4
-    q = (j * n_out + o) * 2
-    return _loss_change(coef[k], coef[k + 1], coef[k + 2], coef[k + 3], sig[q], sig[q + 1],
-                        Y[o, j], t)
-
-
 @jit(inline=True)
-def _relu_change(z, dz):
-    """``(relu(z + dz) - relu(z), crossed)`` with the change formed without cancellation."""
+def _act_change(code, z, dz, slope):
+    """``(a(z + dz) - a(z), crossed)`` for ReLU (code 0), leaky ReLU (1, ``slope`` below 0) or
+    linear (4), formed without cancellation (the exact change where no kink is crossed)."""
+    if code == 4:
+        return dz, False
     zn = z + dz
     if z > 0.0:
         if zn > 0.0:
             return dz, False
-        return -z, True
+        return (slope * zn - z if code == 1 else -z), True
     if zn > 0.0:
-        return zn, True
-    return 0.0, False
+        return (zn - slope * z if code == 1 else zn), True
+    return (slope * dz if code == 1 else 0.0), False
+
+
+@jit(inline=True)
+def _softmax_change(coef, sig, j, n_out, tvec):
+    """Change of a softmax cross-entropy loss when the outputs move by ``tvec``; (value, err).
+
+    ``S (LSE(z + t) - LSE(z)) - y . t`` with ``LSE(z + t) - LSE(z) = K(t) = log sum_o p_o e^t_o``,
+    the cumulant generating function of t under p: ``kappa1 + kappa2/2 + kappa3/6 + kappa4/24
+    + O(t**5)`` (kappa1 = p.t, then the central moments), exact to rounding for small t, with
+    ``S kappa1 - y . t`` formed from the accurate ``S p - y`` (:func:`_output_coefficients`);
+    ``log1p(sum_o p_o expm1(t_o))`` beyond.
+    """
+    base = j * n_out
+    k1 = 0.0
+    first = 0.0
+    magnitude = 0.0
+    for o in range(n_out):
+        t = tvec[o]
+        k1 += sig[(base + o) * 2] * t
+        d = coef[(base + o) * 4] * t
+        first += d
+        magnitude += abs(d)
+    labels = sig[base * 2 + 1]
+    spread = 0.0
+    for o in range(n_out):
+        spread = max(spread, abs(tvec[o] - k1))
+    if spread <= T_SERIES:
+        m2 = 0.0
+        m3 = 0.0
+        m4 = 0.0
+        for o in range(n_out):
+            p = sig[(base + o) * 2]
+            u = tvec[o] - k1
+            u2 = u * u
+            m2 += p * u2
+            m3 += p * u2 * u
+            m4 += p * u2 * u2
+        value = first + labels * (m2 / 2.0 + m3 / 6.0 + (m4 - 3.0 * m2 * m2) / 24.0)
+        return value, 8.0 * _U * (n_out + 2.0) * (magnitude + labels * (m2 + spread * spread))
+    s = 0.0
+    dot = 0.0
+    for o in range(n_out):
+        s += sig[(base + o) * 2] * math.expm1(tvec[o])
+        dot += (labels * sig[(base + o) * 2] - coef[(base + o) * 4]) * tvec[o]  # = y . t
+    change = math.log1p(s)
+    value = labels * change - dot
+    return value, 8.0 * _U * (n_out + 2.0) * (labels * abs(change) + abs(dot) + magnitude)
+
+
+@jit(inline=True)
+def _sample_change(out, coef, sig, Y, j, n_out, tvec):
+    """Loss change of sample j when its output pre-activations move by ``tvec``; (value, err)
+    for the sigmoid (0, :func:`_loss_change`), softmax (1) or linear (2) output."""
+    if out == 1:
+        return _softmax_change(coef, sig, j, n_out, tvec)
+    total = 0.0
+    error = 0.0
+    for o in range(n_out):
+        t = tvec[o]
+        if t == 0.0:
+            continue
+        k = (j * n_out + o) * 4
+        if out == 2:
+            c1 = coef[k]
+            total += t * (c1 + 0.5 * t)
+            error += 4.0 * _U * (abs(c1 * t) + t * t)
+        else:
+            q = (j * n_out + o) * 2
+            v, e = _loss_change(coef[k], coef[k + 1], coef[k + 2], coef[k + 3], sig[q],
+                                sig[q + 1], Y[o, j], t)
+            total += v
+            error += e
+    return total, error
 
 
 @jit
-def _propagate(theta, sizes, w_off, act_off, Z, coef, sig, Y, l, r, j, da, cur, nxt):
+def _propagate(theta, sizes, w_off, act_off, Z, coef, sig, Y, l, r, j, da, cur, nxt, acts,
+               slope, out):
     """Explicit propagation of ``a_l[r, j] += da`` to the loss of sample j, kinks included.
 
     Returns ``(loss change, rounding bound, number of later units that crossed their kink)``.
@@ -270,7 +418,7 @@ def _propagate(theta, sizes, w_off, act_off, Z, coef, sig, Y, l, r, j, da, cur, 
     for q in range(l + 1, n_layers):
         n_q = sizes[q]
         for k in range(n_q):
-            change, crossed = _relu_change(Z[act_off[q] + k * m + j], cur[k])
+            change, crossed = _act_change(acts[q], Z[act_off[q] + k * m + j], cur[k], slope)
             cur[k] = change
             if crossed:
                 crossings += 1
@@ -283,21 +431,16 @@ def _propagate(theta, sizes, w_off, act_off, Z, coef, sig, Y, l, r, j, da, cur, 
                     acc += theta[row + k] * cur[k]
             nxt[k2] = acc
         cur, nxt = nxt, cur
-    total = 0.0
-    error = 0.0
-    for o in range(sizes[n_layers]):
-        value, err = _output_change(coef, sig, Y, j, o, cur[o])
-        total += value
-        error += err
+    total, error = _sample_change(out, coef, sig, Y, j, sizes[n_layers], cur)
     return total, error, crossings
 
 
 @jit
 def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off,
-                  rho, epsilon, dJ_plus, dJ_minus, resolution, kinks):
-    """For the parameters i = idx[k], lo <= k < hi, into slot k: J(theta +- eps e_i) - J(theta),
-    the rounding bound of their difference, and how many (sample, unit) kinks the two steps
-    crossed."""
+                  rho, epsilon, dJ_plus, dJ_minus, resolution, kinks, acts, slope, out):
+    """For the parameters i = idx[k], lo <= k < hi, into slot k: J(theta +- eps e_i) - J(theta)
+    (its data part; the L2 term's change is added by the caller), the rounding bound of their
+    difference, and how many (sample, unit) kinks the two steps crossed."""
     n_layers = sizes.shape[0] - 1
     m = Y.shape[1]
     n_out = sizes[n_layers]
@@ -306,6 +449,7 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
         max_width = max(max_width, sizes[l])
     cur = np.empty(max_width)
     nxt = np.empty(max_width)
+    tvec = np.zeros(n_out)
     for slot in range(lo, hi):
         i = idx[slot]
         l = 1
@@ -332,13 +476,13 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
             for sign in range(2):
                 dz = (d_plus if sign == 0 else d_minus) * x
                 if l == n_layers:
-                    # An output unit: its loss term alone changes.
-                    k = (j * n_out + r) * 4
-                    q = (j * n_out + r) * 2
-                    value, err = _loss_change(coef[k], coef[k + 1], coef[k + 2], coef[k + 3],
-                                              sig[q], sig[q + 1], Y[r, j], dz)
+                    # An output unit moves alone.
+                    for o in range(n_out):
+                        tvec[o] = 0.0
+                    tvec[r] = dz
+                    value, err = _sample_change(out, coef, sig, Y, j, n_out, tvec)
                 else:
-                    da, crossed = _relu_change(Z[z_row + j], dz)
+                    da, crossed = _act_change(acts[l], Z[z_row + j], dz, slope)
                     if crossed:
                         crossings += 1
                     value = 0.0
@@ -348,16 +492,62 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                     elif abs(da) < RHO_SAFETY * rho[z_row + j]:
                         # No later unit can cross: the outputs move by V * da exactly.
                         base = v_off[l] + (r * m + j) * n_out
-                        for o in range(n_out):
-                            k = (j * n_out + o) * 4
-                            q = (j * n_out + o) * 2
-                            v, e = _loss_change(coef[k], coef[k + 1], coef[k + 2], coef[k + 3],
-                                                sig[q], sig[q + 1], Y[o, j], V[base + o] * da)
-                            value += v
-                            err += e
+                        if out == 1:
+                            # _softmax_change written out over t_o = V_o da (array arguments
+                            # of an inlined helper cost more than this arithmetic).
+                            sbase = j * n_out
+                            k1 = 0.0
+                            first = 0.0
+                            magnitude = 0.0
+                            for o in range(n_out):
+                                t_o = V[base + o] * da
+                                k1 += sig[(sbase + o) * 2] * t_o
+                                d = coef[(sbase + o) * 4] * t_o
+                                first += d
+                                magnitude += abs(d)
+                            spread = 0.0
+                            m2 = 0.0
+                            m3 = 0.0
+                            m4 = 0.0
+                            for o in range(n_out):
+                                p = sig[(sbase + o) * 2]
+                                u = V[base + o] * da - k1
+                                spread = max(spread, abs(u))
+                                u2 = u * u
+                                m2 += p * u2
+                                m3 += p * u2 * u
+                                m4 += p * u2 * u2
+                            if spread <= T_SERIES:
+                                labels = sig[sbase * 2 + 1]
+                                value = first + labels * (
+                                    m2 / 2.0 + m3 / 6.0 + (m4 - 3.0 * m2 * m2) / 24.0)
+                                err = 8.0 * _U * (n_out + 2.0) * (
+                                    magnitude + labels * (m2 + spread * spread))
+                            else:
+                                for o in range(n_out):
+                                    tvec[o] = V[base + o] * da
+                                value, err = _softmax_change(coef, sig, j, n_out, tvec)
+                        else:
+                            # Written out rather than through _sample_change: scalar helpers
+                            # only in the innermost loop (see _loss_change).
+                            for o in range(n_out):
+                                t_o = V[base + o] * da
+                                k = (j * n_out + o) * 4
+                                if out == 2:
+                                    c1 = coef[k]
+                                    value += t_o * (c1 + 0.5 * t_o)
+                                    err += 4.0 * _U * (abs(c1 * t_o) + t_o * t_o)
+                                else:
+                                    q = (j * n_out + o) * 2
+                                    v, e = _loss_change(coef[k], coef[k + 1], coef[k + 2],
+                                                        coef[k + 3], sig[q], sig[q + 1],
+                                                        Y[o, j], t_o)
+                                    value += v
+                                    err += e
                     else:
                         value, err, later = _propagate(theta, sizes, w_off, act_off, Z, coef,
-                                                       sig, Y, l, r, j, da, cur, nxt)
+                                                       sig, Y, l, r, j, da, cur, nxt, acts,
+                                                       slope, out)
                         crossings += later
                 if sign == 0:
                     acc_plus += value
@@ -372,11 +562,12 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
 
 @jit(parallel=True)
 def _deltas_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y,
-                     coef, sig, V, v_off, rho, epsilon, dJ_plus, dJ_minus, resolution, kinks):
+                     coef, sig, V, v_off, rho, epsilon, dJ_plus, dJ_minus, resolution, kinks,
+                     acts, slope, out):
     """:func:`_deltas_range` over ``n_chunks`` chunks of [start, stop) in parallel; each index
     writes only its own slots, so the result is the same for any thread count."""
     n = stop - start
     for ch in prange(n_chunks):
         _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx, theta,
                       sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon,
-                      dJ_plus, dJ_minus, resolution, kinks)
+                      dJ_plus, dJ_minus, resolution, kinks, acts, slope, out)

@@ -213,9 +213,10 @@ def _progress_bar(total: int):
 
 
 def incremental_supports(model, n_layers: int) -> bool:
-    """Whether the incremental engine handles ``model`` (for now: the seed's architecture;
-    every other MLP runs on the exact engine)."""
-    return model.is_seed(n_layers)
+    """Whether the incremental engine handles ``model``: piecewise-linear hidden layers (ReLU,
+    leaky ReLU with slope <= 1, linear), any output, any L2. Smooth hidden activations (tanh,
+    sigmoid) run on the exact engine."""
+    return model.piecewise_linear(n_layers) and model.leaky_slope <= 1.0
 
 
 def choose_engine(engine: str, model, n_layers: int, work: int) -> str:
@@ -223,8 +224,9 @@ def choose_engine(engine: str, model, n_layers: int, work: int) -> str:
     the network's size: a sample of a network gets the same values as the full check) and for
     models the incremental engine does not handle, incremental otherwise."""
     if engine == "incremental" and not incremental_supports(model, n_layers):
-        raise ValueError(f"engine='incremental' handles ReLU hidden layers with sigmoid outputs "
-                         f"and no L2 for now; {model!r} needs engine='exact' or 'auto'")
+        raise ValueError(f"engine='incremental' handles piecewise-linear hidden layers (relu, "
+                         f"leaky_relu with slope <= 1, linear) for now; {model!r} needs "
+                         f"engine='exact' or 'auto'")
     if engine != "auto":
         return engine
     if work <= _EXACT_WORK or not incremental_supports(model, n_layers):
@@ -248,9 +250,9 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     engine = choose_engine(engine, model, net.n_layers, theta.shape[0] * m)
     if engine == "incremental":
         with single_blas_thread():
-            prepared = delta.prepare(net, theta, X, Y)
+            prepared = delta.prepare(net, theta, X, Y, model)
         if prepared is not None:
-            return _incremental(net, theta, Y, epsilon, prepared, indices, progress)
+            return _incremental(net, theta, Y, epsilon, prepared, indices, progress, model)
         # A non-finite forward pass: the exact engine reports which J+- are NaN/Inf.
     act_off = net.activation_offsets(m)
     n_act = int(act_off[-1])
@@ -270,14 +272,15 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
                  indices)
 
 
-def _incremental(net, theta, Y, epsilon, prepared, indices, progress) -> Costs:
+def _incremental(net, theta, Y, epsilon, prepared, indices, progress, model) -> Costs:
     m = Y.shape[1]
     n = indices.shape[0]
     dJ_plus, dJ_minus, resolution = np.empty((3, n))
     kinks = np.empty(n, dtype=np.int64)
     p = prepared
     args = (indices, theta, net.sizes, net.w_off, net.b_off, p.act_off, p.A, p.Z, Y, p.coef,
-            p.sig, p.V, p.v_off, p.rho, epsilon, dJ_plus, dJ_minus, resolution, kinks)
+            p.sig, p.V, p.v_off, p.rho, epsilon, dJ_plus, dJ_minus, resolution, kinks,
+            model.codes(net.n_layers), model.leaky_slope, model.output_code)
     seconds = incremental_seconds(net.sizes, m, slow_fractions(p, net.sizes, m, epsilon))
     _run_kernel(delta._deltas_range, delta._deltas_parallel, n, seconds, args, progress)
     # Divided by the steps really taken, fl(theta_i +- epsilon) - theta_i, not by 2 epsilon:
@@ -285,6 +288,15 @@ def _incremental(net, theta, Y, epsilon, prepared, indices, progress) -> Costs:
     # ~1e-9 relative at epsilon = 1e-7) would otherwise be the largest error left. A step that
     # rounds to 0 gives 0 (J did not move), which the report marks as unverified.
     t = theta[indices]
+    if model.l2:
+        # The L2 term's change, exact: l2/(2m) d (2w + d) for a weight moved by d.
+        weight = np.zeros(theta.shape[0], dtype=bool)
+        for name, start, stop in zip(net.names, net.offsets[:-1], net.offsets[1:]):
+            weight[start:stop] = name[0] == "W"
+        is_weight = weight[indices]
+        for changes, sign in ((dJ_plus, 1.0), (dJ_minus, -1.0)):
+            d = (t + sign * epsilon) - t
+            changes += np.where(is_weight, model.l2 / (2.0 * m) * (d * (2.0 * t + d)), 0.0)
     step = ((t + epsilon) - t) - ((t - epsilon) - t)
     with np.errstate(divide="ignore", invalid="ignore"):
         gradapprox = np.where(step > 0, (dJ_plus - dJ_minus) / step, 0.0)

@@ -36,7 +36,7 @@ from numba import prange
 from . import delta
 from ._jit import jit
 from ._threads import single_blas_thread
-from .delta import _relu_change
+from .delta import _act_change
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
@@ -93,7 +93,7 @@ def _unit_rows(rng, k: int, n: int) -> np.ndarray:
 @jit(parallel=True)
 def _relu_changes(z, dz_plus, dz_minus, da_plus, da_minus, crossings):
     """``da = relu(z + dz) - relu(z)`` for both steps of every probe, without cancellation
-    (as :func:`gradcheck_fast.delta._relu_change`); counts each probe's kink crossings into
+    (as :func:`gradcheck_fast.delta._act_change` for ReLU); counts each probe's kink crossings into
     ``crossings[p]``. Arrays are (units, probes, samples); each probe writes its own slots.
     Returns whether any crossing happened."""
     n, k, m = dz_plus.shape
@@ -102,10 +102,10 @@ def _relu_changes(z, dz_plus, dz_minus, da_plus, da_minus, crossings):
         for i in range(n):
             for j in range(m):
                 zij = z[i, j]
-                change, crossed = _relu_change(zij, dz_plus[i, p, j])
+                change, crossed = _act_change(0, zij, dz_plus[i, p, j], 0.0)
                 da_plus[i, p, j] = change
                 count += crossed
-                change, crossed = _relu_change(zij, dz_minus[i, p, j])
+                change, crossed = _act_change(0, zij, dz_minus[i, p, j], 0.0)
                 da_minus[i, p, j] = change
                 count += crossed
         crossings[p] += count
@@ -177,7 +177,7 @@ def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int
         J, Z, A, act_off, weights = delta.forward(net, theta, X, Y)
         coef = np.empty(m * n_out * 4)
         sig = np.empty(m * n_out * 2)
-        delta._output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig)
+        delta._output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig, 0)
         Z_layers = [Z[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)
                     for q in range(n_layers + 1)]
         A_layers = [A[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)

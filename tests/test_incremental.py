@@ -14,7 +14,8 @@ import mpmath
 import numpy as np
 import pytest
 
-from gradcheck_fast import engine, validation
+from gradcheck_fast import MLP, engine, validation
+from gradcheck_fast.models import SEED_MODEL
 
 U = 2.0**-53
 mpmath.mp.dps = 50
@@ -23,29 +24,47 @@ _log = np.vectorize(mpmath.log, otypes=[object])
 _mpf = np.vectorize(mpmath.mpf, otypes=[object])
 
 
-def _cost_exact(parameters, X, Y):
+def _cost_exact(parameters, X, Y, model=SEED_MODEL):
+    """J of ``model`` in 50 digits, written from the MLP docstring's definitions."""
     L = len(parameters) // 2
+    hidden = model.hidden_for(L)
     A = _mpf(X)
     for l in range(1, L + 1):
         Z = _mpf(parameters[f"W{l}"]) @ A + _mpf(parameters[f"b{l}"])
-        if l == L:
-            A = 1 / (1 + _exp(-Z))
-        else:
-            A = np.where(Z > 0, Z, mpmath.mpf(0))
-    logprobs = -_log(A) * _mpf(Y) - _log(1 - A) * (1 - _mpf(Y))
-    return sum(logprobs.ravel()) / X.shape[1]
+        if l < L:
+            name = hidden[l - 1]
+            if name == "relu":
+                A = np.where(Z > 0, Z, mpmath.mpf(0))
+            elif name == "leaky_relu":
+                A = np.where(Z > 0, Z, mpmath.mpf(model.leaky_slope) * Z)
+            else:
+                A = Z
+    Y = _mpf(Y)
+    if model.output == "sigmoid":
+        A = 1 / (1 + _exp(-Z))
+        data = sum((-_log(A) * Y - _log(1 - A) * (1 - Y)).ravel())
+    elif model.output == "softmax":
+        lse = _log(np.sum(_exp(Z), axis=0))
+        data = sum((Y * (lse - Z)).ravel())
+    else:
+        data = sum(((Z - Y) ** 2).ravel()) / 2
+    cost = data / X.shape[1]
+    if model.l2:
+        squares = sum(sum((_mpf(parameters[f"W{l}"]) ** 2).ravel()) for l in range(1, L + 1))
+        cost += mpmath.mpf(model.l2) / (2 * X.shape[1]) * squares
+    return cost
 
 
-def _true_changes(parameters, X, Y, epsilon):
+def _true_changes(parameters, X, Y, epsilon, model=SEED_MODEL):
     """Per coordinate, J(theta + delta+-) - J(theta) in 50 digits, rounded to float64."""
     layout, theta = validation.mlp_layout_and_theta(parameters)
-    J0 = _cost_exact(parameters, X, Y)
+    J0 = _cost_exact(parameters, X, Y, model)
     changes = np.empty((2, theta.size))
     for i in range(theta.size):
         for k, step in enumerate((epsilon, -epsilon)):
             perturbed = theta.copy()
             perturbed[i] = theta[i] + step  # the float64 step the engines take
-            changes[k, i] = float(_cost_exact(layout.unpack(perturbed), X, Y) - J0)
+            changes[k, i] = float(_cost_exact(layout.unpack(perturbed), X, Y, model) - J0)
     return changes
 
 
@@ -73,10 +92,10 @@ def _place_near_kinks(rng, parameters, X, layers, margin=3e-8):
     return parameters
 
 
-def _incremental(parameters, X, Y, epsilon):
+def _incremental(parameters, X, Y, epsilon, model=SEED_MODEL):
     layout, theta = validation.mlp_layout_and_theta(parameters)
-    X, Y = validation.check_data(X, Y, layout)
-    return engine.mlp_costs(layout, theta, X, Y, epsilon, engine="incremental")
+    X, Y = validation.check_data(X, Y, layout, model)
+    return engine.mlp_costs(layout, theta, X, Y, epsilon, engine="incremental", model=model)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -90,6 +109,28 @@ def test_changes_equal_full_pass_up_to_rounding(seed):
     costs = _incremental(parameters, X, Y, 1e-7)
     truth = _true_changes(parameters, X, Y, 1e-7)
     _check(costs, truth)
+
+
+PIECEWISE_MODELS = [
+    MLP(output="softmax"), MLP(output="linear"), MLP(hidden="leaky_relu", leaky_slope=0.2),
+    MLP(hidden="linear", output="softmax", l2=0.3), MLP(hidden=["leaky_relu", "relu"],
+                                                      output="linear", l2=0.1),
+]
+
+
+@pytest.mark.parametrize("model", PIECEWISE_MODELS, ids=repr)
+@pytest.mark.parametrize("seed", range(3))
+def test_changes_equal_full_pass_for_every_piecewise_linear_model(model, seed):
+    rng = np.random.default_rng(40 + seed)
+    sizes = [int(n) for n in rng.integers(2, 6, size=4)]
+    X, Y, parameters = _network(rng, sizes, m=int(rng.integers(2, 9)), scale=0.7)
+    if model.output == "softmax":
+        Y = np.eye(sizes[-1])[:, rng.integers(sizes[-1], size=X.shape[1])]
+    elif model.output == "linear":
+        Y = rng.standard_normal(Y.shape)
+    _place_near_kinks(rng, parameters, X, layers=range(1, 3))
+    costs = _incremental(parameters, X, Y, 1e-7, model)
+    _check(costs, _true_changes(parameters, X, Y, 1e-7, model))
 
 
 def _check(costs, truth):

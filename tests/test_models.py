@@ -144,6 +144,31 @@ def test_library_checks_every_combination(model):
     assert bad.blocks["dW2"].diagnosis == "dW2 ≈ 1.50 × numerical"
 
 
+PIECEWISE = [model for model in COMBINATIONS if model.hidden in ("relu", "leaky_relu", "linear")]
+
+
+@pytest.mark.parametrize("model", PIECEWISE, ids=repr)
+def test_incremental_engine_checks_every_piecewise_linear_combination(model):
+    X, Y, parameters = _data(model, sizes=(5, 4, 4, 3), m=9, seed=3)
+    _, cache = reference.forward_mlp(X, Y, parameters, model)
+    gradients = reference.backward_mlp(X, Y, cache, model)
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model,
+                                            engine="incremental")
+    assert report.engine == "incremental" and report.passed, str(report)
+    exact = gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model,
+                                           engine="exact")
+    # Both are central differences of the same cost; the exact engine's carry the rounding of
+    # two full costs, ~64 ulp(J) / eps at most here.
+    noise = 64 * 2.0**-53 * abs(exact.cost) / 1e-7
+    for name in report.gradapprox:
+        assert np.allclose(report.gradapprox[name], exact.gradapprox[name], rtol=0, atol=noise)
+    wrong = dict(gradients)
+    wrong["db1"] = -gradients["db1"]
+    bad = gradcheck_fast.check_gradients(parameters, wrong, X, Y, model=model,
+                                         engine="incremental")
+    assert bad.failed_blocks == ["db1"] and "wrong sign" in bad.blocks["db1"].diagnosis
+
+
 @pytest.mark.parametrize("model", [MLP(hidden="tanh", output="softmax", l2=0.2),
                                    MLP(hidden=["leaky_relu", "sigmoid"], output="linear")],
                          ids=repr)
@@ -208,6 +233,10 @@ def test_engines_and_modes_not_yet_available_for_other_models_say_so():
     with pytest.raises(ValueError, match="engine='incremental'"):
         gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model,
                                        engine="incremental")
+    softmax = MLP(output="softmax")
+    with pytest.raises(ValueError, match="mode='directional'"):
+        gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=softmax,
+                                       mode="directional")
     with pytest.raises(ValueError, match="mode='directional'"):
         gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model,
                                        mode="directional")
