@@ -337,8 +337,9 @@ def check_gradients(
     model : MLP, optional
         The network's activations, output, loss and L2 (:class:`gradcheck_fast.MLP`); default
         the seed's. Y for a softmax output may be integer class labels of shape (m,). Models
-        with tanh or sigmoid hidden layers run on the exact engine; the directional mode
-        handles the seed's architecture only, for now.
+        with tanh or sigmoid hidden layers are exact but slower on the incremental engine
+        (their changes are carried explicitly); the directional mode handles the seed's
+        architecture only, for now.
 
     Returns
     -------

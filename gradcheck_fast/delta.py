@@ -180,7 +180,6 @@ def forward(net, theta, X, Y, model=SEED_MODEL):
     """The unperturbed forward pass with NumPy's BLAS: ``(J, Z, A, act_off, weights)``.
 
     Call under :func:`gradcheck_fast._threads.single_blas_thread` for reproducible rounding.
-    ``model``'s hidden activations must be piecewise linear (what this engine handles).
     """
     hidden = model.hidden_for(len(net.sizes) - 1)
     sizes, w_off, b_off = net.sizes, net.w_off, net.b_off
@@ -206,6 +205,11 @@ def forward(net, theta, X, Y, model=SEED_MODEL):
                 np.maximum(Zl, 0.0, out=Al)
             elif name == "leaky_relu":
                 Al[...] = np.where(Zl > 0.0, Zl, model.leaky_slope * Zl)
+            elif name == "tanh":
+                np.tanh(Zl, out=Al)
+            elif name == "sigmoid":
+                with np.errstate(over="ignore"):
+                    Al[...] = 1.0 / (1.0 + np.exp(-Zl))
             else:
                 Al[...] = Zl
         else:
@@ -277,10 +281,16 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
     kinked = np.zeros(n_layers + 1, dtype=np.int64)
     for l in range(1, n_layers):
         gains[l] = max(1.0, alpha) if hidden[l - 1] == "leaky_relu" else 1.0
-        kinked[l] = hidden[l - 1] != "linear"
+        kinked[l] = hidden[l - 1] in ("relu", "leaky_relu")
     bound, bound_off = _derivative_bounds(weights, sizes, gains)
     rho = np.full(int(act_off[-1]), np.inf)
     _radii(sizes, act_off, Z, m, bound, bound_off, rho, kinked)
+    # V is the exact map from a change of a_l to the outputs only while every later hidden
+    # layer is piecewise linear; behind a tanh or sigmoid layer the change is carried
+    # explicitly (radius 0: every sample takes _propagate, with exact activation changes).
+    for l in range(1, n_layers - 1):
+        if any(name in ("tanh", "sigmoid") for name in hidden[l:]):
+            rho[act_off[l] : act_off[l + 1]] = 0.0
     return Prepared(J=J, Z=Z, A=A, act_off=act_off, coef=coef, sig=sig, V=V, v_off=v_off,
                     rho=rho)
 
@@ -314,10 +324,23 @@ def _loss_change(c1, c2, c3, c4, s, sbar, y, t):
 
 @jit(inline=True)
 def _act_change(code, z, dz, slope):
-    """``(a(z + dz) - a(z), crossed)`` for ReLU (code 0), leaky ReLU (1, ``slope`` below 0) or
-    linear (4), formed without cancellation (the exact change where no kink is crossed)."""
+    """``(a(z + dz) - a(z), crossed)`` for ReLU (code 0), leaky ReLU (1, ``slope`` below 0),
+    tanh (2), sigmoid (3) or linear (4), formed without cancellation: the exact change where
+    no kink is crossed; for tanh ``tanh(dz) sech(z)**2 / (1 + tanh(z) tanh(dz))`` and for the
+    sigmoid ``s sbar expm1(dz) / (1 + s expm1(dz))`` (s = sigmoid(z), sbar = sigmoid(-z)),
+    the addition theorems, which never subtract two nearly equal values."""
     if code == 4:
         return dz, False
+    if code == 2:
+        th = math.tanh(z)
+        td = math.tanh(dz)
+        sech = 1.0 / math.cosh(z)
+        return td * sech * sech / (1.0 + th * td), False
+    if code == 3:
+        s = 1.0 / (1.0 + math.exp(-z))
+        sbar = 1.0 / (1.0 + math.exp(z))
+        e = math.expm1(dz)
+        return s * sbar * e / (1.0 + s * e), False
     zn = z + dz
     if z > 0.0:
         if zn > 0.0:

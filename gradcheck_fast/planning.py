@@ -125,7 +125,7 @@ def estimate(inputs, options) -> CostEstimate:
         from ._threads import single_blas_thread
 
         with single_blas_thread():
-            prepared = delta.prepare(layout, inputs.theta, inputs.X, inputs.Y)
+            prepared = delta.prepare(layout, inputs.theta, inputs.X, inputs.Y, inputs.model)
         if prepared is not None:
             slow = slow_fractions(prepared, sizes, m, options.epsilon)
     full = ModeCost("full", 2 * passes * P, P,
@@ -196,7 +196,7 @@ def estimate_cost(parameters, gradients, X, Y, **options) -> CostEstimate:
     """
     from .checker import check_options, prepare_inputs
 
-    inputs = prepare_inputs(parameters, gradients, X, Y)
+    inputs = prepare_inputs(parameters, gradients, X, Y, options.pop("model", None))
     defaults = dict(epsilon=None, threshold=2e-7, rtol=None, atol=None, mode="full",
                     n_per_block=1000, n_directions=8, seed=0, probability=0.999,
                     method="central", engine="auto", progress=False, n_threads=None,

@@ -37,6 +37,10 @@ def _cost_exact(parameters, X, Y, model=SEED_MODEL):
                 A = np.where(Z > 0, Z, mpmath.mpf(0))
             elif name == "leaky_relu":
                 A = np.where(Z > 0, Z, mpmath.mpf(model.leaky_slope) * Z)
+            elif name == "tanh":
+                A = np.vectorize(mpmath.tanh, otypes=[object])(Z)
+            elif name == "sigmoid":
+                A = 1 / (1 + _exp(-Z))
             else:
                 A = Z
     Y = _mpf(Y)
@@ -111,16 +115,18 @@ def test_changes_equal_full_pass_up_to_rounding(seed):
     _check(costs, truth)
 
 
-PIECEWISE_MODELS = [
+MODELS = [
     MLP(output="softmax"), MLP(output="linear"), MLP(hidden="leaky_relu", leaky_slope=0.2),
     MLP(hidden="linear", output="softmax", l2=0.3), MLP(hidden=["leaky_relu", "relu"],
                                                       output="linear", l2=0.1),
+    MLP(hidden="tanh"), MLP(hidden="sigmoid", output="softmax", l2=0.2),
+    MLP(hidden=["tanh", "relu"], output="linear"), MLP(hidden=["relu", "sigmoid"]),
 ]
 
 
-@pytest.mark.parametrize("model", PIECEWISE_MODELS, ids=repr)
+@pytest.mark.parametrize("model", MODELS, ids=repr)
 @pytest.mark.parametrize("seed", range(3))
-def test_changes_equal_full_pass_for_every_piecewise_linear_model(model, seed):
+def test_changes_equal_full_pass_for_every_model(model, seed):
     rng = np.random.default_rng(40 + seed)
     sizes = [int(n) for n in rng.integers(2, 6, size=4)]
     X, Y, parameters = _network(rng, sizes, m=int(rng.integers(2, 9)), scale=0.7)
