@@ -29,6 +29,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
+from .mlp import _locate
 from .models import SEED_MODEL
 
 #: Unit roundoff of float64.
@@ -475,13 +476,7 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
     tvec = np.zeros(n_out)
     for slot in range(lo, hi):
         i = idx[slot]
-        l = 1
-        while l < n_layers and i >= w_off[l + 1]:
-            l += 1
-        n_prev = sizes[l - 1]
-        is_bias = i >= b_off[l]
-        r = i - b_off[l] if is_bias else (i - w_off[l]) // n_prev
-        c = 0 if is_bias else (i - w_off[l]) % n_prev
+        l, r, c, is_bias = _locate(i, sizes, w_off, b_off)
         t = theta[i]
         # The steps the seed really takes: fl(theta_i + eps) - theta_i, exact in floating point.
         d_plus = (t + epsilon) - t

@@ -32,7 +32,7 @@ from .costmodel import (
     incremental_seconds,
     slow_fractions,
 )
-from .mlp import _costs_along, _forward, _perturbed_cost, _regularisation
+from .mlp import _costs_along, _forward, _locate, _perturbed_cost, _regularisation
 from .models import SEED_MODEL
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
 
@@ -77,7 +77,6 @@ def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
     changed = np.empty(m, dtype=np.int64)
     cur = np.empty(max_width * m)
     nxt = np.empty(max_width * m)
-    n_layers = sizes.shape[0] - 1
     for k in range(lo, hi):
         i = idx[k]
         t = theta[i]
@@ -93,10 +92,7 @@ def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
         reg_plus = reg
         reg_minus = reg
         if l2 != 0.0:
-            l = 1
-            while l < n_layers and i >= w_off[l + 1]:
-                l += 1
-            if i < b_off[l]:  # a weight: biases are not regularised
+            if not _locate(i, sizes, w_off, b_off)[3]:  # a weight: biases are not regularised
                 d = plus - t
                 reg_plus = reg + l2 / (2.0 * m) * (d * (2.0 * t + d))
                 d = minus - t

@@ -133,6 +133,20 @@ def _column_loss(Z, zo, stride, col, Y, j, out, r, z_r):
 
 
 @jit(inline=True)
+def _locate(i, sizes, w_off, b_off):
+    """Where flat index i is: ``(layer l, row r, column c, is_bias)`` (c = 0 for a bias)."""
+    n_layers = sizes.shape[0] - 1
+    l = 1
+    while l < n_layers and i >= w_off[l + 1]:
+        l += 1
+    n_prev = sizes[l - 1]
+    is_bias = i >= b_off[l]
+    r = i - b_off[l] if is_bias else (i - w_off[l]) // n_prev
+    c = 0 if is_bias else (i - w_off[l]) % n_prev
+    return l, r, c, is_bias
+
+
+@jit(inline=True)
 def _linear_row(theta, w_start, n_prev, A, a_start, m, bias, out, out_start, sub_index,
                 sub_value):
     """``out[o + j] = sum_c theta[w_start + c] * A[a_start + c*m + j] + bias`` for j < m, with
@@ -268,13 +282,8 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
     """
     n_layers = sizes.shape[0] - 1
     m = Y.shape[1]
-    # Which layer and row, and whether a weight or a bias.
-    l = 1
-    while l < n_layers and i >= w_off[l + 1]:
-        l += 1
+    l, r, _, is_bias = _locate(i, sizes, w_off, b_off)
     n_prev = sizes[l - 1]
-    is_bias = i >= b_off[l]
-    r = i - b_off[l] if is_bias else (i - w_off[l]) // n_prev
     bias = value if is_bias else theta[b_off[l] + r]
     _linear_row(theta, w_off[l] + r * n_prev, n_prev, A, act_off[l - 1], m, bias, zrow, 0, i,
                 value)
