@@ -17,7 +17,7 @@ from .checker import (
     run_check,
     seed_options,
 )
-from .layout import SEED_LAYOUT, Layout
+from .layout import SEED_LAYOUT, Layout, is_shape_dict
 from .report import relative_difference
 from .validation import (
     check_epsilon,
@@ -152,14 +152,6 @@ def gradients_to_vector(gradients: ArrayDict,
     return pack_gradients(gradients, layout).reshape(-1, 1)
 
 
-def _is_shape_dict(mapping: Mapping) -> bool:
-    """True for ``{'W1': (5, 4), ...}``: every value a tuple or list of ints."""
-    def is_shape(value):
-        return isinstance(value, (tuple, list)) and all(
-            isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in value)
-    return len(mapping) > 0 and all(is_shape(v) for v in mapping.values())
-
-
 def vector_to_dictionary(theta: Any,
                          layout: Layout | ArrayDict | None = None) -> dict[str, np.ndarray]:
     """Rebuild the parameter dict from a flat ``theta`` (shape ``(P, 1)`` or ``(P,)``).
@@ -178,7 +170,7 @@ def vector_to_dictionary(theta: Any,
     if layout is None:
         layout = SEED_LAYOUT
     elif isinstance(layout, Mapping):
-        layout = Layout(layout) if _is_shape_dict(layout) else mlp_layout(layout)
+        layout = Layout(layout) if is_shape_dict(layout) else mlp_layout(layout)
     elif not isinstance(layout, Layout):
         raise TypeError(f"layout must be a Layout, a parameters dict or a dict of shapes; "
                         f"got {type(layout).__name__}")

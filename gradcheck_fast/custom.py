@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,9 +14,9 @@ from numba.core.errors import NumbaError
 
 from ._jit import jit
 from ._threads import n_threads_set
-from .checker import check_options
+from .checker import TRUNCATION_STEP, LowPrecisionWarning, check_options
 from .engine import Costs, _run_kernel
-from .layout import Layout
+from .layout import Layout, is_shape_dict
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
 from .report import GradientCheckReport, build_report
 from .validation import float_parameter_array
@@ -74,16 +75,31 @@ def _is_njit(cost) -> bool:
     return isinstance(cost, numba.core.dispatcher.Dispatcher)
 
 
-def _first_value(cost, theta, args) -> float:
-    """cost(theta, *args) once, in Python: compiles an njit cost and checks what it returns."""
+def _type_name(value) -> str:
     try:
-        value = cost(theta.copy(), *args)
-    except NumbaError as exc:
+        return str(numba.typeof(value))
+    except Exception:  # numba cannot type it: that is the reason the compile failed
+        return f"{type(value).__name__} (no numba type)"
+
+
+def _first_value(cost, theta, args) -> float:
+    """cost(theta, *args) once, in Python: compiles an njit cost, checks what it returns, and
+    that it leaves theta alone (the check perturbs private copies of theta that must stay
+    exactly theta between evaluations)."""
+    probe = theta.copy()
+    try:
+        value = cost(probe, *args)
+    except (NumbaError, ValueError, TypeError) as exc:
+        if not _is_njit(cost):
+            raise
         summary = str(exc).strip().splitlines()
         reason = next((line for line in summary if line.strip()), "")
-        raise TypeError(f"cost could not be compiled by numba for (theta: float64[:]"
-                        f"{''.join(', ' + numba.typeof(a).__str__() for a in args)}): {reason}"
-                        ) from exc
+        types = "".join(", " + _type_name(a) for a in args)
+        raise TypeError(f"cost could not be compiled by numba for (theta: float64[:]{types}): "
+                        f"{reason}") from exc
+    if not np.array_equal(probe, theta):
+        raise ValueError("cost modified theta: it must not write into its first argument "
+                         "(copy it first if it needs scratch space)")
     value = _scalar(value)
     if not np.isfinite(value):
         raise ValueError(f"cost(theta, *args) is {value} at the given theta: the check needs a "
@@ -91,11 +107,42 @@ def _first_value(cost, theta, args) -> float:
     return value
 
 
+def _central(cost, theta, args, epsilon, njit, seconds, progress):
+    """J+- and the central differences for every coordinate, in parallel for an njit cost."""
+    P = theta.size
+    J_plus, J_minus, gradapprox = np.empty((3, P))
+    kernel_args = (cost, theta, args, epsilon, J_plus, J_minus, gradapprox)
+    if njit:
+        _run_kernel(_user_costs_range, _user_costs_parallel, P, seconds, kernel_args, progress)
+    else:
+        _run_kernel(_python_costs_range, None, P, seconds, kernel_args, progress)
+    return J_plus, J_minus, gradapprox
+
+
+def _noise(cost, theta, args) -> float:
+    """ECnoise of the user's cost; a line along which the cost does not move at all (its
+    resolution is coarser than the step) is lengthened before giving up."""
+    step = ecnoise_step(theta)
+    for grow in (1.0, 1e3, 1e6):
+        values = [_scalar(cost(theta + t * grow * step, *args)) for t in range(N_POINTS)]
+        if len(set(values)) > 1:
+            return sigma_from_values(values)
+    return 0.0
+
+
+def low_precision_warning(names, options) -> tuple[str, ...]:
+    note = (f"{', '.join(names)} in float32/float16: compared in float64 with "
+            f"rtol={options.rtol:g}, atol={options.atol:g} to allow for a float32 gradient")
+    warnings.warn(note, LowPrecisionWarning, stacklevel=3)
+    return (note,)
+
+
 def _layout_for(layout, n_params: int) -> Layout:
     if layout is None:
         return Layout({"theta": (n_params,)})
     if isinstance(layout, Mapping):
-        layout = Layout({name: np.shape(value) for name, value in layout.items()})
+        layout = Layout(layout if is_shape_dict(layout)
+                        else {name: np.shape(value) for name, value in layout.items()})
     if not isinstance(layout, Layout):
         raise TypeError(f"layout must be a Layout, a dict of arrays or None; got "
                         f"{type(layout).__name__}")
@@ -172,6 +219,9 @@ def check(
                         f"{type(cost).__name__}")
     if not isinstance(args, tuple):
         args = tuple(args) if isinstance(args, list) else (args,)
+    low_precision = tuple(name for name, value in (("theta", theta), ("grad", grad))
+                          if np.asarray(value).dtype.kind == "f"
+                          and np.asarray(value).dtype.itemsize < 8)
     theta = np.ascontiguousarray(float_parameter_array(theta, "theta"), dtype=np.float64)
     if theta.ndim == 2 and theta.shape[1] == 1:
         theta = theta[:, 0].copy()
@@ -188,33 +238,46 @@ def check(
                             mode="full", n_per_block=1, n_directions=1, seed=0,
                             probability=0.5, method="central", engine="auto",
                             progress=progress, n_threads=n_threads, budget_s=None,
-                            low_precision=False)
+                            low_precision=bool(low_precision))
     J = _first_value(cost, theta, args)
     njit = _is_njit(cost)
     timed = time.perf_counter()
     cost(theta.copy(), *args)  # compiled by now: one evaluation's time, for threads and pieces
     seconds = 2 * (time.perf_counter() - timed)
     P = theta.size
-    J_plus, J_minus, gradapprox = np.empty((3, P))
-    kernel_args = (cost, theta, args, options.epsilon, J_plus, J_minus, gradapprox)
     started = time.perf_counter()
     with n_threads_set(options.n_threads):
-        if njit:
-            _run_kernel(_user_costs_range, _user_costs_parallel, P, seconds, kernel_args,
-                        options.progress)
-        else:
-            _run_kernel(_python_costs_range, None, P, seconds, kernel_args, options.progress)
+        J_plus, J_minus, gradapprox = _central(cost, theta, args, options.epsilon, njit,
+                                               seconds, options.progress)
+        truncation = None
+        if options.epsilon > TRUNCATION_STEP:
+            # As check_gradients does: a second step 2 eps estimates the truncation error.
+            _, _, double = _central(cost, theta, args, 2 * options.epsilon, njit, seconds,
+                                    options.progress)
+            with np.errstate(invalid="ignore"):
+                truncation = np.nan_to_num(np.abs(gradapprox - double) / 3.0)
     elapsed = time.perf_counter() - started
     with np.errstate(invalid="ignore", over="ignore"):
         dJ_plus, dJ_minus = J_plus - J, J_minus - J
-    costs = Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, np.zeros(P),
-                  np.zeros(P, dtype=np.int64), "numba" if njit else "python", np.arange(P))
-    step = ecnoise_step(theta)
-    values = [cost(theta + t * step, *args) for t in range(N_POINTS)]
-    sigma = sigma_from_values([_scalar(v) for v in values])
+    # A cost computed in lower precision (float32 inside) is quantised far above float64's
+    # rounding: its spacing, seen in J and J+-, bounds how far J+- can be off.
+    resolution = np.zeros(P)
     notes = ()
+    values = np.concatenate(([J], J_plus, J_minus))
+    if np.all(values.astype(np.float32) == values):
+        resolution = 2 * (np.spacing(np.abs(J_plus).astype(np.float32))
+                          + np.spacing(np.abs(J_minus).astype(np.float32))).astype(np.float64)
+        notes += ("cost returns float32 values: its quantisation (an ulp of float32, ~6e-8 "
+                  "relative) divided by 2 epsilon is allowed for, so elements the step cannot "
+                  "resolve show as unverified; a float64 cost checks far more finely",)
+    costs = Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
+                  np.zeros(P, dtype=np.int64), "numba" if njit else "python", np.arange(P),
+                  truncation=truncation)
+    sigma = _noise(cost, theta, args)
+    if low_precision:
+        notes += low_precision_warning(low_precision, options)
     if not njit:
-        notes = (f"cost is a plain Python callable: its {2 * P} evaluations ran one at a time "
+        notes += (f"cost is a plain Python callable: its {2 * P} evaluations ran one at a time "
                  f"in {elapsed:.3g} s; decorated with @numba.njit they would run compiled and "
                  f"in parallel",)
     return build_report(layout, theta, grad, costs, sigma, m=1, epsilon=options.epsilon,

@@ -239,8 +239,10 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
     m = X.shape[1]
     n_layers = len(sizes) - 1
     n_out = int(sizes[-1])
-    hidden = model.hidden_for(n_layers)
     alpha = model.leaky_slope
+    # A leaky ReLU of slope 1 is the identity: no kink.
+    hidden = tuple("linear" if name == "leaky_relu" and alpha == 1.0 else name
+                   for name in model.hidden_for(n_layers))
     J, Z, A, act_off, weights = forward(net, theta, X, Y, model)
     if not (np.isfinite(J) and np.isfinite(Z[act_off[1] :]).all()):
         return None
@@ -332,6 +334,13 @@ def _act_change(code, z, dz, slope):
     the addition theorems, which never subtract two nearly equal values."""
     if code == 4:
         return dz, False
+    if code == 2 or code == 3:
+        if abs(dz) > 1.0:
+            # A change this large (a huge step, unscaled inputs) has nothing to cancel: the
+            # plain difference, which also survives the overflow of the formulas below.
+            if code == 2:
+                return math.tanh(z + dz) - math.tanh(z), False
+            return 1.0 / (1.0 + math.exp(-(z + dz))) - 1.0 / (1.0 + math.exp(-z)), False
     if code == 2:
         th = math.tanh(z)
         td = math.tanh(dz)

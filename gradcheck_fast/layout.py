@@ -93,6 +93,15 @@ class Layout:
         return f"{type(self).__name__}({blocks}; n_params={self.n_params})"
 
 
+def is_shape_dict(mapping: Mapping) -> bool:
+    """True for ``{'W1': (5, 4), ...}``: every value a tuple or list of ints (a dict of arrays
+    is read for its arrays' shapes instead)."""
+    def is_shape(value):
+        return isinstance(value, (tuple, list)) and all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in value)
+    return len(mapping) > 0 and all(is_shape(v) for v in mapping.values())
+
+
 class MLPLayout(Layout):
     """The layout of a fully connected network ``W1 (n1, n0), b1 (n1, 1), ..., WL, bL``.
 

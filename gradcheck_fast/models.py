@@ -113,7 +113,9 @@ class MLP:
 @functools.lru_cache(maxsize=256)
 def _codes(model: MLP, n_layers: int) -> np.ndarray:
     codes = np.zeros(n_layers + 1, dtype=np.int64)
-    codes[1:n_layers] = [HIDDEN[name] for name in model.hidden_for(n_layers)]
+    # A leaky ReLU of slope 1 is the identity: no kink (coded as linear).
+    codes[1:n_layers] = [HIDDEN["linear"] if name == "leaky_relu" and model.leaky_slope == 1.0
+                         else HIDDEN[name] for name in model.hidden_for(n_layers)]
     codes.flags.writeable = False
     return codes
 

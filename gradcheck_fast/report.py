@@ -691,8 +691,9 @@ def _format(report: GradientCheckReport) -> str:
                      f"(report.nonfinite): not verified")
     n_noisy = sum(b.n_unverified for b in blocks.values())
     if n_noisy:
-        notes.append(f"{n_noisy} element(s) lie within a rounding noise larger than a tenth of "
-                     f"their size (saturated outputs?): not verified (report.unverified)")
+        notes.append(f"{n_noisy} element(s) pass only within an error bound larger than 1 % of "
+                     f"their size (saturated outputs, a step that rounds away, a coarse cost): "
+                     f"not verified (report.unverified)")
     lines += ["note: " + note for note in notes]
     worst = [e for e in report.worst if not report.passed or e.relative_error > 0]
     if worst:

@@ -106,3 +106,82 @@ def test_smaller_review_items():
     p32 = {k: v.astype(np.float32) for k, v in parameters.items()}
     with pytest.warns(gc.LowPrecisionWarning):
         gc.gradient_check_n(p32, _correct(X, Y, parameters), X, Y, verbose=False)
+
+
+# -- second review: the MLP family and check() ---------------------------------------------------
+def test_check_of_a_float32_cost_does_not_fail_a_correct_gradient():
+    import numba
+
+    cost = numba.njit(lambda th: np.float32(0.5 * np.sum(th * th)))
+    theta = np.array([0.3, -0.2, 0.5])
+    report = gc.check(cost, theta, theta.copy())
+    assert report.failed_blocks == []
+    assert any("float32" in note for note in report.notes)
+    wrong = gc.check(cost, theta, 3 * theta)
+    assert wrong.failed_blocks == ["dtheta"]
+
+
+def test_check_refuses_a_cost_that_writes_into_theta():
+    import numba
+
+    @numba.njit
+    def clipping(theta):
+        theta[0] = min(theta[0], 0.5)
+        return np.sum(theta * theta)
+
+    with pytest.raises(ValueError, match="modified theta"):
+        gc.check(clipping, np.array([1.0, 2.0]), np.array([2.0, 4.0]))
+
+
+def test_leaky_relu_of_slope_one_has_no_kinks():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3, 4))
+    parameters = {"W1": rng.standard_normal((4, 3)), "b1": rng.standard_normal((4, 1)),
+                  "W2": rng.standard_normal((2, 4)), "b2": rng.standard_normal((2, 1))}
+    parameters["b1"][0, 0] -= (parameters["W1"][0] @ X[:, 2] + parameters["b1"][0, 0]) - 3e-8
+    Y = rng.standard_normal((2, 4))
+    model = gc.MLP(hidden="leaky_relu", leaky_slope=1.0, output="linear")
+    _, cache = reference.forward_mlp(X, Y, parameters, model)
+    gradients = reference.backward_mlp(X, Y, cache, model)
+    gradients["dW1"] = gradients["dW1"].copy()
+    gradients["dW1"][0, :] *= 3
+    for engine in ("exact", "incremental"):
+        report = gc.check_gradients(parameters, gradients, X, Y, model=model, engine=engine)
+        assert report.kinks == () and "dW1" in report.failed_blocks, engine
+
+
+def test_check_allows_for_truncation_at_a_large_step():
+    import numba
+
+    cost = numba.njit(lambda th: np.sum(np.exp(3.0 * th)))
+    theta = np.array([0.5, 1.0, 2.0])
+    assert gc.check(cost, theta, 3 * np.exp(3 * theta), epsilon=1e-3).failed_blocks == []
+
+
+def test_huge_changes_through_a_sigmoid_layer_stay_finite():
+    rng = np.random.default_rng(1)
+    X = 1e10 * rng.standard_normal((2, 5))
+    parameters = {"W1": 1e-10 * rng.standard_normal((3, 2)), "b1": np.zeros((3, 1)),
+                  "W2": rng.standard_normal((2, 3)), "b2": np.zeros((2, 1))}
+    Y = (rng.random((2, 5)) < 0.5).astype(float)
+    model = gc.MLP(hidden="sigmoid")
+    _, cache = reference.forward_mlp(X, Y, parameters, model)
+    gradients = reference.backward_mlp(X, Y, cache, model)
+    report = gc.check_gradients(parameters, gradients, X, Y, model=model, engine="incremental")
+    assert report.nonfinite == ()
+
+
+def test_check_small_items():
+    import numba
+
+    @numba.njit
+    def with_dict(theta, table):
+        return theta[0] * table["a"]
+
+    with pytest.raises(TypeError, match="could not be compiled"):
+        gc.check(with_dict, np.ones(1), np.ones(1), ({"a": 1.0},))
+    cost = numba.njit(lambda th: np.sum(th * th))
+    report = gc.check(cost, np.arange(3.0), 2 * np.arange(3.0), layout={"w": (2,), "b": (1,)})
+    assert list(report.blocks) == ["dw", "db"] and report.passed
+    with pytest.warns(gc.LowPrecisionWarning):
+        gc.check(cost, np.arange(3.0, dtype=np.float32), 2 * np.arange(3.0))
