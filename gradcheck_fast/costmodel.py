@@ -80,6 +80,9 @@ def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
     for l in range(1, len(sizes) - 1):
         A_prev = prepared.A[act_off[l - 1] : act_off[l]]
         change = epsilon * max(1.0, float(np.max(np.abs(A_prev), initial=0.0)))
-        rho = prepared.rho[act_off[l] : act_off[l + 1]]
-        fractions[l] = float(np.mean(RHO_SAFETY * rho <= change)) if rho.size else 0.0
+        rho = prepared.rho[act_off[l] : act_off[l + 1]].reshape(int(sizes[l]), m)
+        # Behind a tanh or sigmoid layer, the series' radius per unit as well.
+        radius = prepared.radius[prepared.s_off[l] : prepared.s_off[l] + int(sizes[l])]
+        limit = np.minimum(RHO_SAFETY * rho, radius[:, None])
+        fractions[l] = float(np.mean(limit <= change)) if limit.size else 0.0
     return fractions

@@ -267,13 +267,7 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
             n_next = int(sizes[l + 1])
             # The slope of layer l+1's activation at the unperturbed point, per unit and sample.
             z_next = Z[act_off[l + 1] : act_off[l + 2]].reshape(n_next, m)
-            name = hidden[l]
-            if name == "relu":
-                slope = (z_next > 0.0).astype(np.float64)
-            elif name == "leaky_relu":
-                slope = np.where(z_next > 0.0, 1.0, alpha)
-            else:
-                slope = np.ones((n_next, m))
+            slope = _taylor_coefficients(hidden[l], z_next, alpha)[0]
             masked = (V_next * slope[:, :, None]).reshape(n_next, m * n_out)
             n_l = int(sizes[l])
             V_l = V[v_off[l] : v_off[l] + n_l * m * n_out].reshape(n_l, m * n_out)
@@ -283,19 +277,107 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
     gains = np.ones(n_layers + 1)
     kinked = np.zeros(n_layers + 1, dtype=np.int64)
     for l in range(1, n_layers):
-        gains[l] = max(1.0, alpha) if hidden[l - 1] == "leaky_relu" else 1.0
+        gains[l] = {"leaky_relu": max(1.0, alpha), "sigmoid": 0.25}.get(hidden[l - 1], 1.0)
         kinked[l] = hidden[l - 1] in ("relu", "leaky_relu")
     bound, bound_off = _derivative_bounds(weights, sizes, gains)
     rho = np.full(int(act_off[-1]), np.inf)
     _radii(sizes, act_off, Z, m, bound, bound_off, rho, kinked)
-    # V is the exact map from a change of a_l to the outputs only while every later hidden
-    # layer is piecewise linear; behind a tanh or sigmoid layer the change is carried
-    # explicitly (radius 0: every sample takes _propagate, with exact activation changes).
-    for l in range(1, n_layers - 1):
-        if any(name in ("tanh", "sigmoid") for name in hidden[l:]):
-            rho[act_off[l] : act_off[l + 1]] = 0.0
+    C3, series, radius, s_off = _series(Z, act_off, weights, sizes, hidden, alpha, m, bound,
+                                        bound_off, v_off, V)
+    # Per unit and sample of a tanh or sigmoid layer, what _act_change needs besides f(z) (in
+    # A): sech(z)**2, respectively sigmoid(-z).
+    F = np.zeros(int(act_off[-1]))
+    for l in range(1, n_layers):
+        z = Z[act_off[l] : act_off[l + 1]]
+        with np.errstate(over="ignore"):
+            if hidden[l - 1] == "tanh":
+                F[act_off[l] : act_off[l + 1]] = 1.0 / np.cosh(z) ** 2
+            elif hidden[l - 1] == "sigmoid":
+                F[act_off[l] : act_off[l + 1]] = 1.0 / (1.0 + np.exp(z))
     return Prepared(J=J, Z=Z, A=A, act_off=act_off, coef=coef, sig=sig, V=V, v_off=v_off,
-                    rho=rho)
+                    rho=rho, C3=C3, series=series, radius=radius, s_off=s_off, F=F)
+
+
+#: Behind a tanh or sigmoid layer the outputs move by ``V1 s + V2 s**2 + V3 s**3`` for a change
+#: s of a unit, as long as every later smooth pre-activation moves by at most T_SMOOTH: the
+#: terms left out are then of relative size ~ max|f^(4)| / 24 * T_SMOOTH**3 < 1e-18, below
+#: rounding (|tanh^(4)| < 4.1, |sigmoid^(4)| < 1/8).
+T_SMOOTH = 2.0**-20
+
+
+def _taylor_coefficients(name, z, alpha):
+    """``(f'(z), f^(2)(z)/2, f^(3)(z)/6)`` of a hidden activation, elementwise (None: zero)."""
+    if name == "relu":
+        return (z > 0.0).astype(np.float64), None, None
+    if name == "leaky_relu":
+        return np.where(z > 0.0, 1.0, alpha), None, None
+    if name == "tanh":
+        f = np.tanh(z)
+        with np.errstate(over="ignore"):
+            f1 = 1.0 / np.cosh(z) ** 2  # 1 - tanh**2 without cancellation
+        return f1, -f * f1, -f1 * (f1 - 2.0 * f * f) / 3.0
+    if name == "sigmoid":
+        with np.errstate(over="ignore"):
+            s = 1.0 / (1.0 + np.exp(-z))
+            sbar = 1.0 / (1.0 + np.exp(z))
+        s1 = s * sbar
+        return s1, s1 * (sbar - s) / 2.0, s1 * (1.0 - 6.0 * s1) / 6.0
+    return np.ones_like(z), None, None
+
+
+def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_off, V):
+    """For hidden layers with a tanh or sigmoid layer after them: the coefficients (V1, V2, V3)
+    of the outputs' change in a unit's change s, side by side in ``C3`` (``C3[3 (v + o) + k]``
+    for V's index v + o; one cache line per output, forward-mode Taylor propagation in chunks
+    of samples), the flags ``series[l]`` and per unit the largest |s| the expansion is exact
+    for (``radius[s_off[l] + r]``, infinite where no smooth layer follows)."""
+    v_size = V.size
+    n_layers = len(sizes) - 1
+    n_out = int(sizes[-1])
+    series = np.zeros(n_layers + 1, dtype=np.int64)
+    s_off = np.zeros(n_layers + 1, dtype=np.int64)
+    s_off[1:] = np.cumsum([0] + [int(n) for n in sizes[1:-1]])[: n_layers]
+    radius = np.full(max(int(sum(int(n) for n in sizes[1:-1])), 1), np.inf)
+    smooth = [name in ("tanh", "sigmoid") for name in hidden]
+    needs = [l for l in range(1, n_layers - 1) if any(smooth[l:])]
+    if not needs:
+        return np.zeros(3), series, radius, s_off
+    C3 = np.zeros(3 * v_size)
+    for l in needs:
+        series[l] = 1
+        n_l = int(sizes[l])
+        # |dz_q| <= bound_{q<-l}[:, r] |s| for every later layer q: the smooth ones set r's radius.
+        largest = np.zeros(n_l)
+        for q in range(l + 1, n_layers):
+            if smooth[q - 1]:
+                B = bound[bound_off[l, q] : bound_off[l, q] + int(sizes[q]) * n_l]
+                largest = np.maximum(largest, B.reshape(int(sizes[q]), n_l).max(axis=0))
+        with np.errstate(divide="ignore"):
+            radius[s_off[l] : s_off[l] + n_l] = T_SMOOTH / largest
+        chunk = max(1, (1 << 20) // max(1, n_l * int(max(sizes[1:]))))
+        C3_l = C3[3 * v_off[l] : 3 * (v_off[l] + n_l * m * n_out)].reshape(n_l, m, n_out, 3)
+        C3_l[..., 0] = V[v_off[l] : v_off[l] + n_l * m * n_out].reshape(n_l, m, n_out)
+        for start in range(0, m, chunk):
+            cols = slice(start, min(m, start + chunk))
+            k = cols.stop - cols.start
+            A1 = np.repeat(weights[l + 1][:, :, None], k, axis=2)
+            A2 = np.zeros_like(A1)
+            A3 = np.zeros_like(A1)
+            for q in range(l + 1, n_layers):
+                z = Z[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)[:, None, cols]
+                D1, D2, D3 = _taylor_coefficients(hidden[q - 1], z, alpha)
+                B1 = D1 * A1
+                B2 = D1 * A2
+                B3 = D1 * A3
+                if D2 is not None:
+                    B2 = B2 + D2 * A1 * A1
+                    B3 = B3 + 2.0 * D2 * A1 * A2 + D3 * A1 * A1 * A1
+                W = weights[q + 1]
+                A1, A2, A3 = ((W @ B.reshape(int(sizes[q]), -1)).reshape(W.shape[0], n_l, k)
+                              for B in (B1, B2, B3))
+            C3_l[:, cols, :, 1] = A2.transpose(1, 2, 0)
+            C3_l[:, cols, :, 2] = A3.transpose(1, 2, 0)
+    return C3, series, radius, s_off
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,12 +408,21 @@ def _loss_change(c1, c2, c3, c4, s, sbar, y, t):
 
 
 @jit(inline=True)
-def _act_change(code, z, dz, slope):
-    """``(a(z + dz) - a(z), crossed)`` for ReLU (code 0), leaky ReLU (1, ``slope`` below 0),
+def _cubic(v1, v2, v3, s):
+    """``((v3 s + v2) s + v1) s``: an output's move behind a tanh or sigmoid layer."""
+    return (v1 + s * (v2 + s * v3)) * s
+
+
+@jit(inline=True)
+def _act_change(code, z, dz, slope, a, b):
+    """``(f(z + dz) - f(z), crossed)`` for ReLU (code 0), leaky ReLU (1, ``slope`` below 0),
     tanh (2), sigmoid (3) or linear (4), formed without cancellation: the exact change where
-    no kink is crossed; for tanh ``tanh(dz) sech(z)**2 / (1 + tanh(z) tanh(dz))`` and for the
-    sigmoid ``s sbar expm1(dz) / (1 + s expm1(dz))`` (s = sigmoid(z), sbar = sigmoid(-z)),
-    the addition theorems, which never subtract two nearly equal values."""
+    no kink is crossed. For tanh ``tanh(dz) b / (1 + a tanh(dz))`` with ``a = tanh(z)``,
+    ``b = sech(z)**2``; for the sigmoid ``a b e / (1 + a e)``, ``e = expm1(dz)``, with
+    ``a = sigmoid(z)``, ``b = sigmoid(-z)`` (a and b come from the unperturbed pass, see
+    :func:`prepare`): the addition theorems, which never subtract nearly equal values. For
+    |dz| <= 2**-15 tanh(dz) and expm1(dz) are their series to dz**3 (the next terms are below
+    1e-19 relative): no transcendental function per sample."""
     if code == 4:
         return dz, False
     if code == 2 or code == 3:
@@ -341,16 +432,12 @@ def _act_change(code, z, dz, slope):
             if code == 2:
                 return math.tanh(z + dz) - math.tanh(z), False
             return 1.0 / (1.0 + math.exp(-(z + dz))) - 1.0 / (1.0 + math.exp(-z)), False
-    if code == 2:
-        th = math.tanh(z)
-        td = math.tanh(dz)
-        sech = 1.0 / math.cosh(z)
-        return td * sech * sech / (1.0 + th * td), False
-    if code == 3:
-        s = 1.0 / (1.0 + math.exp(-z))
-        sbar = 1.0 / (1.0 + math.exp(z))
-        e = math.expm1(dz)
-        return s * sbar * e / (1.0 + s * e), False
+        small = abs(dz) <= 2.0**-15
+        if code == 2:
+            td = dz * (1.0 - dz * dz / 3.0) if small else math.tanh(dz)
+            return td * b / (1.0 + a * td), False
+        e = dz * (1.0 + dz * (0.5 + dz / 6.0)) if small else math.expm1(dz)
+        return a * b * e / (1.0 + a * e), False
     zn = z + dz
     if z > 0.0:
         if zn > 0.0:
@@ -435,8 +522,8 @@ def _sample_change(out, coef, sig, Y, j, n_out, tvec):
 
 
 @jit
-def _propagate(theta, sizes, w_off, act_off, Z, coef, sig, Y, l, r, j, da, cur, nxt, acts,
-               slope, out):
+def _propagate(theta, sizes, w_off, act_off, Z, A, F, coef, sig, Y, l, r, j, da, cur, nxt,
+               acts, slope, out):
     """Explicit propagation of ``a_l[r, j] += da`` to the loss of sample j, kinks included.
 
     Returns ``(loss change, rounding bound, number of later units that crossed their kink)``.
@@ -451,7 +538,8 @@ def _propagate(theta, sizes, w_off, act_off, Z, coef, sig, Y, l, r, j, da, cur, 
     for q in range(l + 1, n_layers):
         n_q = sizes[q]
         for k in range(n_q):
-            change, crossed = _act_change(acts[q], Z[act_off[q] + k * m + j], cur[k], slope)
+            u = act_off[q] + k * m + j
+            change, crossed = _act_change(acts[q], Z[u], cur[k], slope, A[u], F[u])
             cur[k] = change
             if crossed:
                 crossings += 1
@@ -470,7 +558,8 @@ def _propagate(theta, sizes, w_off, act_off, Z, coef, sig, Y, l, r, j, da, cur, 
 
 @jit
 def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off,
-                  rho, epsilon, dJ_plus, dJ_minus, resolution, kinks, acts, slope, out):
+                  rho, epsilon, dJ_plus, dJ_minus, resolution, kinks, acts, slope, out, C3,
+                  series, radius, s_off, F):
     """For the parameters i = idx[k], lo <= k < hi, into slot k: J(theta +- eps e_i) - J(theta)
     (its data part; the L2 term's change is added by the caller), the rounding bound of their
     difference, and how many (sample, unit) kinks the two steps crossed."""
@@ -509,16 +598,20 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                     tvec[r] = dz
                     value, err = _sample_change(out, coef, sig, Y, j, n_out, tvec)
                 else:
-                    da, crossed = _act_change(acts[l], Z[z_row + j], dz, slope)
+                    da, crossed = _act_change(acts[l], Z[z_row + j], dz, slope, A[z_row + j],
+                                              F[z_row + j])
                     if crossed:
                         crossings += 1
                     value = 0.0
                     err = 0.0
                     if da == 0.0:
                         pass  # the unit stays inactive: nothing changes downstream
-                    elif abs(da) < RHO_SAFETY * rho[z_row + j]:
-                        # No later unit can cross: the outputs move by V * da exactly.
+                    elif (abs(da) < RHO_SAFETY * rho[z_row + j]
+                          and abs(da) <= radius[s_off[l] + r]):
+                        # No later unit can cross, and any later tanh/sigmoid layer stays within
+                        # its series: the outputs move by V da (+ V2 da^2 + V3 da^3) exactly.
                         base = v_off[l] + (r * m + j) * n_out
+                        curved = series[l] != 0
                         if out == 1:
                             # _softmax_change written out over t_o = V_o da (array arguments
                             # of an inlined helper cost more than this arithmetic).
@@ -528,6 +621,9 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                             magnitude = 0.0
                             for o in range(n_out):
                                 t_o = V[base + o] * da
+                                if curved:
+                                    q3 = 3 * (base + o)
+                                    t_o = _cubic(C3[q3], C3[q3 + 1], C3[q3 + 2], da)
                                 k1 += sig[(sbase + o) * 2] * t_o
                                 d = coef[(sbase + o) * 4] * t_o
                                 first += d
@@ -538,7 +634,11 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                             m4 = 0.0
                             for o in range(n_out):
                                 p = sig[(sbase + o) * 2]
-                                u = V[base + o] * da - k1
+                                u = V[base + o] * da
+                                if curved:
+                                    q3 = 3 * (base + o)
+                                    u = _cubic(C3[q3], C3[q3 + 1], C3[q3 + 2], da)
+                                u -= k1
                                 spread = max(spread, abs(u))
                                 u2 = u * u
                                 m2 += p * u2
@@ -553,12 +653,18 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                             else:
                                 for o in range(n_out):
                                     tvec[o] = V[base + o] * da
+                                    if curved:
+                                        q3 = 3 * (base + o)
+                                        tvec[o] = _cubic(C3[q3], C3[q3 + 1], C3[q3 + 2], da)
                                 value, err = _softmax_change(coef, sig, j, n_out, tvec)
                         else:
                             # Written out rather than through _sample_change: scalar helpers
                             # only in the innermost loop (see _loss_change).
                             for o in range(n_out):
                                 t_o = V[base + o] * da
+                                if curved:
+                                    q3 = 3 * (base + o)
+                                    t_o = _cubic(C3[q3], C3[q3 + 1], C3[q3 + 2], da)
                                 k = (j * n_out + o) * 4
                                 if out == 2:
                                     c1 = coef[k]
@@ -572,9 +678,9 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                                     value += v
                                     err += e
                     else:
-                        value, err, later = _propagate(theta, sizes, w_off, act_off, Z, coef,
-                                                       sig, Y, l, r, j, da, cur, nxt, acts,
-                                                       slope, out)
+                        value, err, later = _propagate(theta, sizes, w_off, act_off, Z, A, F,
+                                                       coef, sig, Y, l, r, j, da, cur, nxt,
+                                                       acts, slope, out)
                         crossings += later
                 if sign == 0:
                     acc_plus += value
@@ -590,11 +696,12 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
 @jit(parallel=True)
 def _deltas_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y,
                      coef, sig, V, v_off, rho, epsilon, dJ_plus, dJ_minus, resolution, kinks,
-                     acts, slope, out):
+                     acts, slope, out, C3, series, radius, s_off, F):
     """:func:`_deltas_range` over ``n_chunks`` chunks of [start, stop) in parallel; each index
     writes only its own slots, so the result is the same for any thread count."""
     n = stop - start
     for ch in prange(n_chunks):
         _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx, theta,
                       sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon,
-                      dJ_plus, dJ_minus, resolution, kinks, acts, slope, out)
+                      dJ_plus, dJ_minus, resolution, kinks, acts, slope, out, C3, series,
+                      radius, s_off, F)

@@ -102,10 +102,10 @@ def _relu_changes(z, dz_plus, dz_minus, da_plus, da_minus, crossings):
         for i in range(n):
             for j in range(m):
                 zij = z[i, j]
-                change, crossed = _act_change(0, zij, dz_plus[i, p, j], 0.0)
+                change, crossed = _act_change(0, zij, dz_plus[i, p, j], 0.0, 0.0, 0.0)
                 da_plus[i, p, j] = change
                 count += crossed
-                change, crossed = _act_change(0, zij, dz_minus[i, p, j], 0.0)
+                change, crossed = _act_change(0, zij, dz_minus[i, p, j], 0.0, 0.0, 0.0)
                 da_minus[i, p, j] = change
                 count += crossed
         crossings[p] += count
