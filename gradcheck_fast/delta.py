@@ -13,7 +13,10 @@ point). From there the change travels in *delta space*:
   the fixed pattern). A per-(r, j) radius ``rho`` says how large ``|da|`` may be before some
   later unit could cross; beyond it the sample is propagated explicitly, crossing included;
 - into the loss: ``g(t) = l(z + t) - l(z)`` is evaluated without cancellation — its Taylor
-  series, exact to rounding for ``|t| <= T_SERIES``, or ``log1p``/``expm1`` beyond.
+  series, exact to rounding for ``|t| <= T_SERIES``, or ``log1p``/``expm1`` beyond. For the
+  small moves of an ordinary step the whole chain, unit change -> outputs -> loss, is one cubic
+  in the unit's change per (unit, sample), composed once from the unperturbed pass
+  (:func:`_composed`): one evaluation per sample instead of one per output.
 
 Only samples that change contribute, and J+ - J- is formed from the per-sample changes, so
 neither the unchanged work nor the cancellation of two nearly equal costs is paid for. Each
@@ -294,8 +297,9 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
                 F[act_off[l] : act_off[l + 1]] = 1.0 / np.cosh(z) ** 2
             elif hidden[l - 1] == "sigmoid":
                 F[act_off[l] : act_off[l + 1]] = 1.0 / (1.0 + np.exp(z))
+    K = _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, model.output_code)
     return Prepared(J=J, Z=Z, A=A, act_off=act_off, coef=coef, sig=sig, V=V, v_off=v_off,
-                    rho=rho, C3=C3, series=series, radius=radius, s_off=s_off, F=F)
+                    rho=rho, C3=C3, series=series, radius=radius, s_off=s_off, F=F, K=K)
 
 
 #: Behind a tanh or sigmoid layer the outputs move by ``V1 s + V2 s**2 + V3 s**3`` for a change
@@ -378,6 +382,120 @@ def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_of
             C3_l[:, cols, :, 1] = A2.transpose(1, 2, 0)
             C3_l[:, cols, :, 2] = A3.transpose(1, 2, 0)
     return C3, series, radius, s_off
+
+
+#: A sample's loss change is the composed cubic of :func:`_composed` while every output moves by
+#: at most T_COMPOSED: the terms of degree 4 and more left out are then bounded by the ``B s**4``
+#: carried with it (and are below rounding in practice, ~T_COMPOSED**3 relative).
+T_COMPOSED = 2.0**-20
+
+#: Per (hidden unit, sample) record of :func:`_composed`: a1, a2, a3, M1, M2, M3, B, limit.
+K_FIELDS = 8
+
+
+def _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, out):
+    """Per hidden unit r of layer l and sample j, the loss change of sample j as one cubic in
+    the unit's change s: ``dl(s) = s (a1 + s (a2 + s a3)) + O(B s**4)``.
+
+    The outputs move by ``t_o = v1 s + v2 s**2 + v3 s**3`` (V, and C3 behind tanh/sigmoid
+    layers); the loss change of the outputs' move is, per output kind (coefficients c1..c4 and
+    p, S of :func:`_output_coefficients`),
+
+    * sigmoid or linear: ``sum_o c1 t + c2 t**2 + c3 t**3 + c4 t**4``, so ``a1 = sum c1 v1``,
+      ``a2 = sum c1 v2 + c2 v1**2``, ``a3 = sum c1 v3 + 2 c2 v1 v2 + c3 v1**3``;
+    * softmax: ``sum_o d t + S (k2/2 + k3/6 + k4/24 + ...)`` (the cumulants of t under p), so
+      with the centred ``u_k = v_k - p.v_k``: ``a1 = sum d v1``, ``a2 = sum d v2 + S/2 E u1**2``,
+      ``a3 = sum d v3 + S E u1 u2 + S/6 E u1**3``.
+
+    One evaluation per sample instead of one per output: the incremental engine's inner loop.
+    ``M1..M3`` are the sums of the absolute values of the terms forming ``a1..a3`` (the scale
+    of their rounding), ``B`` bounds the terms of degree 4 and more for ``|s| <= 1`` (each such
+    term of the expansion with its coefficients in absolute value), and ``limit`` is the
+    largest |s| the record is used for: ``min(1, T_COMPOSED / max_o (|v1| + |v2| + |v3|))``.
+    Layout ``K[((s_off[l] + r) m + j) K_FIELDS + field]``.
+    """
+    hidden_units = int(sum(int(n) for n in sizes[1:-1]))
+    K = np.zeros(max(hidden_units * m, 1) * K_FIELDS)
+    for l in range(1, len(sizes) - 1):
+        _composed_layer(coef, sig, V, int(v_off[l]), C3, bool(series[l]), int(s_off[l]) * m,
+                        int(sizes[l]) * m, int(sizes[-1]), m, out, K)
+    return K
+
+
+@jit(parallel=True)
+def _composed_layer(coef, sig, V, v_base, C3, curved, k_base, rows, n_out, m, out, K):
+    """:func:`_composed` for one layer's ``rows`` (unit, sample) pairs."""
+    for row in prange(rows):
+        j = row % m
+        base = v_base + row * n_out
+        a1 = a2 = a3 = M1 = M2 = M3 = B = 0.0
+        reach = 0.0
+        mean1 = mean2 = mean3 = 0.0
+        if out == 1:
+            for o in range(n_out):
+                p = sig[(j * n_out + o) * 2]
+                v1, v2, v3 = _triple(V, C3, curved, base + o)
+                mean1 += p * v1
+                mean2 += p * v2
+                mean3 += p * v3
+        var_u = 0.0
+        for o in range(n_out):
+            k = (j * n_out + o) * 4
+            c1 = coef[k]
+            v1, v2, v3 = _triple(V, C3, curved, base + o)
+            w = abs(v1) + abs(v2) + abs(v3)
+            reach = max(reach, w)
+            a1 += c1 * v1
+            a2 += c1 * v2
+            a3 += c1 * v3
+            M1 += abs(c1 * v1)
+            M2 += abs(c1 * v2)
+            M3 += abs(c1 * v3)
+            if out == 1:
+                p = sig[(j * n_out + o) * 2]
+                S = sig[(j * n_out + o) * 2 + 1]
+                u1 = v1 - mean1
+                u2 = v2 - mean2
+                u3 = v3 - mean3
+                big = abs(u1) + abs(u2) + abs(u3)
+                a2 += S / 2.0 * p * u1 * u1
+                a3 += S * p * u1 * u2 + S / 6.0 * p * u1 * u1 * u1
+                M2 += S * p * u1 * u1
+                M3 += S * p * (abs(u1 * u2) + abs(u1) ** 3 + u1 * u1 * abs(v1))
+                B += S * p * (((abs(u2) + abs(u3)) ** 2 + 2.0 * abs(u1 * u3)) / 2.0
+                              + (big**3 - abs(u1) ** 3) / 6.0 + big**4 / 8.0)
+                var_u += p * big * big
+            else:
+                c2 = coef[k + 1]
+                c3 = coef[k + 2]
+                c4 = coef[k + 3]
+                a2 += c2 * v1 * v1
+                a3 += 2.0 * c2 * v1 * v2 + c3 * v1 * v1 * v1
+                M2 += (abs(c2) + 1.0) * v1 * v1
+                M3 += 2.0 * abs(c2 * v1 * v2) + abs(c3 * v1 * v1 * v1)
+                # The logistic loss's series beyond t**4 adds at most |t|**5 / 960.
+                tail = 1.0 / 960.0 if out == 0 else 0.0
+                B += (abs(c2) * ((abs(v2) + abs(v3)) ** 2 + 2.0 * abs(v1 * v3))
+                      + abs(c3) * (w**3 - abs(v1) ** 3) + (abs(c4) + tail) * w**4)
+        if out == 1:
+            B += sig[j * n_out * 2 + 1] * 3.0 * var_u * var_u / 8.0
+        q = (k_base + row) * K_FIELDS
+        K[q] = a1
+        K[q + 1] = a2
+        K[q + 2] = a3
+        K[q + 3] = M1
+        K[q + 4] = M2
+        K[q + 5] = M3
+        K[q + 6] = B
+        K[q + 7] = min(1.0, T_COMPOSED / reach) if reach > 0.0 else 1.0
+
+
+@jit(inline=True)
+def _triple(V, C3, curved, v):
+    """``(v1, v2, v3)`` of V's index v: from C3 behind a tanh/sigmoid layer, else ``(V, 0, 0)``."""
+    if curved:
+        return C3[3 * v], C3[3 * v + 1], C3[3 * v + 2]
+    return V[v], 0.0, 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,7 +677,7 @@ def _propagate(theta, sizes, w_off, act_off, Z, A, F, coef, sig, Y, l, r, j, da,
 @jit
 def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off,
                   rho, epsilon, dJ_plus, dJ_minus, resolution, kinks, acts, slope, out, C3,
-                  series, radius, s_off, F):
+                  series, radius, s_off, F, K):
     """For the parameters i = idx[k], lo <= k < hi, into slot k: J(theta +- eps e_i) - J(theta)
     (its data part; the L2 term's change is added by the caller), the rounding bound of their
     difference, and how many (sample, unit) kinks the two steps crossed."""
@@ -606,6 +724,18 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                     err = 0.0
                     if da == 0.0:
                         pass  # the unit stays inactive: nothing changes downstream
+                    elif (abs(da) < RHO_SAFETY * rho[z_row + j]
+                          and abs(da) <= radius[s_off[l] + r]
+                          and abs(da) <= K[((s_off[l] + r) * m + j) * K_FIELDS + 7]):
+                        # No later unit can cross, any later tanh/sigmoid layer stays within its
+                        # series and the outputs move little: the loss changes by the composed
+                        # cubic of _composed, one evaluation for all outputs.
+                        q = ((s_off[l] + r) * m + j) * K_FIELDS
+                        ad = abs(da)
+                        value = da * (K[q] + da * (K[q + 1] + da * K[q + 2]))
+                        err = (8.0 * _U * (n_out + 4.0)
+                               * ad * (K[q + 3] + ad * (K[q + 4] + ad * K[q + 5]))
+                               + K[q + 6] * (da * da) * (da * da))
                     elif (abs(da) < RHO_SAFETY * rho[z_row + j]
                           and abs(da) <= radius[s_off[l] + r]):
                         # No later unit can cross, and any later tanh/sigmoid layer stays within
@@ -696,7 +826,7 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
 @jit(parallel=True)
 def _deltas_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y,
                      coef, sig, V, v_off, rho, epsilon, dJ_plus, dJ_minus, resolution, kinks,
-                     acts, slope, out, C3, series, radius, s_off, F):
+                     acts, slope, out, C3, series, radius, s_off, F, K):
     """:func:`_deltas_range` over ``n_chunks`` chunks of [start, stop) in parallel; each index
     writes only its own slots, so the result is the same for any thread count."""
     n = stop - start
@@ -704,4 +834,4 @@ def _deltas_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act
         _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx, theta,
                       sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon,
                       dJ_plus, dJ_minus, resolution, kinks, acts, slope, out, C3, series,
-                      radius, s_off, F)
+                      radius, s_off, F, K)

@@ -277,7 +277,7 @@ def _incremental(net, theta, Y, epsilon, prepared, indices, progress, model) -> 
     args = (indices, theta, net.sizes, net.w_off, net.b_off, p.act_off, p.A, p.Z, Y, p.coef,
             p.sig, p.V, p.v_off, p.rho, epsilon, dJ_plus, dJ_minus, resolution, kinks,
             model.codes(net.n_layers), model.leaky_slope, model.output_code, p.C3, p.series,
-            p.radius, p.s_off, p.F)
+            p.radius, p.s_off, p.F, p.K)
     seconds = incremental_seconds(net.sizes, m, slow_fractions(p, net.sizes, m, epsilon))
     _run_kernel(delta._deltas_range, delta._deltas_parallel, n, seconds, args, progress)
     # Divided by the steps really taken, fl(theta_i +- epsilon) - theta_i, not by 2 epsilon:

@@ -275,3 +275,64 @@ def test_tanh_and_sigmoid_layers_take_the_series_path():
     assert costmodel.slow_fractions(prepared, layout.sizes, 7, 1e-7)[1] == 0.0
     _check(_incremental(parameters, X, Y, 1e-7, model),
            _true_changes(parameters, X, Y, 1e-7, model))
+
+
+def _sample_loss_change(z, t, y, model):
+    """l(z + t) - l(z) of one sample's outputs in 50 digits (z, y float64, t mpf vectors)."""
+    z, y = _mpf(z), _mpf(y)
+
+    def loss(u):
+        if model.output == "sigmoid":
+            return sum(mpmath.log(1 + mpmath.exp(a)) - b * a for a, b in zip(u, y))
+        if model.output == "softmax":
+            return sum(y) * mpmath.log(sum(mpmath.exp(a) for a in u)) - sum(y * u)
+        return sum((u - y) ** 2) / 2
+
+    return loss(z + t) - loss(z)
+
+
+@pytest.mark.parametrize("model", [MLP(), MLP(hidden="tanh"), MLP(hidden="sigmoid",
+                                                                   output="softmax"),
+                                   MLP(hidden=["tanh", "relu"], output="linear")], ids=repr)
+def test_composed_cubic_is_the_loss_change_within_its_bound(model):
+    """The incremental engine's fast path takes a sample's loss change as one cubic in the
+    unit's change s (delta._composed). Its claim: for |s| up to its limit, the cubic is the loss
+    change of the outputs' move t(s) = v1 s + v2 s**2 + v3 s**3 within the bound it carries
+    (rounding of its terms plus the left-out degree >= 4 terms). Checked at the limit itself,
+    where the s**2 and s**3 terms are largest (~2**-20 and 2**-40 of the linear one, far above
+    rounding: a wrong a2 or a3 fails), and at limit / 64, against 50-digit arithmetic."""
+    from gradcheck_fast import delta
+
+    rng = np.random.default_rng(11)
+    sizes = [4, 6, 5, 3]
+    X, Y, parameters = _network(rng, sizes, m=5, scale=0.7)
+    if model.output == "softmax":
+        Y = np.eye(3)[:, rng.integers(3, size=5)]
+    elif model.output == "linear":
+        Y = rng.standard_normal(Y.shape)
+    layout, theta = validation.mlp_layout_and_theta(parameters)
+    Xc, Yc = validation.check_data(X, Y, layout, model)
+    p = delta.prepare(layout, theta, Xc, Yc, model)
+    m, n_out = 5, 3
+    z_out = p.Z[p.act_off[-2] :].reshape(n_out, m)
+    K = p.K.reshape(-1, delta.K_FIELDS)
+    checked = 0
+    for l in (1, 2):
+        for r in range(sizes[l]):
+            for j in range(m):
+                a1, a2, a3, M1, M2, M3, B, limit = K[(p.s_off[l] + r) * m + j]
+                v = p.v_off[l] + (r * m + j) * n_out
+                if p.series[l]:
+                    v1, v2, v3 = p.C3.reshape(-1, 3)[v : v + n_out].T
+                else:
+                    v1, v2, v3 = p.V[v : v + n_out], np.zeros(n_out), np.zeros(n_out)
+                for s in (limit, -limit, limit / 64):
+                    e = mpmath.mpf(s)
+                    t = _mpf(v1) * e + _mpf(v2) * e**2 + _mpf(v3) * e**3
+                    exact = _sample_loss_change(z_out[:, j], t, Y[:, j], model)
+                    value = s * (a1 + s * (a2 + s * a3))
+                    bound = (8 * U * (n_out + 4) * abs(s) * (M1 + abs(s) * (M2 + abs(s) * M3))
+                             + B * s**4)
+                    assert abs(value - exact) <= bound, (l, r, j, s, float(value - exact), bound)
+                    checked += 1
+    assert checked == 3 * m * (6 + 5)
