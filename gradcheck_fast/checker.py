@@ -208,14 +208,12 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
         raise ValueError("method='richardson' applies to mode='full' and mode='sampled'; the "
                          "directional probes use the central difference (their steps are "
                          "formed exactly, so epsilon=1e-7 leaves no truncation to remove)")
-    if options.mode == "directional" and not inputs.model.is_seed(layout.n_layers):
-        raise ValueError(f"mode='directional' handles ReLU hidden layers with sigmoid outputs "
-                         f"and no L2 for now; {inputs.model!r} needs mode='full' or 'sampled'")
     with n_threads_set(options.n_threads):
         if options.mode == "directional":
             cost, probes = modes.directional_probes(layout, inputs.theta, inputs.grad, inputs.X,
                                                     inputs.Y, options.epsilon,
-                                                    options.n_directions, options.seed)
+                                                    options.n_directions, options.seed,
+                                                    inputs.model)
             return build_directional_report(
                 layout, inputs.grad, probes, cost=cost, epsilon=options.epsilon,
                 threshold=options.threshold, rtol=options.rtol, atol=options.atol,
@@ -336,10 +334,8 @@ def check_gradients(
         Large checks run in ~100 pieces either way, so Ctrl-C stops them within a piece.
     model : MLP, optional
         The network's activations, output, loss and L2 (:class:`gradcheck_fast.MLP`); default
-        the seed's. Y for a softmax output may be integer class labels of shape (m,). Models
-        with tanh or sigmoid hidden layers are exact but slower on the incremental engine
-        (their changes are carried explicitly); the directional mode handles the seed's
-        architecture only, for now.
+        the seed's. Y for a softmax output may be integer class labels of shape (m,). Every
+        engine and mode handles every model.
 
     Returns
     -------

@@ -20,6 +20,11 @@ BLAS_S_PER_FLOP = 1.0 / 35e9
 INCREMENTAL_S_PER_SAMPLE = 1.2e-8
 INCREMENTAL_S_PER_OUTPUT = 1.1e-9
 
+#: Seconds per (unit of a later layer x unit x sample) of the incremental engine's set-up
+#: behind tanh/sigmoid layers: the forward-mode Taylor coefficients V2, V3
+#: (:func:`gradcheck_fast.delta._series`, NumPy elementwise work and three BLAS products).
+SERIES_S_PER_ELEMENT = 1.2e-8
+
 #: Seconds per multiply-add of the exact engine and of the incremental engine's explicit
 #: propagation (strict IEEE loops, one thread).
 EXACT_S_PER_FLOP = 1.0 / 1.5e9
@@ -86,3 +91,16 @@ def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
         limit = np.minimum(RHO_SAFETY * rho, radius[:, None])
         fractions[l] = float(np.mean(limit <= change)) if limit.size else 0.0
     return fractions
+
+
+def series_seconds(sizes, m: int, hidden) -> float:
+    """Seconds of the incremental engine's extra set-up for the tanh/sigmoid layers among
+    ``hidden`` (one activation name per hidden layer): for every hidden layer l with a smooth
+    layer after it, the Taylor coefficients of each later layer q, ``n_q x n_l x m`` of them."""
+    sizes = [int(s) for s in sizes]
+    smooth = [name in ("tanh", "sigmoid") for name in hidden]
+    elements = 0
+    for l in range(1, len(sizes) - 2):
+        if any(smooth[l:]):
+            elements += sum(sizes[q] for q in range(l + 1, len(sizes) - 1)) * sizes[l] * m
+    return elements * SERIES_S_PER_ELEMENT

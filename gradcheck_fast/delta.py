@@ -287,19 +287,24 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
     _radii(sizes, act_off, Z, m, bound, bound_off, rho, kinked)
     C3, series, radius, s_off = _series(Z, act_off, weights, sizes, hidden, alpha, m, bound,
                                         bound_off, v_off, V)
-    # Per unit and sample of a tanh or sigmoid layer, what _act_change needs besides f(z) (in
-    # A): sech(z)**2, respectively sigmoid(-z).
-    F = np.zeros(int(act_off[-1]))
-    for l in range(1, n_layers):
-        z = Z[act_off[l] : act_off[l + 1]]
-        with np.errstate(over="ignore"):
-            if hidden[l - 1] == "tanh":
-                F[act_off[l] : act_off[l + 1]] = 1.0 / np.cosh(z) ** 2
-            elif hidden[l - 1] == "sigmoid":
-                F[act_off[l] : act_off[l + 1]] = 1.0 / (1.0 + np.exp(z))
+    F = activation_complements(Z, act_off, hidden)
     K = _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, model.output_code)
     return Prepared(J=J, Z=Z, A=A, act_off=act_off, coef=coef, sig=sig, V=V, v_off=v_off,
                     rho=rho, C3=C3, series=series, radius=radius, s_off=s_off, F=F, K=K)
+
+
+def activation_complements(Z, act_off, hidden):
+    """Per unit and sample of a tanh or sigmoid layer, what :func:`_act_change` needs besides
+    f(z) (in A): sech(z)**2, respectively sigmoid(-z); 0 elsewhere. Same layout as Z."""
+    F = np.zeros(int(act_off[-1]))
+    for l, name in enumerate(hidden, start=1):
+        z = Z[act_off[l] : act_off[l + 1]]
+        with np.errstate(over="ignore"):
+            if name == "tanh":
+                F[act_off[l] : act_off[l + 1]] = 1.0 / np.cosh(z) ** 2
+            elif name == "sigmoid":
+                F[act_off[l] : act_off[l + 1]] = 1.0 / (1.0 + np.exp(z))
+    return F
 
 
 #: Behind a tanh or sigmoid layer the outputs move by ``V1 s + V2 s**2 + V3 s**3`` for a change

@@ -208,24 +208,13 @@ def _progress_bar(total: int):
     return tqdm(total=total, unit="param", desc="gradient check")
 
 
-def incremental_supports(model, n_layers: int) -> bool:
-    """Whether the incremental engine handles ``model``: every MLP. (Behind a tanh or sigmoid
-    hidden layer it carries each change explicitly: exact, but not the shortcut that makes
-    piecewise-linear networks as fast as the seed's.)"""
-    return True
-
-
-def choose_engine(engine: str, model, n_layers: int, work: int) -> str:
+def choose_engine(engine: str, work: int) -> str:
     """The engine "auto" stands for: exact for tiny checks (parameters x samples <= 2048, by
-    the network's size: a sample of a network gets the same values as the full check) and for
-    models the incremental engine does not handle, incremental otherwise."""
-    if engine == "incremental" and not incremental_supports(model, n_layers):
-        raise ValueError(f"engine='incremental' handles piecewise-linear hidden layers (relu, "
-                         f"leaky_relu with slope <= 1, linear) for now; {model!r} needs "
-                         f"engine='exact' or 'auto'")
+    the network's size: a sample of a network gets the same values as the full check),
+    incremental otherwise. Both handle every model of the MLP family."""
     if engine != "auto":
         return engine
-    if work <= _EXACT_WORK or not incremental_supports(model, n_layers):
+    if work <= _EXACT_WORK:
         return "exact"
     return "incremental"
 
@@ -243,7 +232,7 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     if indices is None:
         indices = np.arange(theta.shape[0])
     n = indices.shape[0]
-    engine = choose_engine(engine, model, net.n_layers, theta.shape[0] * m)
+    engine = choose_engine(engine, theta.shape[0] * m)
     if engine == "incremental":
         with single_blas_thread():
             prepared = delta.prepare(net, theta, X, Y, model)

@@ -18,9 +18,6 @@ HIDDEN = {"relu": 0, "leaky_relu": 1, "tanh": 2, "sigmoid": 3, "linear": 4}
 #: Outputs (each with its loss) and their codes in the kernels.
 OUTPUTS = {"sigmoid": 0, "softmax": 1, "linear": 2}
 
-#: Hidden activations that are piecewise linear (the incremental engine's exact shortcut).
-PIECEWISE_LINEAR = ("relu", "leaky_relu", "linear")
-
 
 @dataclass(frozen=True)
 class MLP:
@@ -99,15 +96,6 @@ class MLP:
     @property
     def output_code(self) -> int:
         return OUTPUTS[self.output]
-
-    def is_seed(self, n_layers: int) -> bool:
-        """The seed's architecture: ReLU hidden layers, sigmoid output, no regularisation."""
-        return (self.output == "sigmoid" and self.l2 == 0.0
-                and (self.hidden == "relu" or all(name == "relu"
-                                                  for name in self.hidden_for(n_layers))))
-
-    def piecewise_linear(self, n_layers: int) -> bool:
-        return all(name in PIECEWISE_LINEAR for name in self.hidden_for(n_layers))
 
 
 @functools.lru_cache(maxsize=256)

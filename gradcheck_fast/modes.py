@@ -6,8 +6,9 @@
   with ``(J(theta + eps v) - J(theta - eps v)) / 2 eps``, so each block costs 2k evaluations
   whatever its size. The two costs are formed in delta space as in the incremental engine
   (:mod:`gradcheck_fast.delta`): the change of the perturbed layer's pre-activations, carried
-  through the ReLUs (kinks formed explicitly) and the later layers with BLAS products, into the
-  loss without cancellation.
+  through the activations (kinks formed explicitly, tanh/sigmoid by their addition theorems)
+  and the later layers with BLAS products, into the loss without cancellation. Any model of
+  the MLP family; an L2 term's share is added exactly.
 
 Directions are normalised *per block* (a probe of W1 does not drown db3). A weight block gets
 rank-one directions ``v = a b^T`` with a, b uniform on their unit spheres: the change of the
@@ -37,6 +38,7 @@ from . import delta
 from ._jit import jit
 from ._threads import single_blas_thread
 from .delta import _act_change
+from .models import SEED_MODEL
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
@@ -91,9 +93,10 @@ def _unit_rows(rng, k: int, n: int) -> np.ndarray:
 
 
 @jit(parallel=True)
-def _relu_changes(z, dz_plus, dz_minus, da_plus, da_minus, crossings):
-    """``da = relu(z + dz) - relu(z)`` for both steps of every probe, without cancellation
-    (as :func:`gradcheck_fast.delta._act_change` for ReLU); counts each probe's kink crossings into
+def _activation_changes(code, slope, z, a, f, dz_plus, dz_minus, da_plus, da_minus, crossings):
+    """``da = f(z + dz) - f(z)`` of a hidden layer (activation ``code``, see
+    :func:`gradcheck_fast.delta._act_change`; ``a``, ``f`` its unperturbed f(z) and complement)
+    for both steps of every probe, without cancellation; counts each probe's kink crossings into
     ``crossings[p]``. Arrays are (units, probes, samples); each probe writes its own slots.
     Returns whether any crossing happened."""
     n, k, m = dz_plus.shape
@@ -101,11 +104,12 @@ def _relu_changes(z, dz_plus, dz_minus, da_plus, da_minus, crossings):
         count = 0
         for i in range(n):
             for j in range(m):
-                zij = z[i, j]
-                change, crossed = _act_change(0, zij, dz_plus[i, p, j], 0.0, 0.0, 0.0)
+                change, crossed = _act_change(code, z[i, j], dz_plus[i, p, j], slope, a[i, j],
+                                              f[i, j])
                 da_plus[i, p, j] = change
                 count += crossed
-                change, crossed = _act_change(0, zij, dz_minus[i, p, j], 0.0, 0.0, 0.0)
+                change, crossed = _act_change(code, z[i, j], dz_minus[i, p, j], slope, a[i, j],
+                                              f[i, j])
                 da_minus[i, p, j] = change
                 count += crossed
         crossings[p] += count
@@ -115,48 +119,49 @@ def _relu_changes(z, dz_plus, dz_minus, da_plus, da_minus, crossings):
     return total > 0
 
 
-def _loss_changes(coef, sig, Y, t):
-    """``sum_{o, j} g_oj(t[o, p, j]) / m`` per probe p, and a bound on its rounding; t is
-    ``(n_out, k, m)`` (see :func:`gradcheck_fast.delta._loss_change`)."""
+@jit(parallel=True)
+def _loss_changes(out, coef, sig, Y, t, value, error):
+    """``sum_{o, j} g_oj(t[o, p, j]) / m`` per probe p into ``value[p]``, and a bound on its
+    rounding into ``error[p]``; t is ``(n_out, k, m)`` (see
+    :func:`gradcheck_fast.delta._sample_change`, any output kind)."""
     n_out, k, m = t.shape
-    c = coef.reshape(m, n_out, 4).transpose(2, 1, 0)[:, :, None, :]  # (4, n_out, 1, m)
-    s, sbar = sig.reshape(m, n_out, 2).transpose(2, 1, 0)[:, :, None, :]
-    Y = Y[:, None, :]
-    series = t * (c[0] + t * (c[1] + t * (c[2] + t * c[3])))
-    large = np.abs(t) > delta.T_SERIES
-    value = series
-    error = 8.0 * _U * np.abs(t) * (np.abs(c[0]) + np.abs(t))
-    if large.any():
-        # Both forms are evaluated everywhere and one is kept: the other may overflow or
-        # reach log1p(-1) where it is not used.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            low = np.log1p(s * np.expm1(t))
-            high = t + np.log1p(sbar * np.expm1(-t))
-            change = np.where(s <= 0.5, low, high)
-            exact = change - Y * t
-        value = np.where(large, exact, series)
-        error = np.where(large, 8.0 * _U * (np.abs(change) + np.abs(Y * t)), error)
-    return value.sum(axis=(0, 2)) / m, error.sum(axis=(0, 2)) / m
+    for p in prange(k):
+        tvec = np.empty(n_out)
+        total = 0.0
+        bound = 0.0
+        for j in range(m):
+            for o in range(n_out):
+                tvec[o] = t[o, p, j]
+            v, e = delta._sample_change(out, coef, sig, Y, j, n_out, tvec)
+            total += v
+            bound += e
+        value[p] = total / m
+        error[p] = bound / m
 
 
-def _propagate(weights, Z_layers, l, dz_plus, n_layers):
+def _propagate(layers, l, dz_plus, codes, slope):
     """Carry ``dz`` (n_l, k, m) at layer l and its negative to the output pre-activations.
 
-    Returns ``(t_plus, t_minus, crossings per probe)``. In the linear regime the minus step is
-    the plus step negated; only where some ReLU crosses its kink is the difference formed.
+    Returns ``(t_plus, t_minus, crossings per probe)``. Through piecewise-linear layers the
+    minus step is the plus step negated; where some unit crossed its kink, or behind a tanh or
+    sigmoid layer, the difference of the two is carried as well (``da_plus + da_minus``: small
+    and formed without cancellation, so the two steps' outputs differ by exactly that).
     """
     _, k, m = dz_plus.shape
     dz_minus = -dz_plus
     crossings = np.zeros(k, dtype=np.int64)
+    n_layers = len(layers.weights) - 1
     for q in range(l, n_layers):
         da_plus = np.empty_like(dz_plus)
         da_minus = np.empty_like(dz_plus)
-        crossed = _relu_changes(Z_layers[q], dz_plus, dz_minus, da_plus, da_minus, crossings)
-        W = weights[q + 1]
+        code = int(codes[q])
+        crossed = _activation_changes(code, slope, layers.Z[q], layers.A[q], layers.F[q],
+                                      dz_plus, dz_minus, da_plus, da_minus, crossings)
+        W = layers.weights[q + 1]
         n_next, n_q = W.shape
         # W @ da for every probe in one product: da is (units, probes * samples) as stored.
         dz_plus = (W @ da_plus.reshape(n_q, k * m)).reshape(n_next, k, m)
-        if crossed:  # da_plus + da_minus is 0 wherever no kink was crossed
+        if crossed or code in (2, 3):  # da_plus + da_minus is 0 in the piecewise-linear regime
             asymmetry = (da_plus + da_minus).reshape(n_q, k * m)
             dz_minus = -dz_plus + (W @ asymmetry).reshape(n_next, k, m)
         else:
@@ -164,51 +169,81 @@ def _propagate(weights, Z_layers, l, dz_plus, n_layers):
     return dz_plus, dz_minus, crossings
 
 
-def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int, seed: int
-                       ) -> tuple[float, dict[str, Probes]]:
+@dataclass(frozen=True)
+class _Layers:
+    """The unperturbed pass per layer q as (n_q, m) views: Z, A and the activations'
+    complements F (:func:`gradcheck_fast.delta.activation_complements`); weights[q] is W_q."""
+
+    Z: list
+    A: list
+    F: list
+    weights: list
+
+
+def _unperturbed(net, theta, X, Y, model):
+    J, Z, A, act_off, weights = delta.forward(net, theta, X, Y, model)
+    hidden = model.hidden_for(net.n_layers)
+    F = delta.activation_complements(Z, act_off, hidden)
+    sizes, m = net.sizes, X.shape[1]
+
+    def per_layer(flat):
+        return [flat[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)
+                for q in range(len(sizes))]
+
+    return J, Z, act_off, _Layers(per_layer(Z), per_layer(A), per_layer(F), weights)
+
+
+def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int, seed: int,
+                       model=SEED_MODEL) -> tuple[float, dict[str, Probes]]:
     """The cost J and k = ``n_directions`` seeded probes per block, keyed by gradient name
-    ('dW1', ...)."""
+    ('dW1', ...), for any network of the MLP family (``model``)."""
     sizes = net.sizes
     n_layers = len(sizes) - 1
     m = X.shape[1]
     n_out = int(sizes[-1])
+    codes = model.codes(n_layers)
     rng = np.random.default_rng(seed)
     with single_blas_thread():
-        J, Z, A, act_off, weights = delta.forward(net, theta, X, Y)
+        J, Z, act_off, layers = _unperturbed(net, theta, X, Y, model)
         coef = np.empty(m * n_out * 4)
         sig = np.empty(m * n_out * 2)
-        delta._output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig, 0)
-        Z_layers = [Z[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)
-                    for q in range(n_layers + 1)]
-        A_layers = [A[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)
-                    for q in range(n_layers + 1)]
+        delta._output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig, model.output_code)
         probes = {}
         for index, name in enumerate(net.names):
             l = int(name[1:])
             block = slice(int(net.offsets[index]), int(net.offsets[index + 1]))
             G = grad[block].reshape(net.shapes[index])
             n_l = int(sizes[l])
+            l2_change = l2_noise = 0.0
             if name[0] == "W":
                 a = _unit_rows(rng, n_directions, n_l)
                 b = _unit_rows(rng, n_directions, int(sizes[l - 1]))
                 analytic = np.sum((a @ G) * b, axis=1)
-                bA = b @ A_layers[l - 1]  # (k, m)
+                bA = b @ layers.A[l - 1]  # (k, m)
                 dz = (epsilon * a.T)[:, :, None] * bA[None, :, :]  # (n_l, k, m)
+                if model.l2:
+                    # The L2 term's central difference along a b^T, exactly: l2/m a^T W b.
+                    W = layers.weights[l]
+                    l2_change = model.l2 / m * np.sum((a @ W) * b, axis=1)
+                    l2_noise = (4 * (W.shape[0] + W.shape[1]) * _U * model.l2 / m
+                                * np.sum((np.abs(a) @ np.abs(W)) * np.abs(b), axis=1))
             else:
                 v = _unit_rows(rng, n_directions, n_l)
                 analytic = v @ G[:, 0]
                 dz = np.broadcast_to((epsilon * v.T)[:, :, None], (n_l, n_directions, m)).copy()
-            t_plus, t_minus, crossings = _propagate(weights, Z_layers, l, dz, n_layers)
-            dJ_plus, err_plus = _loss_changes(coef, sig, Y, t_plus)
-            dJ_minus, err_minus = _loss_changes(coef, sig, Y, t_minus)
-            numerical = (dJ_plus - dJ_minus) / (2.0 * epsilon)
+            t_plus, t_minus, crossings = _propagate(layers, l, dz, codes, model.leaky_slope)
+            dJ_plus, err_plus, dJ_minus, err_minus = np.empty((4, n_directions))
+            _loss_changes(model.output_code, coef, sig, Y, t_plus, dJ_plus, err_plus)
+            _loss_changes(model.output_code, coef, sig, Y, t_minus, dJ_minus, err_minus)
+            numerical = (dJ_plus - dJ_minus) / (2.0 * epsilon) + l2_change
             # Rounding beyond the loss evaluations: the products that formed t, each a few ulps
             # of its terms per layer crossed; bounded through the first-order magnitude of the
             # probe, sum |dl/dz| |t| / (m eps), as if every term had the same sign.
             c1 = np.abs(coef.reshape(m, n_out, 4)[:, :, 0].T)[:, None, :]  # (n_out, 1, m)
             magnitude = (c1 * np.abs(t_plus)).sum(axis=(0, 2)) / (m * epsilon)
             depth_terms = sum(int(n) for n in sizes[l - 1 :])
-            noise = (err_plus + err_minus) / (2.0 * epsilon) + 4 * depth_terms * _U * magnitude
+            noise = ((err_plus + err_minus) / (2.0 * epsilon) + 4 * depth_terms * _U * magnitude
+                     + l2_noise)
             probes["d" + name] = Probes(
                 analytic=analytic, numerical=numerical, noise=noise, kinks=crossings,
                 rank_one=name[0] == "W", size=G.size,

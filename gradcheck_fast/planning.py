@@ -11,7 +11,13 @@ from dataclasses import dataclass, replace
 
 import numba
 
-from .costmodel import BLAS_S_PER_FLOP, exact_seconds, incremental_seconds, slow_fractions
+from .costmodel import (
+    BLAS_S_PER_FLOP,
+    exact_seconds,
+    incremental_seconds,
+    series_seconds,
+    slow_fractions,
+)
 
 #: Seconds per parameter of validating and packing the inputs.
 PYTHON_S_PER_PARAM = 8e-9
@@ -70,8 +76,9 @@ def _speed(n_threads: int) -> float:
 
 
 def _estimate_coordinates(sizes, m: int, n: int, engine: str, n_threads: int, passes: int,
-                          slow=None) -> float:
-    """Seconds to check n coordinates with ``engine`` (``passes`` central differences)."""
+                          slow=None, hidden=()) -> float:
+    """Seconds to check n coordinates with ``engine`` (``passes`` central differences) of a
+    network with the hidden activations ``hidden``."""
     sizes = [int(s) for s in sizes]
     n_out = sizes[-1]
     pairs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
@@ -84,7 +91,7 @@ def _estimate_coordinates(sizes, m: int, n: int, engine: str, n_threads: int, pa
         hidden_out = sum(sizes[1:-1]) * sizes[-1]
         setup = (2 * m * pairs + 2 * m * n_out * sum(
             a * b for a, b in zip(sizes[1:-1], sizes[2:-1] + [0]))
-            + m * hidden_out) * BLAS_S_PER_FLOP
+            + m * hidden_out) * BLAS_S_PER_FLOP + series_seconds(sizes, m, hidden)
         loop = n * incremental_seconds(sizes, m, slow)
     threads = n_threads if loop >= 2e-3 else 1
     return passes * (setup + loop / _speed(threads))
@@ -115,8 +122,9 @@ def estimate(inputs, options) -> CostEstimate:
     n_threads = options.n_threads or numba.get_num_threads()
     passes = 2 if options.method == "richardson" else 1
 
-    engine = choose_engine(options.engine, inputs.model, layout.n_layers, P * m)
+    engine = choose_engine(options.engine, P * m)
     python = CALL_S + PYTHON_S_PER_PARAM * P
+    hidden = inputs.model.hidden_for(layout.n_layers)
     slow = None
     if engine == "incremental" and len(sizes) > 3:
         # Deep networks: how many samples the explicit path will take (the set-up is cheap
@@ -130,12 +138,13 @@ def estimate(inputs, options) -> CostEstimate:
             slow = slow_fractions(prepared, sizes, m, options.epsilon)
     full = ModeCost("full", 2 * passes * P, P,
                     python + REPORT_S_PER_COORDINATE * P
-                    + _estimate_coordinates(sizes, m, P, engine, n_threads, passes, slow))
+                    + _estimate_coordinates(sizes, m, P, engine, n_threads, passes, slow,
+                                            hidden))
     n_sampled = len(sample_indices(layout, options.n_per_block, options.seed))
     sampled = ModeCost("sampled", 2 * passes * n_sampled, n_sampled,
                        python + REPORT_S_PER_COORDINATE * n_sampled
                        + _estimate_coordinates(sizes, m, n_sampled, engine, n_threads, passes,
-                                               slow))
+                                               slow, hidden))
     n_blocks = len(layout.names)
     directional = ModeCost("directional", 2 * options.n_directions * n_blocks, 0,
                            python + n_blocks * DIRECTIONAL_BLOCK_S

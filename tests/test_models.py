@@ -220,17 +220,32 @@ def test_seed_functions_take_a_model():
     assert sweep.verdict == "fine"
 
 
-def test_modes_not_yet_available_for_other_models_say_so():
-    model = MLP(hidden="tanh")
+@pytest.mark.parametrize("model", COMBINATIONS, ids=repr)
+def test_directional_mode_checks_every_combination(model):
+    """The directional probes of any model: for the reference's gradient (right, by the
+    complex-step test above) each probe's central difference is v . grad; a x1.1 error in one
+    block fails that block alone."""
     X, Y, parameters = _data(model)
     _, cache = reference.forward_mlp(X, Y, parameters, model)
     gradients = reference.backward_mlp(X, Y, cache, model)
-    softmax = MLP(output="softmax")
-    with pytest.raises(ValueError, match="mode='directional'"):
-        gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=softmax,
-                                       mode="directional")
-    with pytest.raises(ValueError, match="mode='directional'"):
-        gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model,
-                                       mode="directional")
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model,
+                                            mode="directional", n_directions=6)
+    assert report.mode == "directional" and report.passed, report
+    for name, probes in report.probes.items():
+        # The central difference's truncation, eps**2 / 6 times a third derivative, ~2e-15 of
+        # these O(1) derivatives, plus rounding in delta space (~1e-15 relative): 1e-10 of the
+        # largest probe leaves room for probes much smaller than it.
+        scale = np.abs(probes.analytic).max()
+        assert np.all(np.abs(probes.analytic - probes.numerical) <= 1e-10 * scale), name
+    wrong = dict(gradients, dW2=1.1 * gradients["dW2"])
+    bad = gradcheck_fast.check_gradients(parameters, wrong, X, Y, model=model,
+                                         mode="directional", n_directions=6)
+    assert bad.failed_blocks == ["dW2"], bad
+
+
+def test_a_model_must_be_an_mlp():
+    X, Y, parameters = _data(MLP())
+    _, cache = reference.forward_mlp(X, Y, parameters, MLP())
+    gradients = reference.backward_mlp(X, Y, cache, MLP())
     with pytest.raises(TypeError, match="model"):
         gradcheck_fast.check_gradients(parameters, gradients, X, Y, model="tanh")
