@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -288,7 +289,8 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
     C3, series, radius, s_off = _series(Z, act_off, weights, sizes, hidden, alpha, m, bound,
                                         bound_off, v_off, V)
     F = activation_complements(Z, act_off, hidden)
-    K = _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, model.output_code)
+    K = _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, model.output_code, rho,
+                  radius, act_off)
     return Prepared(J=J, Z=Z, A=A, act_off=act_off, coef=coef, sig=sig, V=V, v_off=v_off,
                     rho=rho, C3=C3, series=series, radius=radius, s_off=s_off, F=F, K=K)
 
@@ -298,11 +300,13 @@ def activation_complements(Z, act_off, hidden):
     f(z) (in A): sech(z)**2, respectively sigmoid(-z); 0 elsewhere. Same layout as Z."""
     F = np.zeros(int(act_off[-1]))
     for l, name in enumerate(hidden, start=1):
+        if name not in ("tanh", "sigmoid"):
+            continue
         z = Z[act_off[l] : act_off[l + 1]]
         with np.errstate(over="ignore"):
             if name == "tanh":
                 F[act_off[l] : act_off[l + 1]] = 1.0 / np.cosh(z) ** 2
-            elif name == "sigmoid":
+            else:
                 F[act_off[l] : act_off[l + 1]] = 1.0 / (1.0 + np.exp(z))
     return F
 
@@ -398,7 +402,7 @@ T_COMPOSED = 2.0**-20
 K_FIELDS = 8
 
 
-def _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, out):
+def _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius, act_off):
     """Per hidden unit r of layer l and sample j, the loss change of sample j as one cubic in
     the unit's change s: ``dl(s) = s (a1 + s (a2 + s a3)) + O(B s**4)``.
 
@@ -416,23 +420,38 @@ def _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, out):
     ``M1..M3`` are the sums of the absolute values of the terms forming ``a1..a3`` (the scale
     of their rounding), ``B`` bounds the terms of degree 4 and more for ``|s| <= 1`` (each such
     term of the expansion with its coefficients in absolute value), and ``limit`` is the
-    largest |s| the record is used for: ``min(1, T_COMPOSED / max_o (|v1| + |v2| + |v3|))``.
+    largest |s| (exclusive) the kernel's fast path uses it for: ``T_COMPOSED / max_o (|v1| +
+    |v2| + |v3|)``, 1, ``RHO_SAFETY * rho`` (no later unit crosses its kink) and the unit's
+    series ``radius``, whichever is least, so that the fast path needs one comparison.
     Layout ``K[((s_off[l] + r) m + j) K_FIELDS + field]``.
     """
     hidden_units = int(sum(int(n) for n in sizes[1:-1]))
-    K = np.zeros(max(hidden_units * m, 1) * K_FIELDS)
-    for l in range(1, len(sizes) - 1):
-        _composed_layer(coef, sig, V, int(v_off[l]), C3, bool(series[l]), int(s_off[l]) * m,
-                        int(sizes[l]) * m, int(sizes[-1]), m, out, K)
+    K = np.empty(max(hidden_units * m, 1) * K_FIELDS)  # every row is written
+    # Small networks on one thread: waking the others costs more than the work.
+    n_rows = hidden_units * m
+    args = (coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius, act_off, K)
+    if n_rows * sizes[-1] >= 1 << 15:
+        _composed_parallel(n_rows, 8 * numba.get_num_threads(), *args)
+    else:
+        _composed_rows(0, n_rows, *args)
     return K
 
 
-@jit(parallel=True)
-def _composed_layer(coef, sig, V, v_base, C3, curved, k_base, rows, n_out, m, out, K):
-    """:func:`_composed` for one layer's ``rows`` (unit, sample) pairs."""
-    for row in prange(rows):
+@jit
+def _composed_rows(lo, hi, coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius,
+                   act_off, K):
+    """:func:`_composed` for the (hidden unit, sample) rows lo <= row < hi, numbered layer
+    after layer."""
+    n_layers = sizes.shape[0] - 1
+    n_out = sizes[n_layers]
+    for k_row in range(lo, hi):
+        l = 1
+        while l + 1 < n_layers and k_row >= s_off[l + 1] * m:
+            l += 1
+        row = k_row - s_off[l] * m  # r m + j within layer l
         j = row % m
-        base = v_base + row * n_out
+        curved = series[l] != 0
+        base = v_off[l] + row * n_out
         a1 = a2 = a3 = M1 = M2 = M3 = B = 0.0
         reach = 0.0
         mean1 = mean2 = mean3 = 0.0
@@ -484,7 +503,7 @@ def _composed_layer(coef, sig, V, v_base, C3, curved, k_base, rows, n_out, m, ou
                       + abs(c3) * (w**3 - abs(v1) ** 3) + (abs(c4) + tail) * w**4)
         if out == 1:
             B += sig[j * n_out * 2 + 1] * 3.0 * var_u * var_u / 8.0
-        q = (k_base + row) * K_FIELDS
+        q = k_row * K_FIELDS
         K[q] = a1
         K[q + 1] = a2
         K[q + 2] = a3
@@ -492,7 +511,18 @@ def _composed_layer(coef, sig, V, v_base, C3, curved, k_base, rows, n_out, m, ou
         K[q + 4] = M2
         K[q + 5] = M3
         K[q + 6] = B
-        K[q + 7] = min(1.0, T_COMPOSED / reach) if reach > 0.0 else 1.0
+        limit = min(1.0, T_COMPOSED / reach) if reach > 0.0 else 1.0
+        limit = min(limit, RHO_SAFETY * rho[act_off[l] + row], radius[s_off[l] + row // m])
+        K[q + 7] = limit
+
+
+@jit(parallel=True)
+def _composed_parallel(n_rows, n_chunks, coef, sig, V, v_off, C3, series, s_off, sizes, m, out,
+                       rho, radius, act_off, K):
+    """:func:`_composed_rows` over ``n_chunks`` chunks of the rows in parallel."""
+    for ch in prange(n_chunks):
+        _composed_rows(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks, coef, sig, V,
+                       v_off, C3, series, s_off, sizes, m, out, rho, radius, act_off, K)
 
 
 @jit(inline=True)
@@ -729,12 +759,10 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                     err = 0.0
                     if da == 0.0:
                         pass  # the unit stays inactive: nothing changes downstream
-                    elif (abs(da) < RHO_SAFETY * rho[z_row + j]
-                          and abs(da) <= radius[s_off[l] + r]
-                          and abs(da) <= K[((s_off[l] + r) * m + j) * K_FIELDS + 7]):
+                    elif abs(da) < K[((s_off[l] + r) * m + j) * K_FIELDS + 7]:
                         # No later unit can cross, any later tanh/sigmoid layer stays within its
-                        # series and the outputs move little: the loss changes by the composed
-                        # cubic of _composed, one evaluation for all outputs.
+                        # series and the outputs move little (see _composed): the loss changes by
+                        # the composed cubic of _composed, one evaluation for all outputs.
                         q = ((s_off[l] + r) * m + j) * K_FIELDS
                         ad = abs(da)
                         value = da * (K[q] + da * (K[q + 1] + da * K[q + 2]))
