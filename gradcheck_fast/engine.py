@@ -267,7 +267,14 @@ def _incremental(net, theta, Y, epsilon, prepared, indices, progress, model) -> 
             p.sig, p.V, p.v_off, p.rho, epsilon, dJ_plus, dJ_minus, resolution, kinks,
             model.codes(net.n_layers), model.leaky_slope, model.output_code, p.C3, p.series,
             p.radius, p.s_off, p.F, p.K)
-    seconds = incremental_seconds(net.sizes, m, slow_fractions(p, net.sizes, m, epsilon))
+    # The time model only decides threads and pieces: when even every sample taking the
+    # explicit path would stay below the serial threshold, the decision is made already and
+    # the (NumPy-bound) count of slow samples is skipped.
+    worst = incremental_seconds(net.sizes, m, np.ones(len(net.sizes)))
+    if n * worst / INCREMENTAL_S_PER_SAMPLE < _SERIAL_WORK:
+        seconds = worst
+    else:
+        seconds = incremental_seconds(net.sizes, m, slow_fractions(p, net.sizes, m, epsilon))
     _run_kernel(delta._deltas_range, delta._deltas_parallel, n, seconds, args, progress)
     # Divided by the steps really taken, fl(theta_i +- epsilon) - theta_i, not by 2 epsilon:
     # the changes are exact to rounding, so the step's own rounding (up to an ulp of theta_i,
