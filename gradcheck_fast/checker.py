@@ -213,7 +213,8 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
             cost, probes = modes.directional_probes(layout, inputs.theta, inputs.grad, inputs.X,
                                                     inputs.Y, options.epsilon,
                                                     options.n_directions, options.seed,
-                                                    inputs.model)
+                                                    inputs.model,
+                                                    options.epsilon > TRUNCATION_STEP)
             return build_directional_report(
                 layout, inputs.grad, probes, cost=cost, epsilon=options.epsilon,
                 threshold=options.threshold, rtol=options.rtol, atol=options.atol,

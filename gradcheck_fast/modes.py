@@ -143,14 +143,16 @@ def _propagate(layers, l, dz_plus, codes, slope):
     """Carry ``dz`` (n_l, k, m) at layer l and its negative to the output pre-activations.
 
     Returns ``(t_plus, t_minus, crossings per probe)``. Through piecewise-linear layers the
-    minus step is the plus step negated; where some unit crossed its kink, or behind a tanh or
-    sigmoid layer, the difference of the two is carried as well (``da_plus + da_minus``: small
-    and formed without cancellation, so the two steps' outputs differ by exactly that).
+    minus step is the plus step negated; once some unit crossed its kink, or behind a tanh or
+    sigmoid layer, the two differ, and from there on their difference is carried as well
+    (``da_plus + da_minus``: small and formed without cancellation, so the two steps' outputs
+    differ by exactly that).
     """
     _, k, m = dz_plus.shape
     dz_minus = -dz_plus
     crossings = np.zeros(k, dtype=np.int64)
     n_layers = len(layers.weights) - 1
+    symmetric = True  # dz_minus == -dz_plus exactly
     for q in range(l, n_layers):
         da_plus = np.empty_like(dz_plus)
         da_minus = np.empty_like(dz_plus)
@@ -161,7 +163,10 @@ def _propagate(layers, l, dz_plus, codes, slope):
         n_next, n_q = W.shape
         # W @ da for every probe in one product: da is (units, probes * samples) as stored.
         dz_plus = (W @ da_plus.reshape(n_q, k * m)).reshape(n_next, k, m)
-        if crossed or code in (2, 3):  # da_plus + da_minus is 0 in the piecewise-linear regime
+        # da_plus + da_minus is 0 while both steps are symmetric and the layer is piecewise
+        # linear with no kink crossed; after that, never again.
+        symmetric = symmetric and not crossed and code not in (2, 3)
+        if not symmetric:
             asymmetry = (da_plus + da_minus).reshape(n_q, k * m)
             dz_minus = -dz_plus + (W @ asymmetry).reshape(n_next, k, m)
         else:
@@ -193,10 +198,32 @@ def _unperturbed(net, theta, X, Y, model):
     return J, Z, act_off, _Layers(per_layer(Z), per_layer(A), per_layer(F), weights)
 
 
+def _central_difference(layers, l, codes, model, coef, sig, Y, dz, epsilon):
+    """``(J(theta + eps v) - J(theta - eps v)) / 2 eps`` per probe for the change ``dz`` of
+    layer l's pre-activations (L2 term aside), its rounding bound and kink crossings."""
+    n_out, k, m = int(layers.Z[-1].shape[0]), dz.shape[1], dz.shape[2]
+    t_plus, t_minus, crossings = _propagate(layers, l, dz, codes, model.leaky_slope)
+    dJ_plus, err_plus, dJ_minus, err_minus = np.empty((4, k))
+    _loss_changes(model.output_code, coef, sig, Y, t_plus, dJ_plus, err_plus)
+    _loss_changes(model.output_code, coef, sig, Y, t_minus, dJ_minus, err_minus)
+    numerical = (dJ_plus - dJ_minus) / (2.0 * epsilon)
+    # Rounding beyond the loss evaluations: the products that formed t, each a few ulps of its
+    # terms per layer crossed; bounded through the first-order magnitude of the probe,
+    # sum |dl/dz| |t| / (m eps), as if every term had the same sign.
+    c1 = np.abs(coef.reshape(m, n_out, 4)[:, :, 0].T)[:, None, :]  # (n_out, 1, m)
+    magnitude = (c1 * np.abs(t_plus)).sum(axis=(0, 2)) / (m * epsilon)
+    depth_terms = sum(int(Z.shape[0]) for Z in layers.Z[l - 1 :])
+    noise = (err_plus + err_minus) / (2.0 * epsilon) + 4 * depth_terms * _U * magnitude
+    return numerical, noise, crossings
+
+
 def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int, seed: int,
-                       model=SEED_MODEL) -> tuple[float, dict[str, Probes]]:
+                       model=SEED_MODEL, truncation: bool = False
+                       ) -> tuple[float, dict[str, Probes]]:
     """The cost J and k = ``n_directions`` seeded probes per block, keyed by gradient name
-    ('dW1', ...), for any network of the MLP family (``model``)."""
+    ('dW1', ...), for any network of the MLP family (``model``). ``truncation``: add an
+    estimate of the central difference's truncation error to each probe's noise (for large
+    steps; one more difference per probe)."""
     sizes = net.sizes
     n_layers = len(sizes) - 1
     m = X.shape[1]
@@ -231,19 +258,16 @@ def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int
                 v = _unit_rows(rng, n_directions, n_l)
                 analytic = v @ G[:, 0]
                 dz = np.broadcast_to((epsilon * v.T)[:, :, None], (n_l, n_directions, m)).copy()
-            t_plus, t_minus, crossings = _propagate(layers, l, dz, codes, model.leaky_slope)
-            dJ_plus, err_plus, dJ_minus, err_minus = np.empty((4, n_directions))
-            _loss_changes(model.output_code, coef, sig, Y, t_plus, dJ_plus, err_plus)
-            _loss_changes(model.output_code, coef, sig, Y, t_minus, dJ_minus, err_minus)
-            numerical = (dJ_plus - dJ_minus) / (2.0 * epsilon) + l2_change
-            # Rounding beyond the loss evaluations: the products that formed t, each a few ulps
-            # of its terms per layer crossed; bounded through the first-order magnitude of the
-            # probe, sum |dl/dz| |t| / (m eps), as if every term had the same sign.
-            c1 = np.abs(coef.reshape(m, n_out, 4)[:, :, 0].T)[:, None, :]  # (n_out, 1, m)
-            magnitude = (c1 * np.abs(t_plus)).sum(axis=(0, 2)) / (m * epsilon)
-            depth_terms = sum(int(n) for n in sizes[l - 1 :])
-            noise = ((err_plus + err_minus) / (2.0 * epsilon) + 4 * depth_terms * _U * magnitude
-                     + l2_noise)
+            central = functools.partial(_central_difference, layers, l, codes, model, coef,
+                                        sig, Y)
+            data, noise, crossings = central(dz, epsilon)
+            numerical = data + l2_change
+            noise = noise + l2_noise
+            if truncation:
+                # The same directions at twice the step (dz scales exactly): |D(h) - D(2h)| / 3
+                # estimates the h**2 truncation error, as in the full check.
+                double, _, _ = central(2.0 * dz, 2.0 * epsilon)
+                noise = noise + np.abs(data - double) / 3.0
             probes["d" + name] = Probes(
                 analytic=analytic, numerical=numerical, noise=noise, kinks=crossings,
                 rank_one=name[0] == "W", size=G.size,

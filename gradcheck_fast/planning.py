@@ -146,9 +146,13 @@ def estimate(inputs, options) -> CostEstimate:
                        + _estimate_coordinates(sizes, m, n_sampled, engine, n_threads, passes,
                                                slow, hidden))
     n_blocks = len(layout.names)
-    directional = ModeCost("directional", 2 * options.n_directions * n_blocks, 0,
+    from .checker import TRUNCATION_STEP
+
+    # A large step's probes are taken twice (the second at 2 eps estimates the truncation).
+    differences = 2 if options.epsilon > TRUNCATION_STEP else 1
+    directional = ModeCost("directional", 2 * differences * options.n_directions * n_blocks, 0,
                            python + n_blocks * DIRECTIONAL_BLOCK_S
-                           + _estimate_directional(sizes, m, options.n_directions))
+                           + differences * _estimate_directional(sizes, m, options.n_directions))
     return CostEstimate(full, sampled, directional, P, engine)
 
 

@@ -220,7 +220,14 @@ def test_seed_functions_take_a_model():
     assert sweep.verdict == "fine"
 
 
-@pytest.mark.parametrize("model", COMBINATIONS, ids=repr)
+#: Different activations per layer: behind a tanh or sigmoid layer the plus and minus steps
+#: stop being each other's negative, also through the piecewise-linear layers after it.
+MIXED = [MLP(hidden=["tanh", "relu"]), MLP(hidden=["sigmoid", "linear"], output="softmax"),
+         MLP(hidden=["tanh", "leaky_relu"], output="linear", l2=0.1),
+         MLP(hidden=["relu", "sigmoid"], output="softmax")]
+
+
+@pytest.mark.parametrize("model", COMBINATIONS + MIXED, ids=repr)
 def test_directional_mode_checks_every_combination(model):
     """The directional probes of any model: for the reference's gradient (right, by the
     complex-step test above) each probe's central difference is v . grad; a x1.1 error in one
@@ -240,6 +247,24 @@ def test_directional_mode_checks_every_combination(model):
     wrong = dict(gradients, dW2=1.1 * gradients["dW2"])
     bad = gradcheck_fast.check_gradients(parameters, wrong, X, Y, model=model,
                                          mode="directional", n_directions=6)
+    assert bad.failed_blocks == ["dW2"], bad
+
+
+@pytest.mark.parametrize("model", [MLP(hidden=["relu", "tanh"]), MLP(hidden="sigmoid",
+                                                                      output="softmax")],
+                         ids=repr)
+def test_directional_mode_allows_for_the_truncation_of_a_large_step(model):
+    """With epsilon = 1e-3 the central difference's own error (eps**2 / 6 times a third
+    derivative, ~1e-7 relative here) is far above rounding: like the full check, the probes
+    estimate it from a second difference at 2 eps, so a right gradient passes and a x1.1 one
+    still fails."""
+    X, Y, parameters = _data(model)
+    _, cache = reference.forward_mlp(X, Y, parameters, model)
+    gradients = reference.backward_mlp(X, Y, cache, model)
+    options = {"model": model, "mode": "directional", "epsilon": 1e-3, "n_directions": 8}
+    assert gradcheck_fast.check_gradients(parameters, gradients, X, Y, **options).passed
+    wrong = dict(gradients, dW2=1.1 * gradients["dW2"])
+    bad = gradcheck_fast.check_gradients(parameters, wrong, X, Y, **options)
     assert bad.failed_blocks == ["dW2"], bad
 
 
