@@ -126,29 +126,40 @@ def _output_coefficients(Z, zo, Y, m, coef, sig, out=0):
 
 
 @jit(parallel=True)
-def _radii(sizes, act_off, Z, m, bound, b_off, rho, kinked):
+def _radii(sizes, act_off, Z, m, inverse, b_off, rho, kinked):
     """``rho_l[r, j]``: how far ``a_l[r, j]`` may move before a later hidden unit could cross 0.
 
-    For each later hidden layer q, ``bound`` holds an upper bound ``B_{q<-l}[k, r]`` of
-    ``|d z_q[k] / d a_l[r]|`` (``|W_{l+1}|`` for q = l + 1, exact; products of ``|W|`` beyond,
-    which ignore the activation pattern and so only ever overstate), at ``b_off[l, q]``;
-    ``rho = min_{q, k} |z_q[k, j]| / B[k, r]`` (infinite when no later unit depends on a_l[r]).
+    For each later hidden layer q, an upper bound ``B_{q<-l}[k, r]`` of ``|d z_q[k] / d a_l[r]|``
+    (``|W_{l+1}|`` for q = l + 1, exact; products of ``|W|`` beyond, which ignore the
+    activation pattern and so only ever overstate) is at ``b_off[l, q]``, given here by its
+    reciprocal ``inverse`` (infinite where B is 0); ``rho = min_{q, k} |z_q[k, j]| / B[k, r]``
+    (infinite when no later unit depends on a_l[r]). The product with the reciprocal is within
+    an ulp of the quotient, far inside the RHO_SAFETY margin; ``0 * inf`` (a unit at its kink
+    that does not depend on a_l[r]) is NaN and never taken as the minimum. The innermost loop
+    runs along r, contiguous in B, so it vectorises.
     """
     n_layers = sizes.shape[0] - 1
+    max_width = 1
+    for l in range(1, n_layers):
+        max_width = max(max_width, sizes[l])
     for j in prange(m):
+        radius = np.empty(max_width)
         for l in range(1, n_layers):
             n_l = sizes[l]
+            radius[:n_l] = np.inf
+            for q in range(l + 1, n_layers):
+                if not kinked[q]:  # a linear layer has no kink to cross
+                    continue
+                base = b_off[l, q]
+                for k in range(sizes[q]):
+                    z = abs(Z[act_off[q] + k * m + j])
+                    row = base + k * n_l
+                    for r in range(n_l):
+                        value = z * inverse[row + r]
+                        if value < radius[r]:
+                            radius[r] = value
             for r in range(n_l):
-                radius = np.inf
-                for q in range(l + 1, n_layers):
-                    if not kinked[q]:  # a linear layer has no kink to cross
-                        continue
-                    base = b_off[l, q]
-                    for k in range(sizes[q]):
-                        b = bound[base + k * n_l + r]
-                        if b > 0.0:
-                            radius = min(radius, abs(Z[act_off[q] + k * m + j]) / b)
-                rho[act_off[l] + r * m + j] = radius
+                rho[act_off[l] + r * m + j] = radius[r]
 
 
 def _derivative_bounds(weights, sizes, gains):
@@ -285,7 +296,9 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
         kinked[l] = hidden[l - 1] in ("relu", "leaky_relu")
     bound, bound_off = _derivative_bounds(weights, sizes, gains)
     rho = np.full(int(act_off[-1]), np.inf)
-    _radii(sizes, act_off, Z, m, bound, bound_off, rho, kinked)
+    with np.errstate(divide="ignore"):
+        inverse = 1.0 / bound
+    _radii(sizes, act_off, Z, m, inverse, bound_off, rho, kinked)
     C3, series, radius, s_off = _series(Z, act_off, weights, sizes, hidden, alpha, m, bound,
                                         bound_off, v_off, V)
     F = activation_complements(Z, act_off, hidden)
