@@ -775,8 +775,8 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                         pass  # the unit stays inactive: nothing changes downstream
                     elif abs(da) < K[((s_off[l] + r) * m + j) * K_FIELDS + 7]:
                         # No later unit can cross, any later tanh/sigmoid layer stays within its
-                        # series and the outputs move little (see _composed): the loss changes by
-                        # the composed cubic of _composed, one evaluation for all outputs.
+                        # series and the outputs move little: the loss changes by the composed
+                        # cubic of _composed, one evaluation for all outputs.
                         q = ((s_off[l] + r) * m + j) * K_FIELDS
                         ad = abs(da)
                         value = da * (K[q] + da * (K[q + 1] + da * K[q + 2]))
