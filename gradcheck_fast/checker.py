@@ -16,6 +16,7 @@ from .engine import Costs, mlp_cost_noise, mlp_costs
 from .layout import MLPLayout
 from .models import MLP, SEED_MODEL
 from .report import ATOL, RTOL, GradientCheckReport, build_directional_report, build_report
+from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
 from .validation import (
     check_choice,
     check_count,
@@ -43,11 +44,6 @@ METHODS = ("central", "richardson")
 #: gradcheck uses these same values; they still catch any O(1) mistake.
 RTOL_FLOAT32 = 1e-3
 ATOL_FLOAT32 = 1e-5
-
-#: Above this step the central difference's truncation error (h**2 times the third
-#: derivative, over 6) can reach the elementwise tolerance; it is then estimated (one more
-#: evaluation per coordinate).
-TRUNCATION_STEP = 1e-5
 
 #: The Richardson (4-point) step for float64: eps_mach ** (1/5) balances the stencil's
 #: truncation error O(h**4) against its rounding error O(eps_mach / h).
@@ -162,9 +158,11 @@ def numerical_gradient(inputs: Inputs, options: Options,
     """The engine's costs for the coordinates ``indices`` (default all), by the seed's central
     difference or by Richardson extrapolation of two of them.
 
-    A central difference with a step above ``TRUNCATION_STEP`` also gets an estimate of its
-    truncation error, ``|D(h) - D(2h)| / 3`` (the h**2 term dominating), which the report adds
-    to each coordinate's noise bound: a large step then makes elements unverified, not wrong.
+    A central difference with a step above ``TRUNCATION_STEP`` also gets a bound on its
+    truncation error from the central differences at h/2 and h/4
+    (:func:`gradcheck_fast.truncation.truncation_bound`; infinite where the series at h is not
+    in its asymptotic regime), which the report adds to each coordinate's noise bound: a large
+    step then makes elements unverified, never wrong.
     """
     layout, theta, X, Y = inputs.layout, inputs.theta, inputs.X, inputs.Y
     h = options.epsilon
@@ -173,11 +171,9 @@ def numerical_gradient(inputs: Inputs, options: Options,
     if options.method == "central":
         if not truncation or h <= TRUNCATION_STEP:
             return first
-        double = mlp_costs(layout, theta, X, Y, 2 * h, first.engine, options.progress, indices,
-                           model)
-        with np.errstate(invalid="ignore"):
-            estimate = np.abs(first.gradapprox - double.gradapprox) / 3.0
-        return replace(first, truncation=np.where(np.isnan(estimate), 0.0, estimate))
+        half, quarter = (mlp_costs(layout, theta, X, Y, f * h, first.engine, options.progress,
+                                   indices, model) for f in SMALLER_STEPS)
+        return with_truncation(first, half, quarter, options.atol, options.rtol)
     # Richardson: (4 D(h) - D(2h)) / 3 = (8 (J+h - J-h) - (J+2h - J-2h)) / 12h cancels the
     # h**2 term of the central difference D; what remains is O(h**4).
     second = mlp_costs(layout, theta, X, Y, 2 * h, first.engine, options.progress, indices,
@@ -214,7 +210,8 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
                                                     inputs.Y, options.epsilon,
                                                     options.n_directions, options.seed,
                                                     inputs.model,
-                                                    options.epsilon > TRUNCATION_STEP)
+                                                    options.epsilon > TRUNCATION_STEP,
+                                                    atol=options.atol, rtol=options.rtol)
             return build_directional_report(
                 layout, inputs.grad, probes, cost=cost, epsilon=options.epsilon,
                 threshold=options.threshold, rtol=options.rtol, atol=options.atol,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numba
@@ -14,11 +15,12 @@ from numba.core.errors import NumbaError
 
 from ._jit import jit
 from ._threads import n_threads_set
-from .checker import TRUNCATION_STEP, LowPrecisionWarning, check_options
+from .checker import LowPrecisionWarning, check_options
 from .engine import Costs, _run_kernel
 from .layout import Layout, is_shape_dict
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
-from .report import GradientCheckReport, build_report
+from .report import _U, SIGMA_FACTOR, GradientCheckReport, allowance, build_report
+from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
 from .validation import float_parameter_array
 
 
@@ -117,6 +119,117 @@ def _central(cost, theta, args, epsilon, njit, seconds, progress):
     else:
         _run_kernel(_python_costs_range, None, P, seconds, kernel_args, progress)
     return J_plus, J_minus, gradapprox
+
+
+def _costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str) -> Costs:
+    """The report's view of one central difference of the user's cost over all coordinates."""
+    P = gradapprox.size
+    with np.errstate(invalid="ignore", over="ignore"):
+        dJ_plus, dJ_minus = J_plus - J, J_minus - J
+    resolution = np.zeros(P)
+    if float32:
+        resolution = 2 * (np.spacing(np.abs(J_plus).astype(np.float32))
+                          + np.spacing(np.abs(J_minus).astype(np.float32))).astype(np.float64)
+    return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
+                 np.zeros(P, dtype=np.int64), engine, np.arange(P))
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinks of a black-box cost
+# ---------------------------------------------------------------------------------------------
+# A cost with a kink (ReLU, abs, max) within the step of coordinate i: its central difference
+# there is no derivative, and a correct gradient can disagree with it by up to half the slope
+# jump. The built-in network's engines see ReLU crossings directly; for a black-box cost the
+# kink is recognised from costs along the coordinate, only for the elements that fail the
+# elementwise test (4 more evaluations each; none for a large step, whose smaller steps were
+# taken already for the truncation bound).
+#
+# With G(s) = (J(s) + J(-s) - 2 J) / s, the disagreement of the one-sided differences
+# (J(s) - J) / s and (J - J(-s)) / s, i.e. s times a curvature estimate, compare the curvature
+# at steps h and h/2, and at h/2 and h/4:
+#
+#     Q_far = G(h/2) - G(h) / 2,      Q_near = G(h/4) - G(h/2) / 2.
+#
+# Both cancel the curvature f2 = J'' exactly; for a smooth cost what is left is -f4 h**3 / 32
+# and -f4 h**3 / 256 (f4 = J'''', rounding aside), while a kink of slope jump D at distance
+# d = x h (0 <= x < 1) leaves D (1 - 3x) / 2 (x < 1/2) or -D (1 - x) / 2 (x >= 1/2) in Q_far,
+# and the same at the scale h/2 in Q_near, whatever the step: each vanishes at one x, never
+# both. The kink moves D(h) by D (1 - x) / 2, which over every x is at most KINK_EXPLAINS = 3
+# times max(|Q_far|, |Q_near|) (the worst case is x = 0.4).
+#
+# An element is a kink when (1) a Q is beyond the rounding it can carry (the J values'
+# rounding times the sum of the Q's coefficients) and (2) the kink it shows explains the
+# disagreement: |analytic - numerical| <= KINK_MARGIN * KINK_EXPLAINS * max|Q| + tolerance +
+# noise. (2) keeps real mistakes failing: at a smooth point the Q's are O(f4 h**3) (at the
+# default step ~1e-21 f4, and at any step far below the truncation error f3 h**2 / 6 the
+# central difference itself carries), so no mistake the step can resolve is excused.
+
+#: A single kink within the step moves the central difference by at most this multiple of
+#: max(|Q_far|, |Q_near|).
+KINK_EXPLAINS = 3.0
+
+#: Several kinks within one step add their moves but may partly cancel in the Q's: a margin.
+KINK_MARGIN = 2.0
+
+#: Sums of the absolute coefficients of the J values in h * Q_far and h * Q_near.
+_Q_FAR_WEIGHT = 8.0
+_Q_NEAR_WEIGHT = 16.0
+
+
+def _needs_excuse(costs: Costs, grad, sigma: float, theta, options) -> np.ndarray:
+    """Indices of the finite elements that fail the elementwise test (truncation aside)."""
+    tolerance, noise = allowance(costs, sigma, theta, m=1, epsilon=options.epsilon,
+                                 rtol=options.rtol, atol=options.atol)
+    finite = np.isfinite(costs.J_plus) & np.isfinite(costs.J_minus)
+    return np.flatnonzero(finite & ~(np.abs(grad - costs.gradapprox) <= tolerance + noise))
+
+
+def _values_at(cost, theta, args, indices, step):
+    """J(theta + step e_i) and J(theta - step e_i) for the (few) coordinates ``indices``."""
+    plus, minus = np.empty((2, indices.size))
+    local = theta.copy()
+    for k, i in enumerate(indices):
+        t = theta[i]
+        local[i] = t + step
+        plus[k] = _scalar(cost(local, *args))
+        local[i] = t - step
+        minus[k] = _scalar(cost(local, *args))
+        local[i] = t
+    return plus, minus
+
+
+def _confirmed_kinks(cost, theta, args, J, indices, grad, costs, central, sigma, float32,
+                     options) -> np.ndarray:
+    """1 for each of the coordinates ``indices`` whose failure a kink of the cost within the
+    step explains, else 0 (see the comment above)."""
+    if indices.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    h = options.epsilon
+    pairs = {1.0: (central[1.0][0][indices], central[1.0][1][indices])}
+    for f in SMALLER_STEPS:
+        pairs[f] = ((central[f][0][indices], central[f][1][indices]) if f in central
+                    else _values_at(cost, theta, args, indices, f * h))
+    with np.errstate(invalid="ignore", over="ignore"):
+        G = {f: (plus + minus - 2.0 * J) / (f * h) for f, (plus, minus) in pairs.items()}
+        q_far = G[0.5] - G[1.0] / 2.0
+        q_near = G[0.25] - G[0.5] / 2.0
+    # The rounding of one J value: ECnoise (times the report's safety factor), the final sum
+    # of a float64 cost (2 ulps), a float32 cost's spacing, and what an ulp of theta_i in the
+    # step taken moves J by.
+    largest = np.max([np.abs(v) for pair in pairs.values() for v in pair], axis=0)
+    rounding = SIGMA_FACTOR * sigma + 4.0 * _U * largest
+    if float32:
+        rounding = rounding + np.spacing(largest.astype(np.float32)).astype(np.float64)
+    rounding = rounding + np.abs(costs.gradapprox[indices]) * np.spacing(
+        np.abs(theta[indices]) + h)
+    beyond = ((np.abs(q_far) > _Q_FAR_WEIGHT * rounding / h)
+              | (np.abs(q_near) > _Q_NEAR_WEIGHT * rounding / h))
+    tolerance, noise = allowance(costs, sigma, theta, m=1, epsilon=h, rtol=options.rtol,
+                                 atol=options.atol)
+    error = np.abs(grad[indices] - costs.gradapprox[indices])
+    explained = error <= (KINK_MARGIN * KINK_EXPLAINS * np.maximum(np.abs(q_far), np.abs(q_near))
+                          + tolerance[indices] + noise[indices])
+    return (beyond & explained).astype(np.int64)
 
 
 def _noise(cost, theta, args) -> float:
@@ -247,39 +360,43 @@ def check(
     P = theta.size
     started = time.perf_counter()
     with n_threads_set(options.n_threads):
-        J_plus, J_minus, gradapprox = _central(cost, theta, args, options.epsilon, njit,
-                                               seconds, options.progress)
-        truncation = None
+        central = {1.0: _central(cost, theta, args, options.epsilon, njit, seconds,
+                                 options.progress)}
         if options.epsilon > TRUNCATION_STEP:
-            # As check_gradients does: a second step 2 eps estimates the truncation error.
-            _, _, double = _central(cost, theta, args, 2 * options.epsilon, njit, seconds,
-                                    options.progress)
-            with np.errstate(invalid="ignore"):
-                truncation = np.nan_to_num(np.abs(gradapprox - double) / 3.0)
+            # As check_gradients does: the steps eps/2 and eps/4 bound the truncation error
+            # (and their J+- serve the kink test).
+            for f in SMALLER_STEPS:
+                central[f] = _central(cost, theta, args, f * options.epsilon, njit, seconds,
+                                      options.progress)
     elapsed = time.perf_counter() - started
-    with np.errstate(invalid="ignore", over="ignore"):
-        dJ_plus, dJ_minus = J_plus - J, J_minus - J
+    J_plus, J_minus, _ = central[1.0]
     # A cost computed in lower precision (float32 inside) is quantised far above float64's
     # rounding: its spacing, seen in J and J+-, bounds how far J+- can be off.
-    resolution = np.zeros(P)
-    notes = ()
     values = np.concatenate(([J], J_plus, J_minus))
-    if np.all(values.astype(np.float32) == values):
-        resolution = 2 * (np.spacing(np.abs(J_plus).astype(np.float32))
-                          + np.spacing(np.abs(J_minus).astype(np.float32))).astype(np.float64)
+    float32 = bool(np.all(values.astype(np.float32) == values))
+    notes = ()
+    if float32:
         notes += ("cost returns float32 values: its quantisation (an ulp of float32, ~6e-8 "
                   "relative) divided by 2 epsilon is allowed for, so elements the step cannot "
                   "resolve show as unverified; a float64 cost checks far more finely",)
-    costs = Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
-                  np.zeros(P, dtype=np.int64), "numba" if njit else "python", np.arange(P),
-                  truncation=truncation)
+    engine = "numba" if njit else "python"
+    costs = {f: _costs(J, *arrays, float32, engine) for f, arrays in central.items()}
     sigma = _noise(cost, theta, args)
+    first = costs[1.0]
+    candidates = _needs_excuse(first, grad, sigma, theta, options)
+    kinks = np.zeros(P, dtype=np.int64)
+    kinks[candidates] = _confirmed_kinks(cost, theta, args, J, candidates, grad, first, central,
+                                         sigma, float32, options)
+    first = replace(first, kinks=kinks)
+    if options.epsilon > TRUNCATION_STEP:
+        first = with_truncation(first, *(costs[f] for f in SMALLER_STEPS), options.atol,
+                                options.rtol)
     if low_precision:
         notes += low_precision_warning(low_precision, options)
     if not njit:
         notes += (f"cost is a plain Python callable: its {2 * P} evaluations ran one at a time "
                  f"in {elapsed:.3g} s; decorated with @numba.njit they would run compiled and "
                  f"in parallel",)
-    return build_report(layout, theta, grad, costs, sigma, m=1, epsilon=options.epsilon,
+    return build_report(layout, theta, grad, first, sigma, m=1, epsilon=options.epsilon,
                         threshold=options.threshold, rtol=options.rtol, atol=options.atol,
                         notes=notes)

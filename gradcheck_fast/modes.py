@@ -39,6 +39,8 @@ from ._jit import jit
 from ._threads import single_blas_thread
 from .delta import _act_change
 from .models import SEED_MODEL
+from .report import ATOL, RTOL
+from .truncation import SMALLER_STEPS, propagated_rounding, truncation_bound
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
@@ -218,12 +220,13 @@ def _central_difference(layers, l, codes, model, coef, sig, Y, dz, epsilon):
 
 
 def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int, seed: int,
-                       model=SEED_MODEL, truncation: bool = False
-                       ) -> tuple[float, dict[str, Probes]]:
+                       model=SEED_MODEL, truncation: bool = False, *, atol: float = ATOL,
+                       rtol: float = RTOL) -> tuple[float, dict[str, Probes]]:
     """The cost J and k = ``n_directions`` seeded probes per block, keyed by gradient name
-    ('dW1', ...), for any network of the MLP family (``model``). ``truncation``: add an
-    estimate of the central difference's truncation error to each probe's noise (for large
-    steps; one more difference per probe)."""
+    ('dW1', ...), for any network of the MLP family (``model``). ``truncation``: add a bound
+    on the central difference's truncation error to each probe's noise (for large steps; two
+    more differences per probe; atol, rtol: the elementwise tolerance it will be compared
+    with, see :func:`gradcheck_fast.truncation.truncation_bound`)."""
     sizes = net.sizes
     n_layers = len(sizes) - 1
     m = X.shape[1]
@@ -264,10 +267,13 @@ def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int
             numerical = data + l2_change
             noise = noise + l2_noise
             if truncation:
-                # The same directions at twice the step (dz scales exactly): |D(h) - D(2h)| / 3
-                # estimates the h**2 truncation error, as in the full check.
-                double, _, _ = central(2.0 * dz, 2.0 * epsilon)
-                noise = noise + np.abs(data - double) / 3.0
+                # The same directions at eps/2 and eps/4 (dz scales exactly) bound the
+                # truncation error, as in the full check.
+                (half, noise_half, _), (quarter, noise_quarter, _) = (
+                    central(f * dz, f * epsilon) for f in SMALLER_STEPS)
+                noise = (noise + propagated_rounding(noise, noise_half, noise_quarter)
+                         + truncation_bound(data, half, quarter,
+                                            atol + rtol * np.abs(numerical)))
             probes["d" + name] = Probes(
                 analytic=analytic, numerical=numerical, noise=noise, kinks=crossings,
                 rank_one=name[0] == "W", size=G.size,

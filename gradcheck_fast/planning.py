@@ -146,10 +146,10 @@ def estimate(inputs, options) -> CostEstimate:
                        + _estimate_coordinates(sizes, m, n_sampled, engine, n_threads, passes,
                                                slow, hidden))
     n_blocks = len(layout.names)
-    from .checker import TRUNCATION_STEP
+    from .truncation import SMALLER_STEPS, TRUNCATION_STEP
 
-    # A large step's probes are taken twice (the second at 2 eps estimates the truncation).
-    differences = 2 if options.epsilon > TRUNCATION_STEP else 1
+    # A large step's probes are taken at eps/2 and eps/4 too (they bound the truncation).
+    differences = 1 + len(SMALLER_STEPS) if options.epsilon > TRUNCATION_STEP else 1
     directional = ModeCost("directional", 2 * differences * options.n_directions * n_blocks, 0,
                            python + n_blocks * DIRECTIONAL_BLOCK_S
                            + differences * _estimate_directional(sizes, m, options.n_directions))

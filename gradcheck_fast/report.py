@@ -106,6 +106,16 @@ def noise_bound(costs, sigma: float, epsilon: float, theta: np.ndarray, m: int) 
     return np.where(np.isnan(bound), 0.0, bound)
 
 
+def allowance(costs, sigma: float, theta: np.ndarray, *, m: int, epsilon: float, rtol: float,
+              atol: float) -> tuple[np.ndarray, np.ndarray]:
+    """The elementwise criterion's two parts per coordinate of ``costs``: the tolerance
+    ``atol + rtol |numerical|`` and the noise bound (:func:`noise_bound`); an element fails
+    when ``|analytic - numerical|`` exceeds their sum (``theta``: the checked coordinates)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        noise = noise_bound(costs, sigma, epsilon, theta, m)
+    return atol + rtol * np.abs(costs.gradapprox), noise
+
+
 def _relative_error(analytic: np.ndarray, numerical: np.ndarray) -> np.ndarray:
     """``|a - n| / max(|a|, |n|)``: 0 when both are 0, 1 when one of them is, nan for nan."""
     error = np.abs(analytic - numerical)
@@ -381,10 +391,9 @@ def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, sig
     numerical = costs.gradapprox
     nonfinite = ~(np.isfinite(costs.J_plus) & np.isfinite(costs.J_minus))
     at_kink = (costs.kinks > 0) & ~nonfinite
-    with np.errstate(invalid="ignore", over="ignore"):
-        noise = noise_bound(costs, sigma, epsilon, theta[idx], m)
+    tolerance, noise = allowance(costs, sigma, theta[idx], m=m, epsilon=epsilon, rtol=rtol,
+                                 atol=atol)
     error = np.abs(g - numerical)
-    tolerance = atol + rtol * np.abs(numerical)
     checked = ~nonfinite & ~at_kink
     failing = checked & ~(error <= tolerance + noise)  # a NaN analytic value fails
     magnitude = np.maximum(np.abs(g), np.abs(numerical))
