@@ -286,6 +286,12 @@ def check(
     Compiling that loop for a new cost takes about half a second, once per cost function and
     process. A plain Python callable works too, one evaluation at a time (the report says so).
 
+    An element that fails is looked at once more (4 evaluations): when the cost has a kink
+    within its step (a ReLU, abs, max) that explains the disagreement, it is reported as a
+    kink (``report.kinks``), not as wrong. With ``epsilon`` above 1e-5 the central differences
+    at epsilon/2 and epsilon/4 are taken too (4 evaluations per coordinate): they bound the
+    truncation error, or leave the element unverified where no bound holds.
+
     Parameters
     ----------
     cost : callable

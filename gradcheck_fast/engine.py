@@ -137,13 +137,14 @@ class Costs:
         seed's ``(J_plus - J_minus) / (2 epsilon)``.
     resolution : per index, a bound on the rounding error of ``J_plus - J_minus`` from the
         loss evaluations the perturbations changed.
-    kinks : per index, how many (sample, hidden unit) pairs crossed a ReLU kink in the two steps.
+    kinks : per index, how many (sample, hidden unit) pairs crossed a ReLU kink in the two steps
+        (a custom cost: 1 where its values show a kink that explains a failure, else 0).
     engine : "exact" or "incremental".
     indices : the parameter indices the arrays refer to, in order (all of them for a full check).
     noise_factor : how the rounding of J itself enters gradapprox relative to a central
         difference (1; 1.5 for Richardson's (4 D(h) - D(2h)) / 3).
-    truncation : per index, an estimate of the truncation error of gradapprox (large steps
-        only; see :func:`gradcheck_fast.checker.numerical_gradient`), or None.
+    truncation : per index, a bound on the truncation error of gradapprox, inf where none can
+        be claimed (large steps only; see :mod:`gradcheck_fast.truncation`), or None.
     """
 
     J: float

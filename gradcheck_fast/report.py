@@ -163,8 +163,10 @@ class BlockResult:
         error of an element is ``|a - n| / max(|a|, |n|)``).
     n_failing : elements with ``|a - n| > atol + rtol |n| + noise``, ``noise`` being the
         element's rounding-noise bound, kinks and non-finite J+- excepted.
-    n_kinks : elements whose +-epsilon steps move a ReLU across its kink on some sample: the
-        central difference there is no derivative, so they never count as failing.
+    n_kinks : elements whose +-epsilon steps move a ReLU across its kink on some sample (for a
+        custom cost: failing elements whose disagreement a kink of the cost within the step
+        explains, see :mod:`gradcheck_fast.custom`): the central difference there is no
+        derivative, so they never count as failing.
     n_nonfinite : elements whose J(theta +- epsilon e_i) is NaN or Inf (e.g. log(0) of a
         saturated sigmoid): they are not verified.
     n_unverified : elements that pass only within a noise bound larger than a tenth of their
@@ -690,7 +692,9 @@ def _format(report: GradientCheckReport) -> str:
     notes = []
     n_kinks = sum(b.n_kinks for b in blocks.values())
     if n_kinks:
-        notes.append(f"{n_kinks} {unit} step across a ReLU kink, where the central difference "
+        kink = ("a ReLU kink" if report.engine in ("exact", "incremental")
+                else "a kink of the cost (a ReLU kink or other non-smooth point)")
+        notes.append(f"{n_kinks} {unit} step across {kink}, where the central difference "
                      f"is no derivative: not counted as failing"
                      + (" (report.kinks)" if report.mode != "directional" else ""))
     n_nonfinite = sum(b.n_nonfinite for b in blocks.values())
