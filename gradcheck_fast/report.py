@@ -445,8 +445,9 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
 
     A probe fails when ``|v.grad - numerical| > atol + rtol |numerical| + noise`` (the
     elementwise criterion, applied to a unit direction); a probe whose steps cross a ReLU kink
-    is set aside. ``detectable_error`` follows from the largest tolerance among the block's
-    probes (:func:`gradcheck_fast.modes.detectable_error`).
+    is set aside, and one that passes only within a noise bound above ``UNVERIFIABLE_FRACTION``
+    of its size (a large step) is unverified. ``detectable_error`` follows from the largest
+    tolerance among the block's verified probes (:func:`gradcheck_fast.modes.detectable_error`).
     """
     from .modes import detectable_error
 
@@ -458,17 +459,27 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
         tolerance = atol + rtol * np.abs(p.numerical) + p.noise
         error = np.abs(p.analytic - p.numerical)
         failing = valid & ~(error <= tolerance)
+        # As for elements: a probe that passes only within a noise bound above 1 % of its size
+        # (a large step's truncation; inf where no bound holds) verifies nothing.
+        magnitude = np.maximum(np.abs(p.analytic), np.abs(p.numerical))
+        unverified = (valid & ~failing & (error > atol + rtol * np.abs(p.numerical))
+                      & (p.noise > atol) & (p.noise > UNVERIFIABLE_FRACTION * magnitude))
+        verified = valid & ~unverified
         n_failing = int(np.count_nonzero(failing))
         n_valid = int(np.count_nonzero(valid))
-        verdict = "wrong" if n_failing else ("ok" if n_valid else "unverified")
+        n_unverified = int(np.count_nonzero(unverified))
+        n_verified = n_valid - n_unverified
+        verdict = ("wrong" if n_failing else "unverified" if n_unverified or not n_valid
+                   else "ok")
         diagnosis, scale = None, None
         if n_failing:
             diagnosis, scale = diagnose(name, (p.analytic.size,), p.analytic, p.numerical, valid,
                                         failing, tolerance)
             if diagnosis is not None:
                 diagnosis += " (along random directions)"
-        detectable = (detectable_error(float(np.max(tolerance[valid])), p.size, p.grad_norm,
-                                       n_valid, p.rank_one, probability) if n_valid else math.inf)
+        detectable = (detectable_error(float(np.max(tolerance[verified])), p.size, p.grad_norm,
+                                       n_verified, p.rank_one, probability)
+                      if n_verified else math.inf)
         blocks[name] = BlockResult(
             name=name, shape=shape,
             difference=relative_difference(p.analytic, p.numerical),
@@ -476,7 +487,7 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
             max_rel_error=float(np.max(_relative_error(p.analytic, p.numerical)[valid],
                                        initial=0.0)),
             n_failing=n_failing, n_kinks=int(p.analytic.size - n_valid), n_nonfinite=0,
-            n_unverified=0, verdict=verdict, diagnosis=diagnosis, scale=scale,
+            n_unverified=n_unverified, verdict=verdict, diagnosis=diagnosis, scale=scale,
             n_probes=int(p.analytic.size), detectable_error=detectable,
         )
         analytic_all.append(p.analytic)

@@ -58,6 +58,22 @@ def test_the_seed_case_at_epsilon_one_has_no_wrong_block(hidden):
     assert report.failed_blocks == [], report
 
 
+@pytest.mark.parametrize("hidden", ["relu", "tanh"])
+def test_a_directional_probe_without_a_bound_verifies_nothing(hidden):
+    """At epsilon = 1 most probes' truncation has no bound (inf): a block whose probes all
+    passed only within such bounds is unverified, not ok with an infinite detectable error."""
+    X, Y, parameters = reference.seed_case()
+    model = gc.MLP(hidden=hidden)
+    _, cache = reference.forward_mlp(X, Y, parameters, model)
+    gradients = reference.backward_mlp(X, Y, cache, model)
+    report = gc.check_gradients(parameters, gradients, X, Y, model=model, epsilon=1.0,
+                                mode="directional")
+    assert report.failed_blocks == [], report
+    assert not report.passed
+    for name, block in report.blocks.items():
+        assert block.verdict == "unverified" or np.isfinite(block.detectable_error), name
+
+
 @pytest.mark.parametrize("epsilon", [1e-4, 1e-3])
 def test_wrong_gradients_are_still_caught_at_large_steps(epsilon):
     """x1.1 on the last weights, db1's sign flipped, a single element of dW1 doubled: the
