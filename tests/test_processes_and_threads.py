@@ -168,13 +168,38 @@ def test_workqueue_fallback_is_fork_and_thread_safe(tmp_path):
     assert "fork ok" in result.stdout
 
 
-@pytest.mark.parametrize("layer", ["omp", "workqueue"])
-def test_an_explicit_threading_layer_is_respected(tmp_path, layer):
-    """NUMBA_THREADING_LAYER set by the user is the layer in force; concurrent checks on it
-    give the solo bits (omp is thread-safe; on workqueue the package serialises launches)."""
-    result = run_child(_CONCURRENT, tmp_path,
-                       env={"NUMBA_THREADING_LAYER": layer})
-    assert f"layer {layer}" in result.stdout
+_START_FIRST = """
+import numba, numpy as np
+
+@numba.njit(parallel=True)
+def started(out):
+    for i in numba.prange(out.size):
+        out[i] = i
+
+started(np.zeros(4))  # numba's own default layer runs before the package is imported
+print("layer", numba.threading_layer(), "started first", flush=True)
+"""
+
+
+@pytest.mark.parametrize("layer, env, prelude", [
+    ("omp", {"NUMBA_THREADING_LAYER": "omp"}, ""),
+    ("workqueue", {"NUMBA_THREADING_LAYER": "workqueue"}, ""),
+    (None, {}, _START_FIRST),
+], ids=["env-omp", "env-workqueue", "started-before-import"])
+def test_a_layer_the_user_chose_is_respected(tmp_path, layer, env, prelude):
+    """NUMBA_THREADING_LAYER set by the user, or a layer numba started before the package was
+    imported, is the layer in force; concurrent checks on it give the solo bits (omp is
+    thread-safe; on workqueue the package serialises its launches)."""
+    script = textwrap.dedent(prelude) + _CONCURRENT + textwrap.dedent("""
+    if __name__ == "__main__":
+        from gradcheck_fast import _threads
+        print("package chose", _threads.chose_layer, flush=True)
+    """)
+    result = run_child(script, tmp_path, env=env)
+    if layer is None:  # the one numba started (omp, or tbb if found on the loader's path)
+        layer = result.stdout.split("layer ")[1].split()[0]
+    assert result.stdout.count(f"layer {layer}") == (2 if prelude else 1)
+    assert "package chose False" in result.stdout
 
 
 def test_choice_respects_what_the_user_set(monkeypatch):
