@@ -78,6 +78,7 @@ def choose_threading_layer() -> None:
     chose a layer or numba's layer is already running; preloads pip's TBB runtime when the
     layer in use would take tbb. See the module docstring for why.
     """
+    global chose_layer
     if layer_started():
         return
     chosen = user_chose_layer()
@@ -85,7 +86,6 @@ def choose_threading_layer() -> None:
         return
     _preload_tbb()
     if not chosen:
-        global chose_layer
         numba.config.THREADING_LAYER = DEFAULT_LAYER
         chose_layer = True
 
@@ -117,7 +117,7 @@ def _tbb_wheel_library() -> str | None:
         return None
     for file in files:
         if file.name == _TBB_LIBRARY:
-            path = str(file.locate())
+            path = os.path.normpath(file.locate())
             if os.path.exists(path):
                 return path
     return None
