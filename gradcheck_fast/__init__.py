@@ -8,7 +8,8 @@ full report, and :mod:`gradcheck_fast.reference`, the seed's own loop, as the ba
 
 from __future__ import annotations
 
-from . import reference
+from . import _threads, reference
+from ._jit import CacheUnavailableWarning
 from .api import (
     dictionary_to_vector,
     gradient_check,
@@ -25,10 +26,15 @@ from .reference import backward_propagation_n, forward_propagation_n
 from .report import BlockResult, Element, GradientCheckFailed, GradientCheckReport
 from .sweep import SweepReport, step_sweep
 
+# numba's threading layer for the process: fork-safe unless the user chose one (see _threads).
+# Before any kernel runs: numba starts the layer at the first parallel launch and never again.
+_threads.choose_threading_layer()
+
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockResult",
+    "CacheUnavailableWarning",
     "CostEstimate",
     "Element",
     "GradientCheckFailed",

@@ -1,16 +1,171 @@
-"""Thread settings: numba's thread count for a call, and BLAS held to one thread."""
+"""Threads and processes: numba's threading layer, thread count, launch lock and BLAS limit.
+
+The threading layer is chosen in one place, :func:`choose_threading_layer`, which
+``gradcheck_fast/__init__.py`` calls at import, before any kernel can run:
+
+- If the user chose nothing (no ``NUMBA_THREADING_LAYER`` or ``NUMBA_THREADING_LAYER_PRIORITY``
+  in the environment, ``numba.config.THREADING_LAYER`` still ``"default"``) and numba has not
+  started its threads yet, the layer becomes numba's ``"forksafe"``: **tbb** when it can be
+  loaded (pip's ``tbb`` wheel, ``pip install gradcheck-fast[tbb]``, is preloaded from where
+  pip puts it, off the loader path), else **workqueue**. numba's own default on Linux would be
+  GNU OpenMP, which kills or hangs every child a later ``fork()`` makes (``multiprocessing``,
+  ``ProcessPoolExecutor``, joblib, pytest-xdist, data loaders) once a parallel kernel has run.
+- A choice the user made is kept, OpenMP included (its fork problem is then documented, not
+  fought). A layer numba has already started cannot be changed: it stays as it is.
+
+workqueue is fork-safe but aborts the process when two Python threads launch parallel kernels
+at once, so every parallel kernel of the package is wrapped by :func:`serialised_launches`: its
+launches are serialised unless the layer in force is known to be thread-safe (tbb, omp).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import os
+import sys
+import threading
 
 import numba
+
+#: Layers that several Python threads may launch parallel kernels on at once.
+THREAD_SAFE_LAYERS = frozenset({"tbb", "omp"})
+
+#: What the package asks numba for when the user chose no layer: tbb if loadable, else
+#: workqueue (on Linux; elsewhere numba may prefer its fork-safe OpenMP).
+DEFAULT_LAYER = "forksafe"
+
+#: Explicit layers that would take tbb if it could be loaded: preloading pip's library helps
+#: them and overrides nothing.
+_LAYERS_WANTING_TBB = frozenset({"tbb", "safe", "threadsafe", DEFAULT_LAYER})
+
+#: numba's name for the TBB runtime it links against, per platform.
+_TBB_LIBRARY = {"win32": "tbb12.dll", "darwin": "libtbb.12.dylib"}.get(sys.platform,
+                                                                       "libtbb.so.12")
+
+#: Whether :func:`choose_threading_layer` set the layer (False: the user's or numba's stands).
+chose_layer = False
+
+#: Held around each parallel launch on a layer that is not thread-safe (reentrant: a launch
+#: site never has to know whether its caller holds it).
+_LAUNCH_LOCK = threading.RLock()
+
+
+def user_chose_layer() -> bool:
+    """Whether the user chose numba's threading layer (or its priority order) themselves: by
+    environment variable, in ``numba.config`` or in a ``.numba_config.yaml``."""
+    if "NUMBA_THREADING_LAYER" in os.environ or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ:
+        return True
+    if str(numba.config.THREADING_LAYER).lower() != "default":
+        return True
+    return list(numba.config.THREADING_LAYER_PRIORITY) != ["tbb", "omp", "workqueue"]
+
+
+def layer_started() -> bool:
+    """Whether numba has started its threading layer (it cannot be changed after that)."""
+    try:
+        numba.threading_layer()
+    except ValueError:  # "Threading layer is not initialized."
+        return False
+    return True
+
+
+def choose_threading_layer() -> None:
+    """Choose numba's threading layer for the process, once, at import of the package.
+
+    Sets ``numba.config.THREADING_LAYER = "forksafe"`` (tbb, else workqueue) unless the user
+    chose a layer or numba's layer is already running; preloads pip's TBB runtime when the
+    layer in use would take tbb. See the module docstring for why.
+    """
+    global chose_layer
+    if layer_started():
+        return
+    chosen = user_chose_layer()
+    if chosen and str(numba.config.THREADING_LAYER).lower() not in _LAYERS_WANTING_TBB:
+        return
+    _preload_tbb()
+    if not chosen:
+        numba.config.THREADING_LAYER = DEFAULT_LAYER
+        chose_layer = True
+
+
+def _preload_tbb() -> bool:
+    """Load pip's TBB runtime with global symbols, so that numba's tbb layer finds it.
+
+    pip's ``tbb`` wheel puts the library in ``<prefix>/lib``, which is not on the loader's
+    path; numba then silently falls back to another layer. Loaded by full path first, numba's
+    own load by name finds it. Returns whether a library was loaded.
+    """
+    path = _tbb_wheel_library()
+    if path is None:
+        return False
+    try:
+        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    except OSError:  # a broken or foreign-architecture install: numba falls back
+        return False
+    return True
+
+
+def _tbb_wheel_library() -> str | None:
+    """Path of the TBB runtime of the installed ``tbb`` distribution, or None."""
+    from importlib import metadata
+
+    try:
+        files = metadata.files("tbb") or ()
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == _TBB_LIBRARY:
+            path = os.path.normpath(file.locate())
+            if os.path.exists(path):
+                return path
+    return None
+
+
+def serialised_launches(kernel):
+    """Wrap the numba ``parallel=True`` dispatcher ``kernel`` so that its launches run alone
+    among the package's launches when the threading layer is not known to be thread-safe.
+
+    workqueue aborts the process (SIGABRT) when two Python threads launch parallel kernels at
+    once; tbb and omp do not, so no lock is taken there. Before numba's layer has started, the
+    lock is taken too (the first launch starts it). :func:`gradcheck_fast._jit.jit` applies
+    this to every parallel kernel, so no launch site can forget it; the kernels are launched
+    from Python only (the wrapper is not callable from jitted code). ``launch.kernel`` is the
+    dispatcher.
+    """
+
+    @functools.wraps(kernel.py_func)
+    def launch(*args, **kwargs):
+        if _thread_safe_layer():
+            return kernel(*args, **kwargs)
+        with _LAUNCH_LOCK:
+            return kernel(*args, **kwargs)
+
+    launch.kernel = kernel
+    return launch
+
+
+#: The layer in force once numba started it (it never changes after that).
+_started_layer: str | None = None
+
+
+def _thread_safe_layer() -> bool:
+    global _started_layer
+    if _started_layer is None:
+        try:
+            _started_layer = numba.threading_layer()
+        except ValueError:  # not started yet
+            return False
+    return _started_layer in THREAD_SAFE_LAYERS
 
 
 @contextlib.contextmanager
 def n_threads_set(n_threads: int | None):
-    """Run the body with ``numba.set_num_threads(n_threads)``; restore the old value after."""
+    """Run the body with ``numba.set_num_threads(n_threads)``; restore the old value after.
+
+    numba's thread count is per Python thread, so concurrent checks do not disturb each other.
+    """
     if n_threads is None:
         yield
         return
@@ -23,10 +178,21 @@ def n_threads_set(n_threads: int | None):
 
 
 @functools.lru_cache(maxsize=1)
-def _controller():
+def _blas_libraries():
+    """threadpoolctl's controllers of the BLAS libraries loaded in the process."""
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+#: The BLAS limit is process-wide, so it is shared by every Python thread inside
+#: :func:`single_blas_thread`: the first to enter sets it, the last to leave restores the
+#: thread counts found by the first. (threadpoolctl's own context managers, entered and left
+#: in interleaved order by several threads, restore in the wrong order and can leave BLAS at
+#: one thread for good.)
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved: tuple[int, ...] = ()
 
 
 @contextlib.contextmanager
@@ -37,7 +203,45 @@ def single_blas_thread():
     multi-threaded BLAS may split a product differently for another thread count and round
     differently; on one thread the result is the same whatever the machine's BLAS settings, so
     a check stays bitwise reproducible. (It also keeps BLAS threads from competing with numba's
-    on a small machine.)
+    on a small machine.) Safe to enter from several Python threads at once: BLAS stays at one
+    thread until the last of them leaves, then every BLAS library gets back exactly the thread
+    count it had before the first entered. While any check is inside, the limit holds for the
+    whole process (BLAS libraries have one setting per process).
     """
-    with _controller().limit(limits=1, user_api="blas"):
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            libraries = _blas_libraries()
+            _blas_saved = tuple(library.get_num_threads() for library in libraries)
+            _set_blas_threads([1] * len(libraries))
+        _blas_users += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _set_blas_threads(_blas_saved)
+
+
+def _set_blas_threads(counts) -> None:
+    """Give each BLAS library its thread count, from whichever Python thread calls (under
+    ``_blas_lock``).
+
+    threadpoolctl >= 3.8 lets only one "controlling" Python thread change OpenBLAS's
+    process-wide setting and ignores the others; the shared counter above already makes the
+    changes cooperative, so control is taken for the call and released after it (the last
+    thread to leave is often not the one that set the limit).
+    """
+    from threadpoolctl import OpenBLASController
+
+    release = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if release is not None:
+        release(force=True)
+    try:
+        for library, count in zip(_blas_libraries(), counts):
+            if count is not None:
+                library.set_num_threads(count)
+    finally:
+        if release is not None:
+            release(force=True)
