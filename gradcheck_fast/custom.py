@@ -49,18 +49,18 @@ def _user_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus):
 
 
 @jit(parallel=True, cache=False)
-def _user_costs_parallel(start, stop, n_chunks, n_workers, next_chunk, cost, theta, args,
+def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, cost, theta, args,
                          epsilon, J_plus, J_minus):
     """:func:`_user_costs_range` over chunks claimed by ``n_workers`` threads (see
     :mod:`gradcheck_fast._schedule`); each chunk has its own copy of theta and each evaluation
     writes only its own slot."""
     n = stop - start
-    for _ in prange(n_workers):
-        ch = claim(next_chunk)
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
         while ch < n_chunks:
             _user_costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks,
                               cost, theta, args, epsilon, J_plus, J_minus)
-            ch = claim(next_chunk)
+            ch = claim(schedule, w, n_chunks)
 
 
 def _python_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus):

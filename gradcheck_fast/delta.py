@@ -177,16 +177,16 @@ def _radii_range(lo, hi, sizes, act_off, Z, m, inverse, b_off, rho, kinked):
 
 
 @jit(parallel=True)
-def _radii_parallel(start, stop, n_chunks, n_workers, next_chunk, sizes, act_off, Z, m, inverse,
+def _radii_parallel(start, stop, n_chunks, n_workers, schedule, sizes, act_off, Z, m, inverse,
                     b_off, rho, kinked):
     """:func:`_radii_range` over chunks of the samples claimed by ``n_workers`` threads."""
     n = stop - start
-    for _ in prange(n_workers):
-        ch = claim(next_chunk)
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
         while ch < n_chunks:
             _radii_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, sizes,
                          act_off, Z, m, inverse, b_off, rho, kinked)
-            ch = claim(next_chunk)
+            ch = claim(schedule, w, n_chunks)
 
 
 def _derivative_bounds(weights, sizes, gains):
@@ -554,17 +554,17 @@ def _composed_rows(lo, hi, coef, sig, V, v_off, C3, series, s_off, sizes, m, out
 
 
 @jit(parallel=True)
-def _composed_parallel(start, stop, n_chunks, n_workers, next_chunk, coef, sig, V, v_off, C3,
+def _composed_parallel(start, stop, n_chunks, n_workers, schedule, coef, sig, V, v_off, C3,
                        series, s_off, sizes, m, out, rho, radius, act_off, K):
     """:func:`_composed_rows` over chunks of the rows claimed by ``n_workers`` threads."""
     n = stop - start
-    for _ in prange(n_workers):
-        ch = claim(next_chunk)
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
         while ch < n_chunks:
             _composed_rows(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, coef,
                            sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius,
                            act_off, K)
-            ch = claim(next_chunk)
+            ch = claim(schedule, w, n_chunks)
 
 
 @jit(inline=True)
@@ -900,7 +900,7 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
 
 
 @jit(parallel=True)
-def _deltas_parallel(start, stop, n_chunks, n_workers, next_chunk, idx, theta, sizes, w_off,
+def _deltas_parallel(start, stop, n_chunks, n_workers, schedule, idx, theta, sizes, w_off,
                      b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon, dJ_plus,
                      dJ_minus, resolution, kinks, acts, slope, out, C3, series, radius, s_off,
                      F, K):
@@ -908,11 +908,11 @@ def _deltas_parallel(start, stop, n_chunks, n_workers, next_chunk, idx, theta, s
     by ``n_workers`` threads (see :mod:`gradcheck_fast._schedule`); each index writes only its
     own slots, so the result is the same for any thread count."""
     n = stop - start
-    for _ in prange(n_workers):
-        ch = claim(next_chunk)
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
         while ch < n_chunks:
             _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx,
                           theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off,
                           rho, epsilon, dJ_plus, dJ_minus, resolution, kinks, acts, slope, out,
                           C3, series, radius, s_off, F, K)
-            ch = claim(next_chunk)
+            ch = claim(schedule, w, n_chunks)

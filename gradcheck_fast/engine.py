@@ -102,24 +102,24 @@ def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
 
 
 @jit(parallel=True)
-def _costs_parallel(start, stop, n_chunks, n_workers, next_chunk, idx, theta, sizes, w_off,
+def _costs_parallel(start, stop, n_chunks, n_workers, schedule, idx, theta, sizes, w_off,
                     b_off, act_off, Y, Z, A, ell, J, reg, epsilon, J_plus, J_minus, dJ_plus,
                     dJ_minus, gradapprox, resolution, kinks, acts, out, slope, l2):
     """:func:`_costs_range` over ``n_chunks`` chunks of [start, stop), claimed one at a time
-    by ``n_workers`` threads from ``next_chunk`` (see :mod:`gradcheck_fast._schedule`).
+    by ``n_workers`` threads (see :mod:`gradcheck_fast._schedule`).
 
     Each index writes only its own slots and each chunk has its own scratch, so the result
     does not depend on which thread runs which chunk: bitwise the same for any thread count.
     """
     n = stop - start
-    for _ in prange(n_workers):
-        ch = claim(next_chunk)
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
         while ch < n_chunks:
             _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx,
                          theta, sizes, w_off, b_off, act_off, Y, Z, A, ell, J, reg, epsilon,
                          J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
                          acts, out, slope, l2)
-            ch = claim(next_chunk)
+            ch = claim(schedule, w, n_chunks)
 
 
 @dataclass(frozen=True)
@@ -171,14 +171,16 @@ _PROGRESS_PIECES = 20
 
 def _run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: bool,
                 items_per_param: int = 1) -> None:
-    """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, n_workers, next_chunk,
+    """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, n_workers, schedule,
     *args)`` over the items [0, P) (seconds: the expected time per item on one thread;
     ``parallel=None`` runs everything serially, e.g. a plain Python callable; the progress bar
     counts parameters, ``items_per_param`` items each).
 
     Small work runs on one thread in one call; larger work in pieces, returning to Python (and
     so to KeyboardInterrupt and the progress bar) between them. A parallel piece holds at
-    least one item per thread, so every thread has work whatever an item costs. Which thread
+    least one item per thread, so every thread has work whatever an item costs; after a piece
+    that waited for a late thread the next ones run serially (see
+    :mod:`gradcheck_fast._schedule`). Which thread
     computes which item never changes a result: every item writes only its own slots.
     """
     total = P * seconds
@@ -186,10 +188,15 @@ def _run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress:
     n_pieces = max(1, math.ceil(total / _PIECE_SECONDS), _PROGRESS_PIECES if progress else 1)
     n_pieces = min(n_pieces, max(1, P // n_threads))
     bar = _progress_bar(P // items_per_param) if progress else None
+    serial_pieces = 0  # after a region that waited for a late thread, serial pieces
     try:
         for k in range(n_pieces):
             lo, hi = k * P // n_pieces, (k + 1) * P // n_pieces
-            run_on(serial, parallel, lo, hi, n_threads, args)
+            if serial_pieces > 0:
+                serial_pieces -= 1
+                run_on(serial, parallel, lo, hi, 1, args)
+            elif not run_on(serial, parallel, lo, hi, n_threads, args):
+                serial_pieces = _schedule.PROBE_EVERY - 1
             if bar is not None:
                 bar.update(hi // items_per_param - lo // items_per_param)
     finally:

@@ -113,6 +113,7 @@ def test_ctrl_c_stops_a_check_of_an_expensive_custom_cost():
         waited = time.monotonic() - sent
     finally:
         process.kill()
+        process.wait()
     assert process.returncode == 3, (out, err)
     # A piece is ~0.1 s of work here (a few evaluations); the bound is generous for a shared
     # machine, and far below the check's remaining seconds.

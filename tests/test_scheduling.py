@@ -94,10 +94,11 @@ def test_a_large_check_launches_few_regions_each_with_every_thread(regions):
     slow = costmodel.slow_fractions(prepared, layout.sizes, X.shape[1], 1e-7)
     expected = report.n_params * costmodel.incremental_seconds(layout.sizes, X.shape[1], slow)
     assert 1 <= len(loops) <= math.ceil(expected / engine._PIECE_SECONDS), len(loops)
-    for start, stop, n_chunks, n_workers, next_chunk, *_ in loops:
+    for start, stop, n_chunks, n_workers, schedule, *_ in loops:
         assert n_workers == MAX_THREADS
         assert n_chunks == min(stop - start, _schedule.CHUNKS_PER_THREAD * n_workers)
-        assert next_chunk[0] >= n_chunks  # every chunk was claimed (and the counter spent)
+        assert schedule[0] >= n_chunks  # the counter is spent...
+        assert schedule[1:].sum() == n_chunks  # ...and every chunk was claimed by a worker
 
 
 @needs_threads
@@ -105,17 +106,19 @@ def test_the_threads_claim_every_chunk_once():
     # The dynamic hand-out itself: a region of workers claiming chunks of a range, each chunk
     # recording its claims; every chunk is claimed exactly once, whatever the thread count.
     @numba.njit(parallel=True)
-    def region(n_chunks, n_workers, next_chunk, claims):
-        for _ in numba.prange(n_workers):
-            ch = _schedule.claim(next_chunk)
+    def region(n_chunks, n_workers, schedule, claims):
+        for w in numba.prange(n_workers):
+            ch = _schedule.claim(schedule, w, n_chunks)
             while ch < n_chunks:
                 claims[ch] += 1
-                ch = _schedule.claim(next_chunk)
+                ch = _schedule.claim(schedule, w, n_chunks)
 
     for n_workers in (1, 2, MAX_THREADS, 3 * MAX_THREADS):
         claims = np.zeros(10_000, dtype=np.int64)
-        region(claims.size, n_workers, _schedule.counter(), claims)
+        schedule = _schedule.counter(n_workers)
+        region(claims.size, n_workers, schedule, claims)
         assert np.all(claims == 1), n_workers
+        assert schedule[1:].sum() == claims.size  # each worker counted its own claims
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +169,7 @@ def test_expensive_evaluations_are_shared_by_every_thread(regions):
     loops = [args for name, args in regions if name == "_user_costs_parallel"]
     assert loops, "expensive evaluations ran on one thread"
     covered = np.zeros(2 * P, dtype=np.int64)
-    for start, stop, n_chunks, n_workers, next_chunk, *_ in loops:
+    for start, stop, n_chunks, n_workers, _, *_ in loops:
         assert n_workers == MAX_THREADS and n_chunks >= n_workers
         covered[start:stop] += 1
     assert np.all(covered == 1)  # each evaluation in exactly one region
