@@ -173,3 +173,71 @@ def test_expensive_evaluations_are_shared_by_every_thread(regions):
         assert n_workers == MAX_THREADS and n_chunks >= n_workers
         covered[start:stop] += 1
     assert np.all(covered == 1)  # each evaluation in exactly one region
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding the threads from measured progress
+# ---------------------------------------------------------------------------------------------
+def _late_region(start, stop, n_chunks, n_workers, schedule, done):
+    """A stand-in for a parallel kernel in which worker 0 claimed every chunk: the others were
+    descheduled until the work was gone (the region then waited for them)."""
+    done[start:stop] += 1
+    schedule[0] = n_chunks + n_workers
+    schedule[1] = n_chunks
+
+
+def _punctual_region(start, stop, n_chunks, n_workers, schedule, done):
+    done[start:stop] += 1
+    schedule[0] = n_chunks + n_workers
+    schedule[1:] = 1
+
+
+def _serial_range(lo, hi, done):
+    done[lo:hi] += 1
+
+
+@needs_threads
+def test_a_region_that_waited_for_a_late_thread_marks_the_machine_busy(monkeypatch):
+    monkeypatch.setattr(_schedule, "BUSY_MEMORY", 60.0)
+    monkeypatch.setattr(_schedule, "_last_late", -math.inf)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(MAX_THREADS)
+    try:
+        done = np.zeros(100, dtype=np.int64)
+        assert _schedule.run_on(_serial_range, _punctual_region, 0, 100, 2, (done,))
+        assert not _schedule.busy()
+        assert _schedule.threads_for(_schedule.SERIAL_SECONDS) == MAX_THREADS
+        assert not _schedule.run_on(_serial_range, _late_region, 0, 100, 2, (done,))
+        assert _schedule.busy()
+        # Busy: work that would have had the threads runs on one, up to BUSY_SERIAL_SECONDS.
+        assert _schedule.threads_for(_schedule.SERIAL_SECONDS) == 1
+        assert _schedule.threads_for(0.99 * _schedule.BUSY_SERIAL_SECONDS) == 1
+        assert _schedule.threads_for(_schedule.BUSY_SERIAL_SECONDS) == MAX_THREADS
+        assert np.all(done == 2)
+    finally:
+        numba.set_num_threads(previous)
+
+
+@needs_threads
+def test_after_a_late_region_a_long_check_runs_serial_pieces_and_tries_again(monkeypatch):
+    monkeypatch.setattr(_schedule, "PROBE_EVERY", 4)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(MAX_THREADS)
+    calls = []
+
+    def serial(lo, hi, done):
+        calls.append("serial")
+        _serial_range(lo, hi, done)
+
+    def parallel(*args):
+        calls.append("parallel")
+        _late_region(*args)
+
+    try:
+        done = np.zeros(1000, dtype=np.int64)
+        # 1 s of work: 10 pieces of ~0.1 s; every region is late.
+        engine._run_kernel(serial, parallel, 1000, 1e-3, (done,), progress=False)
+    finally:
+        numba.set_num_threads(previous)
+    assert np.all(done == 1)
+    assert calls == ["parallel", "serial", "serial", "serial"] * 2 + ["parallel", "serial"]
