@@ -13,9 +13,9 @@ from numba import prange
 from numba.core.errors import NumbaError
 
 from ._jit import jit
+from ._schedule import claim
 from ._threads import n_threads_set
 from .checker import TRUNCATION_STEP, LowPrecisionWarning, check_options
-from ._schedule import claim
 from .engine import Costs, _run_kernel
 from .layout import Layout, is_shape_dict
 from .noise import N_POINTS, ecnoise_step, sigma_from_values

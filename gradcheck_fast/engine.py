@@ -19,13 +19,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from numba import prange
 
-from . import delta
+from . import _schedule, delta
 from ._jit import jit
-from . import _schedule
 from ._schedule import claim, run_on, threads_for
 from ._threads import n_threads_set, single_blas_thread  # noqa: F401 (re-export)
 from .costmodel import (

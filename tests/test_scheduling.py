@@ -18,7 +18,7 @@ import pytest
 
 import gradcheck_fast
 from gradcheck_fast import _schedule, costmodel, delta, engine, validation
-from gradcheck_fast.networks import example, random_mlp
+from gradcheck_fast.networks import example
 
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
