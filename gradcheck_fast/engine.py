@@ -178,8 +178,8 @@ def _run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress:
     so to KeyboardInterrupt and the progress bar) between them. A parallel piece holds at
     least one item per thread, so every thread has work whatever an item costs; after a piece
     that waited for a late thread the next ones run serially (see
-    :mod:`gradcheck_fast._schedule`). Which thread
-    computes which item never changes a result: every item writes only its own slots.
+    :mod:`gradcheck_fast._schedule`). Which thread computes which item never changes a result:
+    every item writes only its own slots.
     """
     total = P * seconds
     n_threads = 1 if parallel is None else min(threads_for(total), P)
