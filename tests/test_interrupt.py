@@ -20,7 +20,7 @@ _LONG_CHECK = textwrap.dedent("""
     import gradcheck_fast
     from gradcheck_fast.networks import example
     X, Y, parameters, gradients = example("mnist")
-    # The exact engine on the mnist-size network: minutes of work, in ~100 pieces.
+    # The exact engine on the mnist-size network: minutes of work, in pieces of ~0.1 s.
     print("started", flush=True)
     t = time.monotonic()
     try:
