@@ -27,6 +27,14 @@ INCREMENTAL_S_PER_OUTPUT = 1.1e-9
 #: (:func:`gradcheck_fast.delta._series`, NumPy elementwise work and three BLAS products).
 SERIES_S_PER_ELEMENT = 1.2e-8
 
+#: Seconds per (unit of layer l x unit of a later ReLU layer q x sample) of the incremental
+#: engine's set-up of the radii (:func:`gradcheck_fast.delta._radii`, a vectorised loop).
+RADII_S_PER_PAIR = 5e-10
+
+#: Seconds per (hidden unit x sample x output) of the incremental engine's set-up of the
+#: composed cubics (:func:`gradcheck_fast.delta._composed`).
+COMPOSED_S_PER_OUTPUT = 4e-8
+
 #: Seconds per multiply-add of the exact engine and of the incremental engine's explicit
 #: propagation (strict IEEE loops, one thread).
 EXACT_S_PER_FLOP = 1.0 / 1.5e9

@@ -14,6 +14,7 @@ from numba import prange
 from numba.core.errors import NumbaError
 
 from ._jit import jit
+from ._schedule import claim
 from ._threads import n_threads_set
 from .checker import LowPrecisionWarning, check_options
 from .engine import Costs, _run_kernel
@@ -24,44 +25,58 @@ from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
 from .validation import float_parameter_array
 
 
+# The work is cut into evaluations, not coordinates: item k is J(theta + eps e_i) for k = 2i
+# and J(theta - eps e_i) for k = 2i + 1. A cost that takes seconds per evaluation still keeps
+# every thread busy (two threads share even a single coordinate), and a piece of the range, the
+# unit Ctrl-C waits for, holds one evaluation per thread.
+#
 # The kernels take the user's njit function as an argument: numba compiles them anew for
 # each distinct cost function (about half a second) and cannot cache that on disk.
 @jit(cache=False)
-def _user_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus, gradapprox):
-    """For lo <= i < hi: J at theta with theta[i] +- epsilon, on a private copy of theta that
-    is perturbed and restored (the caller's theta is never written)."""
+def _user_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus):
+    """For lo <= k < hi: J at theta with theta[k // 2] + epsilon (k even) or - epsilon (k odd),
+    on a private copy of theta that is perturbed and restored (the caller's theta is never
+    written)."""
     local = theta.copy()
-    for i in range(lo, hi):
+    for k in range(lo, hi):
+        i = k // 2
         t = theta[i]
-        local[i] = t + epsilon
-        J_plus[i] = cost(local, *args)
-        local[i] = t - epsilon
-        J_minus[i] = cost(local, *args)
+        if k % 2 == 0:
+            local[i] = t + epsilon
+            J_plus[i] = cost(local, *args)
+        else:
+            local[i] = t - epsilon
+            J_minus[i] = cost(local, *args)
         local[i] = t
-        gradapprox[i] = (J_plus[i] - J_minus[i]) / (2 * epsilon)
 
 
 @jit(parallel=True, cache=False)
-def _user_costs_parallel(start, stop, n_chunks, cost, theta, args, epsilon, J_plus, J_minus,
-                         gradapprox):
-    """:func:`_user_costs_range` over ``n_chunks`` chunks in parallel; each chunk has its own
-    copy of theta and each index writes only its own slots."""
+def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, cost, theta, args,
+                         epsilon, J_plus, J_minus):
+    """:func:`_user_costs_range` over chunks claimed by ``n_workers`` threads (see
+    :mod:`gradcheck_fast._schedule`); each chunk has its own copy of theta and each evaluation
+    writes only its own slot."""
     n = stop - start
-    for ch in prange(n_chunks):
-        _user_costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, cost,
-                          theta, args, epsilon, J_plus, J_minus, gradapprox)
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
+        while ch < n_chunks:
+            _user_costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks,
+                              cost, theta, args, epsilon, J_plus, J_minus)
+            ch = claim(schedule, w, n_chunks)
 
 
-def _python_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus, gradapprox):
+def _python_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus):
     local = theta.copy()
-    for i in range(lo, hi):
+    for k in range(lo, hi):
+        i = k // 2
         t = theta[i]
-        local[i] = t + epsilon
-        J_plus[i] = _scalar(cost(local, *args))
-        local[i] = t - epsilon
-        J_minus[i] = _scalar(cost(local, *args))
+        if k % 2 == 0:
+            local[i] = t + epsilon
+            J_plus[i] = _scalar(cost(local, *args))
+        else:
+            local[i] = t - epsilon
+            J_minus[i] = _scalar(cost(local, *args))
         local[i] = t
-        gradapprox[i] = (J_plus[i] - J_minus[i]) / (2 * epsilon)
 
 
 def _scalar(value) -> float:
@@ -110,14 +125,19 @@ def _first_value(cost, theta, args) -> float:
 
 
 def _central(cost, theta, args, epsilon, njit, seconds, progress):
-    """J+- and the central differences for every coordinate, in parallel for an njit cost."""
+    """J+- and the central differences for every coordinate, in parallel for an njit cost
+    (``seconds``: the time of one evaluation)."""
     P = theta.size
-    J_plus, J_minus, gradapprox = np.empty((3, P))
-    kernel_args = (cost, theta, args, epsilon, J_plus, J_minus, gradapprox)
+    J_plus, J_minus = np.empty((2, P))
+    kernel_args = (cost, theta, args, epsilon, J_plus, J_minus)
     if njit:
-        _run_kernel(_user_costs_range, _user_costs_parallel, P, seconds, kernel_args, progress)
+        _run_kernel(_user_costs_range, _user_costs_parallel, 2 * P, seconds, kernel_args,
+                    progress, items_per_param=2)
     else:
-        _run_kernel(_python_costs_range, None, P, seconds, kernel_args, progress)
+        _run_kernel(_python_costs_range, None, 2 * P, seconds, kernel_args, progress,
+                    items_per_param=2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gradapprox = (J_plus - J_minus) / (2 * epsilon)
     return J_plus, J_minus, gradapprox
 
 
@@ -362,7 +382,7 @@ def check(
     njit = _is_njit(cost)
     timed = time.perf_counter()
     cost(theta.copy(), *args)  # compiled by now: one evaluation's time, for threads and pieces
-    seconds = 2 * (time.perf_counter() - timed)
+    seconds = time.perf_counter() - timed
     P = theta.size
     started = time.perf_counter()
     with n_threads_set(options.n_threads):

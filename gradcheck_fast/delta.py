@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import prange
 
 from ._jit import jit
+from ._schedule import claim, run
+from .costmodel import COMPOSED_S_PER_OUTPUT, RADII_S_PER_PAIR
 from .mlp import _locate
 from .models import SEED_MODEL
 
@@ -52,7 +53,7 @@ RHO_SAFETY = 0.5
 # ---------------------------------------------------------------------------------------------
 # Set-up from the unperturbed pass
 # ---------------------------------------------------------------------------------------------
-@jit(parallel=True)
+@jit
 def _output_coefficients(Z, zo, Y, m, coef, sig, out=0):
     """Per sample j and output o, what the loss change ``g(t) = l(z + t) - l(z)`` is made of.
 
@@ -68,9 +69,12 @@ def _output_coefficients(Z, zo, Y, m, coef, sig, out=0):
     ``s'' = s sbar (sbar - s)``, ``s''' = s sbar (1 - 6 s sbar)``. ``s - y`` is formed as
     ``s (1 - y) - sbar y``, exact in sign and accurate for 0/1 labels at any saturation.
     ``coef[j, o, :]`` holds the 4 coefficients, ``sig[j, o, :]`` = (s, sbar) for large t.
+
+    One thread: m x n_out evaluations are a small part of any check, not worth a parallel
+    region (which, on a busy machine, may wait for a descheduled thread).
     """
     n_out = Y.shape[0]
-    for j in prange(m):
+    for j in range(m):
         if out == 1:
             top = -math.inf
             for o in range(n_out):
@@ -125,7 +129,6 @@ def _output_coefficients(Z, zo, Y, m, coef, sig, out=0):
             sig[(j * n_out + o) * 2 + 1] = sbar
 
 
-@jit(parallel=True)
 def _radii(sizes, act_off, Z, m, inverse, b_off, rho, kinked):
     """``rho_l[r, j]``: how far ``a_l[r, j]`` may move before a later hidden unit could cross 0.
 
@@ -136,14 +139,25 @@ def _radii(sizes, act_off, Z, m, inverse, b_off, rho, kinked):
     (infinite when no later unit depends on a_l[r]). The product with the reciprocal is within
     an ulp of the quotient, far inside the RHO_SAFETY margin; ``0 * inf`` (a unit at its kink
     that does not depend on a_l[r]) is NaN and never taken as the minimum. The innermost loop
-    runs along r, contiguous in B, so it vectorises.
+    runs along r, contiguous in B, so it vectorises. Serial for small networks, else one
+    region over the samples (see :mod:`gradcheck_fast._schedule`).
     """
+    n_layers = len(sizes) - 1
+    pairs = sum(int(sizes[l]) * int(sizes[q]) for l in range(1, n_layers)
+                for q in range(l + 1, n_layers) if kinked[q])
+    run(_radii_range, _radii_parallel, m, pairs * RADII_S_PER_PAIR,
+        (sizes, act_off, Z, m, inverse, b_off, rho, kinked))
+
+
+@jit
+def _radii_range(lo, hi, sizes, act_off, Z, m, inverse, b_off, rho, kinked):
+    """:func:`_radii` for the samples lo <= j < hi."""
     n_layers = sizes.shape[0] - 1
     max_width = 1
     for l in range(1, n_layers):
         max_width = max(max_width, sizes[l])
-    for j in prange(m):
-        radius = np.empty(max_width)
+    radius = np.empty(max_width)
+    for j in range(lo, hi):
         for l in range(1, n_layers):
             n_l = sizes[l]
             radius[:n_l] = np.inf
@@ -160,6 +174,19 @@ def _radii(sizes, act_off, Z, m, inverse, b_off, rho, kinked):
                             radius[r] = value
             for r in range(n_l):
                 rho[act_off[l] + r * m + j] = radius[r]
+
+
+@jit(parallel=True)
+def _radii_parallel(start, stop, n_chunks, n_workers, schedule, sizes, act_off, Z, m, inverse,
+                    b_off, rho, kinked):
+    """:func:`_radii_range` over chunks of the samples claimed by ``n_workers`` threads."""
+    n = stop - start
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
+        while ch < n_chunks:
+            _radii_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, sizes,
+                         act_off, Z, m, inverse, b_off, rho, kinked)
+            ch = claim(schedule, w, n_chunks)
 
 
 def _derivative_bounds(weights, sizes, gains):
@@ -441,12 +468,9 @@ def _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius
     hidden_units = int(sum(int(n) for n in sizes[1:-1]))
     K = np.empty(max(hidden_units * m, 1) * K_FIELDS)  # every row is written
     # Small networks on one thread: waking the others costs more than the work.
-    n_rows = hidden_units * m
     args = (coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius, act_off, K)
-    if n_rows * sizes[-1] >= 1 << 15:
-        _composed_parallel(n_rows, 8 * numba.get_num_threads(), *args)
-    else:
-        _composed_rows(0, n_rows, *args)
+    run(_composed_rows, _composed_parallel, hidden_units * m,
+        int(sizes[-1]) * COMPOSED_S_PER_OUTPUT, args)
     return K
 
 
@@ -530,12 +554,17 @@ def _composed_rows(lo, hi, coef, sig, V, v_off, C3, series, s_off, sizes, m, out
 
 
 @jit(parallel=True)
-def _composed_parallel(n_rows, n_chunks, coef, sig, V, v_off, C3, series, s_off, sizes, m, out,
-                       rho, radius, act_off, K):
-    """:func:`_composed_rows` over ``n_chunks`` chunks of the rows in parallel."""
-    for ch in prange(n_chunks):
-        _composed_rows(ch * n_rows // n_chunks, (ch + 1) * n_rows // n_chunks, coef, sig, V,
-                       v_off, C3, series, s_off, sizes, m, out, rho, radius, act_off, K)
+def _composed_parallel(start, stop, n_chunks, n_workers, schedule, coef, sig, V, v_off, C3,
+                       series, s_off, sizes, m, out, rho, radius, act_off, K):
+    """:func:`_composed_rows` over chunks of the rows claimed by ``n_workers`` threads."""
+    n = stop - start
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
+        while ch < n_chunks:
+            _composed_rows(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, coef,
+                           sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius,
+                           act_off, K)
+            ch = claim(schedule, w, n_chunks)
 
 
 @jit(inline=True)
@@ -871,14 +900,19 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
 
 
 @jit(parallel=True)
-def _deltas_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y,
-                     coef, sig, V, v_off, rho, epsilon, dJ_plus, dJ_minus, resolution, kinks,
-                     acts, slope, out, C3, series, radius, s_off, F, K):
-    """:func:`_deltas_range` over ``n_chunks`` chunks of [start, stop) in parallel; each index
-    writes only its own slots, so the result is the same for any thread count."""
+def _deltas_parallel(start, stop, n_chunks, n_workers, schedule, idx, theta, sizes, w_off,
+                     b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon, dJ_plus,
+                     dJ_minus, resolution, kinks, acts, slope, out, C3, series, radius, s_off,
+                     F, K):
+    """:func:`_deltas_range` over ``n_chunks`` chunks of [start, stop), claimed one at a time
+    by ``n_workers`` threads (see :mod:`gradcheck_fast._schedule`); each index writes only its
+    own slots, so the result is the same for any thread count."""
     n = stop - start
-    for ch in prange(n_chunks):
-        _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx, theta,
-                      sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon,
-                      dJ_plus, dJ_minus, resolution, kinks, acts, slope, out, C3, series,
-                      radius, s_off, F, K)
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
+        while ch < n_chunks:
+            _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx,
+                          theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off,
+                          rho, epsilon, dJ_plus, dJ_minus, resolution, kinks, acts, slope, out,
+                          C3, series, radius, s_off, F, K)
+            ch = claim(schedule, w, n_chunks)

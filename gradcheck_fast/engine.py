@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from numba import prange
 
-from . import delta
+from . import _schedule, delta
 from ._jit import jit
+from ._schedule import claim, run_on, threads_for
 from ._threads import n_threads_set, single_blas_thread  # noqa: F401 (re-export)
 from .costmodel import (
     INCREMENTAL_S_PER_SAMPLE,
@@ -38,17 +38,10 @@ from .noise import N_POINTS, ecnoise_step, sigma_from_values
 
 ENGINES = ("auto", "exact", "incremental")
 
-#: Chunks of the index range per thread: costs differ between layers, so several chunks per
-#: thread keep the threads balanced; each chunk allocates its scratch once.
-_CHUNKS_PER_THREAD = 8
-
 #: Work is counted in units of one (parameter, sample) of the incremental engine's fast path
-#: (~12 ns on one thread, costmodel.INCREMENTAL_S_PER_SAMPLE); other engines convert.
-#: Below this much work (~1.6 ms on one thread) the check runs on one thread. Waking the
-#: others gains at most ~1.5x on 2 cores, but when another process holds a core a parallel
-#: region waits for its worker's time slice (~30 ms measured here): a loss only worth risking
-#: on longer checks.
-_SERIAL_WORK = 1 << 17
+#: (~12 ns on one thread, costmodel.INCREMENTAL_S_PER_SAMPLE); other engines convert. Below
+#: this much work the check runs on one thread (see _schedule.SERIAL_SECONDS).
+_SERIAL_WORK = math.ceil(_schedule.SERIAL_SECONDS / INCREMENTAL_S_PER_SAMPLE)
 
 #: "auto" uses the exact engine up to this much work (parameters x samples): microseconds
 #: either way, and on the seed's own network it reproduces the published numbers digit for digit.
@@ -107,20 +100,24 @@ def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
 
 
 @jit(parallel=True)
-def _costs_parallel(start, stop, n_chunks, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A,
-                    ell, J, reg, epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox,
-                    resolution, kinks, acts, out, slope, l2):
-    """:func:`_costs_range` over ``n_chunks`` chunks of [start, stop) in parallel.
+def _costs_parallel(start, stop, n_chunks, n_workers, schedule, idx, theta, sizes, w_off,
+                    b_off, act_off, Y, Z, A, ell, J, reg, epsilon, J_plus, J_minus, dJ_plus,
+                    dJ_minus, gradapprox, resolution, kinks, acts, out, slope, l2):
+    """:func:`_costs_range` over ``n_chunks`` chunks of [start, stop), claimed one at a time
+    by ``n_workers`` threads (see :mod:`gradcheck_fast._schedule`).
 
     Each index writes only its own slots and each chunk has its own scratch, so the result
     does not depend on which thread runs which chunk: bitwise the same for any thread count.
     """
     n = stop - start
-    for ch in prange(n_chunks):
-        _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx, theta,
-                     sizes, w_off, b_off, act_off, Y, Z, A, ell, J, reg, epsilon, J_plus,
-                     J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, acts, out,
-                     slope, l2)
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
+        while ch < n_chunks:
+            _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx,
+                         theta, sizes, w_off, b_off, act_off, Y, Z, A, ell, J, reg, epsilon,
+                         J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
+                         acts, out, slope, l2)
+            ch = claim(schedule, w, n_chunks)
 
 
 @dataclass(frozen=True)
@@ -161,39 +158,46 @@ class Costs:
     truncation: np.ndarray | None = None
 
 
-#: Above this much work (~13 ms) the index range is handed to the kernels in pieces of at most
-#: _PIECE_WORK (~25 ms on one thread) and at least _N_PIECES of them: Ctrl-C is acted on
-#: between pieces (a kernel cannot be interrupted) and a progress bar can move, for ~1-3 % of
-#: extra time.
-_PIECEWISE_WORK = 1 << 20
-_PIECE_WORK = 1 << 21
-_N_PIECES = 100
+#: The index range is handed to the kernels in pieces of about this much one-thread work:
+#: Ctrl-C is acted on between pieces (a kernel cannot be interrupted) and a progress bar can
+#: move. Each piece is one parallel region, and on a busy machine each region may wait for a
+#: descheduled thread, so pieces are few: ~0.1 s of work, i.e. a prompt Ctrl-C.
+_PIECE_SECONDS = 0.1
+
+#: With a progress bar, at least this many pieces (the bar moves in steps of 1/20 at most).
+_PROGRESS_PIECES = 20
 
 
-def _run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: bool) -> None:
-    """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, *args)`` over [0, P)
-    (P: how many parameters are checked, seconds: the expected time per parameter on one
-    thread; ``parallel=None`` runs everything serially, e.g. a plain Python callable).
+def _run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: bool,
+                items_per_param: int = 1) -> None:
+    """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, n_workers, schedule,
+    *args)`` over the items [0, P) (seconds: the expected time per item on one thread;
+    ``parallel=None`` runs everything serially, e.g. a plain Python callable; the progress bar
+    counts parameters, ``items_per_param`` items each).
 
-    Small work runs on one thread in one call; large work in pieces, returning to Python (and
-    so to KeyboardInterrupt and the progress bar) between them. Which thread computes which
-    index never changes a result: every index writes only its own slots.
+    Small work runs on one thread in one call; larger work in pieces, returning to Python (and
+    so to KeyboardInterrupt and the progress bar) between them. A parallel piece holds at
+    least one item per thread, so every thread has work whatever an item costs; after a piece
+    that waited for a late thread the next ones run serially (see
+    :mod:`gradcheck_fast._schedule`). Which thread computes which item never changes a result:
+    every item writes only its own slots.
     """
-    work = P * seconds / INCREMENTAL_S_PER_SAMPLE
-    n_threads = 1 if work < _SERIAL_WORK or parallel is None else numba.get_num_threads()
-    n_pieces = 1
-    if work >= _PIECEWISE_WORK or progress:
-        n_pieces = min(P, max(_N_PIECES, math.ceil(work / _PIECE_WORK)))
-    bar = _progress_bar(P) if progress else None
+    total = P * seconds
+    n_threads = 1 if parallel is None else min(threads_for(total), P)
+    n_pieces = max(1, math.ceil(total / _PIECE_SECONDS), _PROGRESS_PIECES if progress else 1)
+    n_pieces = min(n_pieces, max(1, P // n_threads))
+    bar = _progress_bar(P // items_per_param) if progress else None
+    serial_pieces = 0  # after a region that waited for a late thread, serial pieces
     try:
         for k in range(n_pieces):
             lo, hi = k * P // n_pieces, (k + 1) * P // n_pieces
-            if n_threads == 1:
-                serial(lo, hi, *args)
-            else:
-                parallel(lo, hi, min(hi - lo, _CHUNKS_PER_THREAD * n_threads), *args)
+            if serial_pieces > 0:
+                serial_pieces -= 1
+                run_on(serial, parallel, lo, hi, 1, args)
+            elif not run_on(serial, parallel, lo, hi, n_threads, args):
+                serial_pieces = _schedule.PROBE_EVERY - 1
             if bar is not None:
-                bar.update(hi - lo)
+                bar.update(hi // items_per_param - lo // items_per_param)
     finally:
         if bar is not None:
             bar.close()
@@ -272,7 +276,7 @@ def _incremental(net, theta, Y, epsilon, prepared, indices, progress, model) -> 
     # explicit path would stay below the serial threshold, the decision is made already and
     # the (NumPy-bound) count of slow samples is skipped.
     worst = incremental_seconds(net.sizes, m, np.ones(len(net.sizes)))
-    if n * worst / INCREMENTAL_S_PER_SAMPLE < _SERIAL_WORK:
+    if n * worst < _schedule.SERIAL_SECONDS:
         seconds = worst
     else:
         seconds = incremental_seconds(net.sizes, m, slow_fractions(p, net.sizes, m, epsilon))

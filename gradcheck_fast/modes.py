@@ -32,7 +32,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import prange
 
 from . import delta
 from ._jit import jit
@@ -94,7 +93,10 @@ def _unit_rows(rng, k: int, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-@jit(parallel=True)
+# The probes' kernels run on one thread: their work (probes x units x samples per layer) is a
+# millisecond or so even on the mnist-size network, less than a parallel region can cost when
+# another process holds a core (it waits for its descheduled worker).
+@jit
 def _activation_changes(code, slope, z, a, f, dz_plus, dz_minus, da_plus, da_minus, crossings):
     """``da = f(z + dz) - f(z)`` of a hidden layer (activation ``code``, see
     :func:`gradcheck_fast.delta._act_change`; ``a``, ``f`` its unperturbed f(z) and complement)
@@ -102,7 +104,7 @@ def _activation_changes(code, slope, z, a, f, dz_plus, dz_minus, da_plus, da_min
     ``crossings[p]``. Arrays are (units, probes, samples); each probe writes its own slots.
     Returns whether any crossing happened."""
     n, k, m = dz_plus.shape
-    for p in prange(k):
+    for p in range(k):
         count = 0
         for i in range(n):
             for j in range(m):
@@ -121,13 +123,13 @@ def _activation_changes(code, slope, z, a, f, dz_plus, dz_minus, da_plus, da_min
     return total > 0
 
 
-@jit(parallel=True)
+@jit
 def _loss_changes(out, coef, sig, Y, t, value, error):
     """``sum_{o, j} g_oj(t[o, p, j]) / m`` per probe p into ``value[p]``, and a bound on its
     rounding into ``error[p]``; t is ``(n_out, k, m)`` (see
     :func:`gradcheck_fast.delta._sample_change`, any output kind)."""
     n_out, k, m = t.shape
-    for p in prange(k):
+    for p in range(k):
         tvec = np.empty(n_out)
         total = 0.0
         bound = 0.0

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import numba
 
+from ._schedule import SERIAL_SECONDS
 from .costmodel import (
     BLAS_S_PER_FLOP,
     exact_seconds,
@@ -93,7 +94,7 @@ def _estimate_coordinates(sizes, m: int, n: int, engine: str, n_threads: int, pa
             a * b for a, b in zip(sizes[1:-1], sizes[2:-1] + [0]))
             + m * hidden_out) * BLAS_S_PER_FLOP + series_seconds(sizes, m, hidden)
         loop = n * incremental_seconds(sizes, m, slow)
-    threads = n_threads if loop >= 2e-3 else 1
+    threads = n_threads if loop >= SERIAL_SECONDS else 1  # as the engine decides
     return passes * (setup + loop / _speed(threads))
 
 

@@ -280,3 +280,16 @@ def seed_correct(seed_data):
     """``(X, Y, parameters, gradients)`` with the corrected backward pass."""
     X, Y, parameters = seed_data
     return X, Y, parameters, correct_gradients(X, Y, parameters)
+
+
+@pytest.fixture(autouse=True)
+def _threads_as_decided_by_the_work(monkeypatch):
+    """Keep the thread count a function of the work alone during tests: the engine otherwise
+    falls back to one thread for a while after a parallel region waited for a late thread
+    (gradcheck_fast._schedule), which on a busy test machine would leave the tests that mean
+    to exercise the parallel path on the serial one. tests/test_scheduling.py tests that
+    fallback itself."""
+    from gradcheck_fast import _schedule
+
+    monkeypatch.setattr(_schedule, "BUSY_MEMORY", 0.0)
+    monkeypatch.setattr(_schedule, "PROBE_EVERY", 1)

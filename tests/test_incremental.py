@@ -221,9 +221,10 @@ def test_incremental_is_bitwise_the_same_for_one_and_two_threads():
     import numba
 
     rng = np.random.default_rng(11)
-    # 1913 parameters x 96 samples: above engine._SERIAL_WORK, so the parallel kernel runs.
-    X, Y, parameters = _network(rng, [40, 30, 20, 3], m=96, scale=0.3)
-    assert 1913 * 96 >= engine._SERIAL_WORK
+    # 1913 parameters x m samples: above engine._SERIAL_WORK, so the parallel kernel runs.
+    m = max(96, -(-engine._SERIAL_WORK // 1913))
+    X, Y, parameters = _network(rng, [40, 30, 20, 3], m=m, scale=0.3)
+    assert 1913 * m >= engine._SERIAL_WORK
     results = []
     previous = numba.get_num_threads()
     try:

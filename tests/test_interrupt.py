@@ -20,7 +20,7 @@ _LONG_CHECK = textwrap.dedent("""
     import gradcheck_fast
     from gradcheck_fast.networks import example
     X, Y, parameters, gradients = example("mnist")
-    # The exact engine on the mnist-size network: minutes of work, in ~100 pieces.
+    # The exact engine on the mnist-size network: minutes of work, in pieces of ~0.1 s.
     print("started", flush=True)
     t = time.monotonic()
     try:
@@ -64,7 +64,57 @@ def test_progress_bar_counts_every_parameter(capsys):
 def test_pieces_give_the_same_result_as_one_call(monkeypatch):
     X, Y, parameters, gradients = random_mlp((30, 20, 1), m=16)
     whole = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
-    monkeypatch.setattr(engine, "_PIECEWISE_WORK", 1)  # force ~100 pieces
+    monkeypatch.setattr(engine, "_PIECE_SECONDS", 1e-9)  # one piece per parameter
     pieces = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
     for name in whole.gradapprox:
         assert np.array_equal(whole.gradapprox[name], pieces.gradapprox[name])
+
+
+_LONG_CUSTOM_CHECK = textwrap.dedent("""
+    import math, sys, time
+    import numba, numpy as np
+    import gradcheck_fast
+
+    @numba.njit
+    def cost(theta, n_work):
+        busy = 0.0
+        for k in range(n_work):
+            busy += math.sin(k * 1e-3)
+        return 0.5 * np.sum(theta * theta) + 0.0 * busy
+
+    n_work = 4_000_000  # ~40 ms per evaluation here
+    small = np.ones(2)
+    gradcheck_fast.check(cost, small, small, (n_work,))  # compile the parallel loop
+    theta = np.linspace(-1.0, 1.0, 100)  # 200 evaluations: seconds of work
+    print("started", flush=True)
+    t = time.monotonic()
+    try:
+        gradcheck_fast.check(cost, theta, theta, (n_work,))
+    except KeyboardInterrupt:
+        print(f"interrupted after {time.monotonic() - t:.2f} s", flush=True)
+        sys.exit(3)
+    print("finished", flush=True)
+""")
+
+
+def test_ctrl_c_stops_a_check_of_an_expensive_custom_cost():
+    # Pieces of a custom cost's check hold about one evaluation per thread when evaluations
+    # are expensive, so Ctrl-C waits for about one evaluation, not for the check.
+    process = subprocess.Popen([sys.executable, "-c", _LONG_CUSTOM_CHECK],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=os.getcwd())
+    try:
+        assert process.stdout.readline().strip() == "started"
+        time.sleep(1.0)
+        assert process.poll() is None, "the check ended before it could be interrupted"
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        waited = time.monotonic() - sent
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 3, (out, err)
+    # A piece is ~0.1 s of work here (a few evaluations); the bound is generous for a shared
+    # machine, and far below the check's remaining seconds.
+    assert waited < 3.0, waited

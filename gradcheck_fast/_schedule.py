@@ -1,0 +1,131 @@
+"""Which work runs on how many threads, and the dynamic hand-out of chunks inside a region.
+
+A busy machine is the normal case: another process may hold one of the cores, and a parallel
+region then ends only when its descheduled worker has had its time slice (the omp and
+workqueue layers join every thread of the region). Three rules follow.
+
+- Serial below the work where a region pays for a late thread (:func:`threads_for`).
+- Inside a region, chunks are claimed one at a time from a shared counter (:func:`claim`)
+  rather than split between the threads in advance (numba's prange splits statically under
+  the omp and workqueue layers): a thread that runs late simply claims fewer chunks, so the
+  region waits for at most one chunk of it, not for its whole share.
+- Measured progress decides: a region in which some thread claimed no chunk at all waited for
+  a late thread and gained nothing. The machine is then taken as busy: for
+  :data:`BUSY_MEMORY` seconds, work below :data:`BUSY_SERIAL_SECONDS` runs serially, and a
+  long check runs its pieces serially, trying the threads again every
+  :data:`PROBE_EVERY` pieces.
+
+Which thread computes a chunk never changes a result: every index writes only its own slots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numba
+import numpy as np
+from numba.core import cgutils, types
+from numba.core.extending import intrinsic
+
+from ._jit import jit
+
+#: Below this much work (seconds on one thread) everything runs on one thread. A second thread
+#: saves at most ~1/3 of the work on 2 cores (measured gain ~1.45x), but when another process
+#: holds a core a region ends only after its descheduled worker's next time slice, 5-25 ms
+#: measured here: a region pays for that only on longer work. At the threshold a serial
+#: check on a loaded machine takes ~1.5 x 1.45 ~ 2.2x the parallel time on an idle one.
+SERIAL_SECONDS = 0.02
+
+#: Chunks per thread in a region: small enough that a late thread holds the region back by
+#: little (one chunk), large enough that claiming costs nothing (one atomic add per chunk).
+CHUNKS_PER_THREAD = 16
+
+
+#: After a region that waited for a late thread, the machine counts as busy this long (s).
+BUSY_MEMORY = 2.0
+
+#: While the machine counts as busy, work below this (seconds on one thread) runs serially:
+#: a late thread costs a time slice (5-30 ms measured), a loss on shorter work.
+BUSY_SERIAL_SECONDS = 0.25
+
+#: A long check on a busy machine runs its pieces serially and tries the threads again on
+#: every PROBE_EVERY-th piece (~0.1 s of work each): a failed try costs one late thread.
+PROBE_EVERY = 5
+
+#: time.monotonic() of the last region that waited for a late thread.
+_last_late = -math.inf
+
+
+def busy() -> bool:
+    """Whether a region waited for a late thread in the last :data:`BUSY_MEMORY` seconds."""
+    return time.monotonic() - _last_late < BUSY_MEMORY
+
+
+def threads_for(seconds: float) -> int:
+    """The threads for ``seconds`` of one-thread work: 1 below :data:`SERIAL_SECONDS` (or below
+    :data:`BUSY_SERIAL_SECONDS` on a machine seen busy), else numba's current thread count."""
+    limit = BUSY_SERIAL_SECONDS if busy() else SERIAL_SECONDS
+    return 1 if seconds < limit else numba.get_num_threads()
+
+
+def counter(n_workers: int) -> np.ndarray:
+    """A fresh schedule for one region: ``[next chunk, chunks claimed by worker 0, 1, ...]``
+    (see :func:`claim`)."""
+    return np.zeros(1 + n_workers, dtype=np.int64)
+
+
+@intrinsic
+def _fetch_add(typingctx, array, value):
+    """``array[0] += value`` atomically; returns the old value (``array``: int64[:])."""
+    if not (isinstance(array, types.Array) and array.dtype == types.int64):
+        return None
+    sig = types.int64(array, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary_type = signature.args[0]
+        ary = context.make_array(ary_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, ary_type, ary,
+                                           [context.get_constant(types.intp, 0)])
+        # Only the uniqueness of each claimed number matters: the results of a chunk are read
+        # after the region's join, which orders them.
+        return builder.atomic_rmw("add", pointer, args[1], "monotonic")
+
+    return sig, codegen
+
+
+@jit
+def claim(schedule, worker, n_chunks):
+    """The next unclaimed chunk number of a region (0, 1, 2, ... across all its threads, each
+    number handed out once), counted for ``worker`` in ``schedule[1 + worker]`` (its own slot);
+    ``n_chunks`` or more when none is left, and the worker stops."""
+    chunk = _fetch_add(schedule, 1)
+    if chunk < n_chunks:
+        schedule[1 + worker] += 1
+    return chunk
+
+
+def run(serial, parallel, n: int, seconds: float, args: tuple, lo: int = 0) -> None:
+    """``serial(lo, lo + n, *args)`` on one thread when ``n * seconds`` (one-thread work) is
+    below the threshold of :func:`threads_for`, else ``parallel(lo, lo + n, n_chunks,
+    n_workers, schedule, *args)`` as one region whose workers claim the chunks (the parallel
+    kernels' convention, see :func:`claim`)."""
+    n_threads = min(threads_for(n * seconds), n)
+    run_on(serial, parallel, lo, lo + n, n_threads, args)
+
+
+def run_on(serial, parallel, lo: int, hi: int, n_threads: int, args: tuple) -> bool:
+    """[lo, hi) on ``n_threads`` threads: serially for 1, else as one region of
+    ``CHUNKS_PER_THREAD`` chunks per thread (fewer if there are fewer items). Returns False
+    if the region waited for a late thread (one that claimed no chunk), and then marks the
+    machine as busy (:func:`busy`)."""
+    global _last_late
+    if n_threads <= 1:
+        serial(lo, hi, *args)
+        return True
+    schedule = counter(n_threads)
+    parallel(lo, hi, min(hi - lo, CHUNKS_PER_THREAD * n_threads), n_threads, schedule, *args)
+    if np.all(schedule[1:] > 0):
+        return True
+    _last_late = time.monotonic()
+    return False
