@@ -18,7 +18,12 @@ from gradcheck_fast.networks import random_mlp
 _LONG_CHECK = textwrap.dedent("""
     import sys, time
     import gradcheck_fast
-    from gradcheck_fast.networks import example
+    from gradcheck_fast.networks import example, random_mlp
+    # Compile (or load) the exact engine's kernels first, serial and parallel: a SIGINT that
+    # arrives while numba compiles is only acted on when compilation ends (tens of seconds on
+    # a cold cache), which is not what this test measures.
+    X, Y, parameters, gradients = random_mlp((100, 50, 10), m=64)
+    gradcheck_fast.check_gradients(parameters, gradients, X, Y, engine="exact", n_threads=2)
     X, Y, parameters, gradients = example("mnist")
     # The exact engine on the mnist-size network: minutes of work, in pieces of ~0.1 s.
     print("started", flush=True)

@@ -26,15 +26,17 @@ needs_threads = pytest.mark.skipif(MAX_THREADS < 2, reason="a parallel region ne
 
 
 def _parallel_kernels():
-    """(module, name) of every ``parallel=True`` kernel of the package."""
+    """(module, name) of every ``parallel=True`` kernel of the package (each is reached through
+    its launch wrapper, :func:`gradcheck_fast._threads.serialised_launches`)."""
     found = []
     for info in pkgutil.iter_modules(gradcheck_fast.__path__):
         if info.name == "__main__":
             continue
         module = importlib.import_module(f"gradcheck_fast.{info.name}")
         for name, value in vars(module).items():
-            if (isinstance(value, numba.core.dispatcher.Dispatcher)
-                    and value.targetoptions.get("parallel")):
+            kernel = getattr(value, "kernel", value)
+            if (isinstance(kernel, numba.core.dispatcher.Dispatcher)
+                    and kernel.targetoptions.get("parallel")):
                 found.append((module, name))
     return found
 
