@@ -58,7 +58,8 @@ def _output_coefficients(Z, zo, Y, m, coef, sig, out=0):
 
     out 1 (softmax and cross-entropy): ``coef[.., 0] = S p_o - y_o`` (S = sum_o y_o, formed as
     ``-sum of the other p`` for the labelled class of one-hot labels, so a confident output
-    loses nothing), ``sig[.., 0] = p_o``, ``sig[.., 1] = S``; see :func:`_softmax_change`.
+    loses nothing), ``coef[.., 1] = log p_o`` (from the logits: finite where p_o underflows),
+    ``sig[.., 0] = p_o``, ``sig[.., 1] = S``; see :func:`_softmax_change`.
     out 2 (linear and squared error): ``g(t) = (z - y) t + t**2 / 2`` exactly: ``coef = (z - y,
     1/2, 0, 0)``. out 0, the seed's sigmoid output:
 
@@ -80,13 +81,15 @@ def _output_coefficients(Z, zo, Y, m, coef, sig, out=0):
             for o in range(n_out):
                 total += math.exp(Z[zo + o * m + j] - top)
                 labels += Y[o, j]
+            log_total = math.log(total)
             for o in range(n_out):
-                p = math.exp(Z[zo + o * m + j] - top) / total
+                shifted = Z[zo + o * m + j] - top
+                p = math.exp(shifted) / total
                 k = (j * n_out + o) * 4
                 sig[(j * n_out + o) * 2] = p
                 sig[(j * n_out + o) * 2 + 1] = labels
                 coef[k] = labels * p - Y[o, j]
-                coef[k + 1] = 0.0
+                coef[k + 1] = shifted - log_total  # log p_o, finite where p_o underflows
                 coef[k + 2] = 0.0
                 coef[k + 3] = 0.0
             # One-hot labels: S p_c - 1 = -(sum of the other p), without cancellation.
@@ -623,7 +626,10 @@ def _softmax_change(coef, sig, j, n_out, tvec):
     the cumulant generating function of t under p: ``kappa1 + kappa2/2 + kappa3/6 + kappa4/24
     + O(t**5)`` (kappa1 = p.t, then the central moments), exact to rounding for small t, with
     ``S kappa1 - y . t`` formed from the accurate ``S p - y`` (:func:`_output_coefficients`);
-    ``log1p(sum_o p_o expm1(t_o))`` beyond.
+    ``log1p(sum_o p_o expm1(t_o))`` beyond, while ``e^K = 1 + sum_o p_o expm1(t_o)`` stays
+    above 1/2; below (a confident output pushed down: the sum cancels, to exactly -1 once
+    ``K < log u``) or when an ``expm1`` overflows, ``log sum_o exp(log p_o + t_o)`` shifted by
+    its largest term, which has nothing to cancel.
     """
     base = j * n_out
     k1 = 0.0
@@ -657,9 +663,40 @@ def _softmax_change(coef, sig, j, n_out, tvec):
     for o in range(n_out):
         s += sig[(base + o) * 2] * math.expm1(tvec[o])
         dot += (labels * sig[(base + o) * 2] - coef[(base + o) * 4]) * tvec[o]  # = y . t
-    change = math.log1p(s)
+    if -0.5 <= s < math.inf:  # False for NaN too (an underflowed p_o times expm1(t_o) = inf)
+        # 1 + s >= 1/2: log1p's argument carries s's rounding at most doubled.
+        change = math.log1p(s)
+        value = labels * change - dot
+        return value, 8.0 * _U * (n_out + 2.0) * (labels * abs(change) + abs(dot) + magnitude)
+    change, reach = _shifted_log_sum(coef, base, n_out, tvec)
     value = labels * change - dot
-    return value, 8.0 * _U * (n_out + 2.0) * (labels * abs(change) + abs(dot) + magnitude)
+    return value, 8.0 * _U * (n_out + 2.0) * (abs(labels) * (abs(change) + reach + 1.0)
+                                              + abs(dot) + magnitude)
+
+
+@jit(inline=True)
+def _shifted_log_sum(coef, base, n_out, tvec):
+    """``(K, reach)``: ``K = log sum_o exp(w_o)``, ``w_o = log p_o + t_o`` (log p_o in
+    ``coef[(base + o) * 4 + 1]``), formed as ``M + log sum_o exp(w_o - M)`` with M the largest
+    w_o, and ``reach = sum_o e_o (|log p_o| + |t_o|) / sum_o e_o`` (``e_o = exp(w_o - M)``).
+
+    Rounding: w_o errs by at most ``3 u (|log p_o| + |t_o|) + (n_out + 3) u`` (log p_o from
+    the shifted logit minus the log of a sum of n_out exponentials, then the addition of t_o);
+    K moves by ``e_o / sum e`` times that, summed, so by ``3 u reach + (n_out + 3) u``; the
+    exponentials, the sum (in [1, n_out]), its log and the final addition add ``(n_out + 4) u
+    + u |K|``. :func:`_softmax_change` carries ``8 u (n_out + 2) (|K| + reach + 1)``, above it.
+    """
+    top = -math.inf
+    for o in range(n_out):
+        top = max(top, coef[(base + o) * 4 + 1] + tvec[o])
+    total = 0.0
+    reach = 0.0
+    for o in range(n_out):
+        lp = coef[(base + o) * 4 + 1]
+        e = math.exp((lp + tvec[o]) - top)
+        total += e
+        reach += e * (abs(lp) + abs(tvec[o]))
+    return top + math.log(total), reach / total
 
 
 @jit(inline=True)
