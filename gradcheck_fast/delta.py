@@ -44,6 +44,9 @@ _U = 2.0**-53
 #: below 1/8), i.e. below 1e-18 here: beneath the rounding of the terms kept.
 T_SERIES = 2.0**-10
 
+#: Beyond this |t| the loss change of a sigmoid output avoids expm1 (which overflows past 709.78).
+T_OVERFLOW = 700.0
+
 #: A sample takes the linear path while ``|da| < RHO_SAFETY * rho``: the margin keeps the
 #: "no later unit crosses" decision away from rounding of the products that decide it.
 RHO_SAFETY = 0.5
@@ -568,12 +571,25 @@ def _loss_change(c1, c2, c3, c4, s, sbar, y, t):
         return value, 8.0 * _U * abs(t) * (abs(c1) + abs(t))
     # softplus(z + t) - softplus(z) = log1p(s expm1(t)) = t + log1p(sbar expm1(-t)); the form
     # whose argument stays away from -1 is used.
+    if abs(t) > T_OVERFLOW:
+        # That form's expm1 may overflow (z > 0 moved down, z < 0 up; an exact cost can stay
+        # finite there): log(sbar + s e^t) = t + log(s + sbar e^-t), sums of positive terms,
+        # the one whose exponential is below 1.
+        if t < 0.0:
+            change = math.log(sbar + s * math.exp(t))
+        else:
+            change = t + math.log(s + sbar * math.exp(-t))
+        return change - y * t, 8.0 * _U * (abs(change) + abs(t))
     if s <= 0.5:
         change = math.log1p(s * math.expm1(t))
+        scale = abs(y * t)  # the subtraction below
     else:
+        # The addition cancels where the output ends near its start (t = -40 from z = 0.3):
+        # its rounding is relative to |t|, not to the change.
         change = t + math.log1p(sbar * math.expm1(-t))
+        scale = abs(t)
     value = change - y * t
-    return value, 8.0 * _U * (abs(change) + abs(y * t))
+    return value, 8.0 * _U * (abs(change) + scale)
 
 
 @jit(inline=True)

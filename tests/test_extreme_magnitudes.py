@@ -92,6 +92,38 @@ def test_softmax_loss_change_is_within_its_bound_at_any_saturation():
                                                                   bound)
 
 
+def test_sigmoid_loss_change_is_within_its_bound_for_moves_past_expm1_overflow():
+    """delta._loss_change (the sigmoid output's cross-entropy) for |t| up to 900 against 50
+    digits: before, a confident output moved by -720 came out +inf (expm1(720) overflows),
+    and z = 0.3 moved by -40 (t + log1p(...) cancelling to -0.85) 2.5 times its bound off."""
+    mpmath.mp.dps = 50
+    for z in (-700.0, -30.0, -2.0, 0.3, 2.0, 30.0):
+        s, sbar = 1.0 / (1.0 + math.exp(-z)), 1.0 / (1.0 + math.exp(z))
+        for t in (-900.0, -720.0, -705.0, -40.0, -1.5, 1.5, 40.0, 705.0, 720.0, 900.0):
+            for y in (0.0, 1.0):
+                value, bound = delta._loss_change(0.0, 0.0, 0.0, 0.0, s, sbar, y, t)
+
+                def loss(u, y=y):
+                    return mpmath.log1p(mpmath.exp(u)) - y * u
+
+                exact = float(loss(mpmath.mpf(z) + t) - loss(mpmath.mpf(z)))
+                assert math.isfinite(value), (z, t, y, value)
+                assert abs(value - exact) <= bound + U * abs(exact), (z, t, y, value, exact)
+
+
+def test_a_sigmoid_output_moved_past_expm1_overflow_stays_finite():
+    """One unit at z = 30 fed by a hidden activation of 7.2e9: a step of W2 moves z by -+720.
+    The seed's cost at z = -690 is finite (A = 1e-300); the incremental engine gave +inf."""
+    parameters = {"W1": np.array([[7.2e9]]), "b1": np.zeros((1, 1)),
+                  "W2": np.array([[30.0 / 7.2e9]]), "b2": np.zeros((1, 1))}
+    X, Y = np.ones((1, 1)), np.zeros((1, 1))
+    exact, incremental = _both_engines(parameters, X, Y, MLP())
+    assert np.isfinite(exact.J_minus[2])  # W2's step down
+    assert np.all(_finite(incremental)[_finite(exact)])
+    # The change itself: softplus(-690) - softplus(30) = -30 - 9.4e-14 (to 1e-300).
+    assert abs(incremental.dJ_minus[2] - (-30.000000000000094)) <= 16 * U * 30
+
+
 # ---------------------------------------------------------------------------------------------
 # Whole checks
 # ---------------------------------------------------------------------------------------------
