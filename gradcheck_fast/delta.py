@@ -45,6 +45,9 @@ _U = 2.0**-53
 #: below 1/8), i.e. below 1e-18 here: beneath the rounding of the terms kept.
 T_SERIES = 2.0**-10
 
+#: Beyond this |t| the loss change of a sigmoid output avoids expm1 (which overflows past 709.78).
+T_OVERFLOW = 700.0
+
 #: A sample takes the linear path while ``|da| < RHO_SAFETY * rho``: the margin keeps the
 #: "no later unit crosses" decision away from rounding of the products that decide it.
 RHO_SAFETY = 0.5
@@ -59,7 +62,8 @@ def _output_coefficients(Z, zo, Y, m, coef, sig, out=0):
 
     out 1 (softmax and cross-entropy): ``coef[.., 0] = S p_o - y_o`` (S = sum_o y_o, formed as
     ``-sum of the other p`` for the labelled class of one-hot labels, so a confident output
-    loses nothing), ``sig[.., 0] = p_o``, ``sig[.., 1] = S``; see :func:`_softmax_change`.
+    loses nothing), ``coef[.., 1] = log p_o`` (from the logits: finite where p_o underflows),
+    ``sig[.., 0] = p_o``, ``sig[.., 1] = S``; see :func:`_softmax_change`.
     out 2 (linear and squared error): ``g(t) = (z - y) t + t**2 / 2`` exactly: ``coef = (z - y,
     1/2, 0, 0)``. out 0, the seed's sigmoid output:
 
@@ -84,13 +88,15 @@ def _output_coefficients(Z, zo, Y, m, coef, sig, out=0):
             for o in range(n_out):
                 total += math.exp(Z[zo + o * m + j] - top)
                 labels += Y[o, j]
+            log_total = math.log(total)
             for o in range(n_out):
-                p = math.exp(Z[zo + o * m + j] - top) / total
+                shifted = Z[zo + o * m + j] - top
+                p = math.exp(shifted) / total
                 k = (j * n_out + o) * 4
                 sig[(j * n_out + o) * 2] = p
                 sig[(j * n_out + o) * 2 + 1] = labels
                 coef[k] = labels * p - Y[o, j]
-                coef[k + 1] = 0.0
+                coef[k + 1] = shifted - log_total  # log p_o, finite where p_o underflows
                 coef[k + 2] = 0.0
                 coef[k + 3] = 0.0
             # One-hot labels: S p_c - 1 = -(sum of the other p), without cancellation.
@@ -594,12 +600,25 @@ def _loss_change(c1, c2, c3, c4, s, sbar, y, t):
         return value, 8.0 * _U * abs(t) * (abs(c1) + abs(t))
     # softplus(z + t) - softplus(z) = log1p(s expm1(t)) = t + log1p(sbar expm1(-t)); the form
     # whose argument stays away from -1 is used.
+    if abs(t) > T_OVERFLOW:
+        # That form's expm1 may overflow (z > 0 moved down, z < 0 up; an exact cost can stay
+        # finite there): log(sbar + s e^t) = t + log(s + sbar e^-t), sums of positive terms,
+        # the one whose exponential is below 1.
+        if t < 0.0:
+            change = math.log(sbar + s * math.exp(t))
+        else:
+            change = t + math.log(s + sbar * math.exp(-t))
+        return change - y * t, 8.0 * _U * (abs(change) + abs(t))
     if s <= 0.5:
         change = math.log1p(s * math.expm1(t))
+        scale = abs(y * t)  # the subtraction below
     else:
+        # The addition cancels where the output ends near its start (t = -40 from z = 0.3):
+        # its rounding is relative to |t|, not to the change.
         change = t + math.log1p(sbar * math.expm1(-t))
+        scale = abs(t)
     value = change - y * t
-    return value, 8.0 * _U * (abs(change) + abs(y * t))
+    return value, 8.0 * _U * (abs(change) + scale)
 
 
 @jit(inline=True)
@@ -652,7 +671,10 @@ def _softmax_change(coef, sig, j, n_out, tvec):
     the cumulant generating function of t under p: ``kappa1 + kappa2/2 + kappa3/6 + kappa4/24
     + O(t**5)`` (kappa1 = p.t, then the central moments), exact to rounding for small t, with
     ``S kappa1 - y . t`` formed from the accurate ``S p - y`` (:func:`_output_coefficients`);
-    ``log1p(sum_o p_o expm1(t_o))`` beyond.
+    ``log1p(sum_o p_o expm1(t_o))`` beyond, while ``e^K = 1 + sum_o p_o expm1(t_o)`` stays
+    above 1/2; below (a confident output pushed down: the sum cancels, to exactly -1 once
+    ``K < log u``) or when an ``expm1`` overflows, ``log sum_o exp(log p_o + t_o)`` shifted by
+    its largest term, which has nothing to cancel.
     """
     base = j * n_out
     k1 = 0.0
@@ -686,9 +708,42 @@ def _softmax_change(coef, sig, j, n_out, tvec):
     for o in range(n_out):
         s += sig[(base + o) * 2] * math.expm1(tvec[o])
         dot += (labels * sig[(base + o) * 2] - coef[(base + o) * 4]) * tvec[o]  # = y . t
-    change = math.log1p(s)
+    if -0.5 <= s < math.inf:  # False for NaN too (an underflowed p_o times expm1(t_o) = inf)
+        # 1 + s >= 1/2: log1p's argument carries s's rounding at most doubled.
+        change = math.log1p(s)
+        value = labels * change - dot
+        return value, 8.0 * _U * (n_out + 2.0) * (labels * abs(change) + abs(dot) + magnitude)
+    change, reach = _shifted_log_sum(coef, base, n_out, tvec)
     value = labels * change - dot
-    return value, 8.0 * _U * (n_out + 2.0) * (labels * abs(change) + abs(dot) + magnitude)
+    return value, 8.0 * _U * (n_out + 2.0) * (abs(labels) * (abs(change) + reach + 1.0)
+                                              + abs(dot) + magnitude)
+
+
+# A call rather than inlined: this rare branch inlined into the per-parameter kernel slowed
+# the mnist-size check by ~5 % (code layout), though never executed there.
+@jit
+def _shifted_log_sum(coef, base, n_out, tvec):
+    """``(K, reach)``: ``K = log sum_o exp(w_o)``, ``w_o = log p_o + t_o`` (log p_o in
+    ``coef[(base + o) * 4 + 1]``), formed as ``M + log sum_o exp(w_o - M)`` with M the largest
+    w_o, and ``reach = sum_o e_o (|log p_o| + |t_o|) / sum_o e_o`` (``e_o = exp(w_o - M)``).
+
+    Rounding: w_o errs by at most ``3 u (|log p_o| + |t_o|) + (n_out + 3) u`` (log p_o from
+    the shifted logit minus the log of a sum of n_out exponentials, then the addition of t_o);
+    K moves by ``e_o / sum e`` times that, summed, so by ``3 u reach + (n_out + 3) u``; the
+    exponentials, the sum (in [1, n_out]), its log and the final addition add ``(n_out + 4) u
+    + u |K|``. :func:`_softmax_change` carries ``8 u (n_out + 2) (|K| + reach + 1)``, above it.
+    """
+    top = -math.inf
+    for o in range(n_out):
+        top = max(top, coef[(base + o) * 4 + 1] + tvec[o])
+    total = 0.0
+    reach = 0.0
+    for o in range(n_out):
+        lp = coef[(base + o) * 4 + 1]
+        e = math.exp((lp + tvec[o]) - top)
+        total += e
+        reach += e * (abs(lp) + abs(tvec[o]))
+    return top + math.log(total), reach / total
 
 
 @jit(inline=True)

@@ -445,8 +445,10 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
 
     A probe fails when ``|v.grad - numerical| > atol + rtol |numerical| + noise`` (the
     elementwise criterion, applied to a unit direction); a probe whose steps cross a ReLU kink
-    is set aside, and one that passes only within a noise bound above ``UNVERIFIABLE_FRACTION``
-    of its size (a large step) is unverified. ``detectable_error`` follows from the largest
+    is set aside, and so, as in the full check, is a probe whose ``J(theta +- eps v)`` is NaN
+    or Inf (a non-finite J, or a change that is): its numerical value is NaN, the block
+    "unverified". One that passes only within a noise bound above ``UNVERIFIABLE_FRACTION`` of
+    its size (a large step) is unverified. ``detectable_error`` follows from the largest
     tolerance among the block's verified probes (:func:`gradcheck_fast.modes.detectable_error`).
     """
     from .modes import detectable_error
@@ -455,25 +457,29 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
     analytic_all, numerical_all = [], []
     for name, shape in zip(layout.grad_names, layout.shapes):
         p = probes[name]
-        valid = p.kinks == 0
-        tolerance = atol + rtol * np.abs(p.numerical) + p.noise
-        error = np.abs(p.analytic - p.numerical)
+        # The probes' changes are formed without J, so they stay finite when J is not.
+        nonfinite = ~np.isfinite(p.numerical) | (not math.isfinite(cost))
+        numerical = np.where(nonfinite, np.nan, p.numerical)
+        valid = (p.kinks == 0) & ~nonfinite
+        tolerance = atol + rtol * np.abs(numerical) + p.noise
+        error = np.abs(p.analytic - numerical)
         failing = valid & ~(error <= tolerance)
         # As for elements: a probe that passes only within a noise bound above 1 % of its size
         # (a large step's truncation; inf where no bound holds) verifies nothing.
-        magnitude = np.maximum(np.abs(p.analytic), np.abs(p.numerical))
-        unverified = (valid & ~failing & (error > atol + rtol * np.abs(p.numerical))
+        magnitude = np.maximum(np.abs(p.analytic), np.abs(numerical))
+        unverified = (valid & ~failing & (error > atol + rtol * np.abs(numerical))
                       & (p.noise > atol) & (p.noise > UNVERIFIABLE_FRACTION * magnitude))
         verified = valid & ~unverified
         n_failing = int(np.count_nonzero(failing))
         n_valid = int(np.count_nonzero(valid))
         n_unverified = int(np.count_nonzero(unverified))
         n_verified = n_valid - n_unverified
-        verdict = ("wrong" if n_failing else "unverified" if n_unverified or not n_valid
-                   else "ok")
+        n_nonfinite = int(np.count_nonzero(nonfinite))
+        verdict = ("wrong" if n_failing
+                   else "unverified" if n_unverified or n_nonfinite or not n_valid else "ok")
         diagnosis, scale = None, None
         if n_failing:
-            diagnosis, scale = diagnose(name, (p.analytic.size,), p.analytic, p.numerical, valid,
+            diagnosis, scale = diagnose(name, (p.analytic.size,), p.analytic, numerical, valid,
                                         failing, tolerance)
             if diagnosis is not None:
                 diagnosis += " (along random directions)"
@@ -482,16 +488,17 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
                       if n_verified else math.inf)
         blocks[name] = BlockResult(
             name=name, shape=shape,
-            difference=relative_difference(p.analytic, p.numerical),
+            difference=relative_difference(p.analytic, numerical),
             max_abs_error=float(np.max(error[valid], initial=0.0)),
-            max_rel_error=float(np.max(_relative_error(p.analytic, p.numerical)[valid],
+            max_rel_error=float(np.max(_relative_error(p.analytic, numerical)[valid],
                                        initial=0.0)),
-            n_failing=n_failing, n_kinks=int(p.analytic.size - n_valid), n_nonfinite=0,
-            n_unverified=n_unverified, verdict=verdict, diagnosis=diagnosis, scale=scale,
-            n_probes=int(p.analytic.size), detectable_error=detectable,
+            n_failing=n_failing, n_kinks=int(np.count_nonzero((p.kinks != 0) & ~nonfinite)),
+            n_nonfinite=n_nonfinite, n_unverified=n_unverified, verdict=verdict,
+            diagnosis=diagnosis, scale=scale, n_probes=int(p.analytic.size),
+            detectable_error=detectable,
         )
         analytic_all.append(p.analytic)
-        numerical_all.append(p.numerical)
+        numerical_all.append(numerical)
     flags = {"worst": np.arange(0), "kinks": np.arange(0), "nonfinite": np.arange(0),
              "unverified": np.arange(0), "grad": grad, "gradapprox": np.full(grad.size, np.nan),
              "indices": np.arange(0), "probes": probes}
@@ -709,7 +716,10 @@ def _format(report: GradientCheckReport) -> str:
                      f"is no derivative: not counted as failing"
                      + (" (report.kinks)" if report.mode != "directional" else ""))
     n_nonfinite = sum(b.n_nonfinite for b in blocks.values())
-    if n_nonfinite:
+    if n_nonfinite and report.mode == "directional":
+        notes.append(f"{n_nonfinite} probes have a NaN/Inf J(theta +- eps v) "
+                     f"(J = {report.cost:g}): not verified")
+    elif n_nonfinite:
         first = report.nonfinite[0].label
         notes.append(f"{n_nonfinite} element(s) have a NaN/Inf J(theta +- eps e_i), first {first} "
                      f"(report.nonfinite): not verified")
