@@ -347,7 +347,8 @@ def plan(inputs, options, spent_s: float | None = None):
     return replace(options, mode="directional", n_directions=k), (
         f"budget {budget:g} s: full ~{validation + setup.seconds + full:.3g} s and sampled "
         f"({low} per block) ~{smallest:.3g} s do not fit; directional with {k} "
-        f"probe{'s' if k > 1 else ''} per block (expected {validation + sunk + probes(k):.3g} s: set-up "
+        f"probe{'s' if k > 1 else ''} per block (expected "
+        f"{validation + sunk + probes(k):.3g} s: set-up "
         f"{validation + sunk + forward:.3g} s, validation {validation:.3g} s{unused} and the "
         f"forward pass ~{forward:.3g} s; then {k * per_probe:.3g} s{over})"), None
 

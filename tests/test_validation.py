@@ -617,15 +617,15 @@ def test_a_huge_int_is_shown_compactly(case, option, value):
     assert "1e400" in message
 
 
-def test_custom_check_refuses_a_0d_theta():
+@pytest.mark.parametrize("theta", [np.array(1.5), 1.5])
+def test_custom_check_refuses_a_0d_theta(theta):
     # Before: np.ascontiguousarray made the 0-d theta 1-d, and the check ran on it.
     def cost(theta):
         return float(np.sum(theta**2))
 
-    for theta in (np.array(1.5), 1.5):
-        message = _message(ValueError, lambda: gradcheck_fast.check(cost, theta, [3.0]))
-        assert message.startswith("theta must be a non-empty vector")
-        assert "shape ()" in message and "np.atleast_1d(theta)" in message
+    message = _message(ValueError, lambda: gradcheck_fast.check(cost, theta, [3.0]))
+    assert message.startswith("theta must be a non-empty vector")
+    assert "shape ()" in message and "np.atleast_1d(theta)" in message
 
 
 def test_a_0d_X_shows_its_own_shape(case):
