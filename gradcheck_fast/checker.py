@@ -333,8 +333,11 @@ def check_gradients(
         error: correct and wrong gradients then lie many orders of magnitude apart.
     budget_s : float, optional
         A time budget in seconds: the most thorough mode that :func:`estimate_cost` expects to
-        fit is run (full, else sampled with as many coordinates as fit, else directional); the
-        report's ``notes`` say which.
+        fit is run (full, else sampled with as many coordinates as fit, else directional with
+        as many of the ``n_directions`` probes as fit). The budget covers the work after the
+        validation of the inputs, the network's preparation or forward pass included; the
+        network is prepared once, for the plan and the engine. The report's ``notes`` say
+        what was chosen, the expected time and the set-up (validation and preparation).
     n_threads : int, optional
         Threads for the parallel loop (default: numba's current setting, which is restored
         afterwards). The result is bitwise the same for every thread count.

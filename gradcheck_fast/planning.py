@@ -358,7 +358,10 @@ def estimate_cost(parameters, gradients, X, Y, **options) -> CostEstimate:
 
     Takes the same arguments as ``check_gradients`` (the mode is ignored: every mode is
     estimated). Returns the number of cost evaluations and the expected seconds of the
-    ``"full"``, ``"sampled"`` and ``"directional"`` modes; ``print`` shows a table.
+    ``"full"``, ``"sampled"`` and ``"directional"`` modes, each with its ``setup`` (the part
+    spent before the first coordinate or probe: validation, and the engine's preparation or
+    the forward pass; a deep network is prepared here and the preparation timed, as the
+    explicit path's share depends on the data); ``print`` shows a table.
 
     Examples
     --------
