@@ -33,6 +33,10 @@ REPORT_S_PER_COORDINATE = 5e-8
 #: Fixed cost of a call (dispatch, small allocations, building the report).
 CALL_S = 4e-4
 
+#: Seconds per parameter of the report's copies of the gradient blocks (fresh memory), in
+#: every mode.
+REPORT_S_PER_PARAM = 4e-9
+
 #: Fixed cost per block of the directional probes (random directions, NumPy calls).
 DIRECTIONAL_BLOCK_S = 1e-4
 
@@ -187,14 +191,17 @@ def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None
         threads = n_threads if loop >= 2e-3 else 1
         total += loop / _speed(threads)
     n = int(counts.sum())
-    return n, total + REPORT_S_PER_COORDINATE * n
+    return n, total + REPORT_S_PER_COORDINATE * n + _fixed_seconds(inputs)
 
 
 def _validation_seconds(inputs, spent_s: float | None) -> float:
-    """The call's fixed cost and its validation (as timed by the caller, else modelled)."""
-    if spent_s is None:
-        spent_s = PYTHON_S_PER_PARAM * inputs.layout.n_params
-    return CALL_S + spent_s
+    """The validation (as timed by the caller, else modelled)."""
+    return PYTHON_S_PER_PARAM * inputs.layout.n_params if spent_s is None else spent_s
+
+
+def _fixed_seconds(inputs) -> float:
+    """What every mode pays after its work: the call's fixed cost, the report's copies."""
+    return CALL_S + REPORT_S_PER_PARAM * inputs.layout.n_params
 
 
 def _coordinate_mode(inputs, options, setup: SetUp, spent_s: float | None,
@@ -234,7 +241,7 @@ def _directional_mode(inputs, options, spent_s: float | None, n_directions: int)
     setup_s = _validation_seconds(inputs, spent_s) + forward
     differences = len(_steps(replace(options, method="central")))
     return ModeCost("directional", 2 * differences * n_directions * len(inputs.layout.names),
-                    0, setup_s + n_directions * per_probe, setup_s)
+                    0, setup_s + n_directions * per_probe + _fixed_seconds(inputs), setup_s)
 
 
 def estimate(inputs, options, setup: SetUp | None = None,
@@ -327,8 +334,8 @@ def plan(inputs, options, spent_s: float | None = None):
     sunk = setup.seconds if setup.measured else 0.0
     forward, per_probe = _directional_parts(inputs, options)
 
-    def probes(k):
-        return forward + k * per_probe
+    def probes(k):  # seconds from here on
+        return forward + k * per_probe + _fixed_seconds(inputs)
 
     k = _most_that_fit(probes, 1, int(options.n_directions), budget - sunk)
     over = ""
@@ -350,7 +357,7 @@ def plan(inputs, options, spent_s: float | None = None):
         f"probe{'s' if k > 1 else ''} per block (expected "
         f"{validation + sunk + probes(k):.3g} s: set-up "
         f"{validation + sunk + forward:.3g} s, validation {validation:.3g} s{unused} and the "
-        f"forward pass ~{forward:.3g} s; then {k * per_probe:.3g} s{over})"), None
+        f"forward pass ~{forward:.3g} s; then {probes(k) - forward:.3g} s{over})"), None
 
 
 def estimate_cost(parameters, gradients, X, Y, **options) -> CostEstimate:
