@@ -204,18 +204,16 @@ def _mlp_layout_and_blocks(parameters, label: str = "parameters", prefix: str = 
     n_layers = _plain_depth(parameters, prefix)
     if n_layers:  # the common case, keys exactly W1, b1, ..., WL, bL: no parsing needed
         return _blocks(parameters, label, prefix, n_layers)
-    indices = set()
+    layers = []  # the layer of every W/b key
     for key in parameters:
         if isinstance(key, str) and key.startswith(prefix):
             match = _BLOCK_KEY.fullmatch(key[len(prefix):])
             if match:
-                indices.add(int(match.group(2)))
-    if not indices:
+                layers.append(int(match.group(2)))
+    if not layers:
         raise ValueError(f"{label} must hold {prefix}W1, {prefix}b1, ..., {prefix}WL, {prefix}bL; "
                          f"got keys {sorted(map(str, parameters))}")
-    # The depth is the highest layer any key names: a key missing below it is missing (W2, b2
-    # of W1, b1, W3, b3), not the keys above it unexpected.
-    n_layers = max(indices)
+    n_layers = _depth(layers)
     names = _block_names(prefix, n_layers)
     needs = (f"{prefix}W1, {prefix}b1" if n_layers == 1
              else f"{prefix}W1, {prefix}b1, ..., {prefix}W{n_layers}, {prefix}b{n_layers}")
@@ -236,6 +234,20 @@ def _mlp_layout_and_blocks(parameters, label: str = "parameters", prefix: str = 
     if extra:
         raise ValueError(f"{label} has unexpected key {extra[0]!r}; expected exactly {needs}")
     return _blocks(parameters, label, prefix, n_layers)
+
+
+def _depth(layers: list[int]) -> int:
+    """The depth that blames the fewest keys, for the layers the W/b keys name: the highest
+    (keys below it missing: W2, b2 of W1, b1, W3, b3) or the end of the run 1, 2, ... (keys
+    beyond it unexpected: a stray W9); on a tie the highest, as a missing key is the likelier
+    slip."""
+    highest = max(layers)
+    run = 0
+    while run + 1 in layers:
+        run += 1
+    missing = 2 * highest - len(layers)
+    unexpected = sum(layer > run for layer in layers)
+    return highest if missing <= unexpected else run
 
 
 @functools.lru_cache(maxsize=64)
@@ -292,7 +304,10 @@ def _blame_W_or_b(parameters, label: str, prefix: str, l: int, n_layers: int, W,
     count is the odd one out)."""
     Wk, bk = f"{prefix}W{l}", f"{prefix}b{l}"
     if l < n_layers and b.ndim == 2 and b.shape[1] == 1:
-        following = np.shape(parameters[f"{prefix}W{l + 1}"])
+        try:
+            following = np.shape(parameters[f"{prefix}W{l + 1}"])
+        except ValueError:  # ragged: its own check will say so
+            following = ()
         if len(following) == 2 and following[1] == b.shape[0]:
             raise ValueError(
                 f"{label}['{Wk}'] has shape {W.shape} but {bk} has {b.shape[0]} rows and "

@@ -633,3 +633,11 @@ def test_a_0d_X_shows_its_own_shape(case):
     X, Y, parameters, gradients = case
     message = _message(ValueError, lambda: check(parameters, gradients, 1.0, Y))
     assert message.startswith("X must have shape (4, m)") and "got shape ()" in message
+
+
+def test_a_stray_key_far_above_the_network_is_unexpected_not_a_gap(case):
+    # The depth that blames fewer keys: one stray key, rather than ~2e9 missing ones.
+    X, Y, parameters, gradients = case
+    parameters["W999999999"] = np.ones((1, 1))
+    message = _message(ValueError, lambda: check(parameters, gradients, X, Y))
+    assert message.startswith("parameters has unexpected key 'W999999999'")
