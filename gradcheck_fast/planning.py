@@ -33,8 +33,10 @@ REPORT_S_PER_COORDINATE = 5e-8
 #: Fixed cost of a call (dispatch, small allocations, building the report).
 CALL_S = 4e-4
 
-#: Seconds per parameter of the report's copies of the gradient blocks (fresh memory), in
-#: every mode.
+#: Seconds per parameter and copy of the report's copies of P-vectors (the gradient blocks,
+#: and the numerical gradient's in the full and sampled modes) into fresh memory, when the
+#: validation was not timed. When it was, the copies are costed from it: it packs two
+#: P-vectors (theta and the gradient) into fresh memory, at the machine's page-fault speed.
 REPORT_S_PER_PARAM = 4e-9
 
 #: Fixed cost per block of the directional probes (random directions, NumPy calls).
@@ -172,8 +174,8 @@ def _per_layer_counts(layout, n_per_block: int | None) -> np.ndarray:
     return counts
 
 
-def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None
-                         ) -> tuple[int, float]:
+def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None,
+                         spent_s: float | None) -> tuple[int, float]:
     """The coordinates a full check (``n_per_block`` None) or a sampled one checks, and the
     seconds after the set-up: the engine's loops for every step, and the report."""
     sizes, m = inputs.layout.sizes, inputs.m
@@ -191,7 +193,7 @@ def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None
         threads = n_threads if loop >= 2e-3 else 1
         total += loop / _speed(threads)
     n = int(counts.sum())
-    return n, total + REPORT_S_PER_COORDINATE * n + _fixed_seconds(inputs)
+    return n, total + REPORT_S_PER_COORDINATE * n + _fixed_seconds(inputs, spent_s, 2)
 
 
 def _validation_seconds(inputs, spent_s: float | None) -> float:
@@ -199,15 +201,18 @@ def _validation_seconds(inputs, spent_s: float | None) -> float:
     return PYTHON_S_PER_PARAM * inputs.layout.n_params if spent_s is None else spent_s
 
 
-def _fixed_seconds(inputs) -> float:
-    """What every mode pays after its work: the call's fixed cost, the report's copies."""
-    return CALL_S + REPORT_S_PER_PARAM * inputs.layout.n_params
+def _fixed_seconds(inputs, spent_s: float | None, copies: int) -> float:
+    """What every mode pays after its work: the call's fixed cost and the report's ``copies``
+    copies of P-vectors."""
+    if spent_s is None:
+        return CALL_S + copies * REPORT_S_PER_PARAM * inputs.layout.n_params
+    return CALL_S + copies / 2 * spent_s
 
 
 def _coordinate_mode(inputs, options, setup: SetUp, spent_s: float | None,
                      n_per_block: int | None) -> ModeCost:
     """The cost of a full check (``n_per_block`` None) or a sampled one."""
-    n, seconds = _coordinates_seconds(inputs, options, setup, n_per_block)
+    n, seconds = _coordinates_seconds(inputs, options, setup, n_per_block, spent_s)
     passes = len(_steps(options))
     setup_s = _validation_seconds(inputs, spent_s) + setup.seconds
     return ModeCost("full" if n_per_block is None else "sampled", 2 * passes * n, n,
@@ -241,7 +246,8 @@ def _directional_mode(inputs, options, spent_s: float | None, n_directions: int)
     setup_s = _validation_seconds(inputs, spent_s) + forward
     differences = len(_steps(replace(options, method="central")))
     return ModeCost("directional", 2 * differences * n_directions * len(inputs.layout.names),
-                    0, setup_s + n_directions * per_probe + _fixed_seconds(inputs), setup_s)
+                    0, setup_s + n_directions * per_probe + _fixed_seconds(inputs, spent_s, 1),
+                    setup_s)
 
 
 def estimate(inputs, options, setup: SetUp | None = None,
@@ -302,7 +308,7 @@ def plan(inputs, options, spent_s: float | None = None):
     setup = coordinate_setup(inputs, options, prepare=False)
 
     def coordinates(n):  # seconds after the set-up (n None: every coordinate)
-        return _coordinates_seconds(inputs, options, setup, n)[1]
+        return _coordinates_seconds(inputs, options, setup, n, spent_s)[1]
 
     # Prepare only if the smallest sampled check could fit by the model (fast path only: the
     # explicit path's share is known only once prepared); else the probes run, which need no
@@ -335,7 +341,7 @@ def plan(inputs, options, spent_s: float | None = None):
     forward, per_probe = _directional_parts(inputs, options)
 
     def probes(k):  # seconds from here on
-        return forward + k * per_probe + _fixed_seconds(inputs)
+        return forward + k * per_probe + _fixed_seconds(inputs, spent_s, 1)
 
     k = _most_that_fit(probes, 1, int(options.n_directions), budget - sunk)
     over = ""
