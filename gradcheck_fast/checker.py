@@ -3,6 +3,7 @@ the report built."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -12,7 +13,8 @@ import numpy as np
 
 from . import modes
 from ._threads import n_threads_set
-from .engine import Costs, mlp_cost_noise, mlp_costs
+from .delta import Prepared
+from .engine import Costs, mlp_cost_noise, mlp_costs, prepare_engine
 from .layout import MLPLayout
 from .models import MLP, SEED_MODEL
 from .report import ATOL, RTOL, GradientCheckReport, build_directional_report, build_report
@@ -154,7 +156,8 @@ def check_options(*, epsilon, threshold, rtol, atol, mode, n_per_block, n_direct
 # The numerical gradient
 # ---------------------------------------------------------------------------------------------
 def numerical_gradient(inputs: Inputs, options: Options,
-                       indices: np.ndarray | None = None, truncation: bool = True) -> Costs:
+                       indices: np.ndarray | None = None, truncation: bool = True,
+                       prepared: Prepared | None = None) -> Costs:
     """The engine's costs for the coordinates ``indices`` (default all), by the seed's central
     difference or by Richardson extrapolation of two of them.
 
@@ -163,21 +166,29 @@ def numerical_gradient(inputs: Inputs, options: Options,
     (:func:`gradcheck_fast.truncation.truncation_bound`; infinite where the series at h is not
     in its asymptotic regime), which the report adds to each coordinate's noise bound: a large
     step then makes elements unverified, never wrong.
+
+    ``prepared``: the incremental engine's state for ``options.engine`` (from
+    :func:`gradcheck_fast.planning.plan`), if the caller has it; prepared here otherwise.
     """
     layout, theta, X, Y = inputs.layout, inputs.theta, inputs.X, inputs.Y
     h = options.epsilon
     model = inputs.model
-    first = mlp_costs(layout, theta, X, Y, h, options.engine, options.progress, indices, model)
+    engine = options.engine
+    if prepared is None:
+        # Prepared once for every step below: the state does not depend on the step.
+        engine, prepared = prepare_engine(layout, theta, X, Y, engine, model)
+    first = mlp_costs(layout, theta, X, Y, h, engine, options.progress, indices, model,
+                      prepared)
     if options.method == "central":
         if not truncation or h <= TRUNCATION_STEP:
             return first
         half, quarter = (mlp_costs(layout, theta, X, Y, f * h, first.engine, options.progress,
-                                   indices, model) for f in SMALLER_STEPS)
+                                   indices, model, prepared) for f in SMALLER_STEPS)
         return with_truncation(first, half, quarter, options.atol, options.rtol)
     # Richardson: (4 D(h) - D(2h)) / 3 = (8 (J+h - J-h) - (J+2h - J-2h)) / 12h cancels the
     # h**2 term of the central difference D; what remains is O(h**4).
     second = mlp_costs(layout, theta, X, Y, 2 * h, first.engine, options.progress, indices,
-                       model)
+                       model, prepared)
     finite = np.isfinite(second.J_plus) & np.isfinite(second.J_minus)
     return replace(
         first,
@@ -191,14 +202,18 @@ def numerical_gradient(inputs: Inputs, options: Options,
     )
 
 
-def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
-              ) -> GradientCheckReport:
-    """Run the check ``options`` describe on ``inputs`` and build its report."""
+def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = (),
+              started: float | None = None) -> GradientCheckReport:
+    """Run the check ``options`` describe on ``inputs`` and build its report (``started``: the
+    ``time.perf_counter()`` at which the call began, so that a budget counts the validation)."""
     layout = inputs.layout
+    prepared = None
     if options.budget_s is not None:
         from .planning import plan
 
-        options, note = plan(inputs, options)
+        spent = None if started is None else time.perf_counter() - started
+        with n_threads_set(options.n_threads):  # a preparation runs as the engine's would
+            options, note, prepared = plan(inputs, options, spent)
         notes = notes + (note,)
     if options.mode == "directional" and options.method != "central":
         raise ValueError("method='richardson' applies to mode='full' and mode='sampled'; the "
@@ -219,7 +234,7 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = ()
         indices = None
         if options.mode == "sampled":
             indices = modes.sample_indices(layout, options.n_per_block, options.seed)
-        costs = numerical_gradient(inputs, options, indices)
+        costs = numerical_gradient(inputs, options, indices, prepared=prepared)
     # The exact engine's J+- carry the rounding noise of whole forward passes, which ECnoise
     # measures; the incremental engine's changes carry only their own, bounded in resolution.
     sigma = (mlp_cost_noise(layout, inputs.theta, inputs.X, inputs.Y, inputs.model)
@@ -315,8 +330,11 @@ def check_gradients(
         error: correct and wrong gradients then lie many orders of magnitude apart.
     budget_s : float, optional
         A time budget in seconds: the most thorough mode that :func:`estimate_cost` expects to
-        fit is run (full, else sampled with as many coordinates as fit, else directional); the
-        report's ``notes`` say which.
+        fit is run (full, else sampled with as many coordinates as fit, else directional with
+        as many of the ``n_directions`` probes as fit). The budget covers the work after the
+        validation of the inputs, the network's preparation or forward pass included; the
+        network is prepared once, for the plan and the engine. The report's ``notes`` say
+        what was chosen, the expected time and the set-up (validation and preparation).
     n_threads : int, optional
         Threads for the parallel loop (default: numba's current setting, which is restored
         afterwards). The result is bitwise the same for every thread count.
@@ -378,13 +396,14 @@ def check_gradients(
     >>> report.blocks["dW2"].diagnosis
     'dW2 ≈ 2.00 × numerical'
     """
+    started = time.perf_counter()
     inputs = prepare_inputs(parameters, gradients, X, Y, model)
     options = check_options(epsilon=epsilon, threshold=threshold, rtol=rtol, atol=atol,
                             mode=mode, n_per_block=n_per_block, n_directions=n_directions,
                             seed=seed, probability=probability, method=method, engine=engine,
                             progress=progress, n_threads=n_threads, budget_s=budget_s,
                             low_precision=bool(inputs.low_precision))
-    return run_check(inputs, options, low_precision_note(inputs, options))
+    return run_check(inputs, options, low_precision_note(inputs, options), started)
 
 
 def assert_gradients_close(

@@ -39,6 +39,23 @@ COMPOSED_S_PER_OUTPUT = 4e-8
 #: propagation (strict IEEE loops, one thread).
 EXACT_S_PER_FLOP = 1.0 / 1.5e9
 
+#: Seconds per element of the set-up's NumPy elementwise passes (activations, masks, |W|,
+#: reciprocals, copies).
+ELEMENT_S = 1e-9
+
+#: Seconds per (unit of hidden layer l x unit of a later ReLU layer q x sample) of the kink
+#: radii (:func:`gradcheck_fast.delta._radii`), one thread: on wide deep networks the largest
+#: part of the incremental engine's set-up. The bound matrix B_{q<-l} is read once per sample:
+#: from the cache while it fits (RADII_CACHE_ELEMENTS, 8 MB), from memory, about twice as
+#: slowly, beyond (measured: 1024-wide layers 1.5 ns, 2048- and 4096-wide 3.1 ns).
+RADII_S_PER_ELEMENT = 1.5e-9
+RADII_S_PER_ELEMENT_STREAMED = 3e-9
+RADII_CACHE_ELEMENTS = 1 << 20
+
+#: Seconds per (hidden unit x sample x output) of the composed cubics
+#: (:func:`gradcheck_fast.delta._composed`), one thread.
+COMPOSED_S_PER_ELEMENT = 2.5e-8
+
 
 def _later_pairs(sizes, l: int) -> int:
     """Multiply-adds of one sample's pass through the layers after layer l."""
@@ -55,12 +72,23 @@ def exact_seconds(sizes, m: int) -> float:
 
 @functools.lru_cache(maxsize=256)
 def _exact_seconds(sizes: tuple[int, ...], m: int) -> float:
-    total, count = 0.0, 0
+    return _mean_over_coordinates(sizes, exact_layer_seconds(sizes, m))
+
+
+def _mean_over_coordinates(sizes, per_layer) -> float:
+    """The mean of ``per_layer[l]`` (seconds per coordinate of layer l) over all coordinates."""
+    counts = [int(sizes[l]) * (int(sizes[l - 1]) + 1) for l in range(1, len(sizes))]
+    return float(sum(c * s for c, s in zip(counts, per_layer[1:])) / sum(counts))
+
+
+def exact_layer_seconds(sizes, m: int) -> np.ndarray:
+    """Per layer l (index 1..L; 0 unused), seconds per coordinate of the exact engine (both
+    steps, one thread)."""
+    sizes = [int(s) for s in sizes]
+    seconds = np.zeros(len(sizes))
     for l in range(1, len(sizes)):
-        n_coords = sizes[l] * (sizes[l - 1] + 1)
-        total += n_coords * 2 * m * (sizes[l - 1] + _later_pairs(sizes, l))
-        count += n_coords
-    return total / count * EXACT_S_PER_FLOP
+        seconds[l] = 2 * m * (sizes[l - 1] + _later_pairs(sizes, l)) * EXACT_S_PER_FLOP
+    return seconds
 
 
 def incremental_seconds(sizes, m: int, slow_fraction=None) -> float:
@@ -69,19 +97,23 @@ def incremental_seconds(sizes, m: int, slow_fraction=None) -> float:
     ``slow_fraction[l]``: the share of samples whose change at hidden layer l cannot be shown
     to leave the later ReLUs on their side, which are propagated explicitly (deep networks).
     """
+    return _mean_over_coordinates(sizes, incremental_layer_seconds(sizes, m, slow_fraction))
+
+
+def incremental_layer_seconds(sizes, m: int, slow_fraction=None) -> np.ndarray:
+    """Per layer l (index 1..L; 0 unused), seconds per coordinate of the incremental engine
+    (both steps, one thread); ``slow_fraction`` as for :func:`incremental_seconds`."""
     sizes = [int(s) for s in sizes]
     n_out = sizes[-1]
-    total, count = 0.0, 0
+    seconds = np.zeros(len(sizes))
     for l in range(1, len(sizes)):
-        n_coords = sizes[l] * (sizes[l - 1] + 1)
         per_sample = INCREMENTAL_S_PER_SAMPLE
         if l == len(sizes) - 1:
             per_sample += n_out * INCREMENTAL_S_PER_OUTPUT
-        total += n_coords * m * per_sample
+        seconds[l] = m * per_sample
         if slow_fraction is not None and l < len(sizes) - 1:
-            total += n_coords * slow_fraction[l] * 2 * m * _later_pairs(sizes, l) * EXACT_S_PER_FLOP
-        count += n_coords
-    return total / count
+            seconds[l] += slow_fraction[l] * 2 * m * _later_pairs(sizes, l) * EXACT_S_PER_FLOP
+    return seconds
 
 
 def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
@@ -102,6 +134,48 @@ def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
         limit = np.minimum(RHO_SAFETY * rho, radius[:, None])
         fractions[l] = float(np.mean(limit <= change)) if limit.size else 0.0
     return fractions
+
+
+def forward_seconds(sizes, m: int) -> float:
+    """Seconds of one unperturbed forward pass with BLAS (:func:`gradcheck_fast.delta.forward`):
+    the products and the activations."""
+    sizes = [int(s) for s in sizes]
+    pairs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 2 * m * pairs * BLAS_S_PER_FLOP + 2 * m * sum(sizes) * ELEMENT_S
+
+
+def prepare_seconds(sizes, m: int, hidden, speed: float = 1.0) -> float:
+    """Seconds of the incremental engine's set-up (:func:`gradcheck_fast.delta.prepare`) for a
+    network with the hidden activations ``hidden`` (one name per hidden layer); ``speed``: the
+    parallel speed-up of its jitted parts (the radii and the composed cubics).
+
+    The forward pass; the sensitivities ``V_l = W_{l+1}^T (mask V_{l+1})`` (one BLAS product per
+    hidden layer over ``m x n_out`` columns); the derivative bounds ``B_{q<-l}`` (|W| and
+    products of them) and their reciprocals; the radii (every later ReLU unit against every
+    unit, per sample); the tanh/sigmoid series; the composed cubics (per hidden unit, sample
+    and output).
+    """
+    sizes = [int(s) for s in sizes]
+    n_layers = len(sizes) - 1
+    n_out = sizes[-1]
+    hidden_units = sum(sizes[1:-1])
+    kinked = [name in ("relu", "leaky_relu") for name in hidden]
+    flops = 2 * m * n_out * sum(sizes[l] * sizes[l + 1] for l in range(1, n_layers - 1))
+    elements = 2 * m * n_out * hidden_units  # masks and copies of V
+    radii_s = 0.0
+    for l in range(1, n_layers - 1):
+        for q in range(l + 1, n_layers):
+            elements += 2 * sizes[q] * sizes[l]  # |W| or the product's scaling, reciprocal
+            if q > l + 1:
+                flops += 2 * sizes[q] * sizes[q - 1] * sizes[l]
+            if kinked[q - 1]:
+                block = sizes[q] * sizes[l]
+                radii_s += m * block * (RADII_S_PER_ELEMENT if block <= RADII_CACHE_ELEMENTS
+                                      else RADII_S_PER_ELEMENT_STREAMED)
+    jitted = (radii_s
+              + m * hidden_units * n_out * COMPOSED_S_PER_ELEMENT) / speed
+    return (forward_seconds(sizes, m) + flops * BLAS_S_PER_FLOP + elements * ELEMENT_S
+            + jitted + series_seconds(sizes, m, hidden))
 
 
 def series_seconds(sizes, m: int, hidden) -> float:

@@ -361,12 +361,15 @@ def check(
     low_precision = tuple(name for name, value in (("theta", theta), ("grad", grad))
                           if np.asarray(value).dtype.kind == "f"
                           and np.asarray(value).dtype.itemsize < 8)
-    theta = np.ascontiguousarray(float_parameter_array(theta, "theta"), dtype=np.float64)
+    # The shape is checked before np.ascontiguousarray, which makes a 0-d theta 1-d.
+    theta = float_parameter_array(theta, "theta")
     if theta.ndim == 2 and theta.shape[1] == 1:
-        theta = theta[:, 0].copy()
+        theta = theta[:, 0]
     if theta.ndim != 1 or theta.size == 0:
-        raise ValueError(f"theta must be a non-empty vector, shape (P,) or (P, 1); got "
-                         f"{theta.shape}")
+        hint = " (a scalar): pass np.atleast_1d(theta)" if theta.ndim == 0 else ""
+        raise ValueError(f"theta must be a non-empty vector, shape (P,) or (P, 1); got shape "
+                         f"{theta.shape}{hint}")
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
     if not np.isfinite(theta).all():
         raise ValueError(f"theta contains NaN or Inf at index {int(np.argmin(np.isfinite(theta)))}")
     grad = np.ascontiguousarray(float_parameter_array(grad, "grad"), dtype=np.float64).ravel()

@@ -224,26 +224,42 @@ def choose_engine(engine: str, work: int) -> str:
     return "incremental"
 
 
+def prepare_engine(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, engine: str = "auto",
+                   model=SEED_MODEL) -> tuple[str, delta.Prepared | None]:
+    """The engine that will run and, for the incremental one, its prepared state
+    (:func:`gradcheck_fast.delta.prepare`: the unperturbed pass and what is derived from it,
+    which does not depend on the step, so one state serves every step and every set of
+    indices). A non-finite forward pass gives ``("exact", None)``: the exact engine reports
+    which J+- are NaN/Inf."""
+    engine = choose_engine(engine, theta.shape[0] * X.shape[1])
+    if engine != "incremental":
+        return engine, None
+    with single_blas_thread():
+        prepared = delta.prepare(net, theta, X, Y, model)
+    return ("incremental", prepared) if prepared is not None else ("exact", None)
+
+
 def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
               engine: str = "auto", progress: bool = False,
-              indices: np.ndarray | None = None, model=SEED_MODEL) -> Costs:
+              indices: np.ndarray | None = None, model=SEED_MODEL,
+              prepared: delta.Prepared | None = None) -> Costs:
     """Unperturbed cost and both perturbed costs for the parameters ``indices`` (default: all)
     of the MLP ``net`` computing ``model`` (a :class:`gradcheck_fast.MLP`).
 
     ``net`` is an :class:`~gradcheck_fast.layout.MLPLayout`; theta, X, Y are clean float64
     C-contiguous arrays (validation happens before this; Y one-hot for softmax).
+    ``prepared``: the incremental engine's state from :func:`prepare_engine` for these
+    inputs, if the caller has it (prepared here otherwise).
     """
     m = X.shape[1]
     if indices is None:
         indices = np.arange(theta.shape[0])
     n = indices.shape[0]
     engine = choose_engine(engine, theta.shape[0] * m)
+    if engine == "incremental" and prepared is None:
+        engine, prepared = prepare_engine(net, theta, X, Y, engine, model)
     if engine == "incremental":
-        with single_blas_thread():
-            prepared = delta.prepare(net, theta, X, Y, model)
-        if prepared is not None:
-            return _incremental(net, theta, Y, epsilon, prepared, indices, progress, model)
-        # A non-finite forward pass: the exact engine reports which J+- are NaN/Inf.
+        return _incremental(net, theta, Y, epsilon, prepared, indices, progress, model)
     act_off = net.activation_offsets(m)
     n_act = int(act_off[-1])
     Z = np.empty(n_act)

@@ -7,20 +7,25 @@ It is an estimate, good to a small factor: the benchmarks compare it with measur
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import numba
+import numpy as np
 
 from ._schedule import SERIAL_SECONDS
 from .costmodel import (
     BLAS_S_PER_FLOP,
-    exact_seconds,
-    incremental_seconds,
-    series_seconds,
+    ELEMENT_S,
+    EXACT_S_PER_FLOP,
+    exact_layer_seconds,
+    forward_seconds,
+    incremental_layer_seconds,
+    prepare_seconds,
     slow_fractions,
 )
 
-#: Seconds per parameter of validating and packing the inputs.
+#: Seconds per parameter of validating and packing the inputs (used when they were not timed).
 PYTHON_S_PER_PARAM = 8e-9
 
 #: Seconds per checked coordinate of building the report (a few dozen NumPy passes).
@@ -28,6 +33,12 @@ REPORT_S_PER_COORDINATE = 5e-8
 
 #: Fixed cost of a call (dispatch, small allocations, building the report).
 CALL_S = 4e-4
+
+#: Seconds per parameter and copy of the report's copies of P-vectors (the gradient blocks,
+#: and the numerical gradient's in the full and sampled modes) into fresh memory, when the
+#: validation was not timed. When it was, the copies are costed from it: it packs two
+#: P-vectors (theta and the gradient) into fresh memory, at the machine's page-fault speed.
+REPORT_S_PER_PARAM = 4e-9
 
 #: Fixed cost per block of the directional probes (random directions, NumPy calls).
 DIRECTIONAL_BLOCK_S = 1e-4
@@ -40,15 +51,24 @@ DIRECTIONAL_S_PER_ELEMENT = 4e-9
 #: Parallel speed-up per extra thread (measured ~1.45 on 2 cores).
 THREAD_GAIN = 0.45
 
+#: The fewest coordinates per block a budget's sampled check takes (below that, the
+#: directional probes say more per second: every coordinate of a block enters each probe).
+MIN_PER_BLOCK = 16
+
 
 @dataclass(frozen=True)
 class ModeCost:
-    """The expected cost of one mode."""
+    """The expected cost of one mode.
+
+    ``seconds`` is the whole call's; ``setup`` the part of it spent before the first
+    coordinate or probe (validation, the unperturbed forward pass, the engine's preparation).
+    """
 
     mode: str
     evaluations: int  # costs J(theta +- ...) evaluated
     coordinates: int  # coordinates checked one by one (0 for directional)
     seconds: float
+    setup: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,126 +88,284 @@ class CostEstimate:
         lines = [f"expected cost for {self.n_params} parameters ({self.engine} engine):"]
         for m in (self.full, self.sampled, self.directional):
             lines.append(f"  {m.mode:<12} {m.evaluations:>12,} evaluations  "
-                         f"{m.coordinates:>10,} coordinates  ~{m.seconds:.3g} s")
+                         f"{m.coordinates:>10,} coordinates  ~{m.seconds:.3g} s "
+                         f"(set-up {m.setup:.3g} s)")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SetUp:
+    """What a full or sampled check pays before its first coordinate, and what it hands on.
+
+    Attributes
+    ----------
+    engine : the engine that will run ("exact" also after a non-finite forward pass).
+    prepared : the incremental engine's state (:func:`gradcheck_fast.engine.prepare_engine`),
+        or None when not prepared (yet).
+    seconds : the forward pass and preparation: measured when ``measured``, else modelled.
+    measured : whether ``seconds`` was timed.
+    slow : per step, per layer the share of samples on the explicit path
+        (:func:`gradcheck_fast.costmodel.slow_fractions`), or None (not known: fast path only).
+    """
+
+    engine: str
+    prepared: object | None
+    seconds: float
+    measured: bool
+    slow: tuple | None = None
 
 
 def _speed(n_threads: int) -> float:
     return 1.0 + THREAD_GAIN * (n_threads - 1)
 
 
-def _estimate_coordinates(sizes, m: int, n: int, engine: str, n_threads: int, passes: int,
-                          slow=None, hidden=()) -> float:
-    """Seconds to check n coordinates with ``engine`` (``passes`` central differences) of a
-    network with the hidden activations ``hidden``."""
-    sizes = [int(s) for s in sizes]
-    n_out = sizes[-1]
-    pairs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    if engine == "exact":
-        # Every perturbation recomputes one row and the layers above it for the changed
-        # samples (at most m, about half of them with ReLUs).
-        loop = n * exact_seconds(sizes, m) / 2
-        setup = 0.0
-    else:
-        hidden_out = sum(sizes[1:-1]) * sizes[-1]
-        setup = (2 * m * pairs + 2 * m * n_out * sum(
-            a * b for a, b in zip(sizes[1:-1], sizes[2:-1] + [0]))
-            + m * hidden_out) * BLAS_S_PER_FLOP + series_seconds(sizes, m, hidden)
-        loop = n * incremental_seconds(sizes, m, slow)
-    threads = n_threads if loop >= SERIAL_SECONDS else 1  # as the engine decides
-    return passes * (setup + loop / _speed(threads))
-
-
-def _estimate_directional(sizes, m: int, n_directions: int) -> float:
-    """Seconds of the directional probes: per block, the change of the perturbed layer and
-    its propagation (BLAS products over the k directions)."""
-    sizes = [int(s) for s in sizes]
-    flops = 2 * m * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))  # forward pass
-    L = len(sizes) - 1
-    elements = 0
-    for l in range(1, L + 1):
-        later = sum(sizes[q] * sizes[q + 1] for q in range(l, L))
-        flops += 2 * (2 * n_directions * m * later)  # W_l and b_l blocks, plus and minus
-        flops += 2 * n_directions * sizes[l] * sizes[l - 1]  # a^T G b
-        elements += 2 * n_directions * m * sum(sizes[l:])  # W_l and b_l blocks
-    return flops * BLAS_S_PER_FLOP + elements * DIRECTIONAL_S_PER_ELEMENT
-
-
-def estimate(inputs, options) -> CostEstimate:
-    """The expected cost of each mode for validated inputs and options."""
-    from .engine import choose_engine
-    from .modes import sample_indices
-
-    layout = inputs.layout
-    sizes, m, P = layout.sizes, inputs.m, layout.n_params
-    n_threads = options.n_threads or numba.get_num_threads()
-    passes = 2 if options.method == "richardson" else 1
-
-    engine = choose_engine(options.engine, P * m)
-    python = CALL_S + PYTHON_S_PER_PARAM * P
-    hidden = inputs.model.hidden_for(layout.n_layers)
-    slow = None
-    if engine == "incremental" and len(sizes) > 3:
-        # Deep networks: how many samples the explicit path will take (the set-up is cheap
-        # next to any check that needs an estimate).
-        from . import delta
-        from ._threads import single_blas_thread
-
-        with single_blas_thread():
-            prepared = delta.prepare(layout, inputs.theta, inputs.X, inputs.Y, inputs.model)
-        if prepared is not None:
-            slow = slow_fractions(prepared, sizes, m, options.epsilon)
-    full = ModeCost("full", 2 * passes * P, P,
-                    python + REPORT_S_PER_COORDINATE * P
-                    + _estimate_coordinates(sizes, m, P, engine, n_threads, passes, slow,
-                                            hidden))
-    n_sampled = len(sample_indices(layout, options.n_per_block, options.seed))
-    sampled = ModeCost("sampled", 2 * passes * n_sampled, n_sampled,
-                       python + REPORT_S_PER_COORDINATE * n_sampled
-                       + _estimate_coordinates(sizes, m, n_sampled, engine, n_threads, passes,
-                                               slow, hidden))
-    n_blocks = len(layout.names)
+def _steps(options) -> tuple[float, ...]:
+    """The steps the engine runs: a second one at 2 eps for Richardson, eps/2 and eps/4 for a
+    large central difference's truncation bound (see
+    :func:`gradcheck_fast.checker.numerical_gradient`)."""
     from .truncation import SMALLER_STEPS, TRUNCATION_STEP
 
-    # A large step's probes are taken at eps/2 and eps/4 too (they bound the truncation).
-    differences = 1 + len(SMALLER_STEPS) if options.epsilon > TRUNCATION_STEP else 1
-    directional = ModeCost("directional", 2 * differences * options.n_directions * n_blocks, 0,
-                           python + n_blocks * DIRECTIONAL_BLOCK_S
-                           + differences * _estimate_directional(sizes, m, options.n_directions))
-    return CostEstimate(full, sampled, directional, P, engine)
+    h = options.epsilon
+    if options.method == "richardson":
+        return (h, 2 * h)
+    if h > TRUNCATION_STEP:
+        return (h,) + tuple(f * h for f in SMALLER_STEPS)
+    return (h,)
 
 
-def plan(inputs, options):
-    """The most thorough mode that fits ``options.budget_s``, and a note saying what was
-    chosen: full, else sampled with the most coordinates per block that fit (at least 16),
-    else directional (which is run even if over budget: nothing cheaper checks every block)."""
-    budget = options.budget_s
-    cost = estimate(inputs, options)
-    if cost.full.seconds <= budget:
-        chosen = replace(options, mode="full")
-        return chosen, (f"budget {budget:g} s: full check (expected {cost.full.seconds:.3g} s)")
-    # Sampled: the expected time grows about linearly with the coordinates per block.
-    low, high = 16, max(16, int(options.n_per_block))
+def _exact_setup_seconds(sizes, m: int) -> float:
+    """The exact engine's forward pass and the ECnoise line (:data:`noise.N_POINTS` costs)."""
+    from .noise import N_POINTS
+
+    pairs = sum(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
+    return (1 + N_POINTS) * m * pairs * EXACT_S_PER_FLOP
+
+
+def coordinate_setup(inputs, options, prepare: bool) -> SetUp:
+    """The set-up of a full or sampled check: with ``prepare``, the incremental engine is
+    prepared here, timed, and its state kept for the engine; otherwise it is modelled."""
+    layout, m = inputs.layout, inputs.m
+    sizes = layout.sizes
+    from .engine import choose_engine, prepare_engine
+
+    engine = choose_engine(options.engine, layout.n_params * m)
+    if engine == "exact":
+        return SetUp("exact", None, _exact_setup_seconds(sizes, m), False)
+    n_threads = options.n_threads or numba.get_num_threads()
+    hidden = inputs.model.hidden_for(layout.n_layers)
+    if not prepare:
+        return SetUp(engine, None, prepare_seconds(sizes, m, hidden, _speed(n_threads)), False)
+    started = time.perf_counter()
+    engine, prepared = prepare_engine(layout, inputs.theta, inputs.X, inputs.Y, engine,
+                                      inputs.model)
+    seconds = time.perf_counter() - started
+    if prepared is None:  # a non-finite forward pass: the exact engine runs
+        return SetUp("exact", None, seconds + _exact_setup_seconds(sizes, m), True)
+    slow = None
+    if len(sizes) > 3:
+        # Deep networks: how many samples the explicit path will take, per step.
+        slow = tuple(slow_fractions(prepared, sizes, m, h) for h in _steps(options))
+    return SetUp("incremental", prepared, seconds, True, slow)
+
+
+def _per_layer_counts(layout, n_per_block: int | None) -> np.ndarray:
+    """Coordinates checked per layer (index 1..L): every one, or ``n_per_block`` of each
+    block (all of a smaller block), as :func:`gradcheck_fast.modes.sample_indices` draws."""
+    counts = np.zeros(layout.n_layers + 1)
+    for name, shape in zip(layout.names, layout.shapes):
+        size = int(np.prod(shape))
+        counts[int(name[1:])] += size if n_per_block is None else min(size, n_per_block)
+    return counts
+
+
+def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None,
+                         spent_s: float | None) -> tuple[int, float]:
+    """The coordinates a full check (``n_per_block`` None) or a sampled one checks, and the
+    seconds after the set-up: the engine's loops for every step, and the report."""
+    sizes, m = inputs.layout.sizes, inputs.m
+    counts = _per_layer_counts(inputs.layout, n_per_block)
+    n_threads = options.n_threads or numba.get_num_threads()
+    total = 0.0
+    for k, _ in enumerate(_steps(options)):
+        if setup.engine == "exact":
+            # Every perturbation recomputes one row and the layers above it for the changed
+            # samples (at most m, about half of them with ReLUs).
+            loop = float(counts @ exact_layer_seconds(sizes, m)) / 2
+        else:
+            slow = None if setup.slow is None else setup.slow[k]
+            loop = float(counts @ incremental_layer_seconds(sizes, m, slow))
+        threads = n_threads if loop >= SERIAL_SECONDS else 1  # as the engine decides
+        total += loop / _speed(threads)
+    n = int(counts.sum())
+    return n, total + REPORT_S_PER_COORDINATE * n + _fixed_seconds(inputs, spent_s, 2)
+
+
+def _validation_seconds(inputs, spent_s: float | None) -> float:
+    """The validation (as timed by the caller, else modelled)."""
+    return PYTHON_S_PER_PARAM * inputs.layout.n_params if spent_s is None else spent_s
+
+
+def _fixed_seconds(inputs, spent_s: float | None, copies: int) -> float:
+    """What every mode pays after its work: the call's fixed cost and the report's ``copies``
+    copies of P-vectors."""
+    if spent_s is None:
+        return CALL_S + copies * REPORT_S_PER_PARAM * inputs.layout.n_params
+    return CALL_S + copies / 2 * spent_s
+
+
+def _coordinate_mode(inputs, options, setup: SetUp, spent_s: float | None,
+                     n_per_block: int | None) -> ModeCost:
+    """The cost of a full check (``n_per_block`` None) or a sampled one."""
+    n, seconds = _coordinates_seconds(inputs, options, setup, n_per_block, spent_s)
+    passes = len(_steps(options))
+    setup_s = _validation_seconds(inputs, spent_s) + setup.seconds
+    return ModeCost("full" if n_per_block is None else "sampled", 2 * passes * n, n,
+                    setup_s + seconds, setup_s)
+
+
+def _directional_parts(inputs, options) -> tuple[float, float]:
+    """Seconds of the directional probes' set-up (forward pass, activation complements,
+    output coefficients, per-block NumPy calls) and per probe of every block: the change of
+    the perturbed layer and its propagation (BLAS products over the directions), for each
+    step (a large one also at eps/2 and eps/4, which bound the truncation)."""
+    sizes, m = [int(s) for s in inputs.layout.sizes], inputs.m
+    L = len(sizes) - 1
+    setup = (forward_seconds(sizes, m) + 2 * m * sum(sizes[1:]) * ELEMENT_S
+             + len(inputs.layout.names) * DIRECTIONAL_BLOCK_S)
+    flops = elements = 0
+    for l in range(1, L + 1):
+        later = sum(sizes[q] * sizes[q + 1] for q in range(l, L))
+        flops += 2 * (2 * m * later)  # W_l and b_l blocks, plus and minus
+        flops += 2 * sizes[l] * sizes[l - 1]  # a^T G b
+        elements += 2 * m * sum(sizes[l:])  # W_l and b_l blocks
+    differences = len(_steps(replace(options, method="central")))
+    return setup, differences * (flops * BLAS_S_PER_FLOP + elements * DIRECTIONAL_S_PER_ELEMENT)
+
+
+def _directional_mode(inputs, options, spent_s: float | None, n_directions: int) -> ModeCost:
+    """The cost of the directional probes, ``n_directions`` per block."""
+    forward, per_probe = _directional_parts(inputs, options)
+    setup_s = _validation_seconds(inputs, spent_s) + forward
+    differences = len(_steps(replace(options, method="central")))
+    return ModeCost("directional", 2 * differences * n_directions * len(inputs.layout.names),
+                    0, setup_s + n_directions * per_probe + _fixed_seconds(inputs, spent_s, 1),
+                    setup_s)
+
+
+def estimate(inputs, options, setup: SetUp | None = None,
+             spent_s: float | None = None) -> CostEstimate:
+    """The expected cost of each mode for validated inputs and options.
+
+    ``setup``: the full and sampled checks' set-up, if known; otherwise the incremental
+    engine is prepared and timed for deep networks (the explicit path's share depends on the
+    data) and modelled for others. ``spent_s``: the seconds already spent validating, if
+    timed.
+    """
+    if setup is None:
+        setup = coordinate_setup(inputs, options, prepare=len(inputs.layout.sizes) > 3)
+    return CostEstimate(
+        _coordinate_mode(inputs, options, setup, spent_s, None),
+        _coordinate_mode(inputs, options, setup, spent_s, options.n_per_block),
+        _directional_mode(inputs, options, spent_s, options.n_directions),
+        inputs.layout.n_params, setup.engine)
+
+
+def _most_that_fit(seconds, low: int, high: int, available: float) -> int | None:
+    """The largest n in [low, high] with ``seconds(n) <= available`` (``seconds`` grows with
+    n), or None if not even ``low`` fits."""
     best = None
     while low <= high:
         mid = (low + high) // 2
-        trial = replace(options, mode="sampled", n_per_block=mid)
-        seconds = estimate(inputs, trial).sampled.seconds
-        if seconds <= budget:
-            best, low = (trial, seconds), mid + 1
+        if seconds(mid) <= available:
+            best, low = mid, mid + 1
         else:
             high = mid - 1
-    if best is not None:
-        trial, seconds = best
-        return trial, (f"budget {budget:g} s: a full check would take ~{cost.full.seconds:.3g} s; "
-                       f"sampled {trial.n_per_block} coordinates per block instead "
-                       f"(expected {seconds:.3g} s)")
-    chosen = replace(options, mode="directional")
-    over = "" if cost.directional.seconds <= budget else " (over budget: nothing cheaper)"
-    return chosen, (f"budget {budget:g} s: full ~{cost.full.seconds:.3g} s and sampled "
-                    f"~{cost.sampled.seconds:.3g} s do not fit; directional with "
-                    f"{options.n_directions} probes per block (expected "
-                    f"{cost.directional.seconds:.3g} s){over}")
+    return best
+
+
+def plan(inputs, options, spent_s: float | None = None):
+    """The most thorough check that fits ``options.budget_s``: full, else sampled with the
+    most coordinates per block that fit (at least MIN_PER_BLOCK, at most
+    ``options.n_per_block``), else directional with the most probes per block that fit (at
+    least 1, at most ``options.n_directions``); if nothing fits, whichever of the two
+    smallest is cheaper from here on.
+
+    The budget is for the work after validation (``spent_s``, as timed by the caller: done
+    and unavoidable before any plan): the forward pass and the engine's preparation included.
+    The incremental engine is prepared here, once, when a sampled check could fit by the
+    modelled preparation, and timed; its state goes to the engine, which does not prepare
+    again, and the time it took counts against the budget (spent all the same if the probes
+    are run after all).
+
+    Returns
+    -------
+    options : the options to run (mode, n_per_block / n_directions and engine resolved)
+    note : what was chosen; its expected time, with the set-up (validation, preparation or
+        forward pass) stated; the budget
+    prepared : the incremental engine's state, or None
+    """
+    budget = options.budget_s
+    validation = _validation_seconds(inputs, spent_s)
+    low, high = MIN_PER_BLOCK, max(MIN_PER_BLOCK, int(options.n_per_block))
+    setup = coordinate_setup(inputs, options, prepare=False)
+
+    def coordinates(n):  # seconds after the set-up (n None: every coordinate)
+        return _coordinates_seconds(inputs, options, setup, n, spent_s)[1]
+
+    # Prepare only if the smallest sampled check could fit by the model (fast path only: the
+    # explicit path's share is known only once prepared); else the probes run, which need no
+    # preparation.
+    if setup.engine == "incremental" and setup.seconds + coordinates(low) <= budget:
+        setup = coordinate_setup(inputs, options, prepare=True)
+    available = budget - setup.seconds
+    how = "measured" if setup.measured else "modelled"
+    preparation = (f"the {setup.engine} engine's preparation {setup.seconds:.3g} s ({how}) "
+                   f"and validation {validation:.3g} s")
+    full = coordinates(None)
+    chosen = None
+    if full <= available:
+        chosen, n, text = replace(options, mode="full"), None, "full check"
+    else:
+        n = _most_that_fit(coordinates, low, high, available)
+        if n is not None:
+            chosen = replace(options, mode="sampled", n_per_block=n)
+            text = (f"a full check would take ~{validation + setup.seconds + full:.3g} s; "
+                    f"sampled {n} coordinates per block instead")
+    if chosen is not None:
+        work = coordinates(n)
+        return replace(chosen, engine=setup.engine), (
+            f"budget {budget:g} s: {text} (expected {validation + setup.seconds + work:.3g} s: "
+            f"set-up {validation + setup.seconds:.3g} s, {preparation}; then "
+            f"{work:.3g} s)"), setup.prepared
+
+    # A preparation done is spent whichever mode runs now.
+    sunk = setup.seconds if setup.measured else 0.0
+    forward, per_probe = _directional_parts(inputs, options)
+
+    def probes(k):  # seconds from here on
+        return forward + k * per_probe + _fixed_seconds(inputs, spent_s, 1)
+
+    k = _most_that_fit(probes, 1, int(options.n_directions), budget - sunk)
+    over = ""
+    if k is None:
+        over = "; over budget: nothing cheaper checks every block"
+        # Once prepared, the smallest sampled check may cost less from here on.
+        if setup.prepared is not None and coordinates(low) < probes(1):
+            return replace(options, mode="sampled", n_per_block=low, engine=setup.engine), (
+                f"budget {budget:g} s: sampled {low} coordinates per block (expected "
+                f"{validation + setup.seconds + coordinates(low):.3g} s: set-up "
+                f"{validation + setup.seconds:.3g} s, {preparation}; then "
+                f"{coordinates(low):.3g} s{over})"), setup.prepared
+        k = 1
+    unused = f", the unused preparation {sunk:.3g} s" if sunk else ""
+    smallest = validation + setup.seconds + coordinates(low)
+    return replace(options, mode="directional", n_directions=k), (
+        f"budget {budget:g} s: full ~{validation + setup.seconds + full:.3g} s and sampled "
+        f"({low} per block) ~{smallest:.3g} s do not fit; directional with {k} "
+        f"probe{'s' if k > 1 else ''} per block (expected "
+        f"{validation + sunk + probes(k):.3g} s: set-up "
+        f"{validation + sunk + forward:.3g} s, validation {validation:.3g} s{unused} and the "
+        f"forward pass ~{forward:.3g} s; then {probes(k) - forward:.3g} s{over})"), None
 
 
 def estimate_cost(parameters, gradients, X, Y, **options) -> CostEstimate:
@@ -195,7 +373,10 @@ def estimate_cost(parameters, gradients, X, Y, **options) -> CostEstimate:
 
     Takes the same arguments as ``check_gradients`` (the mode is ignored: every mode is
     estimated). Returns the number of cost evaluations and the expected seconds of the
-    ``"full"``, ``"sampled"`` and ``"directional"`` modes; ``print`` shows a table.
+    ``"full"``, ``"sampled"`` and ``"directional"`` modes, each with its ``setup`` (the part
+    spent before the first coordinate or probe: validation, and the engine's preparation or
+    the forward pass; a deep network is prepared here and the preparation timed, as the
+    explicit path's share depends on the data); ``print`` shows a table.
 
     Examples
     --------

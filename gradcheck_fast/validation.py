@@ -45,7 +45,9 @@ def float_parameter_array(value, label: str) -> np.ndarray:
 
 def data_array(value, label: str) -> np.ndarray:
     """A float64 C-contiguous copy-or-view of X or Y; integers and booleans are converted."""
-    array = np.ascontiguousarray(_as_array(value, label), dtype=np.float64)
+    # np.asarray, not np.ascontiguousarray: that one makes a 0-d array 1-d, and a message
+    # would then show a shape the caller never passed.
+    array = np.asarray(_as_array(value, label), dtype=np.float64, order="C")
     if not np.isfinite(array).all():
         raise ValueError(f"{label} contains NaN or Inf at index {_first_nonfinite(array)}")
     return array
@@ -53,6 +55,26 @@ def data_array(value, label: str) -> np.ndarray:
 
 def _first_nonfinite(array: np.ndarray) -> tuple[int, ...]:
     return tuple(int(n) for n in np.argwhere(~np.isfinite(array))[0])
+
+
+def _shown(value) -> str:
+    """``value`` for a message, compactly: an int beyond the float range is not printed digit
+    by digit (10**400 has 401 of them)."""
+    if isinstance(value, numbers.Integral) and abs(int(value)) > 2**64:
+        sign = "-" if value < 0 else ""
+        try:
+            float(value)
+        except OverflowError:
+            return (f"an int of about {sign}1e{int(math.log10(abs(int(value))))}, beyond the "
+                    f"float range (largest float ~1.8e308)")
+        return f"{sign}{abs(float(value)):g}"
+    text = repr(value)
+    if len(text) <= 40:
+        return text
+    try:
+        return f"{float(value):g}"
+    except OverflowError:
+        return text[:40] + "..."
 
 
 def _real(value, name: str, *, allow_zero: bool) -> float:
@@ -64,7 +86,7 @@ def _real(value, name: str, *, allow_zero: bool) -> float:
         number = math.inf
     if not math.isfinite(number) or number < 0.0 or (number == 0.0 and not allow_zero):
         expected = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {expected}; got {value!r}")
+        raise ValueError(f"{name} must be finite and {expected}; got {_shown(value)}")
     return number
 
 
@@ -86,7 +108,7 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int; got {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+        raise ValueError(f"{name} must be >= {minimum}; got {_shown(value)}")
     return int(value)
 
 
@@ -120,7 +142,7 @@ def check_n_threads(n_threads) -> int | None:
     if not 1 <= n_threads <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(
             f"n_threads must be between 1 and {numba.config.NUMBA_NUM_THREADS} "
-            f"(NUMBA_NUM_THREADS); got {n_threads}"
+            f"(NUMBA_NUM_THREADS); got {_shown(n_threads)}"
         )
     return int(n_threads)
 
@@ -182,32 +204,50 @@ def _mlp_layout_and_blocks(parameters, label: str = "parameters", prefix: str = 
     n_layers = _plain_depth(parameters, prefix)
     if n_layers:  # the common case, keys exactly W1, b1, ..., WL, bL: no parsing needed
         return _blocks(parameters, label, prefix, n_layers)
-    indices = set()
+    layers = []  # the layer of every W/b key
     for key in parameters:
         if isinstance(key, str) and key.startswith(prefix):
             match = _BLOCK_KEY.fullmatch(key[len(prefix):])
             if match:
-                indices.add(int(match.group(2)))
-    if not indices:
+                layers.append(int(match.group(2)))
+    if not layers:
         raise ValueError(f"{label} must hold {prefix}W1, {prefix}b1, ..., {prefix}WL, {prefix}bL; "
                          f"got keys {sorted(map(str, parameters))}")
-    # The network ends before the first layer with neither W nor b: keys beyond it are strays.
-    n_layers = 0
-    while n_layers + 1 in indices:
-        n_layers += 1
+    n_layers = _depth(layers)
     names = _block_names(prefix, n_layers)
     needs = (f"{prefix}W1, {prefix}b1" if n_layers == 1
              else f"{prefix}W1, {prefix}b1, ..., {prefix}W{n_layers}, {prefix}b{n_layers}")
-    for name in names:
-        if name not in parameters:
-            kind = name[len(prefix)]
-            partner = prefix + ("b" if kind == "W" else "W") + name[len(prefix) + 1:]
-            raise ValueError(f"{label} has {partner!r} but is missing key {name!r} "
-                             f"(a {n_layers}-layer network needs {needs})")
+    missing = [name for name in names if name not in parameters]
+    if missing:
+        top = " and ".join(repr(name) for name in names[-2:] if name in parameters)
+        listed = ", ".join(map(repr, missing[:6])) + (", ..." if len(missing) > 6 else "")
+        # The top layer may be the stray instead, when nothing between it and the lowest
+        # missing key is there.
+        lowest = min(int(name[len(prefix) + 1:]) for name in missing)
+        fewer = all(f"{prefix}W{l}" in missing and f"{prefix}b{l}" in missing
+                    for l in range(lowest, n_layers))
+        raise ValueError(
+            f"{label} is missing key{'s' if len(missing) > 1 else ''} {listed}: {top} "
+            f"make{'' if ' and ' in top else 's'} it a {n_layers}-layer network, which needs "
+            f"{needs}" + (f" (if it has fewer layers, remove {top})" if fewer else ""))
     extra = sorted(map(str, set(parameters) - set(names)))
     if extra:
         raise ValueError(f"{label} has unexpected key {extra[0]!r}; expected exactly {needs}")
     return _blocks(parameters, label, prefix, n_layers)
+
+
+def _depth(layers: list[int]) -> int:
+    """The depth that blames the fewest keys, for the layers the W/b keys name: the highest
+    (keys below it missing: W2, b2 of W1, b1, W3, b3) or the end of the run 1, 2, ... (keys
+    beyond it unexpected: a stray W9); on a tie the highest, as a missing key is the likelier
+    slip."""
+    highest = max(layers)
+    run = 0
+    while run + 1 in layers:
+        run += 1
+    missing = 2 * highest - len(layers)
+    unexpected = sum(layer > run for layer in layers)
+    return highest if missing <= unexpected else run
 
 
 @functools.lru_cache(maxsize=64)
@@ -253,12 +293,30 @@ def _blocks(parameters, label: str, prefix: str, n_layers: int
             )
         sizes.append(W.shape[0])
         if b.shape != (W.shape[0], 1):
-            raise ValueError(
-                f"{label}['{bk}'] has shape {b.shape} but must be a ({W.shape[0]}, 1) column "
-                f"({Wk} has {W.shape[0]} rows)"
-            )
+            _blame_W_or_b(parameters, label, prefix, l, n_layers, W, b)
         blocks += [W.ravel(), b.ravel()]
     return MLPLayout.from_sizes(tuple(sizes)), blocks
+
+
+def _blame_W_or_b(parameters, label: str, prefix: str, l: int, n_layers: int, W, b) -> None:
+    """Raise for layer l, whose bias ``b`` does not match the rows of ``W``: the bias is
+    blamed, unless it is a column whose length the next layer's W agrees with (then W's row
+    count is the odd one out)."""
+    Wk, bk = f"{prefix}W{l}", f"{prefix}b{l}"
+    if l < n_layers and b.ndim == 2 and b.shape[1] == 1:
+        try:
+            following = np.shape(parameters[f"{prefix}W{l + 1}"])
+        except ValueError:  # ragged: its own check will say so
+            following = ()
+        if len(following) == 2 and following[1] == b.shape[0]:
+            raise ValueError(
+                f"{label}['{Wk}'] has shape {W.shape} but {bk} has {b.shape[0]} rows and "
+                f"{prefix}W{l + 1} has {following[1]} columns: {Wk} must have shape "
+                f"({b.shape[0]}, {W.shape[1]})")
+    raise ValueError(
+        f"{label}['{bk}'] has shape {b.shape} but must be a ({W.shape[0]}, 1) column "
+        f"({Wk} has {W.shape[0]} rows)"
+    )
 
 
 def pack_gradients(gradients, layout: MLPLayout) -> np.ndarray:
@@ -280,7 +338,18 @@ def pack_gradients(gradients, layout: MLPLayout) -> np.ndarray:
                              f"parameters['{name[1:]}'] has shape {shape}")
         blocks.append(array.ravel())
     if len(gradients) != len(blocks):
-        for key in gradients.keys() - set(layout.grad_names):
+        extra = gradients.keys() - set(layout.grad_names)
+        beyond = sorted((key for key in extra if isinstance(key, str) and key[:1] == "d"
+                         and _BLOCK_KEY.fullmatch(key[1:])),
+                        key=lambda key: (int(key[2:]), key[1] == "b"))
+        if beyond:
+            names = ", ".join(repr(key[1:]) for key in beyond)
+            raise ValueError(
+                f"gradients has {', '.join(map(repr, beyond))} but parameters has no {names}: "
+                f"the parameters make a {layout.n_layers}-layer network "
+                f"({', '.join(layout.names)}); add parameters {names}, or remove the extra "
+                f"gradients")
+        for key in extra:
             if not (isinstance(key, str) and _INTERMEDIATE_KEY.fullmatch(key)):
                 raise ValueError(
                     f"gradients has unexpected key {key!r}; expected "
@@ -315,6 +384,11 @@ def check_data(X, Y, layout: MLPLayout, model=None) -> tuple[np.ndarray, np.ndar
                              f"outputs); got values from {raw.min()} to {raw.max()}")
         Y = np.zeros((n_out, raw.shape[0]))
         Y[raw, np.arange(raw.shape[0])] = 1.0
+    elif (model is not None and model.output == "softmax" and raw.ndim == 1
+          and n_out > 1):
+        raise ValueError(f"Y of shape {raw.shape} with a softmax output must hold integer "
+                         f"class labels in 0..{n_out - 1}; got dtype {raw.dtype} — pass "
+                         f"Y.astype(int), or one-hot Y of shape ({n_out}, m)")
     else:
         Y = data_array(Y, "Y")
     y_shape = raw.shape

@@ -530,3 +530,114 @@ def test_gradients_round_trip_through_layout(helpers):
     rebuilt = layout.unpack(grad, prefix="d")
     for name in layout.grad_names:
         np.testing.assert_array_equal(rebuilt[name], gradients[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages that name the true culprit (not a neighbour)
+# ---------------------------------------------------------------------------------------------
+def _message(error, call):
+    with pytest.raises(error) as info:
+        call()
+    return str(info.value)
+
+
+def test_a_missing_middle_layer_is_named_missing(case):
+    # Before: "unexpected key 'W3'; expected exactly W1, b1" (the depth was read off the run
+    # W1, b1, ... and stopped at the gap).
+    X, Y, parameters, gradients = case
+    del parameters["W2"], parameters["b2"]
+    for call in (lambda: check(parameters, gradients, X, Y),
+                 lambda: gradcheck_fast.gradient_check_n(parameters, gradients, X, Y)):
+        message = _message(ValueError, call)
+        assert "is missing keys 'W2', 'b2'" in message and "3-layer" in message
+        assert "unexpected" not in message
+
+
+def test_a_missing_bias_below_a_whole_layer_is_named_alone(case):
+    X, Y, parameters, gradients = case
+    del parameters["b1"]
+    message = _message(ValueError, lambda: check(parameters, gradients, X, Y))
+    assert "is missing key 'b1'" in message
+    assert "remove" not in message  # W1 is there: the layer exists, nothing to remove
+
+
+def test_gradients_of_a_layer_the_parameters_lack_blame_the_parameters(case):
+    # Before: "gradients has unexpected key 'dW3'" although the gradients are complete and the
+    # parameters lack W3 and b3.
+    X, Y, parameters, gradients = case
+    del parameters["W3"], parameters["b3"]
+    message = _message(ValueError, lambda: check(parameters, gradients, X, Y))
+    assert "gradients has 'dW3', 'db3' but parameters has no 'W3', 'b3'" in message
+    assert "add parameters" in message
+
+
+def test_a_W_with_the_wrong_row_count_is_blamed_not_its_bias(case):
+    # Before: "parameters['b2'] has shape (3, 1) but must be a (4, 1) column", though b2 and
+    # W3 agree on 3 units and W2 is the odd one out.
+    X, Y, parameters, gradients = case
+    parameters["W2"] = np.ones((4, 5))
+    message = _message(ValueError, lambda: check(parameters, gradients, X, Y))
+    assert message.startswith("parameters['W2'] has shape (4, 5)")
+    assert "W2 must have shape (3, 5)" in message
+
+
+def test_a_bias_with_the_wrong_length_is_still_blamed(case):
+    # The other way round: b2 disagrees with W2 and W3, which agree with each other.
+    X, Y, parameters, gradients = case
+    parameters["b2"] = np.ones((4, 1))
+    message = _message(ValueError, lambda: check(parameters, gradients, X, Y))
+    assert message.startswith("parameters['b2'] has shape (4, 1)") and "(3, 1)" in message
+
+
+@pytest.mark.parametrize("labels", [np.array([0.0, 1.0, 2.0, 1.0]), np.array([0, 1, 1, 0],
+                                                                          dtype=bool)])
+def test_softmax_labels_of_shape_m_must_be_integers(helpers, labels):
+    # Before: "Y must have shape (3, 4) ...; got shape (4,)", silent on integer labels.
+    X, Y, parameters = helpers.random_network((2, 4, 3), 4, 52)
+    model = gradcheck_fast.MLP(output="softmax")
+    gradients = {f"d{k}": np.zeros_like(v) for k, v in parameters.items()}
+    message = _message(ValueError, lambda: check(parameters, gradients, X, labels,
+                                                 model=model))
+    assert "integer class labels" in message and f"dtype {labels.dtype}" in message
+    assert "Y.astype(int)" in message and "one-hot Y of shape (3, m)" in message
+    # The fix the message names works.
+    assert check(parameters, gradients, X, labels.astype(int), model=model).n_params > 0
+
+
+@pytest.mark.parametrize("option, value", [("epsilon", 10**400), ("threshold", 10**400),
+                                           ("n_per_block", -10**400),
+                                           ("n_threads", 10**400)],
+                         ids=["epsilon", "threshold", "n_per_block", "n_threads"])
+def test_a_huge_int_is_shown_compactly(case, option, value):
+    # Before: all 401 digits of 10**400 in the message.
+    X, Y, parameters, gradients = case
+    message = _message(ValueError, lambda: check(parameters, gradients, X, Y,
+                                                 **{option: value}))
+    assert message.startswith(option) and len(message) < 200
+    assert "1e400" in message
+
+
+@pytest.mark.parametrize("theta", [np.array(1.5), 1.5])
+def test_custom_check_refuses_a_0d_theta(theta):
+    # Before: np.ascontiguousarray made the 0-d theta 1-d, and the check ran on it.
+    def cost(theta):
+        return float(np.sum(theta**2))
+
+    message = _message(ValueError, lambda: gradcheck_fast.check(cost, theta, [3.0]))
+    assert message.startswith("theta must be a non-empty vector")
+    assert "shape ()" in message and "np.atleast_1d(theta)" in message
+
+
+def test_a_0d_X_shows_its_own_shape(case):
+    # Before: "got shape (1,)", a shape the caller never passed.
+    X, Y, parameters, gradients = case
+    message = _message(ValueError, lambda: check(parameters, gradients, 1.0, Y))
+    assert message.startswith("X must have shape (4, m)") and "got shape ()" in message
+
+
+def test_a_stray_key_far_above_the_network_is_unexpected_not_a_gap(case):
+    # The depth that blames fewer keys: one stray key, rather than ~2e9 missing ones.
+    X, Y, parameters, gradients = case
+    parameters["W999999999"] = np.ones((1, 1))
+    message = _message(ValueError, lambda: check(parameters, gradients, X, Y))
+    assert message.startswith("parameters has unexpected key 'W999999999'")
