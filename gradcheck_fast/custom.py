@@ -33,25 +33,25 @@ from .validation import float_parameter_array
 # The kernels take the user's njit function as an argument: numba compiles them anew for
 # each distinct cost function (about half a second) and cannot cache that on disk.
 @jit(cache=False)
-def _user_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus):
-    """For lo <= k < hi: J at theta with theta[k // 2] + epsilon (k even) or - epsilon (k odd),
-    on a private copy of theta that is perturbed and restored (the caller's theta is never
-    written)."""
+def _user_costs_range(lo, hi, idx, cost, theta, args, epsilon, J_plus, J_minus):
+    """For lo <= k < hi: J at theta with theta[i] + epsilon (k even) or - epsilon (k odd),
+    i = idx[k // 2], into slot k // 2, on a private copy of theta that is perturbed and
+    restored (the caller's theta is never written)."""
     local = theta.copy()
     for k in range(lo, hi):
-        i = k // 2
+        i = idx[k // 2]
         t = theta[i]
         if k % 2 == 0:
             local[i] = t + epsilon
-            J_plus[i] = cost(local, *args)
+            J_plus[k // 2] = cost(local, *args)
         else:
             local[i] = t - epsilon
-            J_minus[i] = cost(local, *args)
+            J_minus[k // 2] = cost(local, *args)
         local[i] = t
 
 
 @jit(parallel=True, cache=False)
-def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, cost, theta, args,
+def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, idx, cost, theta, args,
                          epsilon, J_plus, J_minus):
     """:func:`_user_costs_range` over chunks claimed by ``n_workers`` threads (see
     :mod:`gradcheck_fast._schedule`); each chunk has its own copy of theta and each evaluation
@@ -61,21 +61,21 @@ def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, cost, theta
         ch = claim(schedule, w, n_chunks)
         while ch < n_chunks:
             _user_costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks,
-                              cost, theta, args, epsilon, J_plus, J_minus)
+                              idx, cost, theta, args, epsilon, J_plus, J_minus)
             ch = claim(schedule, w, n_chunks)
 
 
-def _python_costs_range(lo, hi, cost, theta, args, epsilon, J_plus, J_minus):
+def _python_costs_range(lo, hi, idx, cost, theta, args, epsilon, J_plus, J_minus):
     local = theta.copy()
     for k in range(lo, hi):
-        i = k // 2
+        i = idx[k // 2]
         t = theta[i]
         if k % 2 == 0:
             local[i] = t + epsilon
-            J_plus[i] = _scalar(cost(local, *args))
+            J_plus[k // 2] = _scalar(cost(local, *args))
         else:
             local[i] = t - epsilon
-            J_minus[i] = _scalar(cost(local, *args))
+            J_minus[k // 2] = _scalar(cost(local, *args))
         local[i] = t
 
 
@@ -124,12 +124,14 @@ def _first_value(cost, theta, args) -> float:
     return value
 
 
-def _central(cost, theta, args, epsilon, njit, seconds, progress):
-    """J+- and the central differences for every coordinate, in parallel for an njit cost
-    (``seconds``: the time of one evaluation)."""
-    P = theta.size
+def _central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
+    """J+- and the central differences for the coordinates ``indices`` (default every one), in
+    parallel for an njit cost (``seconds``: the time of one evaluation)."""
+    if indices is None:
+        indices = np.arange(theta.size)
+    P = indices.size
     J_plus, J_minus = np.empty((2, P))
-    kernel_args = (cost, theta, args, epsilon, J_plus, J_minus)
+    kernel_args = (indices, cost, theta, args, epsilon, J_plus, J_minus)
     if njit:
         _run_kernel(_user_costs_range, _user_costs_parallel, 2 * P, seconds, kernel_args,
                     progress, items_per_param=2)
@@ -204,31 +206,19 @@ def _needs_excuse(costs: Costs, grad, sigma: float, theta, options) -> np.ndarra
     return np.flatnonzero(finite & ~(np.abs(grad - costs.gradapprox) <= tolerance + noise))
 
 
-def _values_at(cost, theta, args, indices, step):
-    """J(theta + step e_i) and J(theta - step e_i) for the (few) coordinates ``indices``."""
-    plus, minus = np.empty((2, indices.size))
-    local = theta.copy()
-    for k, i in enumerate(indices):
-        t = theta[i]
-        local[i] = t + step
-        plus[k] = _scalar(cost(local, *args))
-        local[i] = t - step
-        minus[k] = _scalar(cost(local, *args))
-        local[i] = t
-    return plus, minus
-
-
-def _confirmed_kinks(cost, theta, args, J, indices, grad, costs, central, sigma, float32,
+def _confirmed_kinks(evaluate, theta, J, indices, grad, costs, central, sigma, float32,
                      options) -> np.ndarray:
     """1 for each of the coordinates ``indices`` whose failure a kink of the cost within the
-    step explains, else 0 (see the comment above)."""
+    step explains, else 0 (see the comment above). ``evaluate(step, indices)`` gives the
+    cost's J(theta +- step e_i) for those coordinates (the engine's parallel loop: a wrong
+    block may fail in every element)."""
     if indices.size == 0:
         return np.zeros(0, dtype=np.int64)
     h = options.epsilon
     pairs = {1.0: (central[1.0][0][indices], central[1.0][1][indices])}
     for f in (0.5, 0.25):  # taken already when a large step's truncation needed them
         pairs[f] = ((central[f][0][indices], central[f][1][indices]) if f in central
-                    else _values_at(cost, theta, args, indices, f * h))
+                    else evaluate(f * h, indices))
     with np.errstate(invalid="ignore", over="ignore"):
         G = {f: (plus + minus - 2.0 * J) / (f * h) for f, (plus, minus) in pairs.items()}
         q_far = G[0.5] - G[1.0] / 2.0
@@ -414,8 +404,13 @@ def check(
     first = costs[1.0]
     candidates = _needs_excuse(first, grad, sigma, theta, options)
     kinks = np.zeros(P, dtype=np.int64)
-    kinks[candidates] = _confirmed_kinks(cost, theta, args, J, candidates, grad, first, central,
-                                         sigma, float32, options)
+
+    def evaluate(step, indices):
+        return _central(cost, theta, args, step, njit, seconds, False, indices)[:2]
+
+    with n_threads_set(options.n_threads):
+        kinks[candidates] = _confirmed_kinks(evaluate, theta, J, candidates, grad, first,
+                                             central, sigma, float32, options)
     first = replace(first, kinks=kinks)
     if options.epsilon > TRUNCATION_STEP:
         first = with_truncation(first, *(costs[f] for f in SMALLER_STEPS), options.atol,
