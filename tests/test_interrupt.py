@@ -37,12 +37,14 @@ _LONG_CHECK = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_stops_a_long_check_within_a_piece():
-    process = subprocess.Popen([sys.executable, "-c", _LONG_CHECK], stdout=subprocess.PIPE,
+def _interrupt(script: str, after_s: float) -> tuple[int, str, str, float]:
+    """Run ``script`` in a child process, send it SIGINT ``after_s`` seconds after it prints
+    "started", and return its exit code, its output and how long it took to stop."""
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
     try:
         assert process.stdout.readline().strip() == "started"
-        time.sleep(3.0)  # well inside the check (kernels loaded, pieces running)
+        time.sleep(after_s)
         assert process.poll() is None, "the check ended before it could be interrupted"
         sent = time.monotonic()
         process.send_signal(signal.SIGINT)
@@ -50,7 +52,14 @@ def test_ctrl_c_stops_a_long_check_within_a_piece():
         waited = time.monotonic() - sent
     finally:
         process.kill()
-    assert process.returncode == 3, (out, err)
+        process.wait()
+    return process.returncode, out, err, waited
+
+
+def test_ctrl_c_stops_a_long_check_within_a_piece():
+    # 3 s: well inside the check (kernels loaded, pieces running).
+    returncode, out, err, waited = _interrupt(_LONG_CHECK, after_s=3.0)
+    assert returncode == 3, (out, err)
     assert out.strip().startswith("interrupted after"), (out, err)
     # A piece of the exact engine on this network lasts well under a second on 2 cores; the
     # bound is generous because the machine is shared. Without pieces the wait would be the
@@ -105,21 +114,9 @@ _LONG_CUSTOM_CHECK = textwrap.dedent("""
 def test_ctrl_c_stops_a_check_of_an_expensive_custom_cost():
     # Pieces of a custom cost's check hold about one evaluation per thread when evaluations
     # are expensive, so Ctrl-C waits for about one evaluation, not for the check.
-    process = subprocess.Popen([sys.executable, "-c", _LONG_CUSTOM_CHECK],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=os.getcwd())
-    try:
-        assert process.stdout.readline().strip() == "started"
-        time.sleep(1.0)
-        assert process.poll() is None, "the check ended before it could be interrupted"
-        sent = time.monotonic()
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-        waited = time.monotonic() - sent
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 3, (out, err)
+    returncode, out, err, waited = _interrupt(_LONG_CUSTOM_CHECK, after_s=1.0)
+    assert returncode == 3, (out, err)
+    assert out.strip().startswith("interrupted after"), (out, err)
     # A piece is ~0.1 s of work here (a few evaluations); the bound is generous for a shared
     # machine, and far below the check's remaining seconds.
     assert waited < 3.0, waited
