@@ -359,7 +359,12 @@ def plan(inputs, options, spent_s: float | None = None):
         k = 1
     unused = f", the unused preparation {sunk:.3g} s" if sunk else ""
     smallest = validation + setup.seconds + coordinates(low)
-    return replace(options, mode="directional", n_directions=k), (
+    if options.method != "central":
+        # The probes form their steps exactly and take central differences (with a large
+        # step's truncation bound): extrapolation is for the coordinate-wise checks.
+        over += (f"; method={options.method!r} applies to coordinates, the probes take the "
+                 f"central difference at epsilon={options.epsilon:g}")
+    return replace(options, mode="directional", n_directions=k, method="central"), (
         f"budget {budget:g} s: full ~{validation + setup.seconds + full:.3g} s and sampled "
         f"({low} per block) ~{smallest:.3g} s do not fit; directional with {k} "
         f"probe{'s' if k > 1 else ''} per block (expected "

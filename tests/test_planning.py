@@ -131,3 +131,14 @@ def test_a_tiny_budget_takes_fewer_probes():
     assert report.mode == "directional"
     assert "directional with 1 probe per block" in report.notes[-1]
     assert "over budget" in report.notes[-1]
+
+
+def test_richardson_under_a_budget_that_only_the_probes_fit_runs_them(deep):
+    # Before: the plan fell back to the directional probes, and the check then refused
+    # method="richardson" (which the user asked for, not the probes) with a ValueError.
+    X, Y, parameters, gradients = deep
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y, budget_s=1e-9,
+                                            method="richardson")
+    assert report.mode == "directional"
+    assert report.passed  # correct gradients: the probes' central differences agree
+    assert any("central difference" in note and "richardson" in note for note in report.notes)
