@@ -10,6 +10,7 @@ import numpy as np
 
 from ._threads import n_threads_set
 from .checker import check_options, low_precision_note, numerical_gradient, prepare_inputs
+from .engine import prepare_engine
 from .report import relative_difference
 from .validation import check_epsilon
 
@@ -154,9 +155,13 @@ def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: f
     rows = []
     used = "exact"
     with n_threads_set(base.n_threads):
+        # One preparation serves every step (the engine's state does not depend on it).
+        engine_used, prepared = prepare_engine(inputs.layout, inputs.theta, inputs.X, inputs.Y,
+                                               base.engine, inputs.model)
+        base = replace(base, engine=engine_used)
         for k, step in enumerate(steps):
             options = replace(base, epsilon=check_epsilon(step, "steps"))
-            costs = numerical_gradient(inputs, options, truncation=False)
+            costs = numerical_gradient(inputs, options, truncation=False, prepared=prepared)
             used = costs.engine
             difference = relative_difference(inputs.grad, costs.gradapprox)
             error = np.abs(inputs.grad - costs.gradapprox)

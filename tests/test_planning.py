@@ -142,3 +142,11 @@ def test_richardson_under_a_budget_that_only_the_probes_fit_runs_them(deep):
     assert report.mode == "directional"
     assert report.passed  # correct gradients: the probes' central differences agree
     assert any("central difference" in note and "richardson" in note for note in report.notes)
+
+
+def test_a_step_sweep_prepares_once(deep, prepare_calls):
+    # Before: every step of the sweep prepared the incremental engine again (9 steps here).
+    X, Y, parameters, gradients = deep
+    sweep = gradcheck_fast.step_sweep(parameters, gradients, X, Y, engine="incremental")
+    assert len(sweep.rows) == 9 and sweep.verdict == "fine"
+    assert len(prepare_calls) == 1
