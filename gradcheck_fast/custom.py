@@ -163,83 +163,117 @@ def _costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str) -> Costs:
 # there is no derivative, and a correct gradient can disagree with it by up to half the slope
 # jump. The built-in network's engines see ReLU crossings directly; for a black-box cost the
 # kink is recognised from costs along the coordinate, only for the elements that fail the
-# elementwise test (4 more evaluations each; none for a large step, whose smaller steps were
-# taken already for the truncation bound).
+# elementwise test (truncation bound included): a few more evaluations each, in the same
+# parallel loop.
 #
-# With G(s) = (J(s) + J(-s) - 2 J) / s, the disagreement of the one-sided differences
-# (J(s) - J) / s and (J - J(-s)) / s, i.e. s times a curvature estimate, compare the curvature
-# at steps h and h/2, and at h/2 and h/4:
+# With G(s) = (J(s) + J(-s) - 2 J) / s (s times a curvature estimate), compare the curvature
+# at steps s and s/2:
 #
-#     Q_far = G(h/2) - G(h) / 2,      Q_near = G(h/4) - G(h/2) / 2.
+#     Q(s) = G(s/2) - G(s) / 2,        Q_far = Q(h),  Q_near = Q(h/2).
 #
-# Both cancel the curvature f2 = J'' exactly; for a smooth cost what is left is -f4 h**3 / 32
-# and -f4 h**3 / 256 (f4 = J'''', rounding aside), while a kink of slope jump D at distance
-# d = x h (0 <= x < 1) leaves D (1 - 3x) / 2 (x < 1/2) or -D (1 - x) / 2 (x >= 1/2) in Q_far,
-# and the same at the scale h/2 in Q_near, whatever the step: each vanishes at one x, never
-# both. The kink moves D(h) by D (1 - x) / 2, which over every x is at most KINK_EXPLAINS = 3
-# times max(|Q_far|, |Q_near|) (the worst case is x = 0.4).
+# Q cancels the curvature f2 = J'' exactly; for a smooth cost what is left is
+# -f4 s**3 / 32 - f6 s**5 / 768 + ... (fk the k-th derivative), while a kink of slope jump D
+# at distance d = x s (0 <= x < 1) leaves D (1 - 3x) / 2 (x < 1/2) or -D (1 - x) / 2
+# (x >= 1/2), whatever the step: Q_far and Q_near never vanish together, and the kink moves
+# D(h) by D (1 - x) / 2, at most 3 max(|Q_far|, |Q_near|) over every x (KINK_EXPLAINS_Q).
 #
-# An element is a kink when (1) a Q is beyond the rounding it can carry (the J values'
-# rounding times the sum of the Q's coefficients) and (2) the kink it shows explains the
-# disagreement: |analytic - numerical| <= KINK_MARGIN * KINK_EXPLAINS * max|Q| + tolerance +
-# noise. (2) keeps real mistakes failing: at a smooth point the Q's are O(f4 h**3) (at the
-# default step ~1e-21 f4, and at any step far below the truncation error f3 h**2 / 6 the
-# central difference itself carries), so no mistake the step can resolve is excused.
+# At a small step (epsilon <= TRUNCATION_STEP) a smooth cost's Q is ~f4 1e-21: a Q beyond its
+# rounding shows a kink. At a large step it does not: f4 h**3 / 32 can explain a real mistake
+# (e.g. theta**4 at theta = 0, whose central difference is exact). There the statistic is how
+# far the Q's depart from the h**3 scaling of a smooth cost,
+#
+#     K(s) = Q(s) - 8 Q(s/2) = -15 f6 s**5 / 1024 + ...,    K_far = K(h), K_near = K(h/2)
+#
+# (one more step, h/8), which for a kink is still O(D): a sweep over 10**5 kink positions puts
+# the kink's move of D(h) at most 10.998 max(|K_far|, |K_near|) (KINK_EXPLAINS_K = 11 with a
+# little room).
+#
+# A failing element is a kink when (1) a statistic is beyond the rounding it can carry (the
+# J values' rounding r times the sum of its coefficients, over the step: _KINK_WEIGHTS) and
+# (2) a single kink of that size explains the disagreement: |analytic - numerical| <=
+# KINK_EXPLAINS * max|S| + tolerance + noise. It is unverified, not wrong, when the
+# disagreement is within KINK_MARGIN times what the statistics (plus what their rounding can
+# hide) could explain: several kinks within one step add their moves but may partly cancel in
+# the statistics, and a kink too small to show above rounding may still move D(h) beyond the
+# noise bound. Beyond that it is wrong: at a smooth point the statistics are O(f4 h**3) (small
+# step) or O(f6 h**5) (large step), so no mistake the step can resolve is excused.
 
 #: A single kink within the step moves the central difference by at most this multiple of
-#: max(|Q_far|, |Q_near|).
-KINK_EXPLAINS = 3.0
+#: max(|Q_far|, |Q_near|) (small steps) or of max(|K_far|, |K_near|) (large steps).
+KINK_EXPLAINS_Q = 3.0
+KINK_EXPLAINS_K = 11.0
 
-#: Several kinks within one step add their moves but may partly cancel in the Q's: a margin.
+#: Several kinks within one step, or a kink hidden in rounding: up to this multiple of what
+#: the statistics explain, an element is unverified rather than wrong.
 KINK_MARGIN = 2.0
 
-#: Sums of the absolute coefficients of the J values in h * Q_far and h * Q_near.
-_Q_FAR_WEIGHT = 8.0
-_Q_NEAR_WEIGHT = 16.0
+#: Sums of the absolute coefficients of the J values in h * Q_far, h * Q_near (small steps)
+#: and h * K_far, h * K_near (large steps).
+_KINK_WEIGHTS = {"Q": (8.0, 16.0), "K": (130.0, 260.0)}
 
 
 def _needs_excuse(costs: Costs, grad, sigma: float, theta, options) -> np.ndarray:
-    """Indices of the finite elements that fail the elementwise test (truncation aside)."""
+    """Indices of the finite elements that fail the elementwise test (with the truncation
+    bound of a large step, so that only a disagreement the smooth series cannot explain
+    asks for a kink)."""
     tolerance, noise = allowance(costs, sigma, theta, m=1, epsilon=options.epsilon,
                                  rtol=options.rtol, atol=options.atol)
     finite = np.isfinite(costs.J_plus) & np.isfinite(costs.J_minus)
     return np.flatnonzero(finite & ~(np.abs(grad - costs.gradapprox) <= tolerance + noise))
 
 
-def _confirmed_kinks(evaluate, theta, J, indices, grad, costs, central, sigma, float32,
-                     options) -> np.ndarray:
-    """1 for each of the coordinates ``indices`` whose failure a kink of the cost within the
-    step explains, else 0 (see the comment above). ``evaluate(step, indices)`` gives the
-    cost's J(theta +- step e_i) for those coordinates (the engine's parallel loop: a wrong
-    block may fail in every element)."""
-    if indices.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    h = options.epsilon
-    pairs = {1.0: (central[1.0][0][indices], central[1.0][1][indices])}
-    for f in (0.5, 0.25):  # taken already when a large step's truncation needed them
-        pairs[f] = ((central[f][0][indices], central[f][1][indices]) if f in central
-                    else evaluate(f * h, indices))
+def _kink_statistics(evaluate, J, indices, central, h, large: bool):
+    """(S_far, S_near): Q_far, Q_near for a small step, K_far, K_near for a large one (see the
+    comment above), for the coordinates ``indices``; the J values come from ``central`` where
+    the check took them already, else from ``evaluate(step, indices)``."""
+    fractions = (1.0, 0.5, 0.25, 0.125) if large else (1.0, 0.5, 0.25)
+    G = {}
+    for f in fractions:
+        plus, minus = ((central[f][0][indices], central[f][1][indices]) if f in central
+                       else evaluate(f * h, indices))
+        with np.errstate(invalid="ignore", over="ignore"):
+            G[f] = (plus + minus - 2.0 * J) / (f * h)
+        G[f, "largest"] = np.maximum(np.abs(plus), np.abs(minus))
     with np.errstate(invalid="ignore", over="ignore"):
-        G = {f: (plus + minus - 2.0 * J) / (f * h) for f, (plus, minus) in pairs.items()}
-        q_far = G[0.5] - G[1.0] / 2.0
-        q_near = G[0.25] - G[0.5] / 2.0
+        Q = {f: G[f / 2] - G[f] / 2.0 for f in fractions[:-1]}
+        if not large:
+            statistics = (Q[1.0], Q[0.5])
+        else:
+            statistics = (Q[1.0] - 8.0 * Q[0.5], Q[0.5] - 8.0 * Q[0.25])
+    largest = np.max([G[f, "largest"] for f in fractions] + [np.full(indices.size, abs(J))],
+                     axis=0)
+    return statistics, largest
+
+
+def _kink_verdicts(evaluate, theta, J, indices, grad, costs, central, sigma, float32,
+                   options) -> tuple[np.ndarray, np.ndarray]:
+    """For the failing coordinates ``indices``: which a kink of the cost within the step
+    explains (reported as kinks), and which it might (unverified); the rest stay wrong (see
+    the comment above). ``evaluate(step, indices)`` gives the cost's J(theta +- step e_i) for
+    those coordinates (the engine's parallel loop: a wrong block may fail in every element)."""
+    h = options.epsilon
+    large = h > TRUNCATION_STEP
+    (s_far, s_near), largest = _kink_statistics(evaluate, J, indices, central, h, large)
     # The rounding of one J value: ECnoise (times the report's safety factor), the final sum
     # of a float64 cost (2 ulps), a float32 cost's spacing, and what an ulp of theta_i in the
     # step taken moves J by.
-    largest = np.max([np.abs(v) for pair in pairs.values() for v in pair], axis=0)
     rounding = SIGMA_FACTOR * sigma + 4.0 * _U * largest
     if float32:
         rounding = rounding + np.spacing(largest.astype(np.float32)).astype(np.float64)
     rounding = rounding + np.abs(costs.gradapprox[indices]) * np.spacing(
         np.abs(theta[indices]) + h)
-    beyond = ((np.abs(q_far) > _Q_FAR_WEIGHT * rounding / h)
-              | (np.abs(q_near) > _Q_NEAR_WEIGHT * rounding / h))
+    w_far, w_near = _KINK_WEIGHTS["K" if large else "Q"]
+    explains = KINK_EXPLAINS_K if large else KINK_EXPLAINS_Q
+    beyond = (np.abs(s_far) > w_far * rounding / h) | (np.abs(s_near) > w_near * rounding / h)
+    size = np.maximum(np.abs(s_far), np.abs(s_near))
     tolerance, noise = allowance(costs, sigma, theta, m=1, epsilon=h, rtol=options.rtol,
                                  atol=options.atol)
     error = np.abs(grad[indices] - costs.gradapprox[indices])
-    explained = error <= (KINK_MARGIN * KINK_EXPLAINS * np.maximum(np.abs(q_far), np.abs(q_near))
-                          + tolerance[indices] + noise[indices])
-    return (beyond & explained).astype(np.int64)
+    allowed = tolerance[indices] + noise[indices]
+    kink = beyond & (error <= explains * size + allowed)
+    hidden = w_near * rounding / h  # the largest statistic its rounding could hide
+    maybe = ~kink & (error <= KINK_MARGIN * explains * (size + hidden) + allowed)
+    return kink, maybe
 
 
 def _noise(cost, theta, args) -> float:
@@ -293,14 +327,16 @@ def check(
     ``cost`` is best a ``@numba.njit`` function of a flat float64 vector: the central
     differences ``(cost(theta + eps e_i) - cost(theta - eps e_i)) / 2 eps`` are then evaluated
     for all i in a parallel loop, each thread perturbing and restoring its own copy of theta.
-    Compiling that loop for a new cost takes about half a second, once per cost function and
-    process. A plain Python callable works too, one evaluation at a time (the report says so).
+    Compiling the cost and that loop takes a few seconds, once per cost function and process.
+    A plain Python callable works too, one evaluation at a time (the report says so).
 
-    An element that fails is looked at once more (4 evaluations): when the cost has a kink
-    within its step (a ReLU, abs, max) that explains the disagreement, it is reported as a
-    kink (``report.kinks``), not as wrong. With ``epsilon`` above 1e-5 the central differences
-    at epsilon/2 and epsilon/4 are taken too (4 evaluations per coordinate): they bound the
-    truncation error, or leave the element unverified where no bound holds.
+    With ``epsilon`` above 1e-5 the central differences at epsilon/2 and epsilon/4 are taken
+    too (4 evaluations per coordinate): they bound the truncation error, or leave the element
+    unverified where no bound holds. An element that still fails is looked at once more (the
+    costs at smaller steps along it): when the cost has a kink within its step (a ReLU, abs,
+    max) that explains the disagreement, it is reported as a kink (``report.kinks``); where a
+    kink might explain it (several kinks, or one hidden in rounding) it is unverified; else it
+    is wrong.
 
     Parameters
     ----------
@@ -402,19 +438,24 @@ def check(
     costs = {f: _costs(J, *arrays, float32, engine) for f, arrays in central.items()}
     sigma = _noise(cost, theta, args)
     first = costs[1.0]
-    candidates = _needs_excuse(first, grad, sigma, theta, options)
-    kinks = np.zeros(P, dtype=np.int64)
-
-    def evaluate(step, indices):
-        return _central(cost, theta, args, step, njit, seconds, False, indices)[:2]
-
-    with n_threads_set(options.n_threads):
-        kinks[candidates] = _confirmed_kinks(evaluate, theta, J, candidates, grad, first,
-                                             central, sigma, float32, options)
-    first = replace(first, kinks=kinks)
     if options.epsilon > TRUNCATION_STEP:
         first = with_truncation(first, *(costs[f] for f in SMALLER_STEPS), options.atol,
                                 options.rtol)
+    candidates = _needs_excuse(first, grad, sigma, theta, options)
+    if candidates.size:
+        def evaluate(step, indices):
+            return _central(cost, theta, args, step, njit, seconds, False, indices)[:2]
+
+        with n_threads_set(options.n_threads):
+            kink, maybe = _kink_verdicts(evaluate, theta, J, candidates, grad, first, central,
+                                         sigma, float32, options)
+        kinks = np.zeros(P, dtype=np.int64)
+        kinks[candidates[kink]] = 1
+        # Where a kink might explain the disagreement, no bound on the element's error can be
+        # claimed: an infinite truncation bound makes it unverified (never wrong, never ok).
+        truncation = (np.zeros(P) if first.truncation is None else first.truncation.copy())
+        truncation[candidates[maybe]] = np.inf
+        first = replace(first, kinks=kinks, truncation=truncation)
     if low_precision:
         notes += low_precision_warning(low_precision, options)
     if not njit:

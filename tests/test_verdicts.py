@@ -240,3 +240,43 @@ def test_a_smooth_cost_with_a_mistake_is_not_called_a_kink(relu_case):
     wrong[AT_KINK] *= 2.0
     report = gc.check(cost, theta, wrong, args)
     assert report.failed_blocks == ["dtheta"] and report.kinks == ()
+
+
+@numba.njit
+def _quartic(theta):
+    return np.sum(theta) + np.sum(theta**4)
+
+
+def test_a_large_step_never_excuses_a_mistake_as_a_kink_of_a_smooth_cost():
+    # sum(theta + theta**4) has no kink, but at epsilon = 0.05 its curvature differences
+    # Q ~ f4 h**3 / 32 are far above rounding: before, a 3e-4 mistake (300 x rtol) was called
+    # a kink and the check PASSED; at theta = 0 the central difference is even exact.
+    theta = np.array([0.0, 0.01, -0.02, 0.03])
+    grad = 1.0 + 4.0 * theta**3
+    report = gc.check(_quartic, theta, grad + 3e-4, epsilon=0.05)
+    assert not report.passed and report.failed_blocks == ["dtheta"]
+    assert report.kinks == () and report.blocks["dtheta"].n_failing >= 3
+    assert gc.check(_quartic, theta, grad, epsilon=0.05).blocks["dtheta"].n_kinks == 0
+
+
+@numba.njit
+def _l1_cost(theta, lam):
+    return 50.0 + 0.5 * np.sum((theta - 1.0) ** 2) + lam * np.sum(np.abs(theta))
+
+
+@pytest.mark.parametrize("lam", [1e-3, 1e-5, 3e-6])
+def test_a_small_kink_never_makes_a_correct_gradient_wrong(lam):
+    # An L1 penalty with weights within the step of 0 (subgradient descent leaves them
+    # oscillating there): the slope jump 2 lam moves the central difference by up to lam,
+    # beyond the noise bound, while the curvature differences that would show the kink can
+    # sit within their rounding (J ~ 50). Before, lam = 1e-5 and 3e-6 were called wrong.
+    rng = np.random.default_rng(0)
+    near_zero = rng.uniform(-1, 1, 6) * 1e-7 * np.array([0.3, 0.5, 0.7, 0.9, 0.2, 0.6])
+    theta = np.concatenate([near_zero, rng.normal(size=4)])
+    grad = (theta - 1.0) + lam * np.sign(theta)
+    block = gc.check(_l1_cost, theta, grad, (lam,)).blocks["dtheta"]
+    assert block.verdict != "wrong" and block.n_failing == 0
+    # A mistake of the size of the gradient is still wrong.
+    wrong = grad.copy()
+    wrong[7] *= 2.0
+    assert gc.check(_l1_cost, theta, wrong, (lam,)).blocks["dtheta"].verdict == "wrong"
