@@ -8,7 +8,14 @@ full report, and :mod:`gradcheck_fast.reference`, the seed's own loop, as the ba
 
 from __future__ import annotations
 
-from . import _threads, reference
+# numba's threading layer for the process, chosen before anything else of the package is
+# imported: fork-safe unless the user chose one (see _threads). numba starts the layer at the
+# first parallel launch and never changes it after that.
+from . import _threads
+
+_threads.choose_threading_layer()
+
+from . import reference
 from ._jit import CacheUnavailableWarning
 from .api import (
     dictionary_to_vector,
@@ -25,10 +32,6 @@ from .planning import CostEstimate, estimate_cost
 from .reference import backward_propagation_n, forward_propagation_n
 from .report import BlockResult, Element, GradientCheckFailed, GradientCheckReport
 from .sweep import SweepReport, step_sweep
-
-# numba's threading layer for the process: fork-safe unless the user chose one (see _threads).
-# Before any kernel runs: numba starts the layer at the first parallel launch and never again.
-_threads.choose_threading_layer()
 
 __version__ = "0.1.0"
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 import math
 import time
 
-import numba
 import numpy as np
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
 from ._jit import jit
+from ._threads import num_threads
 
 #: Below this much work (seconds on one thread) everything runs on one thread. A second thread
 #: saves at most ~1/3 of the work on 2 cores (measured gain ~1.45x), but when another process
@@ -53,6 +53,13 @@ BUSY_SERIAL_SECONDS = 0.25
 #: every PROBE_EVERY-th piece (~0.1 s of work each): a failed try costs one late thread.
 PROBE_EVERY = 5
 
+#: A region in which some thread claimed no chunk waited for a late thread only if it took
+#: longer than this multiple of its expected one-thread time: on an idle machine a thread may
+#: simply start after the others have claimed everything (tbb may even run both workers'
+#: loops on one thread), which costs nothing; on a busy one the region ends a time slice
+#: (5-30 ms) after its work.
+LATE_FACTOR = 1.5
+
 #: time.monotonic() of the last region that waited for a late thread.
 _last_late = -math.inf
 
@@ -66,7 +73,7 @@ def threads_for(seconds: float) -> int:
     """The threads for ``seconds`` of one-thread work: 1 below :data:`SERIAL_SECONDS` (or below
     :data:`BUSY_SERIAL_SECONDS` on a machine seen busy), else numba's current thread count."""
     limit = BUSY_SERIAL_SECONDS if busy() else SERIAL_SECONDS
-    return 1 if seconds < limit else numba.get_num_threads()
+    return 1 if seconds < limit else num_threads()
 
 
 def counter(n_workers: int) -> np.ndarray:
@@ -111,21 +118,24 @@ def run(serial, parallel, n: int, seconds: float, args: tuple, lo: int = 0) -> N
     n_workers, schedule, *args)`` as one region whose workers claim the chunks (the parallel
     kernels' convention, see :func:`claim`)."""
     n_threads = min(threads_for(n * seconds), n)
-    run_on(serial, parallel, lo, lo + n, n_threads, args)
+    run_on(serial, parallel, lo, lo + n, n_threads, args, n * seconds)
 
 
-def run_on(serial, parallel, lo: int, hi: int, n_threads: int, args: tuple) -> bool:
+def run_on(serial, parallel, lo: int, hi: int, n_threads: int, args: tuple,
+           seconds: float) -> bool:
     """[lo, hi) on ``n_threads`` threads: serially for 1, else as one region of
-    ``CHUNKS_PER_THREAD`` chunks per thread (fewer if there are fewer items). Returns False
-    if the region waited for a late thread (one that claimed no chunk), and then marks the
-    machine as busy (:func:`busy`)."""
+    ``CHUNKS_PER_THREAD`` chunks per thread (fewer if there are fewer items); ``seconds``: the
+    expected one-thread time of the work. Returns False if the region waited for a late
+    thread (one claimed no chunk, and the region took over ``LATE_FACTOR`` times ``seconds``),
+    and then marks the machine as busy (:func:`busy`)."""
     global _last_late
     if n_threads <= 1:
         serial(lo, hi, *args)
         return True
     schedule = counter(n_threads)
+    started = time.perf_counter()
     parallel(lo, hi, min(hi - lo, CHUNKS_PER_THREAD * n_threads), n_threads, schedule, *args)
-    if np.all(schedule[1:] > 0):
+    if np.all(schedule[1:] > 0) or time.perf_counter() - started <= LATE_FACTOR * seconds:
         return True
     _last_late = time.monotonic()
     return False

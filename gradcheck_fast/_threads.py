@@ -48,8 +48,12 @@ _TBB_LIBRARY = {"win32": "tbb12.dll", "darwin": "libtbb.12.dylib"}.get(sys.platf
 chose_layer = False
 
 #: Held around each parallel launch on a layer that is not thread-safe (reentrant: a launch
-#: site never has to know whether its caller holds it).
+#: site never has to know whether its caller holds it). Made anew in a forked child.
 _LAUNCH_LOCK = threading.RLock()
+
+#: How many parallel kernels the package launched in this process (a diagnostic: the tests
+#: use it to make sure that a check they rely on really ran a parallel region).
+launches = 0
 
 
 def user_chose_layer() -> bool:
@@ -137,9 +141,13 @@ def serialised_launches(kernel):
 
     @functools.wraps(kernel.py_func)
     def launch(*args, **kwargs):
+        global launches
+        launches += 1
         if _thread_safe_layer():
             return kernel(*args, **kwargs)
         with _LAUNCH_LOCK:
+            if chose_layer:
+                _keep_choice()
             return kernel(*args, **kwargs)
 
     launch.kernel = kernel
@@ -148,6 +156,21 @@ def serialised_launches(kernel):
 
 #: The layer in force once numba started it (it never changes after that).
 _started_layer: str | None = None
+
+
+def _keep_choice() -> None:
+    """Before numba's layer starts: set the package's choice again if numba dropped it.
+
+    numba re-reads its configuration from the environment before each compilation, and when
+    any ``NUMBA_*`` variable changed since the last reading (a notebook setting
+    ``NUMBA_CACHE_DIR``, say) ``THREADING_LAYER`` goes back to "default", which is GNU OpenMP
+    on Linux: not fork-safe. The reading is done here first, so that the compilation of the
+    kernel about to launch finds nothing new; a layer the user has chosen since is kept.
+    """
+    numba.core.config.reload_config()
+    if "NUMBA_THREADING_LAYER" not in os.environ and (
+            str(numba.config.THREADING_LAYER).lower() == "default"):
+        numba.config.THREADING_LAYER = DEFAULT_LAYER
 
 
 def _thread_safe_layer() -> bool:
@@ -160,6 +183,15 @@ def _thread_safe_layer() -> bool:
     return _started_layer in THREAD_SAFE_LAYERS
 
 
+def num_threads() -> int:
+    """``numba.get_num_threads()``, which starts numba's threading layer if it has not started:
+    the package's choice is set again first if numba dropped it (see :func:`_keep_choice`).
+    Every thread count the package reads goes through here."""
+    if chose_layer and _started_layer is None and not layer_started():
+        _keep_choice()
+    return numba.get_num_threads()
+
+
 @contextlib.contextmanager
 def n_threads_set(n_threads: int | None):
     """Run the body with ``numba.set_num_threads(n_threads)``; restore the old value after.
@@ -169,7 +201,7 @@ def n_threads_set(n_threads: int | None):
     if n_threads is None:
         yield
         return
-    previous = numba.get_num_threads()
+    previous = num_threads()
     numba.set_num_threads(n_threads)
     try:
         yield
@@ -192,7 +224,23 @@ def _blas_libraries():
 #: one thread for good.)
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_saved: tuple[int, ...] = ()
+#: The thread counts to restore, kept until they are restored (a restore interrupted by
+#: Ctrl-C is done by the next one to leave, instead of saving 1 as the counts to restore).
+_blas_saved: tuple[int, ...] | None = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has one thread: locks that another thread of the parent held are made
+    anew (else the child's first launch or BLAS section would wait forever) and no check is
+    inside a BLAS section any more."""
+    global _LAUNCH_LOCK, _blas_lock, _blas_users
+    _LAUNCH_LOCK = threading.RLock()
+    _blas_lock = threading.Lock()
+    _blas_users = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager
@@ -209,19 +257,24 @@ def single_blas_thread():
     whole process (BLAS libraries have one setting per process).
     """
     global _blas_users, _blas_saved
-    with _blas_lock:
-        if _blas_users == 0:
-            libraries = _blas_libraries()
-            _blas_saved = tuple(library.get_num_threads() for library in libraries)
-            _set_blas_threads([1] * len(libraries))
-        _blas_users += 1
+    entered = False
     try:
+        with _blas_lock:
+            if _blas_users == 0:
+                libraries = _blas_libraries()
+                if _blas_saved is None:
+                    _blas_saved = tuple(library.get_num_threads() for library in libraries)
+                _set_blas_threads([1] * len(libraries))
+            _blas_users += 1
+            entered = True
         yield
     finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _set_blas_threads(_blas_saved)
+        if entered:
+            with _blas_lock:
+                _blas_users -= 1
+                if _blas_users == 0:
+                    _set_blas_threads(_blas_saved)
+                    _blas_saved = None
 
 
 def _set_blas_threads(counts) -> None:

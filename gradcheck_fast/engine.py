@@ -183,8 +183,12 @@ def _run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress:
     every item writes only its own slots.
     """
     total = P * seconds
-    n_threads = 1 if parallel is None else min(threads_for(total), P)
-    n_pieces = max(1, math.ceil(total / _PIECE_SECONDS), _PROGRESS_PIECES if progress else 1)
+    n_threads = 1 if parallel is None else max(1, min(threads_for(total), P))
+    n_pieces = max(1, math.ceil(total / _PIECE_SECONDS))
+    if progress:
+        # More pieces for the bar; parallel ones no smaller than the work a region pays for.
+        n_pieces = max(n_pieces, _PROGRESS_PIECES if n_threads == 1 else min(
+            _PROGRESS_PIECES, math.floor(total / _schedule.SERIAL_SECONDS)))
     n_pieces = min(n_pieces, max(1, P // n_threads))
     bar = _progress_bar(P // items_per_param) if progress else None
     serial_pieces = 0  # after a region that waited for a late thread, serial pieces
@@ -193,8 +197,8 @@ def _run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress:
             lo, hi = k * P // n_pieces, (k + 1) * P // n_pieces
             if serial_pieces > 0:
                 serial_pieces -= 1
-                run_on(serial, parallel, lo, hi, 1, args)
-            elif not run_on(serial, parallel, lo, hi, n_threads, args):
+                run_on(serial, parallel, lo, hi, 1, args, (hi - lo) * seconds)
+            elif not run_on(serial, parallel, lo, hi, n_threads, args, (hi - lo) * seconds):
                 serial_pieces = _schedule.PROBE_EVERY - 1
             if bar is not None:
                 bar.update(hi // items_per_param - lo // items_per_param)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-import numba
 import numpy as np
 
 from ._schedule import SERIAL_SECONDS
+from ._threads import num_threads
 from .costmodel import (
     BLAS_S_PER_FLOP,
     ELEMENT_S,
@@ -151,7 +151,7 @@ def coordinate_setup(inputs, options, prepare: bool) -> SetUp:
     engine = choose_engine(options.engine, layout.n_params * m)
     if engine == "exact":
         return SetUp("exact", None, _exact_setup_seconds(sizes, m), False)
-    n_threads = options.n_threads or numba.get_num_threads()
+    n_threads = options.n_threads or num_threads()
     hidden = inputs.model.hidden_for(layout.n_layers)
     if not prepare:
         return SetUp(engine, None, prepare_seconds(sizes, m, hidden, _speed(n_threads)), False)
@@ -184,7 +184,7 @@ def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None,
     seconds after the set-up: the engine's loops for every step, and the report."""
     sizes, m = inputs.layout.sizes, inputs.m
     counts = _per_layer_counts(inputs.layout, n_per_block)
-    n_threads = options.n_threads or numba.get_num_threads()
+    n_threads = options.n_threads or num_threads()
     total = 0.0
     for k, _ in enumerate(_steps(options)):
         if setup.engine == "exact":

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -37,13 +38,25 @@ _LONG_CHECK = textwrap.dedent("""
 """)
 
 
+#: Seconds a child may take to compile or load its kernels and start its check.
+STARTUP_TIMEOUT = 180
+
+
 def _interrupt(script: str, after_s: float) -> tuple[int, str, str, float]:
     """Run ``script`` in a child process, send it SIGINT ``after_s`` seconds after it prints
     "started", and return its exit code, its output and how long it took to stop."""
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
     try:
-        assert process.stdout.readline().strip() == "started"
+        # Read "started" with a deadline: a child that stalls before it (a deadlock, a cold
+        # compile on a loaded machine) fails the test instead of blocking pytest.
+        line = []
+        reader = threading.Thread(target=lambda: line.append(process.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(STARTUP_TIMEOUT)
+        assert line and line[0].strip() == "started", (
+            f"the child did not start within {STARTUP_TIMEOUT} s")
         time.sleep(after_s)
         assert process.poll() is None, "the check ended before it could be interrupted"
         sent = time.monotonic()

@@ -64,7 +64,21 @@ _COMMON = """
 import sys, threading
 import numba, numpy as np
 import gradcheck_fast
+from gradcheck_fast import _schedule, _threads
 from tests.conftest import correct_gradients, random_network, seed_case
+
+# Every check below runs parallel regions, however small: these tests are about what the
+# regions do to forks and threads (a small check runs serially on its own).
+_schedule.SERIAL_SECONDS = 0.0
+_schedule.BUSY_MEMORY = 0.0
+
+
+def launching(check):
+    # Run check() and make sure that it launched parallel kernels.
+    before = _threads.launches
+    result = check()
+    assert _threads.launches > before, "no parallel region was launched"
+    return result
 
 
 def fingerprint(report):
@@ -82,7 +96,8 @@ def small_checks(_=None):
     gradients = correct_gradients(X, Y, parameters)
     directional = gradcheck_fast.check_gradients(parameters, gradients, X, Y,
                                                  mode="directional", n_threads=2)
-    full = gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=2)
+    full = launching(lambda: gradcheck_fast.check_gradients(parameters, gradients, X, Y,
+                                                            n_threads=2))
     return fingerprint(directional), fingerprint(full)
 
 
@@ -90,8 +105,8 @@ def parallel_check():
     # Large enough for the engine's parallel path with 2 threads.
     X, Y, parameters = random_network((64, 64, 32, 10), 64, 1)
     gradients = correct_gradients(X, Y, parameters)
-    return fingerprint(gradcheck_fast.check_gradients(parameters, gradients, X, Y,
-                                                      n_threads=2))
+    return fingerprint(launching(lambda: gradcheck_fast.check_gradients(
+        parameters, gradients, X, Y, n_threads=2)))
 """
 
 _FORK_AND_FRIENDS = _COMMON + """
@@ -147,16 +162,7 @@ def test_workqueue_fallback_is_fork_and_thread_safe(tmp_path):
     """Without tbb the package's default is numba's workqueue layer: fork-safe, and the
     package serialises its own launches, so 4 Python threads running parallel checks at once
     neither abort the process (workqueue's SIGABRT on concurrent launches) nor change a bit."""
-    hide_tbb = """
-    from importlib import metadata
-    _files = metadata.files
-    def files(name):  # as if the tbb wheel were not installed
-        if name == "tbb":
-            raise metadata.PackageNotFoundError(name)
-        return _files(name)
-    metadata.files = files
-    """
-    script = textwrap.dedent(hide_tbb) + _CONCURRENT + textwrap.dedent("""
+    script = _HIDE_TBB + _CONCURRENT + textwrap.dedent("""
     import multiprocessing as mp
     if __name__ == "__main__":
         with mp.get_context("fork").Pool(1) as pool:
@@ -251,11 +257,15 @@ def _blas_threads():
             for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
 
 
-def test_concurrent_checks_give_solo_bits_and_restore_blas_exactly():
+def test_concurrent_checks_give_solo_bits_and_restore_blas_exactly(monkeypatch):
     """4 Python threads running directional and full checks (parallel path) at once give
     bitwise the solo results, and BLAS gets back exactly the thread counts it had (each
     thread's threadpoolctl limit, left in interleaved order, used to leave BLAS at 1 thread
     for good)."""
+    from gradcheck_fast import _schedule
+
+    monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)  # parallel regions, however small
+    launched = _threads.launches
     X, Y, parameters = random_network((64, 64, 32, 10), 64, 1)
     gradients = correct_gradients(X, Y, parameters)
 
@@ -289,6 +299,7 @@ def test_concurrent_checks_give_solo_bits_and_restore_blas_exactly():
     assert len(results) == 16
     assert all(result == solo for result in results)
     assert _blas_threads() == before
+    assert _threads.launches > launched  # the checks did run parallel regions
 
 
 def test_blas_limit_is_shared_by_overlapping_threads():
@@ -320,6 +331,94 @@ def test_blas_limit_is_shared_by_overlapping_threads():
         thread.join()
     assert seen == [[(path, 1) for path, _ in before]]
     assert _blas_threads() == before
+
+
+def test_an_interrupted_blas_restore_is_done_by_the_next_check(monkeypatch):
+    """Ctrl-C while the last thread out restores BLAS used to leave it at 1 thread for good
+    (the next check saved 1 as the count to restore)."""
+    before = _blas_threads()
+    real = _threads._set_blas_threads
+    calls = []
+
+    def interrupted_restore(counts):
+        calls.append(counts)
+        if len(calls) == 2:  # the restore, after the limit
+            raise KeyboardInterrupt
+        real(counts)
+
+    monkeypatch.setattr(_threads, "_set_blas_threads", interrupted_restore)
+    with pytest.raises(KeyboardInterrupt):
+        with _threads.single_blas_thread():
+            pass
+    monkeypatch.setattr(_threads, "_set_blas_threads", real)
+    with _threads.single_blas_thread():
+        pass
+    assert _blas_threads() == before
+    assert _threads._blas_users == 0
+
+
+_HIDE_TBB = """
+from importlib import metadata
+_files = metadata.files
+def files(name):  # as if the tbb wheel were not installed
+    if name == "tbb":
+        raise metadata.PackageNotFoundError(name)
+    return _files(name)
+metadata.files = files
+"""
+
+_FORK_WHILE_LAUNCHING = _HIDE_TBB + _COMMON + """
+import multiprocessing as mp, time
+
+if __name__ == "__main__":
+    want = parallel_check()
+    print("layer", numba.threading_layer(), flush=True)
+    # Another thread holds the launch lock (as it does for the whole of a parallel kernel on
+    # workqueue) while the main thread forks: the child must not inherit it held.
+    held, release = threading.Event(), threading.Event()
+    def hold():
+        with _threads._LAUNCH_LOCK:
+            held.set()
+            release.wait()
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    with mp.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(parallel_check).get(timeout=60)
+    release.set()
+    holder.join()
+    assert got == want
+    print("fork while launching ok", flush=True)
+"""
+
+
+def test_a_fork_while_another_thread_launches_does_not_hang_the_child(tmp_path):
+    result = run_child(_FORK_WHILE_LAUNCHING, tmp_path)
+    assert "layer workqueue" in result.stdout
+    assert "fork while launching ok" in result.stdout
+
+
+_ENV_CHANGED = _HIDE_TBB + _COMMON + """
+import os
+if __name__ == "__main__":
+    # A NUMBA_* variable set after the import (a notebook choosing its cache directory):
+    # numba re-reads its configuration at the next compilation.
+    os.environ["NUMBA_CACHE_DIR"] = sys.argv[1] if len(sys.argv) > 1 else os.getcwd()
+
+    @numba.njit
+    def users_own(x):  # compiled now: numba re-reads its configuration
+        return x + 1.0
+
+    users_own(1.0)
+    parallel_check()
+    print("layer", numba.threading_layer(), flush=True)
+"""
+
+
+def test_the_fork_safe_choice_survives_numba_rereading_its_configuration(tmp_path):
+    # Before: the re-read set the layer back to numba's default, GNU OpenMP (not fork-safe).
+    result = run_child(_ENV_CHANGED, tmp_path)
+    assert "layer workqueue" in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------

@@ -206,16 +206,22 @@ def test_a_region_that_waited_for_a_late_thread_marks_the_machine_busy(monkeypat
     numba.set_num_threads(MAX_THREADS)
     try:
         done = np.zeros(100, dtype=np.int64)
-        assert _schedule.run_on(_serial_range, _punctual_region, 0, 100, 2, (done,))
+        assert _schedule.run_on(_serial_range, _punctual_region, 0, 100, 2, (done,), 1e-3)
+        assert not _schedule.busy()
+        # A thread that claimed nothing in a region that took no longer than the work on one
+        # thread: it started late on an idle machine (or tbb ran both loops on one thread),
+        # which cost nothing.
+        assert _schedule.run_on(_serial_range, _late_region, 0, 100, 2, (done,), 10.0)
         assert not _schedule.busy()
         assert _schedule.threads_for(_schedule.SERIAL_SECONDS) == MAX_THREADS
-        assert not _schedule.run_on(_serial_range, _late_region, 0, 100, 2, (done,))
+        # The same, over its expected time (0 s here): the region waited for a late thread.
+        assert not _schedule.run_on(_serial_range, _late_region, 0, 100, 2, (done,), 0.0)
         assert _schedule.busy()
         # Busy: work that would have had the threads runs on one, up to BUSY_SERIAL_SECONDS.
         assert _schedule.threads_for(_schedule.SERIAL_SECONDS) == 1
         assert _schedule.threads_for(0.99 * _schedule.BUSY_SERIAL_SECONDS) == 1
         assert _schedule.threads_for(_schedule.BUSY_SERIAL_SECONDS) == MAX_THREADS
-        assert np.all(done == 2)
+        assert np.all(done == 3)
     finally:
         numba.set_num_threads(previous)
 
@@ -223,6 +229,7 @@ def test_a_region_that_waited_for_a_late_thread_marks_the_machine_busy(monkeypat
 @needs_threads
 def test_after_a_late_region_a_long_check_runs_serial_pieces_and_tries_again(monkeypatch):
     monkeypatch.setattr(_schedule, "PROBE_EVERY", 4)
+    monkeypatch.setattr(_schedule, "LATE_FACTOR", 0.0)  # the stand-in regions take no time
     previous = numba.get_num_threads()
     numba.set_num_threads(MAX_THREADS)
     calls = []
