@@ -49,10 +49,31 @@ def assert_reports_bitwise_equal(a, b):
     assert a.blocks == b.blocks
 
 
-def test_big_case_takes_the_parallel_path(big_case):
-    X, Y, parameters, _ = big_case
+def test_big_case_takes_the_parallel_path(big_case, all_threads):
+    from gradcheck_fast import _threads
+
+    X, Y, parameters, gradients = big_case
     n_params = sum(v.size for v in parameters.values())
     assert n_params * X.shape[1] >= engine._SERIAL_WORK
+    before = _threads.launches
+    gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=all_threads)
+    assert _threads.launches > before
+
+
+def test_every_parallel_region_gives_the_serial_bits(big_case, all_threads, monkeypatch):
+    # With no serial threshold every kernel that has a parallel version runs it (the
+    # incremental engine's set-up too: radii and composed cubics, which no check of a
+    # test-sized network would otherwise run in parallel); the bits are the serial ones.
+    from gradcheck_fast import _schedule, _threads
+
+    X, Y, parameters, gradients = big_case
+    serial = gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=1)
+    monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
+    before = _threads.launches
+    parallel = gradcheck_fast.check_gradients(parameters, gradients, X, Y,
+                                              n_threads=all_threads)
+    assert _threads.launches - before >= 3  # radii, composed cubics, the engine's loop
+    assert_reports_bitwise_equal(serial, parallel)
 
 
 def test_one_and_several_threads_give_identical_bits(big_case, all_threads):
