@@ -17,7 +17,14 @@ from .delta import Prepared
 from .engine import Costs, mlp_cost_noise, mlp_costs, prepare_engine
 from .layout import MLPLayout
 from .models import MLP, SEED_MODEL
-from .report import ATOL, RTOL, GradientCheckReport, build_directional_report, build_report
+from .report import (
+    ATOL,
+    RTOL,
+    GradientCheckReport,
+    build_directional_report,
+    build_report,
+    noise_bound,
+)
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
 from .validation import (
     check_choice,
@@ -184,7 +191,11 @@ def numerical_gradient(inputs: Inputs, options: Options,
             return first
         half, quarter = (mlp_costs(layout, theta, X, Y, f * h, first.engine, options.progress,
                                    indices, model, prepared) for f in SMALLER_STEPS)
-        return with_truncation(first, half, quarter, options.atol, options.rtol)
+        # The differences' own rounding (ECnoise aside, which run_check measures later).
+        noise = tuple(noise_bound(c, 0.0, f * h, theta[c.indices], inputs.m)
+                      for c, f in ((first, 1.0), (half, SMALLER_STEPS[0]),
+                                   (quarter, SMALLER_STEPS[1])))
+        return with_truncation(first, half, quarter, options.atol, options.rtol, noise)
     # Richardson: (4 D(h) - D(2h)) / 3 = (8 (J+h - J-h) - (J+2h - J-2h)) / 12h cancels the
     # h**2 term of the central difference D; what remains is O(h**4).
     second = mlp_costs(layout, theta, X, Y, 2 * h, first.engine, options.progress, indices,

@@ -20,7 +20,7 @@ from .checker import LowPrecisionWarning, check_options
 from .engine import Costs, _run_kernel
 from .layout import Layout, is_shape_dict
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
-from .report import _U, SIGMA_FACTOR, GradientCheckReport, allowance, build_report
+from .report import _U, SIGMA_FACTOR, GradientCheckReport, allowance, build_report, noise_bound
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
 from .validation import float_parameter_array
 
@@ -439,8 +439,10 @@ def check(
     sigma = _noise(cost, theta, args)
     first = costs[1.0]
     if options.epsilon > TRUNCATION_STEP:
+        noise = tuple(noise_bound(costs[f], sigma, f * options.epsilon, theta, 1)
+                      for f in (1.0, *SMALLER_STEPS))
         first = with_truncation(first, *(costs[f] for f in SMALLER_STEPS), options.atol,
-                                options.rtol)
+                                options.rtol, noise)
     candidates = _needs_excuse(first, grad, sigma, theta, options)
     if candidates.size:
         def evaluate(step, indices):

@@ -36,8 +36,9 @@ and the check adds that much rounding to the element's noise bound (:func:`with_
 
 One exception keeps exactly quadratic coordinates (a linear output's last layer: D is exact and
 e1, e2 are rounding) from all turning unverified: when the three differences agree within
-``FLAT_FRACTION`` of the elementwise tolerance, the sequence shows nothing the check could see,
-and ``|E^| + |t2^|`` (of the size of that agreement) is used.
+``FLAT_FRACTION`` of the elementwise tolerance, or within their own rounding (a cost computed
+in float32, whose rounding is far above the tolerance), the sequence shows nothing the check
+could see, and ``|E^| + |t2^|`` (of the size of that agreement) is used.
 """
 
 from __future__ import annotations
@@ -74,24 +75,26 @@ def propagated_rounding(noise_h, noise_half, noise_quarter):
     return w_h * noise_h + w_half * noise_half + w_quarter * noise_quarter
 
 
-def with_truncation(first, half, quarter, atol: float, rtol: float):
+def with_truncation(first, half, quarter, atol: float, rtol: float, noise=None):
     """``first`` (the engine's :class:`~gradcheck_fast.engine.Costs` at step h) with the
     truncation bound from ``half`` and ``quarter`` (the same at h/2 and h/4), and the rounding
     of that bound added to its noise: to ``resolution`` (J units at step h: a rounding r of
     J+ - J- at step h/k is k r there) and to ``noise_factor`` (rounding of J itself, which
-    grows like 1/step)."""
+    grows like 1/step). ``noise``: the rounding bounds of the three central differences
+    (gradient units, as :func:`gradcheck_fast.report.noise_bound` gives them), if known."""
     resolution = (first.resolution + propagated_rounding(
         first.resolution, half.resolution / SMALLER_STEPS[0],
         quarter.resolution / SMALLER_STEPS[1]))
     growth = 1.0 + propagated_rounding(1.0, 1.0 / SMALLER_STEPS[0], 1.0 / SMALLER_STEPS[1])
     tolerance = atol + rtol * np.abs(first.gradapprox)
+    rounding = 0.0 if noise is None else noise[0] + 2.0 * noise[1] + noise[2]
     return replace(first, resolution=resolution, noise_factor=first.noise_factor * growth,
                    truncation=truncation_bound(first.gradapprox, half.gradapprox,
-                                               quarter.gradapprox, tolerance))
+                                               quarter.gradapprox, tolerance, rounding))
 
 
 def truncation_bound(d_h: np.ndarray, d_half: np.ndarray, d_quarter: np.ndarray,
-                     tolerance: np.ndarray) -> np.ndarray:
+                     tolerance: np.ndarray, rounding=0.0) -> np.ndarray:
     """A bound on ``|D(h) - f'|`` per coordinate from the central differences at h, h/2, h/4.
 
     Parameters
@@ -101,6 +104,9 @@ def truncation_bound(d_h: np.ndarray, d_half: np.ndarray, d_quarter: np.ndarray,
     tolerance : ndarray or float
         The elementwise tolerance ``atol + rtol |D(h)|`` the bound will be compared with (only
         used to recognise a sequence flat within what the check can see).
+    rounding : ndarray or float, default 0
+        A bound on the rounding of ``|e1| + |e2|`` (from the differences' own rounding): a
+        sequence flat within it is flat too.
 
     Returns
     -------
@@ -132,5 +138,5 @@ def truncation_bound(d_h: np.ndarray, d_half: np.ndarray, d_quarter: np.ndarray,
         t1 = 4.0 / 3.0 * e1 - 1.25 * t2
         bound = np.abs(t1 + t2) + np.abs(t2)
         asymptotic = np.abs(t2) <= REGIME_RATIO * np.abs(t1)
-        flat = np.abs(e1) + np.abs(e2) <= FLAT_FRACTION * tolerance
+        flat = np.abs(e1) + np.abs(e2) <= FLAT_FRACTION * tolerance + rounding
     return np.where((asymptotic | flat) & np.isfinite(bound), bound, np.inf)
