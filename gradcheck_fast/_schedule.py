@@ -112,13 +112,13 @@ def claim(schedule, worker, n_chunks):
     return chunk
 
 
-def run(serial, parallel, n: int, seconds: float, args: tuple, lo: int = 0) -> None:
-    """``serial(lo, lo + n, *args)`` on one thread when ``n * seconds`` (one-thread work) is
-    below the threshold of :func:`threads_for`, else ``parallel(lo, lo + n, n_chunks,
-    n_workers, schedule, *args)`` as one region whose workers claim the chunks (the parallel
-    kernels' convention, see :func:`claim`)."""
-    n_threads = min(threads_for(n * seconds), n)
-    run_on(serial, parallel, lo, lo + n, n_threads, args, n * seconds)
+def run(serial, parallel, n: int, seconds: float, args: tuple) -> None:
+    """``serial(0, n, *args)`` on one thread when ``n * seconds`` (one-thread work) is below
+    the threshold of :func:`threads_for`, else ``parallel(0, n, n_chunks, n_workers,
+    schedule, *args)`` as one region whose workers claim the chunks (the parallel kernels'
+    convention, see :func:`claim`)."""
+    n_threads = max(1, min(threads_for(n * seconds), n))
+    run_on(serial, parallel, 0, n, n_threads, args, n * seconds)
 
 
 def run_on(serial, parallel, lo: int, hi: int, n_threads: int, args: tuple,
