@@ -313,6 +313,13 @@ def _blame_W_or_b(parameters, label: str, prefix: str, l: int, n_layers: int, W,
                 f"{label}['{Wk}'] has shape {W.shape} but {bk} has {b.shape[0]} rows and "
                 f"{prefix}W{l + 1} has {following[1]} columns: {Wk} must have shape "
                 f"({b.shape[0]}, {W.shape[1]})")
+    if l == n_layers and b.ndim == 2 and b.shape[1] == 1:
+        # The output layer: nothing after it says which of the two has the output width.
+        raise ValueError(
+            f"{label}['{Wk}'] has shape {W.shape} but {bk} has shape {b.shape}: the output "
+            f"layer's {Wk} must have as many rows as {bk} has ({Wk} of shape "
+            f"({b.shape[0]}, {W.shape[1]}) or {bk} of shape ({W.shape[0]}, 1), whichever is "
+            f"the number of outputs)")
     raise ValueError(
         f"{label}['{bk}'] has shape {b.shape} but must be a ({W.shape[0]}, 1) column "
         f"({Wk} has {W.shape[0]} rows)"

@@ -581,6 +581,18 @@ def test_a_W_with_the_wrong_row_count_is_blamed_not_its_bias(case):
     assert "W2 must have shape (3, 5)" in message
 
 
+def test_the_output_layer_names_both_W_and_b(case):
+    # Before: "parameters['b3'] has shape (1, 1) but must be a (2, 1) column", though nothing
+    # after the output layer says whether W3 or b3 has the wrong number of outputs.
+    X, Y, parameters, gradients = case
+    n_layers = sum(1 for key in parameters if key.startswith("W"))
+    W = f"W{n_layers}"
+    parameters[W] = np.ones((parameters[W].shape[0] + 1, parameters[W].shape[1]))
+    message = _message(ValueError, lambda: check(parameters, gradients, X, Y))
+    assert message.startswith(f"parameters['{W}'] has shape {parameters[W].shape}")
+    assert f"b{n_layers}" in message and "number of outputs" in message
+
+
 def test_a_bias_with_the_wrong_length_is_still_blamed(case):
     # The other way round: b2 disagrees with W2 and W3, which agree with each other.
     X, Y, parameters, gradients = case
