@@ -18,8 +18,8 @@ import timeit
 
 from gradcheck_fast import check_gradients, delta
 from gradcheck_fast._threads import single_blas_thread
-from gradcheck_fast.checker import prepare_inputs
 from gradcheck_fast.networks import random_mlp
+from gradcheck_fast.options import prepare_inputs
 
 #: (layer widths, samples, budgets in seconds)
 TABLE = [

@@ -24,10 +24,11 @@ from .api import (
     gradients_to_vector,
     vector_to_dictionary,
 )
-from .checker import LowPrecisionWarning, assert_gradients_close, check_gradients
+from .checker import assert_gradients_close, check_gradients
 from .custom import check
 from .layout import Layout, MLPLayout
 from .models import MLP
+from .options import LowPrecisionWarning
 from .planning import CostEstimate, estimate_cost
 from .reference import backward_propagation_n, forward_propagation_n
 from .report import BlockResult, Element, GradientCheckFailed, GradientCheckReport

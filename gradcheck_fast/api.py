@@ -10,14 +10,9 @@ import numpy as np
 
 from . import reference
 from ._threads import n_threads_set
-from .checker import (
-    low_precision_note,
-    numerical_gradient,
-    prepare_inputs,
-    run_check,
-    seed_options,
-)
+from .checker import low_precision_note, numerical_gradient, run_check
 from .layout import SEED_LAYOUT, Layout, is_shape_dict
+from .options import prepare_inputs, seed_options
 from .report import relative_difference
 from .validation import (
     check_epsilon,

@@ -116,26 +116,6 @@ def incremental_layer_seconds(sizes, m: int, slow_fraction=None) -> np.ndarray:
     return seconds
 
 
-def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
-    """Per hidden layer, the share of (unit, sample) pairs whose radius is below the change a
-    step of epsilon can make (|da| <= epsilon * max(1, max|A_{l-1}|)): those take the explicit
-    path (see :mod:`gradcheck_fast.delta`)."""
-    from .delta import RHO_SAFETY
-
-    sizes = [int(s) for s in sizes]
-    act_off = prepared.act_off
-    fractions = np.zeros(len(sizes))
-    for l in range(1, len(sizes) - 1):
-        A_prev = prepared.A[act_off[l - 1] : act_off[l]]
-        change = epsilon * max(1.0, float(np.max(np.abs(A_prev), initial=0.0)))
-        rho = prepared.rho[act_off[l] : act_off[l + 1]].reshape(int(sizes[l]), m)
-        # Behind a tanh or sigmoid layer, the series' radius per unit as well.
-        radius = prepared.radius[prepared.s_off[l] : prepared.s_off[l] + int(sizes[l])]
-        limit = np.minimum(RHO_SAFETY * rho, radius[:, None])
-        fractions[l] = float(np.mean(limit <= change)) if limit.size else 0.0
-    return fractions
-
-
 def forward_seconds(sizes, m: int) -> float:
     """Seconds of one unperturbed forward pass with BLAS (:func:`gradcheck_fast.delta.forward`):
     the products and the activations."""

@@ -16,10 +16,10 @@ from numba.core.errors import NumbaError
 from ._jit import jit
 from ._schedule import claim
 from ._threads import n_threads_set
-from .checker import LowPrecisionWarning, check_options
 from .engine import Costs, _run_kernel
 from .layout import Layout, is_shape_dict
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
+from .options import DEFAULTS, LowPrecisionWarning, check_options
 from .report import _U, SIGMA_FACTOR, GradientCheckReport, allowance, build_report, noise_bound
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
 from .validation import float_parameter_array
@@ -402,10 +402,9 @@ def check(
     if grad.size != theta.size:
         raise ValueError(f"grad has {grad.size} elements but theta has {theta.size}")
     layout = _layout_for(layout, theta.size)
-    options = check_options(epsilon=epsilon, threshold=threshold, rtol=rtol, atol=atol,
-                            mode="full", n_per_block=1, n_directions=1, seed=0,
-                            probability=0.5, method="central", engine="auto",
-                            progress=progress, n_threads=n_threads, budget_s=None,
+    options = check_options(**{**DEFAULTS, "epsilon": epsilon, "threshold": threshold,
+                               "rtol": rtol, "atol": atol, "progress": progress,
+                               "n_threads": n_threads},
                             low_precision=bool(low_precision))
     J = _first_value(cost, theta, args)
     njit = _is_njit(cost)

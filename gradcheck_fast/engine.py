@@ -30,7 +30,6 @@ from .costmodel import (
     INCREMENTAL_S_PER_SAMPLE,
     exact_seconds,
     incremental_seconds,
-    slow_fractions,
 )
 from .mlp import _costs_along, _forward, _locate, _perturbed_cost, _regularisation
 from .models import SEED_MODEL
@@ -299,7 +298,7 @@ def _incremental(net, theta, Y, epsilon, prepared, indices, progress, model) -> 
     if n * worst < _schedule.SERIAL_SECONDS:
         seconds = worst
     else:
-        seconds = incremental_seconds(net.sizes, m, slow_fractions(p, net.sizes, m, epsilon))
+        seconds = incremental_seconds(net.sizes, m, delta.slow_fractions(p, net.sizes, m, epsilon))
     _run_kernel(delta._deltas_range, delta._deltas_parallel, n, seconds, args, progress)
     # Divided by the steps really taken, fl(theta_i +- epsilon) - theta_i, not by 2 epsilon:
     # the changes are exact to rounding, so the step's own rounding (up to an ulp of theta_i,

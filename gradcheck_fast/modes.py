@@ -38,7 +38,7 @@ from ._jit import jit
 from ._threads import single_blas_thread
 from .delta import _act_change
 from .models import SEED_MODEL
-from .report import ATOL, RTOL
+from .options import ATOL, RTOL
 from .truncation import SMALLER_STEPS, propagated_rounding, truncation_bound
 
 #: Unit roundoff of float64.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import delta
 from ._schedule import SERIAL_SECONDS
 from ._threads import num_threads
 from .costmodel import (
@@ -22,8 +23,11 @@ from .costmodel import (
     forward_seconds,
     incremental_layer_seconds,
     prepare_seconds,
-    slow_fractions,
 )
+from .engine import choose_engine, prepare_engine
+from .noise import N_POINTS
+from .options import DEFAULTS, check_options, prepare_inputs
+from .truncation import SMALLER_STEPS, TRUNCATION_STEP
 
 #: Seconds per parameter of validating and packing the inputs (used when they were not timed).
 PYTHON_S_PER_PARAM = 8e-9
@@ -105,7 +109,7 @@ class SetUp:
     seconds : the forward pass and preparation: measured when ``measured``, else modelled.
     measured : whether ``seconds`` was timed.
     slow : per step, per layer the share of samples on the explicit path
-        (:func:`gradcheck_fast.costmodel.slow_fractions`), or None (not known: fast path only).
+        (:func:`gradcheck_fast.delta.slow_fractions`), or None (not known: fast path only).
     """
 
     engine: str
@@ -123,8 +127,6 @@ def _steps(options) -> tuple[float, ...]:
     """The steps the engine runs: a second one at 2 eps for Richardson, eps/2 and eps/4 for a
     large central difference's truncation bound (see
     :func:`gradcheck_fast.checker.numerical_gradient`)."""
-    from .truncation import SMALLER_STEPS, TRUNCATION_STEP
-
     h = options.epsilon
     if options.method == "richardson":
         return (h, 2 * h)
@@ -135,8 +137,6 @@ def _steps(options) -> tuple[float, ...]:
 
 def _exact_setup_seconds(sizes, m: int) -> float:
     """The exact engine's forward pass and the ECnoise line (:data:`noise.N_POINTS` costs)."""
-    from .noise import N_POINTS
-
     pairs = sum(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
     return (1 + N_POINTS) * m * pairs * EXACT_S_PER_FLOP
 
@@ -146,8 +146,6 @@ def coordinate_setup(inputs, options, prepare: bool) -> SetUp:
     prepared here, timed, and its state kept for the engine; otherwise it is modelled."""
     layout, m = inputs.layout, inputs.m
     sizes = layout.sizes
-    from .engine import choose_engine, prepare_engine
-
     engine = choose_engine(options.engine, layout.n_params * m)
     if engine == "exact":
         return SetUp("exact", None, _exact_setup_seconds(sizes, m), False)
@@ -164,7 +162,7 @@ def coordinate_setup(inputs, options, prepare: bool) -> SetUp:
     slow = None
     if len(sizes) > 3:
         # Deep networks: how many samples the explicit path will take, per step.
-        slow = tuple(slow_fractions(prepared, sizes, m, h) for h in _steps(options))
+        slow = tuple(delta.slow_fractions(prepared, sizes, m, h) for h in _steps(options))
     return SetUp("incremental", prepared, seconds, True, slow)
 
 
@@ -394,17 +392,11 @@ def estimate_cost(parameters, gradients, X, Y, **options) -> CostEstimate:
     >>> cost.directional.seconds < cost.full.seconds
     True
     """
-    from .checker import check_options, prepare_inputs
-
     inputs = prepare_inputs(parameters, gradients, X, Y, options.pop("model", None))
-    defaults = dict(epsilon=None, threshold=2e-7, rtol=None, atol=None, mode="full",
-                    n_per_block=1000, n_directions=8, seed=0, probability=0.999,
-                    method="central", engine="auto", progress=False, n_threads=None,
-                    budget_s=None)
-    unknown = set(options) - set(defaults)
+    unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"estimate_cost() got an unexpected keyword argument "
                         f"{sorted(unknown)[0]!r}")
-    defaults.update(options)
-    return estimate(inputs, check_options(low_precision=bool(inputs.low_precision), **defaults))
+    return estimate(inputs, check_options(low_precision=bool(inputs.low_precision),
+                                          **{**DEFAULTS, **options}))
 

@@ -10,17 +10,8 @@ import numpy as np
 
 from ._jit import jit
 from .layout import Layout
-
-#: Default elementwise tolerances, |analytic - numerical| <= atol + rtol |numerical| + noise
-#: (torch.autograd.gradcheck's convention, with our noise bound added). For float64 and
-#: epsilon = 1e-7 the numerical gradient is accurate to ~1e-9 |J| absolute with the exact
-#: engine (rounding of two full costs, divided by 2 eps; that and worse is in `noise`) and to
-#: ~1e-15 relative with the incremental one, plus a truncation error eps^2 |J'''| / 6 ~ 2e-15
-#: |J'''|. A mistake in a backward pass changes an element by O(1) relative (a factor, a sign,
-#: an index, a missing term). RTOL = 1e-6 sits three orders of magnitude from either; ATOL =
-#: 1e-8 is the resolution below which an element of a gradient of an O(1) cost counts as zero.
-RTOL = 1e-6
-ATOL = 1e-8
+from .modes import detectable_error
+from .options import ATOL, RTOL
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
@@ -451,8 +442,6 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
     its size (a large step) is unverified. ``detectable_error`` follows from the largest
     tolerance among the block's verified probes (:func:`gradcheck_fast.modes.detectable_error`).
     """
-    from .modes import detectable_error
-
     blocks = {}
     analytic_all, numerical_all = [], []
     for name, shape in zip(layout.grad_names, layout.shapes):

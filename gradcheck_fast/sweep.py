@@ -9,8 +9,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._threads import n_threads_set
-from .checker import check_options, low_precision_note, numerical_gradient, prepare_inputs
+from .checker import low_precision_note, numerical_gradient
 from .engine import prepare_engine
+from .options import DEFAULTS, check_options, prepare_inputs
 from .report import relative_difference
 from .validation import check_epsilon
 
@@ -147,10 +148,9 @@ def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: f
     """
     inputs = prepare_inputs(parameters, gradients, X, Y, model)
     steps = _check_steps(steps)
-    base = check_options(epsilon=steps[0], threshold=threshold, rtol=None, atol=None,
-                         mode="full", n_per_block=1, n_directions=1, seed=0, probability=0.5,
-                         method="central", engine=engine, progress=False, n_threads=n_threads,
-                         budget_s=None, low_precision=bool(inputs.low_precision))
+    base = check_options(**{**DEFAULTS, "epsilon": steps[0], "threshold": threshold,
+                            "engine": engine, "n_threads": n_threads},
+                         low_precision=bool(inputs.low_precision))
     low_precision_note(inputs, base)
     rows = []
     used = "exact"

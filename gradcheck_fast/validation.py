@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .layout import MLPLayout
+from .models import MLP, SEED_MODEL
 
 _INTERMEDIATE_KEY = re.compile(r"d[AZ]\d+")
 
@@ -368,8 +369,6 @@ def pack_gradients(gradients, layout: MLPLayout) -> np.ndarray:
 
 def check_model(model, layout: MLPLayout):
     """The model (default: the seed's), which must fit the network's depth."""
-    from .models import MLP, SEED_MODEL
-
     if model is None:
         return SEED_MODEL
     if not isinstance(model, MLP):

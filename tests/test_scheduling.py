@@ -93,7 +93,7 @@ def test_a_large_check_launches_few_regions_each_with_every_thread(regions):
     layout, theta = validation.mlp_layout_and_theta(parameters)
     X, Y = validation.check_data(X, Y, layout)
     prepared = delta.prepare(layout, theta, X, Y)
-    slow = costmodel.slow_fractions(prepared, layout.sizes, X.shape[1], 1e-7)
+    slow = delta.slow_fractions(prepared, layout.sizes, X.shape[1], 1e-7)
     expected = report.n_params * costmodel.incremental_seconds(layout.sizes, X.shape[1], slow)
     assert 1 <= len(loops) <= math.ceil(expected / engine._PIECE_SECONDS), len(loops)
     for start, stop, n_chunks, n_workers, schedule, *_ in loops:
