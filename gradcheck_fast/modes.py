@@ -273,9 +273,10 @@ def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int
                 # truncation error, as in the full check.
                 (half, noise_half, _), (quarter, noise_quarter, _) = (
                     central(f * dz, f * epsilon) for f in SMALLER_STEPS)
+                rounding = noise + 2.0 * noise_half + noise_quarter
                 noise = (noise + propagated_rounding(noise, noise_half, noise_quarter)
                          + truncation_bound(data, half, quarter,
-                                            atol + rtol * np.abs(numerical)))
+                                            atol + rtol * np.abs(numerical), rounding))
             probes["d" + name] = Probes(
                 analytic=analytic, numerical=numerical, noise=noise, kinks=crossings,
                 rank_one=name[0] == "W", size=G.size,
