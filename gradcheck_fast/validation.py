@@ -230,11 +230,21 @@ def _mlp_layout_and_blocks(parameters, label: str = "parameters", prefix: str = 
         raise ValueError(
             f"{label} is missing key{'s' if len(missing) > 1 else ''} {listed}: {top} "
             f"make{'' if ' and ' in top else 's'} it a {n_layers}-layer network, which needs "
-            f"{needs}" + (f" (if it has fewer layers, remove {top})" if fewer else ""))
+            f"{needs}" + (f" (if it has fewer layers, remove {top})" if fewer else "")
+            + _near_misses(missing, parameters))
     extra = sorted(map(str, set(parameters) - set(names)))
     if extra:
         raise ValueError(f"{label} has unexpected key {extra[0]!r}; expected exactly {needs}")
     return _blocks(parameters, label, prefix, n_layers)
+
+
+def _near_misses(missing, mapping) -> str:
+    """"; did you mean ...": the keys of ``mapping`` that look like the ``missing`` ones once
+    stripped of spaces and case ('W1 ', 'w1'), or "" if none does."""
+    wanted = {name.lower() for name in missing}
+    close = [key for key in mapping
+             if isinstance(key, str) and key not in missing and key.strip().lower() in wanted]
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 def _depth(layers: list[int]) -> int:
@@ -339,7 +349,8 @@ def pack_gradients(gradients, layout: MLPLayout) -> np.ndarray:
     for name, shape in zip(layout.grad_names, layout.shapes):
         if name not in gradients:
             raise ValueError(f"gradients is missing key {name!r} (the gradient of "
-                             f"parameters['{name[1:]}'], shape {shape})")
+                             f"parameters['{name[1:]}'], shape {shape})"
+                             + _near_misses([name], gradients))
         array = _float_array(gradients[name], "gradients", name)
         if array.shape != shape:
             raise ValueError(f"gradients['{name}'] has shape {array.shape} but "

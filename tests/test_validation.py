@@ -653,3 +653,16 @@ def test_a_stray_key_far_above_the_network_is_unexpected_not_a_gap(case):
     parameters["W999999999"] = np.ones((1, 1))
     message = _message(ValueError, lambda: check(parameters, gradients, X, Y))
     assert message.startswith("parameters has unexpected key 'W999999999'")
+
+
+@pytest.mark.parametrize("source, key, near", [("parameters", "W1", "W1 "),
+                                               ("gradients", "dW1", "dW1 "),
+                                               ("parameters", "b2", "B2")])
+def test_a_near_miss_key_is_named(case, source, key, near):
+    # Before: "missing key 'W1'" without a word on the 'W1 ' that is there.
+    X, Y, parameters, gradients = case
+    mapping = dict(parameters if source == "parameters" else gradients)
+    mapping[near] = mapping.pop(key)
+    arguments = (mapping, gradients) if source == "parameters" else (parameters, mapping)
+    message = _message(ValueError, lambda: check(*arguments, X, Y))
+    assert f"missing key {key!r}" in message and f"did you mean {near!r}?" in message
