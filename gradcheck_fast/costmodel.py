@@ -27,14 +27,6 @@ INCREMENTAL_S_PER_OUTPUT = 1.1e-9
 #: (:func:`gradcheck_fast.delta._series`, NumPy elementwise work and three BLAS products).
 SERIES_S_PER_ELEMENT = 1.2e-8
 
-#: Seconds per (unit of layer l x unit of a later ReLU layer q x sample) of the incremental
-#: engine's set-up of the radii (:func:`gradcheck_fast.delta._radii`, a vectorised loop).
-RADII_S_PER_PAIR = 5e-10
-
-#: Seconds per (hidden unit x sample x output) of the incremental engine's set-up of the
-#: composed cubics (:func:`gradcheck_fast.delta._composed`).
-COMPOSED_S_PER_OUTPUT = 4e-8
-
 #: Seconds per multiply-add of the exact engine and of the incremental engine's explicit
 #: propagation (strict IEEE loops, one thread).
 EXACT_S_PER_FLOP = 1.0 / 1.5e9
@@ -124,6 +116,26 @@ def forward_seconds(sizes, m: int) -> float:
     return 2 * m * pairs * BLAS_S_PER_FLOP + 2 * m * sum(sizes) * ELEMENT_S
 
 
+def radii_sample_seconds(sizes, kinked) -> float:
+    """Seconds per sample of the kink radii (:func:`gradcheck_fast.delta._radii`, one thread):
+    every unit of a hidden layer l against every unit of each later hidden layer q in
+    ``kinked`` (the layers with a kink)."""
+    sizes = [int(s) for s in sizes]
+    seconds = 0.0
+    for q in kinked:
+        for l in range(1, q):
+            block = sizes[q] * sizes[l]
+            seconds += block * (RADII_S_PER_ELEMENT if block <= RADII_CACHE_ELEMENTS
+                                else RADII_S_PER_ELEMENT_STREAMED)
+    return seconds
+
+
+def composed_sample_seconds(sizes) -> float:
+    """Seconds per sample of the composed cubics (:func:`gradcheck_fast.delta._composed`, one
+    thread): every hidden unit against every output."""
+    return sum(int(s) for s in sizes[1:-1]) * int(sizes[-1]) * COMPOSED_S_PER_ELEMENT
+
+
 def prepare_seconds(sizes, m: int, hidden, speed: float = 1.0) -> float:
     """Seconds of the incremental engine's set-up (:func:`gradcheck_fast.delta.prepare`) for a
     network with the hidden activations ``hidden`` (one name per hidden layer); ``speed``: the
@@ -139,21 +151,16 @@ def prepare_seconds(sizes, m: int, hidden, speed: float = 1.0) -> float:
     n_layers = len(sizes) - 1
     n_out = sizes[-1]
     hidden_units = sum(sizes[1:-1])
-    kinked = [name in ("relu", "leaky_relu") for name in hidden]
+    kinked = [q for q in range(1, n_layers) if hidden[q - 1] in ("relu", "leaky_relu")]
     flops = 2 * m * n_out * sum(sizes[l] * sizes[l + 1] for l in range(1, n_layers - 1))
     elements = 2 * m * n_out * hidden_units  # masks and copies of V
-    radii_s = 0.0
     for l in range(1, n_layers - 1):
         for q in range(l + 1, n_layers):
             elements += 2 * sizes[q] * sizes[l]  # |W| or the product's scaling, reciprocal
             if q > l + 1:
                 flops += 2 * sizes[q] * sizes[q - 1] * sizes[l]
-            if kinked[q - 1]:
-                block = sizes[q] * sizes[l]
-                radii_s += m * block * (RADII_S_PER_ELEMENT if block <= RADII_CACHE_ELEMENTS
-                                      else RADII_S_PER_ELEMENT_STREAMED)
-    jitted = (radii_s
-              + m * hidden_units * n_out * COMPOSED_S_PER_ELEMENT) / speed
+    jitted = m * (radii_sample_seconds(sizes, kinked)
+                  + composed_sample_seconds(sizes)) / speed
     return (forward_seconds(sizes, m) + flops * BLAS_S_PER_FLOP + elements * ELEMENT_S
             + jitted + series_seconds(sizes, m, hidden))
 

@@ -33,7 +33,7 @@ from numba import prange
 
 from ._jit import jit
 from ._schedule import claim, run
-from .costmodel import COMPOSED_S_PER_OUTPUT, RADII_S_PER_PAIR
+from .costmodel import COMPOSED_S_PER_ELEMENT, radii_sample_seconds
 from .mlp import _locate
 from .models import SEED_MODEL
 
@@ -148,10 +148,8 @@ def _radii(sizes, act_off, Z, m, inverse, b_off, rho, kinked):
     runs along r, contiguous in B, so it vectorises. Serial for small networks, else one
     region over the samples (see :mod:`gradcheck_fast._schedule`).
     """
-    n_layers = len(sizes) - 1
-    pairs = sum(int(sizes[l]) * int(sizes[q]) for l in range(1, n_layers)
-                for q in range(l + 1, n_layers) if kinked[q])
-    run(_radii_range, _radii_parallel, m, pairs * RADII_S_PER_PAIR,
+    seconds = radii_sample_seconds(sizes, [q for q in range(1, len(sizes) - 1) if kinked[q]])
+    run(_radii_range, _radii_parallel, m, seconds,
         (sizes, act_off, Z, m, inverse, b_off, rho, kinked))
 
 
@@ -476,7 +474,7 @@ def _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius
     # Small networks on one thread: waking the others costs more than the work.
     args = (coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius, act_off, K)
     run(_composed_rows, _composed_parallel, hidden_units * m,
-        int(sizes[-1]) * COMPOSED_S_PER_OUTPUT, args)
+        int(sizes[-1]) * COMPOSED_S_PER_ELEMENT, args)
     return K
 
 
