@@ -107,6 +107,15 @@ def allowance(costs, sigma: float, theta: np.ndarray, *, m: int, epsilon: float,
     return atol + rtol * np.abs(costs.gradapprox), noise
 
 
+def _within_noise_only(analytic, numerical, error, tolerance, noise, atol: float) -> np.ndarray:
+    """Where an agreement rests on a noise bound above ``UNVERIFIABLE_FRACTION`` of the
+    values' size (beyond the plain tolerance): a mistake that large could hide in it, so the
+    element (or probe) is unverified, not ok."""
+    magnitude = np.maximum(np.abs(analytic), np.abs(numerical))
+    return ((error > tolerance) & (noise > atol)
+            & (noise > UNVERIFIABLE_FRACTION * magnitude))
+
+
 def _relative_error(analytic: np.ndarray, numerical: np.ndarray) -> np.ndarray:
     """``|a - n| / max(|a|, |n|)``: 0 when both are 0, 1 when one of them is, nan for nan."""
     error = np.abs(analytic - numerical)
@@ -389,9 +398,8 @@ def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, sig
     error = np.abs(g - numerical)
     checked = ~nonfinite & ~at_kink
     failing = checked & ~(error <= tolerance + noise)  # a NaN analytic value fails
-    magnitude = np.maximum(np.abs(g), np.abs(numerical))
-    unverified = (checked & ~failing & (error > tolerance) & (noise > atol)
-                  & (noise > UNVERIFIABLE_FRACTION * magnitude))
+    unverified = checked & ~failing & _within_noise_only(g, numerical, error, tolerance, noise,
+                                                         atol)
     relative = _relative_error(g, numerical)
     numerical_full = np.full(layout.n_params, np.nan)
     numerical_full[idx] = numerical
@@ -455,9 +463,8 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
         failing = valid & ~(error <= tolerance)
         # As for elements: a probe that passes only within a noise bound above 1 % of its size
         # (a large step's truncation; inf where no bound holds) verifies nothing.
-        magnitude = np.maximum(np.abs(p.analytic), np.abs(numerical))
-        unverified = (valid & ~failing & (error > atol + rtol * np.abs(numerical))
-                      & (p.noise > atol) & (p.noise > UNVERIFIABLE_FRACTION * magnitude))
+        unverified = valid & ~failing & _within_noise_only(
+            p.analytic, numerical, error, atol + rtol * np.abs(numerical), p.noise, atol)
         verified = valid & ~unverified
         n_failing = int(np.count_nonzero(failing))
         n_valid = int(np.count_nonzero(valid))
