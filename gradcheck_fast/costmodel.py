@@ -11,6 +11,8 @@ import functools
 
 import numpy as np
 
+from .activations import REGISTRY
+
 #: Seconds per floating-point operation of the BLAS products (one thread) in the set-up of
 #: the incremental engine and in the directional probes.
 BLAS_S_PER_FLOP = 1.0 / 35e9
@@ -144,14 +146,14 @@ def prepare_seconds(sizes, m: int, hidden, speed: float = 1.0) -> float:
     The forward pass; the sensitivities ``V_l = W_{l+1}^T (mask V_{l+1})`` (one BLAS product per
     hidden layer over ``m x n_out`` columns); the derivative bounds ``B_{q<-l}`` (|W| and
     products of them) and their reciprocals; the radii (every later ReLU unit against every
-    unit, per sample); the tanh/sigmoid series; the composed cubics (per hidden unit, sample
+    unit, per sample); the series behind curved layers; the composed cubics (per hidden unit, sample
     and output).
     """
     sizes = [int(s) for s in sizes]
     n_layers = len(sizes) - 1
     n_out = sizes[-1]
     hidden_units = sum(sizes[1:-1])
-    kinked = [q for q in range(1, n_layers) if hidden[q - 1] in ("relu", "leaky_relu")]
+    kinked = [q for q in range(1, n_layers) if REGISTRY[hidden[q - 1]].kink]
     flops = 2 * m * n_out * sum(sizes[l] * sizes[l + 1] for l in range(1, n_layers - 1))
     elements = 2 * m * n_out * hidden_units  # masks and copies of V
     for l in range(1, n_layers - 1):
@@ -166,11 +168,11 @@ def prepare_seconds(sizes, m: int, hidden, speed: float = 1.0) -> float:
 
 
 def series_seconds(sizes, m: int, hidden) -> float:
-    """Seconds of the incremental engine's extra set-up for the tanh/sigmoid layers among
+    """Seconds of the incremental engine's extra set-up for the curved layers among
     ``hidden`` (one activation name per hidden layer): for every hidden layer l with a smooth
     layer after it, the Taylor coefficients of each later layer q, ``n_q x n_l x m`` of them."""
     sizes = [int(s) for s in sizes]
-    smooth = [name in ("tanh", "sigmoid") for name in hidden]
+    smooth = [REGISTRY[name].curved for name in hidden]
     elements = 0
     for l in range(1, len(sizes) - 2):
         if any(smooth[l:]):

@@ -2,7 +2,8 @@
 
 The network is ``LINEAR -> act -> ... -> LINEAR -> output`` with the activations, output and
 loss of a :class:`gradcheck_fast.MLP`, passed to the kernels as codes: ``acts[l]`` for hidden
-layer l, ``out`` for the output (see :mod:`gradcheck_fast.models`), ``slope`` for leaky ReLU
+layer l, ``out`` for the output (the codes of :mod:`gradcheck_fast.activations` and
+:mod:`gradcheck_fast.losses`), ``slope`` for leaky ReLU
 and ``l2`` for the regularisation. Its parameters live in one float64 vector ``theta`` in the
 seed's order ``W1, b1, W2, b2, ...``, each block in C order; ``w_off[l]``/``b_off[l]`` give
 where ``Wl``/``bl`` start and
@@ -19,117 +20,12 @@ the cost a full forward pass would give.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ._jit import jit
-
-
-@jit
-def _relu(z):
-    # NaN stays NaN (the comparison is false), like np.maximum(0, z).
-    return 0.0 if z <= 0.0 else z
-
-
-@jit
-def _hidden(code, z, slope):
-    """The hidden activation with code ``code`` (models.HIDDEN) at z."""
-    if code == 0:
-        return _relu(z)
-    if code == 1:
-        return z if z > 0.0 else slope * z
-    if code == 2:
-        return math.tanh(z)
-    if code == 3:
-        return 1.0 / (1.0 + math.exp(-z))
-    return z
-
-
-@jit
-def _has_kink(code):
-    """ReLU and leaky ReLU are not differentiable at 0; the other activations are smooth."""
-    return code <= 1
-
-
-#: Unit roundoff of float64.
-_U = 2.0**-53
-
-
-@jit
-def _log_term(a, y):
-    """``(-log(a)) * y``, without calling log when y == 0 and the result is already known.
-
-    With y == 0 the product is +0 when -log(a) is finite, and NaN when it is +inf (a == 0) or
-    NaN: exactly what the seed's ``np.multiply(-np.log(A), Y)`` gives, bit for bit, at half the
-    cost for 0/1 labels.
-    """
-    if y == 0.0:
-        return 0.0 if a > 0.0 else math.nan
-    return (-math.log(a)) * y
-
-
-@jit
-def _logprob(z, y):
-    """The seed's cross-entropy term for one output unit, and a bound on its rounding error.
-
-    Returns ``(lp, err)`` with ``lp = -log(a)*y + -log(1-a)*(1-y)``, ``a = 1/(1 + exp(-z))``.
-    ``a`` carries a relative error of at most ~3u (exp, add, divide), which costs ``log(a)`` an
-    absolute 3u and ``log(1 - a)`` an absolute ``3u * a / (1 - a)`` — the cancellation in
-    ``1 - a`` when an output saturates — plus ~2u relative for the products and the sum.
-    ``err`` bounds that (beyond the error already in z): it is what blinds a central difference
-    on saturated samples, and the report turns it into a noise bound.
-    """
-    a = 1.0 / (1.0 + math.exp(-z))
-    lp = _log_term(a, y) + _log_term(1.0 - a, 1.0 - y)
-    err = _U * (3.0 * abs(y) + 3.0 * abs(1.0 - y) * a / (1.0 - a) + 2.0 * abs(lp))
-    return lp, err
-
-
-@jit(inline=True)
-def _column_loss(Z, zo, stride, col, Y, j, out, r, z_r):
-    """The loss of sample j from its output pre-activations ``Z[zo + o*stride + col]``, unit
-    r's read as ``z_r`` (r = -1: none), and a bound on its rounding error beyond that of z.
-
-    out 0: sigmoid and binary cross-entropy, summed over outputs in order (the seed's terms,
-    :func:`_logprob`); 1: softmax and categorical cross-entropy
-    ``sum_o y_o (lse - z_o)`` with ``lse = max + log sum exp(z - max)``; 2: squared error
-    ``1/2 sum_o (z_o - y_o)**2``.
-    """
-    n_out = Y.shape[0]
-    total = 0.0
-    error = 0.0
-    if out == 0:
-        for o in range(n_out):
-            z = z_r if o == r else Z[zo + o * stride + col]
-            term, err = _logprob(z, Y[o, j])
-            total += term
-            error += err
-        return total, error
-    if out == 1:
-        top = -math.inf
-        for o in range(n_out):
-            z = z_r if o == r else Z[zo + o * stride + col]
-            top = max(top, z)
-        s = 0.0
-        for o in range(n_out):
-            z = z_r if o == r else Z[zo + o * stride + col]
-            s += math.exp(z - top)
-        lse = top + math.log(s)
-        for o in range(n_out):
-            z = z_r if o == r else Z[zo + o * stride + col]
-            y = Y[o, j]
-            if y != 0.0:
-                total += y * (lse - z)
-                # exp, sum and log: (n_out + 4) u on lse; then the subtraction and product.
-                error += _U * abs(y) * ((n_out + 4.0) * (1.0 + abs(lse)) + 2.0 * abs(lse - z))
-        return total, error
-    for o in range(n_out):
-        z = z_r if o == r else Z[zo + o * stride + col]
-        d = z - Y[o, j]
-        total += 0.5 * (d * d)
-        error += _U * (abs(d) * (abs(z) + abs(Y[o, j])) + 3.0 * d * d)
-    return total, error
+from .activations import has_kink
+from .activations import value as activation
+from .losses import column_loss
 
 
 @jit(inline=True)
@@ -208,11 +104,11 @@ def _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, ell, acts, out, sl
                 z = Z[row + j]
                 # The output layer's activations are not needed by the engines (the loss is
                 # read from Z); they are kept as Z there.
-                A[row + j] = _hidden(acts[l], z, slope) if l < n_layers else z
+                A[row + j] = activation(acts[l], z, slope) if l < n_layers else z
     zo = act_off[n_layers]
     total = 0.0
     for j in range(m):
-        loss, _ = _column_loss(Z, zo, m, j, Y, j, out, -1, 0.0)
+        loss, _ = column_loss(Z, zo, m, j, Y, j, out, -1, 0.0)
         ell[j] = loss
         total += loss
     return (1.0 / m) * total + _regularisation(theta, sizes, w_off, m, l2)
@@ -252,7 +148,7 @@ def _costs_along(theta, step, n_points, sizes, w_off, b_off, act_off, X, Y, acts
                              ell, acts, out, slope, l2)
         if t:
             for l in range(1, n_layers):
-                if _has_kink(acts[l]):
+                if has_kink(acts[l]):
                     for k in range(act_off[l], act_off[l + 1]):
                         if (Z[k] > 0.0) != (Z0[k] > 0.0):
                             crossed = True
@@ -273,9 +169,9 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
 
     Returns ``(J, R, crossings)``: R bounds the rounding error of the per-sample losses that
     the perturbation changed (the unchanged ones are the same numbers in J+ and J-, so their
-    errors cancel in J+ - J-), see :func:`_column_loss`; crossings counts the (sample, hidden
-    unit) pairs of a ReLU-type layer whose pre-activation changed sign: kinks, where J is not
-    differentiable.
+    errors cancel in J+ - J-), see :func:`~gradcheck_fast.losses.column_loss`; crossings
+    counts the (sample, hidden unit) pairs of a ReLU-type layer whose pre-activation changed
+    sign: kinks, where J is not differentiable.
 
     Scratch: ``zrow``, ``s_new`` (m floats), ``changed`` (m ints), ``cur``, ``nxt`` (max hidden
     width * m floats).
@@ -297,7 +193,7 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
             if zrow[j] == Z[row_old + j]:
                 total += ell[j]
                 continue
-            loss, err = _column_loss(Z, row_old - r * m, m, j, Y, j, out, r, zrow[j])
+            loss, err = column_loss(Z, row_old - r * m, m, j, Y, j, out, r, zrow[j])
             total += loss
             resolution += err
         return (1.0 / m) * total, resolution, 0
@@ -306,11 +202,11 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
     n_l = sizes[l]
     n_changed = 0
     crossings = 0
-    kinked = _has_kink(acts[l])
+    kinked = has_kink(acts[l])
     for j in range(m):
         if kinked and (zrow[j] > 0.0) != (Z[row_old + j] > 0.0):
             crossings += 1
-        a_new = _hidden(acts[l], zrow[j], slope)
+        a_new = activation(acts[l], zrow[j], slope)
         if a_new == A[row_old + j]:
             continue
         changed[n_changed] = j
@@ -331,15 +227,15 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
                         theta[b_off[q] + k], nxt, o, -1, 0.0)
             if q < n_layers:
                 z_old = act_off[q] + k * m
-                kinked = _has_kink(acts[q])
+                kinked = has_kink(acts[q])
                 for t in range(n_changed):
                     if kinked and (nxt[o + t] > 0.0) != (Z[z_old + changed[t]] > 0.0):
                         crossings += 1
-                    nxt[o + t] = _hidden(acts[q], nxt[o + t], slope)
+                    nxt[o + t] = activation(acts[q], nxt[o + t], slope)
         cur, nxt = nxt, cur
     # cur now holds the output pre-activations of the changed samples, (n_out, n_changed).
     for t in range(n_changed):
-        loss, err = _column_loss(cur, 0, n_changed, t, Y, changed[t], out, -1, 0.0)
+        loss, err = column_loss(cur, 0, n_changed, t, Y, changed[t], out, -1, 0.0)
         s_new[t] = loss
         resolution += err
     t = 0

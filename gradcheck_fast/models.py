@@ -10,13 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import activations, losses
+
 __all__ = ["MLP", "SEED_MODEL", "HIDDEN", "OUTPUTS"]
 
-#: Hidden activations and their codes in the kernels.
-HIDDEN = {"relu": 0, "leaky_relu": 1, "tanh": 2, "sigmoid": 3, "linear": 4}
+#: Hidden activations and their codes in the kernels (the registry: :mod:`.activations`).
+HIDDEN = {name: entry.code for name, entry in activations.REGISTRY.items()}
 
-#: Outputs (each with its loss) and their codes in the kernels.
-OUTPUTS = {"sigmoid": 0, "softmax": 1, "linear": 2}
+#: Outputs (each with its loss) and their codes in the kernels (the registry: :mod:`.losses`).
+OUTPUTS = {name: entry.code for name, entry in losses.REGISTRY.items()}
 
 
 @dataclass(frozen=True)
@@ -26,19 +28,17 @@ class MLP:
     Parameters
     ----------
     hidden : str or sequence of str, default "relu"
-        The activation of the hidden layers 1..L-1: one name for all, or one per layer.
-        ``"relu"`` max(0, z); ``"leaky_relu"`` z if z > 0 else ``leaky_slope`` * z; ``"tanh"``;
-        ``"sigmoid"`` 1 / (1 + exp(-z)); ``"linear"`` z.
-    output : {"sigmoid", "softmax", "linear"}, default "sigmoid"
-        The output layer and its loss, with ``A = AL``, m samples (columns), and the sums over
-        all output units o and samples j:
-
-        - ``"sigmoid"``: A = sigmoid(Z), binary cross-entropy (the seed's)
-          ``J = 1/m sum_oj [-Y log A - (1 - Y) log(1 - A)]``;
-        - ``"softmax"``: A = softmax(Z) over each column, categorical cross-entropy
-          ``J = -1/m sum_oj Y log A``; Y one-hot ``(nL, m)`` (or probabilities), or integer
-          class labels of shape ``(m,)``;
-        - ``"linear"``: A = Z, squared error ``J = 1/(2m) sum_oj (A - Y)**2``.
+        The activation of the hidden layers 1..L-1: one name for all, or one per layer, from
+        :data:`gradcheck_fast.activations.REGISTRY` (each entry's ``doc`` gives its formula):
+        ``"relu"`` max(0, z), ``"leaky_relu"`` z if z > 0 else ``leaky_slope`` * z, ``"tanh"``,
+        ``"sigmoid"``, ``"linear"``, and any later entry.
+    output : str, default "sigmoid"
+        The output layer and its loss, from :data:`gradcheck_fast.losses.REGISTRY`, with
+        ``A = AL``, m samples (columns), sums over all output units o and samples j:
+        ``"sigmoid"`` (the seed's binary cross-entropy), ``"softmax"`` (categorical
+        cross-entropy; Y one-hot, probabilities or integer class labels of shape ``(m,)``),
+        ``"linear"`` (squared error ``J = 1/(2m) sum_oj (A - Y)**2``); each entry's ``doc``
+        gives its formula.
     l2 : float, default 0.0
         lambda >= 0: adds ``lambda / (2m) * sum_l ||Wl||_F**2`` (biases are not regularised), so
         ``dWl`` gains ``lambda / m * Wl``.
@@ -88,6 +88,17 @@ class MLP:
                              f"network has {n_layers - 1} hidden layer(s)")
         return self.hidden
 
+    def activations(self, n_layers: int) -> tuple[activations.Activation, ...]:
+        """The registry entries hidden layers 1..n_layers-1 compute with (a leaky ReLU of slope
+        1 is the identity: :func:`gradcheck_fast.activations.resolve`)."""
+        return tuple(activations.resolve(name, self.leaky_slope)
+                     for name in self.hidden_for(n_layers))
+
+    @property
+    def loss(self) -> losses.Loss:
+        """The registry entry of the output and its loss."""
+        return losses.REGISTRY[self.output]
+
     def codes(self, n_layers: int) -> np.ndarray:
         """Activation codes for the kernels: entry l (1 <= l < n_layers) is layer l's
         (read-only, cached: the seed's check runs in microseconds)."""
@@ -101,9 +112,7 @@ class MLP:
 @functools.lru_cache(maxsize=256)
 def _codes(model: MLP, n_layers: int) -> np.ndarray:
     codes = np.zeros(n_layers + 1, dtype=np.int64)
-    # A leaky ReLU of slope 1 is the identity: no kink (coded as linear).
-    codes[1:n_layers] = [HIDDEN["linear"] if name == "leaky_relu" and model.leaky_slope == 1.0
-                         else HIDDEN[name] for name in model.hidden_for(n_layers)]
+    codes[1:n_layers] = [entry.code for entry in model.activations(n_layers)]
     codes.flags.writeable = False
     return codes
 

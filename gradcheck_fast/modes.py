@@ -33,10 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import delta
+from . import activations, delta
 from ._jit import jit
 from ._threads import single_blas_thread
-from .delta import _act_change
+from .losses import output_coefficients, sample_change
 from .models import SEED_MODEL
 from .options import ATOL, RTOL
 from .truncation import SMALLER_STEPS, propagated_rounding, truncation_bound
@@ -97,9 +97,11 @@ def _unit_rows(rng, k: int, n: int) -> np.ndarray:
 # millisecond or so even on the mnist-size network, less than a parallel region can cost when
 # another process holds a core (it waits for its descheduled worker).
 @jit
-def _activation_changes(code, slope, z, a, f, dz_plus, dz_minus, da_plus, da_minus, crossings):
+def _activation_changes(code, slope, z, a, f1, f2, dz_plus, dz_minus, da_plus, da_minus,
+                        crossings):
     """``da = f(z + dz) - f(z)`` of a hidden layer (activation ``code``, see
-    :func:`gradcheck_fast.delta._act_change`; ``a``, ``f`` its unperturbed f(z) and complement)
+    :func:`gradcheck_fast.activations.change`; ``a``, ``f1``, ``f2`` its unperturbed f(z) and
+    complements)
     for both steps of every probe, without cancellation; counts each probe's kink crossings into
     ``crossings[p]``. Arrays are (units, probes, samples); each probe writes its own slots.
     Returns whether any crossing happened."""
@@ -108,13 +110,13 @@ def _activation_changes(code, slope, z, a, f, dz_plus, dz_minus, da_plus, da_min
         count = 0
         for i in range(n):
             for j in range(m):
-                change, crossed = _act_change(code, z[i, j], dz_plus[i, p, j], slope, a[i, j],
-                                              f[i, j])
-                da_plus[i, p, j] = change
+                da, crossed = activations.change(code, z[i, j], dz_plus[i, p, j], slope,
+                                                 a[i, j], f1[i, j], f2[i, j])
+                da_plus[i, p, j] = da
                 count += crossed
-                change, crossed = _act_change(code, z[i, j], dz_minus[i, p, j], slope, a[i, j],
-                                              f[i, j])
-                da_minus[i, p, j] = change
+                da, crossed = activations.change(code, z[i, j], dz_minus[i, p, j], slope,
+                                                 a[i, j], f1[i, j], f2[i, j])
+                da_minus[i, p, j] = da
                 count += crossed
         crossings[p] += count
     total = 0
@@ -127,7 +129,7 @@ def _activation_changes(code, slope, z, a, f, dz_plus, dz_minus, da_plus, da_min
 def _loss_changes(out, coef, sig, Y, t, value, error):
     """``sum_{o, j} g_oj(t[o, p, j]) / m`` per probe p into ``value[p]``, and a bound on its
     rounding into ``error[p]``; t is ``(n_out, k, m)`` (see
-    :func:`gradcheck_fast.delta._sample_change`, any output kind)."""
+    :func:`gradcheck_fast.losses.sample_change`, any output kind)."""
     n_out, k, m = t.shape
     for p in range(k):
         tvec = np.empty(n_out)
@@ -136,7 +138,7 @@ def _loss_changes(out, coef, sig, Y, t, value, error):
         for j in range(m):
             for o in range(n_out):
                 tvec[o] = t[o, p, j]
-            v, e = delta._sample_change(out, coef, sig, Y, j, n_out, tvec)
+            v, e = sample_change(out, coef, sig, Y, j, n_out, tvec)
             total += v
             bound += e
         value[p] = total / m
@@ -147,10 +149,10 @@ def _propagate(layers, l, dz_plus, codes, slope):
     """Carry ``dz`` (n_l, k, m) at layer l and its negative to the output pre-activations.
 
     Returns ``(t_plus, t_minus, crossings per probe)``. Through piecewise-linear layers the
-    minus step is the plus step negated; once some unit crossed its kink, or behind a tanh or
-    sigmoid layer, the two differ, and from there on their difference is carried as well
-    (``da_plus + da_minus``: small and formed without cancellation, so the two steps' outputs
-    differ by exactly that).
+    minus step is the plus step negated; once some unit crossed its kink, or behind a curved
+    layer (tanh, sigmoid, ...), the two differ, and from there on their difference is carried
+    as well (``da_plus + da_minus``: small and formed without cancellation, so the two steps'
+    outputs differ by exactly that).
     """
     _, k, m = dz_plus.shape
     dz_minus = -dz_plus
@@ -161,15 +163,16 @@ def _propagate(layers, l, dz_plus, codes, slope):
         da_plus = np.empty_like(dz_plus)
         da_minus = np.empty_like(dz_plus)
         code = int(codes[q])
-        crossed = _activation_changes(code, slope, layers.Z[q], layers.A[q], layers.F[q],
-                                      dz_plus, dz_minus, da_plus, da_minus, crossings)
+        crossed = _activation_changes(code, slope, layers.Z[q], layers.A[q], layers.F1[q],
+                                      layers.F2[q], dz_plus, dz_minus, da_plus, da_minus,
+                                      crossings)
         W = layers.weights[q + 1]
         n_next, n_q = W.shape
         # W @ da for every probe in one product: da is (units, probes * samples) as stored.
         dz_plus = (W @ da_plus.reshape(n_q, k * m)).reshape(n_next, k, m)
         # da_plus + da_minus is 0 while both steps are symmetric and the layer is piecewise
         # linear with no kink crossed; after that, never again.
-        symmetric = symmetric and not crossed and code not in (2, 3)
+        symmetric = symmetric and not crossed and not activations.BY_CODE[code].curved
         if not symmetric:
             asymmetry = (da_plus + da_minus).reshape(n_q, k * m)
             dz_minus = -dz_plus + (W @ asymmetry).reshape(n_next, k, m)
@@ -180,26 +183,28 @@ def _propagate(layers, l, dz_plus, codes, slope):
 
 @dataclass(frozen=True)
 class _Layers:
-    """The unperturbed pass per layer q as (n_q, m) views: Z, A and the activations'
-    complements F (:func:`gradcheck_fast.delta.activation_complements`); weights[q] is W_q."""
+    """The unperturbed pass per layer q as (n_q, m) views: Z, A and the activations' two
+    complements F1, F2 (:func:`gradcheck_fast.delta.activation_complements`); weights[q] is
+    W_q."""
 
     Z: list
     A: list
-    F: list
+    F1: list
+    F2: list
     weights: list
 
 
 def _unperturbed(net, theta, X, Y, model):
     J, Z, A, act_off, weights = delta.forward(net, theta, X, Y, model)
-    hidden = model.hidden_for(net.n_layers)
-    F = delta.activation_complements(Z, act_off, hidden)
+    F = delta.activation_complements(Z, act_off, model.activations(net.n_layers))
     sizes, m = net.sizes, X.shape[1]
 
     def per_layer(flat):
         return [flat[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)
                 for q in range(len(sizes))]
 
-    return J, Z, act_off, _Layers(per_layer(Z), per_layer(A), per_layer(F), weights)
+    return J, Z, act_off, _Layers(per_layer(Z), per_layer(A), per_layer(F[0]),
+                                  per_layer(F[1]), weights)
 
 
 def _central_difference(layers, l, codes, model, coef, sig, Y, dz, epsilon):
@@ -239,7 +244,7 @@ def directional_probes(net, theta, grad, X, Y, epsilon: float, n_directions: int
         J, Z, act_off, layers = _unperturbed(net, theta, X, Y, model)
         coef = np.empty(m * n_out * 4)
         sig = np.empty(m * n_out * 2)
-        delta._output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig, model.output_code)
+        output_coefficients(Z, int(act_off[-2]), Y, m, coef, sig, model.output_code)
         probes = {}
         for index, name in enumerate(net.names):
             l = int(name[1:])

@@ -318,33 +318,9 @@ def one_hot(labels, n_classes):
     return Y
 
 
-def _hidden_activation(name, Z, slope):
-    if name == "relu":
-        return np.maximum(0, Z)
-    if name == "leaky_relu":
-        return np.where(Z > 0, Z, slope * Z)
-    if name == "tanh":
-        return np.tanh(Z)
-    if name == "sigmoid":
-        return 1 / (1 + np.exp(-Z))
-    return Z  # linear
-
-
-def _hidden_derivative(name, Z, A, slope):
-    if name == "relu":
-        return (Z > 0).astype(Z.dtype)
-    if name == "leaky_relu":
-        return np.where(Z > 0, 1.0, slope)
-    if name == "tanh":
-        return 1 - A**2
-    if name == "sigmoid":
-        return A * (1 - A)
-    return np.ones_like(Z)  # linear
-
-
-def _labels(Y, output, n_out):
+def _labels(Y, loss, n_out):
     Y = np.asarray(Y)
-    if output == "softmax" and Y.ndim == 1 and Y.dtype.kind in "iu":
+    if loss.class_labels and Y.ndim == 1 and Y.dtype.kind in "iu":
         return one_hot(Y, n_out)
     return Y.reshape(n_out, -1) if Y.ndim == 1 else Y
 
@@ -353,36 +329,23 @@ def forward_mlp(X, Y, parameters, model):
     """Forward pass and cost of ``model`` (a :class:`gradcheck_fast.MLP`); returns (cost, cache).
 
     The cache is the seed's flat tuple ``(Z1, A1, W1, b1, ..., ZL, AL, WL, bL)``. Costs as in
-    the ``MLP`` docstring; softmax is evaluated stably (shifted by the column maximum).
+    the ``MLP`` docstring, each activation and loss by its registry entry's NumPy functions
+    (:mod:`gradcheck_fast.activations`, :mod:`gradcheck_fast.losses`).
     """
     m = X.shape[1]
     L = _n_layers(parameters)
-    hidden = model.hidden_for(L)
-    Y = _labels(Y, model.output, parameters[f"W{L}"].shape[0])
+    hidden = model.activations(L)
+    loss = model.loss
+    Y = _labels(Y, loss, parameters[f"W{L}"].shape[0])
     A = X
     cache = ()
     for l in range(1, L + 1):
         W = parameters[f"W{l}"]
         b = parameters[f"b{l}"]
         Z = np.dot(W, A) + b
-        if l < L:
-            A = _hidden_activation(hidden[l - 1], Z, model.leaky_slope)
-        elif model.output == "sigmoid":
-            A = sigmoid(Z)
-        elif model.output == "softmax":
-            shifted = Z - Z.max(axis=0, keepdims=True)
-            A = np.exp(shifted) / np.sum(np.exp(shifted), axis=0, keepdims=True)
-        else:
-            A = Z
+        A = hidden[l - 1].forward(Z, model.leaky_slope) if l < L else loss.output(Z)
         cache += (Z, A, W, b)
-    if model.output == "sigmoid":
-        cost = 1.0 / m * np.sum(np.multiply(-np.log(A), Y) + np.multiply(-np.log(1 - A), 1 - Y))
-    elif model.output == "softmax":
-        shifted = Z - Z.max(axis=0, keepdims=True)
-        log_A = shifted - np.log(np.sum(np.exp(shifted), axis=0, keepdims=True))
-        cost = -1.0 / m * np.sum(Y * log_A)
-    else:
-        cost = 1.0 / (2 * m) * np.sum((A - Y) ** 2)
+    cost = 1.0 / m * loss.data_sum(Z, Y)
     if model.l2:
         cost += model.l2 / (2 * m) * sum(np.sum(parameters[f"W{l}"] ** 2)
                                           for l in range(1, L + 1))
@@ -392,22 +355,22 @@ def forward_mlp(X, Y, parameters, model):
 def backward_mlp(X, Y, cache, model):
     """The correct gradients of :func:`forward_mlp`: ``dWl``, ``dbl`` and ``dZl``/``dAl``.
 
-    Every output pairs with its loss so that ``dZL = AL - Y`` (for softmax with labels that
-    sum to s per sample, ``AL * s - Y``); L2 adds ``lambda / m * Wl`` to ``dWl``.
+    ``dZL`` is the loss entry's (``AL - Y`` for every pair but softmax with labels that sum to
+    s per sample: ``AL * s - Y``); L2 adds ``lambda / m * Wl`` to ``dWl``.
     """
     m = X.shape[1]
     L = len(cache) // 4
-    hidden = model.hidden_for(L)
+    hidden = model.activations(L)
     n_out = cache[4 * (L - 1)].shape[0]
-    Y = _labels(Y, model.output, n_out)
+    Y = _labels(Y, model.loss, n_out)
     gradients = {}
     for l in range(L, 0, -1):
         Z, A, W, b = cache[4 * (l - 1) : 4 * l]
         A_prev = X if l == 1 else cache[4 * (l - 2) + 1]
         if l == L:
-            dZ = A * np.sum(Y, axis=0, keepdims=True) - Y if model.output == "softmax" else A - Y
+            dZ = model.loss.dZ(A, Y)
         else:
-            dZ = gradients[f"dA{l}"] * _hidden_derivative(hidden[l - 1], Z, A, model.leaky_slope)
+            dZ = gradients[f"dA{l}"] * hidden[l - 1].derivative(Z, A, model.leaky_slope)
         dW = 1.0 / m * np.dot(dZ, A_prev.T) + model.l2 / m * W
         db = 1.0 / m * np.sum(dZ, axis=1, keepdims=True)
         gradients[f"dZ{l}"] = dZ

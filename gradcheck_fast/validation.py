@@ -390,20 +390,20 @@ def check_model(model, layout: MLPLayout):
 
 def check_data(X, Y, layout: MLPLayout, model=None) -> tuple[np.ndarray, np.ndarray]:
     """X as float64 ``(n0, m)`` and Y as float64 ``(nL, m)`` (``(m,)`` accepted when nL = 1;
-    for a softmax output, integer class labels of shape ``(m,)`` become one-hot columns)."""
+    for an output that takes class labels (softmax), integer labels of shape ``(m,)`` become
+    one-hot columns)."""
     X = data_array(X, "X")
     n_x, n_out = int(layout.sizes[0]), int(layout.sizes[-1])
     raw = _as_array(Y, "Y")
-    if (model is not None and model.output == "softmax" and raw.ndim == 1
-            and raw.dtype.kind in "iub" and raw.dtype.kind != "b"):
+    labels = model is not None and model.loss.class_labels
+    if labels and raw.ndim == 1 and raw.dtype.kind in "iu":
         if raw.size and (raw.min() < 0 or raw.max() >= n_out):
             raise ValueError(f"Y's class labels must lie in 0..{n_out - 1} (the {n_out} "
                              f"outputs); got values from {raw.min()} to {raw.max()}")
         Y = np.zeros((n_out, raw.shape[0]))
         Y[raw, np.arange(raw.shape[0])] = 1.0
-    elif (model is not None and model.output == "softmax" and raw.ndim == 1
-          and n_out > 1):
-        raise ValueError(f"Y of shape {raw.shape} with a softmax output must hold integer "
+    elif labels and raw.ndim == 1 and n_out > 1:
+        raise ValueError(f"Y of shape {raw.shape} with a {model.output} output must hold integer "
                          f"class labels in 0..{n_out - 1}; got dtype {raw.dtype} — pass "
                          f"Y.astype(int), or one-hot Y of shape ({n_out}, m)")
     else:

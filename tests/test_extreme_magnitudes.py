@@ -14,7 +14,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from gradcheck_fast import MLP, check_gradients, delta, engine, reference, validation
+from gradcheck_fast import MLP, check_gradients, engine, losses, reference, validation
 from tests.conftest import correct_gradients, random_network
 from tests.test_incremental import _check, _true_changes
 
@@ -67,7 +67,7 @@ def _softmax_cases():
 
 
 def test_softmax_loss_change_is_within_its_bound_at_any_saturation():
-    """delta._softmax_change against 50 digits, for every one-hot label: the value within the
+    """losses._softmax_change against 50 digits, for every one-hot label: the value within the
     rounding bound it returns (plus the rounding of the float64 result itself, u |value|).
     Before the shifted log-sum branch, a confident output pushed down by 37.4 came out 0.67
     off (bound ~1e-14) and by 800 as -inf."""
@@ -79,8 +79,8 @@ def test_softmax_loss_change_is_within_its_bound_at_any_saturation():
             Y[label, 0] = 1.0
             Z = np.array(z)  # one sample: output o at index o
             coef, sig = np.empty(4 * n_out), np.empty(2 * n_out)
-            delta._output_coefficients(Z, 0, Y, 1, coef, sig, 1)
-            value, bound = delta._softmax_change(coef, sig, 0, n_out, np.array(t))
+            losses.output_coefficients(Z, 0, Y, 1, coef, sig, 1)
+            value, bound = losses._softmax_change(coef, sig, 0, n_out, np.array(t))
 
             def loss(shift, label=label, z=z):
                 u = [mpmath.mpf(a) + mpmath.mpf(b) for a, b in zip(z, shift)]
@@ -93,7 +93,7 @@ def test_softmax_loss_change_is_within_its_bound_at_any_saturation():
 
 
 def test_sigmoid_loss_change_is_within_its_bound_for_moves_past_expm1_overflow():
-    """delta._loss_change (the sigmoid output's cross-entropy) for |t| up to 900 against 50
+    """losses._bce_change (the sigmoid output's cross-entropy) for |t| up to 900 against 50
     digits: before, a confident output moved by -720 came out +inf (expm1(720) overflows),
     and z = 0.3 moved by -40 (t + log1p(...) cancelling to -0.85) 2.5 times its bound off."""
     mpmath.mp.dps = 50
@@ -101,7 +101,7 @@ def test_sigmoid_loss_change_is_within_its_bound_for_moves_past_expm1_overflow()
         s, sbar = 1.0 / (1.0 + math.exp(-z)), 1.0 / (1.0 + math.exp(z))
         for t in (-900.0, -720.0, -705.0, -40.0, -1.5, 1.5, 40.0, 705.0, 720.0, 900.0):
             for y in (0.0, 1.0):
-                value, bound = delta._loss_change(0.0, 0.0, 0.0, 0.0, s, sbar, y, t)
+                value, bound = losses._bce_change(0.0, 0.0, 0.0, 0.0, s, sbar, y, t)
 
                 def loss(u, y=y):
                     return mpmath.log1p(mpmath.exp(u)) - y * u

@@ -1,0 +1,301 @@
+"""Hidden activations: one registry entry per activation, holding everything of it that any
+engine, mode, the cost model and the reference need.
+
+An entry (:class:`Activation`) owns:
+
+- its kernel **code** (a named constant below) and its jitted **value** ``f(z)``;
+- its exact, cancellation-free **change** ``f(z + dz) - f(z)`` (the incremental engine and the
+  directional probes carry a perturbation through the network as changes), formed from z, dz,
+  ``f(z)`` and up to two **complements** per unit and sample that the unperturbed pass stores
+  (e.g. sech(z)**2 for tanh), so that the hot path needs no transcendental function;
+- its **Taylor coefficients** ``(f', f''/2, f'''/6)`` (the forward-mode series behind a curved
+  layer) with a bound on ``|f''''|`` (how far that series is exact) and its **gain**, a bound on
+  ``|f'|`` (how far a change can travel);
+- whether it has a **kink** (not differentiable at 0: crossings are counted, radii computed);
+- its plain NumPy **forward** and **derivative** (the reference's known-good passes).
+
+The jitted dispatchers :func:`value`, :func:`change` and :func:`has_kink` select by code; an
+unknown code raises inside a kernel as well as in Python (:func:`resolve`), never falls through
+to another activation. A new activation is one entry here (its functions, its registry line, a
+branch in each dispatcher) plus its test data in ``tests/activation_data.py``: every engine,
+mode and test picks it up from :data:`REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._jit import jit
+
+__all__ = ["Activation", "REGISTRY", "BY_CODE", "resolve", "value", "change", "has_kink"]
+
+#: Kernel codes, one per activation.
+RELU = 0
+LEAKY_RELU = 1
+TANH = 2
+SIGMOID = 3
+LINEAR = 4
+
+#: Below this |dz| a curved activation's change is its Taylor series to dz**4 (no
+#: transcendental function per sample); the next term is below 2e-19 relative (see each entry).
+DZ_SERIES = 2.0**-15
+
+#: Beyond this |dz| a change has nothing to cancel (a huge step, unscaled inputs): the plain
+#: difference f(z + dz) - f(z), which also survives the overflow of the addition theorems.
+DZ_PLAIN = 1.0
+
+# ---------------------------------------------------------------------------------------------
+# ReLU and leaky ReLU: piecewise linear, a kink at 0
+# ---------------------------------------------------------------------------------------------
+@jit
+def _relu(z):
+    # NaN stays NaN (the comparison is false), like np.maximum(0, z).
+    return 0.0 if z <= 0.0 else z
+
+
+@jit(inline=True)
+def _relu_change(z, dz):
+    """``(relu(z + dz) - relu(z), crossed)``: formed explicitly when the kink is crossed."""
+    zn = z + dz
+    if z > 0.0:
+        if zn > 0.0:
+            return dz, False
+        return -z, True
+    if zn > 0.0:
+        return zn, True
+    return 0.0, False
+
+
+@jit(inline=True)
+def _leaky_change(z, dz, slope):
+    """``(f(z + dz) - f(z), crossed)`` of a leaky ReLU of slope ``slope`` below 0."""
+    zn = z + dz
+    if z > 0.0:
+        if zn > 0.0:
+            return dz, False
+        return slope * zn - z, True
+    if zn > 0.0:
+        return zn - slope * z, True
+    return slope * dz, False
+
+
+# ---------------------------------------------------------------------------------------------
+# tanh and the logistic sigmoid: their addition theorems
+# ---------------------------------------------------------------------------------------------
+@jit(inline=True)
+def _tanh_change(z, dz, a, b):
+    """``tanh(dz) b / (1 + a tanh(dz))`` with ``a = tanh(z)``, ``b = sech(z)**2``: never a
+    difference of nearly equal values. For |dz| <= 2**-15, tanh(dz) to dz**3 (the next term is
+    2 dz**4 / 15 relative, < 2e-19)."""
+    if abs(dz) > DZ_PLAIN:
+        return math.tanh(z + dz) - math.tanh(z)
+    td = dz * (1.0 - dz * dz / 3.0) if abs(dz) <= DZ_SERIES else math.tanh(dz)
+    return td * b / (1.0 + a * td)
+
+
+@jit(inline=True)
+def _sigmoid_change(z, dz, a, b):
+    """``a b e / (1 + a e)``, ``e = expm1(dz)``, ``a = sigmoid(z)``, ``b = sigmoid(-z)``. For
+    |dz| <= 2**-15, expm1 to dz**4 (the next term is dz**4 / 120 relative, < 1e-21)."""
+    if abs(dz) > DZ_PLAIN:
+        return 1.0 / (1.0 + math.exp(-(z + dz))) - 1.0 / (1.0 + math.exp(-z))
+    if abs(dz) <= DZ_SERIES:
+        e = dz * (1.0 + dz * (0.5 + dz * (1.0 / 6.0 + dz / 24.0)))
+    else:
+        e = math.expm1(dz)
+    return a * b * e / (1.0 + a * e)
+
+
+def _sigmoid_np(z):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def _sigmoid_pair(z):
+    """``(sigmoid(z), sigmoid(-z))``, each formed directly (not as 1 - the other)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z)), 1.0 / (1.0 + np.exp(z))
+
+
+def _tanh_taylor(z, slope):
+    f = np.tanh(z)
+    with np.errstate(over="ignore"):
+        f1 = 1.0 / np.cosh(z) ** 2  # 1 - tanh**2 without cancellation
+    return f1, -f * f1, -f1 * (f1 - 2.0 * f * f) / 3.0
+
+
+def _sigmoid_taylor(z, slope):
+    s, sbar = _sigmoid_pair(z)
+    s1 = s * sbar
+    return s1, s1 * (sbar - s) / 2.0, s1 * (1.0 - 6.0 * s1) / 6.0
+
+
+def _tanh_complements(z):
+    with np.errstate(over="ignore"):
+        return 1.0 / np.cosh(z) ** 2, None
+
+
+def _sigmoid_complements(z):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(z)), None
+
+
+# ---------------------------------------------------------------------------------------------
+# softplus(z + t) - softplus(z), the change of log(1 + e^z) (the sigmoid cross-entropy's too)
+# ---------------------------------------------------------------------------------------------
+@jit
+def softplus_change(t, s, sbar):
+    """``softplus(z + t) - softplus(z)`` from ``s = sigmoid(z)``, ``sbar = sigmoid(-z)``, for
+    |t| beyond the series: ``log1p(s expm1(t)) = t + log1p(sbar expm1(-t))``, the form whose
+    argument stays away from -1; past expm1's overflow (|t| > 700) ``log(sbar + s e^t)`` or
+    ``t + log(s + sbar e^-t)``, sums of positive terms. Returns ``(change, scale)``: the change
+    is accurate to ``8 u (|change| + scale)`` (the cross-entropy of a sigmoid output is this
+    change minus ``y t``, see :mod:`gradcheck_fast.losses`)."""
+    if abs(t) > 700.0:
+        if t < 0.0:
+            change = math.log(sbar + s * math.exp(t))
+        else:
+            change = t + math.log(s + sbar * math.exp(-t))
+        return change, abs(t)
+    if s <= 0.5:
+        return math.log1p(s * math.expm1(t)), 0.0
+    # The addition cancels where the result ends near its start (t = -40 from z = 0.3): its
+    # rounding is relative to |t|, not to the change.
+    return t + math.log1p(sbar * math.expm1(-t)), abs(t)
+
+
+# ---------------------------------------------------------------------------------------------
+# The dispatchers the kernels call
+# ---------------------------------------------------------------------------------------------
+@jit
+def value(code, z, slope):
+    """``f(z)`` of the activation with kernel code ``code`` (``slope``: leaky ReLU's)."""
+    if code == RELU:
+        return _relu(z)
+    if code == LEAKY_RELU:
+        return z if z > 0.0 else slope * z
+    if code == TANH:
+        return math.tanh(z)
+    if code == SIGMOID:
+        return 1.0 / (1.0 + math.exp(-z))
+    if code == LINEAR:
+        return z
+    raise ValueError("gradcheck_fast: unknown activation code")
+
+
+@jit(inline=True)
+def change(code, z, dz, slope, a, c1, c2):
+    """``(f(z + dz) - f(z), crossed)``: the exact change where no kink is crossed, formed without
+    cancellation from ``a = f(z)`` and the complements ``c1``, ``c2`` of the unperturbed pass
+    (each entry's ``complements``); ``crossed``: a kink was crossed."""
+    if code == LINEAR:
+        return dz, False
+    if code == TANH:
+        return _tanh_change(z, dz, a, c1), False
+    if code == SIGMOID:
+        return _sigmoid_change(z, dz, a, c1), False
+    if code == RELU:
+        return _relu_change(z, dz)
+    if code == LEAKY_RELU:
+        return _leaky_change(z, dz, slope)
+    raise ValueError("gradcheck_fast: unknown activation code")
+
+
+@jit
+def has_kink(code):
+    """Whether the activation is not differentiable at 0 (ReLU and leaky ReLU)."""
+    return code == RELU or code == LEAKY_RELU
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------
+def _identity_taylor(z, slope):
+    return np.ones_like(z), None, None
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Everything the package knows of one hidden activation f.
+
+    Attributes
+    ----------
+    name, code : the user's name and the kernels' code.
+    kink : f is not differentiable at 0 (ReLU-type): crossings are counted and kept out of the
+        series; radii say how far a unit may move before a later one crosses.
+    curved : f has non-zero higher derivatives: outputs behind it move by a cubic, not a
+        multiple, of a unit's change, and a +-step's changes are not symmetric.
+    gain : ``gain(slope)`` bounds ``|f'|`` (how far a change can travel through the layer).
+    fourth : bounds ``|f''''|`` (curved only): behind the layer the cubic series of the outputs'
+        change is exact to rounding while pre-activations move by at most T_SMOOTH
+        (:mod:`gradcheck_fast.delta`), since ``fourth / 24 * T_SMOOTH**3 < 1e-18``.
+    forward : NumPy ``f(Z, slope)``.
+    derivative : NumPy ``f'(Z, A, slope)`` with ``A = f(Z)`` (the reference's backward pass).
+    taylor : NumPy ``(f', f''/2, f'''/6)`` at Z, elementwise (None: zero).
+    complements : NumPy ``(c1, c2)`` at Z (None: unused), stored by the unperturbed pass for
+        :func:`change`; None when :func:`change` needs none.
+    """
+
+    name: str
+    code: int
+    kink: bool
+    curved: bool
+    gain: Callable[[float], float]
+    fourth: float
+    forward: Callable
+    derivative: Callable
+    taylor: Callable
+    complements: Callable | None
+    doc: str
+
+
+REGISTRY: dict[str, Activation] = {
+    entry.name: entry for entry in (
+        Activation(
+            "relu", RELU, kink=True, curved=False, gain=lambda slope: 1.0, fourth=0.0,
+            forward=lambda Z, slope: np.maximum(Z, 0.0),
+            derivative=lambda Z, A, slope: (Z > 0).astype(np.float64),
+            taylor=lambda Z, slope: ((Z > 0.0).astype(np.float64), None, None),
+            complements=None, doc="max(0, z)"),
+        Activation(
+            "leaky_relu", LEAKY_RELU, kink=True, curved=False,
+            gain=lambda slope: max(1.0, slope), fourth=0.0,
+            forward=lambda Z, slope: np.where(Z > 0.0, Z, slope * Z),
+            derivative=lambda Z, A, slope: np.where(Z > 0, 1.0, slope),
+            taylor=lambda Z, slope: (np.where(Z > 0.0, 1.0, slope), None, None),
+            complements=None, doc="z if z > 0 else leaky_slope * z"),
+        Activation(
+            "tanh", TANH, kink=False, curved=True, gain=lambda slope: 1.0, fourth=4.1,
+            forward=lambda Z, slope: np.tanh(Z),
+            derivative=lambda Z, A, slope: 1 - A**2,
+            taylor=_tanh_taylor, complements=_tanh_complements, doc="tanh(z)"),
+        Activation(
+            "sigmoid", SIGMOID, kink=False, curved=True, gain=lambda slope: 0.25, fourth=0.125,
+            forward=lambda Z, slope: _sigmoid_np(Z),
+            derivative=lambda Z, A, slope: A * (1 - A),
+            taylor=_sigmoid_taylor, complements=_sigmoid_complements,
+            doc="1 / (1 + exp(-z))"),
+        Activation(
+            "linear", LINEAR, kink=False, curved=False, gain=lambda slope: 1.0, fourth=0.0,
+            forward=lambda Z, slope: Z + 0.0,
+            derivative=lambda Z, A, slope: np.ones_like(Z),
+            taylor=_identity_taylor, complements=None, doc="z"),
+    )
+}
+
+#: Entries by kernel code.
+BY_CODE: dict[int, Activation] = {entry.code: entry for entry in REGISTRY.values()}
+
+
+def resolve(name: str, slope: float) -> Activation:
+    """The entry a layer of activation ``name`` computes with: a leaky ReLU of slope 1 is the
+    identity, without a kink (``"linear"``). Unknown names raise ValueError."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown activation {name!r}; the registry has {tuple(REGISTRY)}")
+    if name == "leaky_relu" and slope == 1.0:
+        return REGISTRY["linear"]
+    return REGISTRY[name]
