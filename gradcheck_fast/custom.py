@@ -20,7 +20,8 @@ from .engine import Costs, _run_kernel
 from .layout import Layout, is_shape_dict
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
 from .options import DEFAULTS, LowPrecisionWarning, check_options
-from .report import _U, SIGMA_FACTOR, GradientCheckReport, allowance, build_report, noise_bound
+from .report import GradientCheckReport, build_report
+from .report.diagnosis import _U, SIGMA_FACTOR, allowance, noise_bound
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
 from .validation import float_parameter_array
 

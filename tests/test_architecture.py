@@ -13,25 +13,61 @@ from gradcheck_fast import checker, options
 PACKAGE = Path(gradcheck_fast.__file__).parent
 
 
-def _imports(path: Path) -> set[str]:
+def _module_name(path: Path) -> str:
+    """``'checker'``, ``'report.types'``; a subpackage's ``__init__`` is the package itself."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package, subpackages included (the root ``__init__`` aside: it
+    only re-exports, and nothing inside the package imports it)."""
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))
+            if path != PACKAGE / "__init__.py"}
+
+
+def _imports(path: Path, known: set[str] | None = None) -> set[str]:
     """The package modules ``path`` imports, anywhere in it (``from . import x``,
-    ``from .x import y``, ``from gradcheck_fast.x import y``)."""
+    ``from .x import y``, ``from ..x import y`` in a subpackage, ``from gradcheck_fast.x import
+    y``), as dotted names relative to the package. Importing ``a.b`` runs ``a`` first (its
+    ``__init__``), so it counts as importing both. ``known``: the package's modules (default
+    all), which tell a submodule (``from .report import types``) from a name in a module.
+    Inside a package, a sibling import does not count the package: its ``__init__`` is
+    already running (or has run) by then."""
+    known = _modules().keys() if known is None else known
+    name = _module_name(path)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found = set()
+
+    def add(dotted: str):
+        parts = dotted.split(".")
+        prefixes = (".".join(parts[:k]) for k in range(1, len(parts) + 1))
+        found.update(p for p in prefixes if not name.startswith(p + "."))
+
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level == 1 and module:
-                found.add(module.split(".")[0])
-            elif node.level == 1:
-                found.update(alias.name for alias in node.names)
-            elif module.startswith("gradcheck_fast."):
-                found.add(module.split(".")[1])
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        module = node.module or ""
+        if node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = ".".join([*base, *module.split(".")] if module else base)
+        elif module == "gradcheck_fast" or module.startswith("gradcheck_fast."):
+            target = module.removeprefix("gradcheck_fast").lstrip(".")
+        else:
+            continue
+        if target:
+            add(target)
+        for alias in node.names:  # a submodule named in the import list
+            sub = f"{target}.{alias.name}" if target else alias.name
+            if sub in known:
+                add(sub)
     return found
 
 
 def _graph() -> dict[str, set[str]]:
-    modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
-    return {name: _imports(path) & modules.keys() for name, path in modules.items()}
+    modules = _modules()
+    return {name: _imports(path, modules.keys()) & modules.keys() - {name}
+            for name, path in modules.items()}
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -70,6 +106,32 @@ def test_the_package_has_no_import_cycle():
     graph = _graph()
     assert {"checker", "planning", "options", "engine"} <= graph.keys()
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_import_graph_sees_into_subpackages():
+    # The cycle test is only as good as the graph: subpackage modules are nodes, and their
+    # relative imports (one dot: a sibling, two dots: the package above) resolve.
+    graph = _graph()
+    assert {"report", "report.types", "report.diagnosis", "report.formatting",
+            "report.build"} <= graph.keys()
+    assert {"report.types", "report.diagnosis", "modes", "options", "layout"} <= graph[
+        "report.build"]
+    assert "report" in graph["checker"]  # from .report import ...
+    # A module inside a subpackage importing a module above it, which imports the subpackage
+    # back, is a cycle the finder must see.
+    looped = {**graph, "report.formatting": graph["report.formatting"] | {"checker"}}
+    assert _cycle(looped) is not None
+
+
+def test_the_report_rooms_import_one_way():
+    # formatting and diagnosis read plain data and import nothing of the report; the types
+    # use them; only the builder assembles (and knows the modes' probes at run time).
+    graph = _graph()
+    report_rooms = {name for name in graph if name.startswith("report")}
+    assert graph["report.formatting"] == set()
+    assert graph["report.diagnosis"] & report_rooms == set()
+    assert graph["report.types"] & report_rooms == {"report.diagnosis", "report.formatting"}
+    assert graph["report.build"] & report_rooms == {"report.diagnosis", "report.types"}
 
 
 def test_options_sits_below_the_entry_points():

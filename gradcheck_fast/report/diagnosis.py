@@ -1,0 +1,228 @@
+"""The judgement of the numbers: how far a correct gradient may sit from the central
+difference (noise bounds, tolerances), which elements or probes fail or are unverified, a
+block's verdict, and what a wrong block's mistake looks like.
+
+Everything here works on plain arrays, one value per element (or per probe); the report's
+types and their assembly live in :mod:`.types` and :mod:`.build`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .._jit import jit
+
+#: Unit roundoff of float64.
+_U = 2.0**-53
+
+#: Safety factor on the ECnoise estimate sigma of J's rounding noise. The noise of a central
+#: difference (e+ - e-) / (2 eps) has a standard deviation of about sigma / (sqrt(2) eps); 8 sigma
+#: / eps is over 11 of them, and sigma itself comes from only a few differences.
+SIGMA_FACTOR = 8.0
+
+#: An element that passes only thanks to a noise bound above this fraction of its size is "not
+#: verified": a mistake of that relative size could hide in the noise.
+UNVERIFIABLE_FRACTION = 0.01
+
+#: A block's scale fit analytic ~ s * numerical is "tight" when the residual is below this
+#: fraction of the analytic block's norm.
+TIGHT_FIT = 1e-3
+
+
+def relative_difference(grad: np.ndarray, gradapprox: np.ndarray) -> float:
+    """The seed's eq. (3): ``||grad - gradapprox|| / (||grad|| + ||gradapprox||)``.
+
+    Two all-zero vectors agree exactly: their difference is 0.0 (the seed would print nan).
+    NaN or Inf anywhere gives nan, which never passes.
+    """
+    return float(_relative_difference(grad, gradapprox))
+
+
+@jit
+def _relative_difference(grad, gradapprox):
+    # Jitted: one pass, and no floating-point warnings for inf/nan (on the seed's 47
+    # parameters NumPy's call overheads would cost more than the check).
+    error2 = 0.0
+    grad2 = 0.0
+    approx2 = 0.0
+    for i in range(grad.shape[0]):
+        d = grad[i] - gradapprox[i]
+        error2 += d * d
+        grad2 += grad[i] * grad[i]
+        approx2 += gradapprox[i] * gradapprox[i]
+    numerator = math.sqrt(error2)
+    denominator = math.sqrt(grad2) + math.sqrt(approx2)
+    if math.isnan(numerator) or math.isinf(denominator):
+        return math.nan
+    if denominator == 0.0:
+        return 0.0
+    return numerator / denominator
+
+
+def noise_bound(costs, sigma: float, epsilon: float, theta: np.ndarray, m: int) -> np.ndarray:
+    """Per coordinate, how far a correct gradient may sit from ``gradapprox`` through rounding.
+
+    - ``resolution[i] / (2 epsilon)``: the worst case from the losses the two perturbations
+      changed (large where an output saturates);
+    - for the exact engine, whose J+- are two full costs: their final sums of m per-sample
+      losses round differently after the first changed sample, at most (m + 1) ulps of each
+      J (a bound, which ECnoise cannot give when J happens to round regularly), and
+      ``SIGMA_FACTOR * sigma / epsilon`` for the rest (pre-activations), measured by ECnoise.
+      The incremental engine's changes carry none of this;
+    - the step (exact engine, a user's cost): the seed divides by 2 epsilon, but the steps
+      really taken are ``fl(theta_i +- epsilon) - theta_i``, off by up to an ulp of theta_i
+      each; where they round to 0 (epsilon below theta_i's spacing) the bound is infinite.
+    """
+    gradapprox = costs.gradapprox
+    if not np.isfinite(sigma):
+        sigma = 0.0
+    bound = costs.resolution / (2.0 * epsilon)
+    step = ((theta + epsilon) - theta) - ((theta - epsilon) - theta)
+    # ENGINE-NAME BRANCH (the only one of the judgement): the noise of two full costs. A later
+    # step of the redesign moves each engine's noise bound into the engine (its Costs).
+    if costs.engine != "incremental":
+        # Two full costs (the exact engine, a user's cost): the seed divides by 2 epsilon, but
+        # the steps taken are fl(theta_i +- epsilon) - theta_i. (The incremental engine divides
+        # by the steps taken.) A step that rounds to 0 gives an infinite bound: unverified.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step_error = np.where(step > 0, np.abs(step - 2.0 * epsilon) / step, np.inf)
+        bound = bound + step_error * np.abs(gradapprox)
+        sums = (m + 1) * _U * (np.abs(costs.J_plus) + np.abs(costs.J_minus)) / (2.0 * epsilon)
+        bound = bound + costs.noise_factor * (sums + SIGMA_FACTOR * sigma / epsilon)
+    if costs.truncation is not None:
+        bound = bound + costs.truncation
+    bound = np.where(step > 0, bound, np.inf)
+    return np.where(np.isnan(bound), 0.0, bound)
+
+
+def allowance(costs, sigma: float, theta: np.ndarray, *, m: int, epsilon: float, rtol: float,
+              atol: float) -> tuple[np.ndarray, np.ndarray]:
+    """The elementwise criterion's two parts per coordinate of ``costs``: the tolerance
+    ``atol + rtol |numerical|`` and the noise bound (:func:`noise_bound`); an element fails
+    when ``|analytic - numerical|`` exceeds their sum (``theta``: the checked coordinates)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        noise = noise_bound(costs, sigma, epsilon, theta, m)
+    return atol + rtol * np.abs(costs.gradapprox), noise
+
+
+def _within_noise_only(analytic, numerical, error, tolerance, noise, atol: float) -> np.ndarray:
+    """Where an agreement rests on a noise bound above ``UNVERIFIABLE_FRACTION`` of the
+    values' size (beyond the plain tolerance): a mistake that large could hide in it, so the
+    element (or probe) is unverified, not ok."""
+    magnitude = np.maximum(np.abs(analytic), np.abs(numerical))
+    return ((error > tolerance) & (noise > atol)
+            & (noise > UNVERIFIABLE_FRACTION * magnitude))
+
+
+def _relative_error(analytic: np.ndarray, numerical: np.ndarray) -> np.ndarray:
+    """``|a - n| / max(|a|, |n|)``: 0 when both are 0, 1 when one of them is, nan for nan."""
+    error = np.abs(analytic - numerical)
+    size = np.maximum(np.abs(analytic), np.abs(numerical))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = error / np.where(size > 0, size, 1.0)
+        return np.where(size > 0, ratio, np.where(error == 0, 0.0, error))
+
+
+class Judgement(NamedTuple):
+    """Each element's (or probe's) standing under the elementwise criterion."""
+
+    error: np.ndarray  # |analytic - numerical|
+    allowed: np.ndarray  # tolerance + noise: the largest error the criterion accepts
+    valid: np.ndarray  # judged at all: not set aside (a kink in the step, a non-finite J)
+    failing: np.ndarray  # error > allowed (a NaN analytic value fails)
+    unverified: np.ndarray  # passes only within a noise bound too large to prove anything
+
+
+def judge(analytic: np.ndarray, numerical: np.ndarray, tolerance: np.ndarray,
+          noise: np.ndarray, set_aside: np.ndarray, atol: float) -> Judgement:
+    """The elementwise criterion ``|analytic - numerical| <= tolerance + noise`` per element
+    (or probe), ``tolerance`` being ``atol + rtol |numerical|``; elements in ``set_aside``
+    are neither failing nor unverified (their own lists say why)."""
+    error = np.abs(analytic - numerical)
+    allowed = tolerance + noise
+    valid = ~set_aside
+    failing = valid & ~(error <= allowed)  # a NaN analytic value fails
+    unverified = valid & ~failing & _within_noise_only(analytic, numerical, error, tolerance,
+                                                       noise, atol)
+    return Judgement(error, allowed, valid, failing, unverified)
+
+
+def block_verdict(n_failing: int, n_nonfinite: int, n_unverified: int,
+                  nothing_verified: bool = False) -> str:
+    """A block's verdict from its counts: "wrong" if any element fails, else "unverified" if
+    any is non-finite or unverified (or ``nothing_verified``), else "ok"."""
+    if n_failing:
+        return "wrong"
+    if n_nonfinite or n_unverified or nothing_verified:
+        return "unverified"
+    return "ok"
+
+
+def diagnose(name: str, shape: tuple[int, ...], analytic: np.ndarray, numerical: np.ndarray,
+             usable: np.ndarray, failing: np.ndarray, allowed: np.ndarray
+             ) -> tuple[str | None, float | None]:
+    """What a wrong block's mistake looks like, when the evidence supports it.
+
+    Tried in order, on the block's finite, kink-free elements:
+
+    1. a constant factor: the least-squares ``s`` of ``analytic ≈ s * numerical`` with a
+       residual below ``TIGHT_FIT`` of the analytic norm (s ≈ -1: a sign flip; s ≈ 0: zeros);
+    2. a transposition: a square block equal to the numerical block's transpose, or any 2-D
+       block equal to it transposed and reshaped (a ravel-order mix-up);
+    3. zeros: the analytic block is 0 wherever it fails;
+    4. a few wrong elements among many.
+
+    Returns ``(diagnosis, scale)``; either may be None.
+
+    Examples
+    --------
+    >>> n = np.array([1.0, -2.0, 3.0])
+    >>> ok = np.ones(3, bool)
+    >>> text, scale = diagnose("dW2", (3,), 2 * n, n, ok, ok, np.full(3, 1e-8))
+    >>> text, round(scale, 12)
+    ('dW2 ≈ 2.00 × numerical', 2.0)
+    >>> diagnose("db1", (3,), -n, n, ok, ok, np.full(3, 1e-8))[0]
+    'db1 has the wrong sign: ≈ -1.00 × numerical'
+    """
+    if not np.all(np.isfinite(analytic[failing])):
+        bad = int(np.count_nonzero(~np.isfinite(analytic)))
+        return f"{name} has {bad} NaN/Inf element(s)", None
+    usable = usable & np.isfinite(analytic) & np.isfinite(numerical)
+    a = np.where(usable, analytic, 0.0)
+    n = np.where(usable, numerical, 0.0)
+    norm_a = math.sqrt(float(a @ a))
+    nn = float(n @ n)
+    if nn > 0.0 and norm_a > 0.0:
+        s = float(a @ n) / nn
+        residual = a - s * n
+        # s ~ 1 with a tight fit means the failing elements are too few to move the fit: no
+        # scale to report, the later rules say what they are.
+        if math.sqrt(residual @ residual) <= TIGHT_FIT * norm_a and abs(s - 1.0) > TIGHT_FIT:
+            if abs(s + 1.0) <= 0.01:
+                return f"{name} has the wrong sign: ≈ {s:.2f} × numerical", s
+            return f"{name} ≈ {s:.2f} × numerical", s
+    if len(shape) == 2 and nn > 0.0:
+        n2 = n.reshape(shape)
+        candidates = []
+        if shape[0] == shape[1]:
+            candidates.append(("is transposed: it matches the numerical gradient's transpose",
+                               n2.T))
+        if shape[0] > 1 and shape[1] > 1:
+            candidates.append(("matches the numerical gradient transposed and reshaped "
+                               "(a row/column-order mix-up)", n2.T.reshape(shape)))
+        for text, candidate in candidates:
+            residual = np.abs(a.reshape(shape) - candidate).ravel()
+            if np.all(residual <= allowed + TIGHT_FIT * np.abs(candidate.ravel())):
+                return f"{name} {text}", None
+    zero_failing = failing & (analytic == 0.0)
+    n_failing = int(np.count_nonzero(failing))
+    if n_failing and np.count_nonzero(zero_failing) == n_failing:
+        total = analytic.size
+        where = "everywhere" if n_failing == total else f"at {n_failing} of {total} elements"
+        return f"{name} is 0 where the numerical gradient is not ({where})", None
+    if n_failing <= 10 and n_failing * 10 <= analytic.size:
+        return f"{n_failing} of {analytic.size} elements of {name} are wrong", None
+    return None, None

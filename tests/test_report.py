@@ -1,0 +1,247 @@
+"""The report package: one builder for coordinates and probes, typed fields, and the text's
+structure for every mode (verdict lines, block rows, wrong blocks, worst elements)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+import gradcheck_fast
+from gradcheck_fast import reference
+from gradcheck_fast.layout import Layout
+from gradcheck_fast.modes import Probes
+from gradcheck_fast.report import GradientCheckReport, build
+from gradcheck_fast.report.build import Measurements
+
+ATOL, RTOL = 1e-8, 1e-6
+
+
+def _seed(faulty: bool):
+    X, Y, parameters = reference.seed_case()
+    _, cache = reference.forward_propagation_n(X, Y, parameters)
+    backward = (reference.backward_propagation_n_faulty if faulty
+                else reference.backward_propagation_n)
+    return parameters, backward(X, Y, cache), X, Y
+
+
+# -- the builder on hand-made measurements --------------------------------------------------------
+LAYOUT = Layout({"W": (2, 2), "b": (2, 1)})
+
+
+def _coordinates(analytic, numerical, noise, at_kink=(), nonfinite=(), indices=None):
+    """Measurements of the coordinates ``indices`` (default all of LAYOUT)."""
+    n = len(analytic)
+    numerical = np.array(numerical, dtype=float)
+    flags = [np.isin(np.arange(n), list(where)) for where in (at_kink, nonfinite)]
+    indices = np.arange(n) if indices is None else np.asarray(indices)
+    bounds = np.searchsorted(indices, LAYOUT.offsets)
+    return Measurements(
+        mode="full" if n == LAYOUT.n_params else "sampled", engine="exact", cost=0.5,
+        analytic=np.array(analytic, dtype=float), numerical=numerical,
+        tolerance=ATOL + RTOL * np.abs(numerical), noise=np.array(noise, dtype=float),
+        at_kink=flags[0], nonfinite=flags[1],
+        spans=tuple(slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])),
+        indices=indices)
+
+
+def _build(items, grad=None, **options):
+    grad = items.analytic if grad is None else grad
+    return build(LAYOUT, grad, items, epsilon=1e-7, threshold=2e-7, rtol=RTOL, atol=ATOL,
+                 **options)
+
+
+def test_the_builder_judges_coordinates_and_lists_them():
+    # W[0,0] agrees; W[0,1] is twice the numerical value; W[1,0] sits at a kink (off by far
+    # more than any tolerance, yet set aside); W[1,1] has a non-finite J+-; b[0] agrees only
+    # within a noise bound of half its size (unverified); b[1] agrees within the tolerance
+    # 1e-8 + 1e-6 * 3 (an error of 1e-9).
+    items = _coordinates(analytic=[1.0, 4.0, 5.0, 0.3, 2.0, 3.0 + 1e-9],
+                         numerical=[1.0, 2.0, 1.0, np.nan, 2.5, 3.0],
+                         noise=[0.0, 0.0, 0.0, 0.0, 1.0, 0.0], at_kink=[2], nonfinite=[3])
+    report = _build(items)
+    W, b = report.blocks["dW"], report.blocks["db"]
+    assert (W.n_failing, W.n_kinks, W.n_nonfinite, W.n_unverified) == (1, 1, 1, 0)
+    assert (b.n_failing, b.n_kinks, b.n_nonfinite, b.n_unverified) == (0, 0, 0, 1)
+    assert (W.verdict, b.verdict) == ("wrong", "unverified")
+    assert report.failed_blocks == ["dW"] and not report.passed
+    assert [e.label for e in report.kinks] == ["dW[1, 0]"]
+    assert [e.label for e in report.nonfinite] == ["dW[1, 1]"]
+    assert [e.label for e in report.unverified] == ["db[0, 0]"]
+    assert [e.label for e in W.worst] == ["dW[0, 1]"] and b.worst == ()
+    assert report.worst[0].label == "dW[0, 1]" and report.worst[0].relative_error == 0.5
+    # The kink's error counts in the block's largest error; the non-finite element's does not.
+    assert W.max_abs_error == 4.0 and W.max_rel_error == 0.8
+    assert (W.n_checked, W.n_probes, W.detectable_error) == (4, 0, None)
+    assert np.array_equal(report.gradapprox["dW"], [[1.0, 2.0], [1.0, np.nan]],
+                          equal_nan=True)
+    lines = str(report).splitlines()
+    assert lines[0] == ("gradient check FAILED: 1 of 2 blocks disagree with the numerical "
+                        "gradient (dW)")
+    assert "  dW  1 of 4 elements wrong: no simple pattern (see the worst elements)" in lines
+    assert any(line.startswith("note: 1 elements step across a ReLU kink") for line in lines)
+    assert any(line.startswith("note: 1 element(s) have a NaN/Inf J(theta +- eps e_i), first "
+                               "dW[1, 1]") for line in lines)
+    assert any(line.startswith("note: 1 element(s) pass only within an error bound")
+               for line in lines)
+
+
+def test_the_builder_keeps_a_sample_apart_from_the_rest():
+    # Coordinates 1, 2 and 5 checked: the others are NaN in gradapprox and unchecked.
+    grad = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    items = _coordinates(analytic=grad[[1, 2, 5]], numerical=[2.0, 3.0, -6.0],
+                         noise=[0.0, 0.0, 0.0], indices=[1, 2, 5])
+    report = _build(items, grad=grad)
+    assert report.mode == "sampled" and report.n_checked == 3
+    assert report.checked["dW"].tolist() == [[False, True], [True, False]]
+    assert report.checked["db"].tolist() == [[False], [True]]
+    assert np.isnan(report.gradapprox["dW"][0, 0]) and report.gradapprox["db"][1, 0] == -6.0
+    assert report.failed_blocks == ["db"]
+    assert report.blocks["db"].diagnosis == "db has the wrong sign: ≈ -1.00 × numerical"
+    assert "  block  shape       checked  difference" in str(report)
+
+
+def _probes(analytic, numerical, kinks, noise=0.0):
+    analytic = np.array(analytic, dtype=float)
+    return Probes(analytic=analytic, numerical=np.array(numerical, dtype=float),
+                  noise=np.full(analytic.size, noise), kinks=np.array(kinks),
+                  rank_one=False, size=4, grad_norm=1.0)
+
+
+def test_probes_go_through_the_same_builder():
+    from gradcheck_fast.report.build import measure_probes
+
+    probes = {"dW": _probes([2.0, -4.0, 6.0], [1.0, -2.0, 3.0], [0, 0, 0]),
+              "db": _probes([1.0, 7.0], [1.0, 3.0], [1, 2])}  # every probe at a kink
+    items = measure_probes(LAYOUT, probes, 0.5, rtol=RTOL, atol=ATOL)
+    report = _build(items, grad=np.zeros(6), probability=0.999)
+    W, b = report.blocks["dW"], report.blocks["db"]
+    assert W.verdict == "wrong" and W.n_failing == 3 and W.n_probes == 3 and W.n_checked == 0
+    assert W.diagnosis == "dW ≈ 2.00 × numerical (along random directions)"
+    # Every probe of db set aside: it verified nothing, so it is not "ok".
+    assert b.verdict == "unverified" and b.n_kinks == 2 and b.n_failing == 0
+    assert b.detectable_error == math.inf and math.isfinite(W.detectable_error)
+    # A probe at a kink does not count in the largest error (elements at kinks do).
+    assert b.max_abs_error == 0.0
+    assert report.probes is probes and report.gradapprox == {}
+    assert report.worst == report.kinks == report.nonfinite == report.unverified == ()
+    assert report.n_checked == 0 and not any(m.any() for m in report.checked.values())
+    lines = str(report).splitlines()
+    assert lines[0] == ("directional gradient check FAILED: 1 of 2 blocks disagree with the "
+                        "numerical gradient (dW)")
+    assert "5 directions over 6 parameters" in lines[2] and "engine" not in lines[2]
+    assert "note: 2 probes step across a ReLU kink, where the central difference is no " \
+           "derivative: not counted as failing" in lines
+
+
+def test_a_nonfinite_cost_makes_every_probe_nonfinite():
+    from gradcheck_fast.report.build import measure_probes
+
+    probes = {"dW": _probes([1.0], [1.0], [0]), "db": _probes([2.0], [2.0], [0])}
+    report = _build(measure_probes(LAYOUT, probes, math.inf, rtol=RTOL, atol=ATOL),
+                    grad=np.zeros(6), probability=0.999)
+    assert all(b.n_nonfinite == 1 and b.verdict == "unverified"
+               for b in report.blocks.values())
+    assert math.isnan(report.difference)
+    assert "note: 2 probes have a NaN/Inf J(theta +- eps v) (J = inf): not verified" in str(
+        report).splitlines()
+
+
+# -- typed fields ------------------------------------------------------------------------------
+def test_the_report_has_typed_fields_not_a_bag():
+    fields = {f.name: f for f in dataclasses.fields(GradientCheckReport)}
+    assert "_flags" not in fields
+    private = ["_grad_flat", "_gradapprox_flat", "_checked_indices", "_worst_indices",
+               "_kink_indices", "_nonfinite_indices", "_unverified_indices"]
+    for name in private:
+        assert fields[name].type == "np.ndarray" and fields[name].kw_only, name
+        assert not fields[name].repr, name
+    assert fields["probes"].type == "dict[str, Probes]"
+    # The builder must fill every flat field: none has a default to fall back on.
+    report = gradcheck_fast.check_gradients(*_seed(faulty=False))
+    values = {f.name: getattr(report, f.name) for f in dataclasses.fields(report)
+              if f.name not in private}
+    with pytest.raises(TypeError, match="_grad_flat"):
+        GradientCheckReport(**values)
+    rebuilt = GradientCheckReport(**values, **{n: getattr(report, n) for n in private})
+    assert str(rebuilt) == str(report)
+
+
+# -- the text of real checks, every mode ---------------------------------------------------------
+def _table_names(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  block "))
+    rows = itertools.takewhile(lambda line: line.startswith("  "), lines[start + 1 :])
+    return [row.split()[0] for row in rows]
+
+
+def _worst_lines(report) -> list[str]:
+    lines = str(report).splitlines()
+    return lines[lines.index("worst elements:") + 1 :]
+
+
+@pytest.mark.parametrize("mode", ["full", "sampled", "directional"])
+def test_the_seed_faulty_report_names_the_wrong_blocks_in_every_mode(mode):
+    report = gradcheck_fast.check_gradients(*_seed(faulty=True), mode=mode, n_per_block=15)
+    text = str(report)
+    lines = text.splitlines()
+    what = {"full": "gradient check", "sampled": "sampled gradient check",
+            "directional": "directional gradient check"}[mode]
+    assert lines[0] == (f"{what} FAILED: 2 of 6 blocks disagree with the numerical gradient "
+                        f"(dW2, db1)")
+    assert lines[1].startswith("  seed criterion: difference = ") and lines[1].endswith(
+        "> threshold 2e-07 (failed)")
+    assert lines[3] == "wrong blocks, in backprop order:"
+    unit = "probes" if mode == "directional" else "elements"
+    suffix = " (along random directions)" if mode == "directional" else ""
+    assert lines[4].startswith("  dW2  ") and lines[4].endswith(
+        f"{unit} wrong: dW2 ≈ 2.00 × numerical{suffix}")
+    assert lines[5].startswith("  db1  ") and lines[5].endswith(
+        f"{unit} wrong: db1 ≈ 4.00 × numerical{suffix}")
+    assert _table_names(text) == ["dW1", "db1", "dW2", "db2", "dW3", "db3"]
+    if mode == "directional":
+        assert "worst elements:" not in text and report.worst == ()
+        return
+    # The worst elements: failing ones, from the wrong blocks, their printed numbers those of
+    # the report's arrays.
+    worst = _worst_lines(report)
+    assert worst == [f"  {e}" for e in report.worst] and len(worst) == 5
+    for e in report.worst:
+        assert e.block in ("dW2", "db1")
+        assert e.analytic == report.grad[e.block][e.index]
+        assert e.numerical == report.gradapprox[e.block][e.index]
+    as_dict = json.loads(json.dumps(report.to_dict()))
+    assert [w["flat_index"] for w in as_dict["worst"]] == [e.flat_index for e in report.worst]
+
+
+def test_a_passing_tanh_report_lists_its_blocks_and_largest_errors():
+    X, Y, parameters = reference.seed_case()
+    model = gradcheck_fast.MLP(hidden="tanh")
+    _, cache = reference.forward_mlp(X, Y, parameters, model)
+    gradients = reference.backward_mlp(X, Y, cache, model)
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y, model=model)
+    lines = str(report).splitlines()
+    assert lines[0] == "gradient check PASSED: all 6 blocks agree with the numerical gradient"
+    assert all(line.endswith("  ok") for line in lines[4:10])
+    errors = sorted((e.relative_error for e in report.worst), reverse=True)
+    assert [e.relative_error for e in report.worst] == errors and errors[0] > 0
+    assert report.raise_if_failed() is None
+
+
+def test_a_custom_check_names_the_kink_of_its_cost():
+    import numba
+
+    @numba.njit
+    def cost(theta):
+        return np.abs(theta[0]) + theta[1] ** 2
+
+    theta = np.array([2e-8, 1.5])
+    report = gradcheck_fast.check(cost, theta, np.array([1.0, 3.0]))
+    assert report.passed and [e.label for e in report.kinks] == ["dtheta[0]"]
+    assert ("note: 1 elements step across a kink of the cost (a ReLU kink or other non-smooth "
+            "point), where the central difference is no derivative: not counted as failing "
+            "(report.kinks)") in str(report).splitlines()
