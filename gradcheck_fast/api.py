@@ -551,6 +551,16 @@ def gradients_to_vector(gradients: ArrayDict,
 
     ``layout`` (a :class:`Layout` or the parameters dict) fixes the blocks and checks shapes;
     by default they are read off the ``dWl``/``dbl`` keys.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import gradients_to_vector, reference
+    >>> X, Y, parameters = reference.seed_case()
+    >>> _, cache = reference.forward_propagation_n(X, Y, parameters)
+    >>> gradients = reference.backward_propagation_n(X, Y, cache)
+    >>> grad = gradients_to_vector(gradients)
+    >>> grad.shape, bool(grad[0, 0] == gradients["dW1"][0, 0])
+    ((47, 1), True)
     """
     if isinstance(layout, Mapping):
         layout = mlp_layout(layout)
