@@ -1,9 +1,15 @@
-"""The seed's API, fast: gradient_check_n, gradient_check and the vector helpers."""
+"""Every public entry point: each validates its inputs, resolves its options and calls the room
+that does the work (checker, planning, sweep, custom; the seed's helpers through Layout).
+
+Data flows one way: this module imports the rooms, and no room imports it (only the package's
+``__init__`` and ``__main__`` do).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,9 +17,20 @@ import numpy as np
 from . import reference
 from ._threads import n_threads_set
 from .checker import low_precision_note, numerical_gradient, run_check
+from .custom import run_cost_check
 from .layout import SEED_LAYOUT, Layout, is_shape_dict
-from .options import prepare_inputs, seed_options
-from .report import relative_difference
+from .models import MLP
+from .options import (
+    DEFAULTS,
+    ArrayDict,
+    check_options,
+    prepare_inputs,
+    seed_options,
+)
+from .planning import CostEstimate, estimate
+from .reference import backward_propagation_n, forward_propagation_n
+from .report import GradientCheckReport, relative_difference
+from .sweep import DEFAULT_STEPS, SweepReport, check_steps, run_sweep
 from .validation import (
     check_epsilon,
     data_array,
@@ -23,17 +40,290 @@ from .validation import (
     pack_gradients,
 )
 
-ArrayDict = Mapping[str, Any]
-
 __all__ = [
+    "check_gradients",
+    "assert_gradients_close",
+    "estimate_cost",
+    "step_sweep",
     "gradient_check",
     "gradient_check_n",
+    "check",
     "dictionary_to_vector",
     "vector_to_dictionary",
     "gradients_to_vector",
+    # The seed's forward and backward passes: defined, as the baseline, in reference.
+    "forward_propagation_n",
+    "backward_propagation_n",
 ]
 
 
+# ---------------------------------------------------------------------------------------------
+# The built-in network: the check, its assertion, its cost, the step sweep
+# ---------------------------------------------------------------------------------------------
+def check_gradients(
+    parameters: ArrayDict,
+    gradients: ArrayDict,
+    X: Any,
+    Y: Any,
+    *,
+    epsilon: float | None = None,
+    threshold: float = 2e-7,
+    rtol: float | None = None,
+    atol: float | None = None,
+    mode: str = "full",
+    n_per_block: int = 1000,
+    n_directions: int = 8,
+    seed: int = 0,
+    probability: float = 0.999,
+    method: str = "central",
+    budget_s: float | None = None,
+    n_threads: int | None = None,
+    engine: str = "auto",
+    progress: bool = False,
+    model: MLP | None = None,
+) -> GradientCheckReport:
+    """Check a backward pass of a fully connected network against finite differences.
+
+    By default the network is the seed's, ``LINEAR -> RELU -> ... -> LINEAR -> SIGMOID`` of any
+    depth with the cross-entropy cost ``J = 1/m * sum(-log(AL)*Y - log(1-AL)*(1-Y))``;
+    ``model=gradcheck_fast.MLP(...)`` chooses other activations, outputs, losses and L2. For
+    every parameter
+    ``theta_i`` the costs ``J(theta + epsilon e_i)`` and ``J(theta - epsilon e_i)`` are computed in
+    parallel by jitted kernels from one unperturbed forward pass, and
+    ``gradapprox_i = (J+ - J-) / (2 epsilon)`` is compared with the analytic gradient.
+
+    Parameters
+    ----------
+    parameters : dict of str to ndarray
+        ``W1, b1, ..., WL, bL``; ``Wl`` of shape ``(n_l, n_{l-1})``, ``bl`` of shape ``(n_l, 1)``,
+        floating point and finite. Any memory order; never modified. float32 is accepted (see
+        *Notes*).
+    gradients : dict of str to ndarray
+        ``dW1, db1, ..., dWL, dbL`` shaped like the parameters. The intermediates ``dZl``/``dAl``
+        the seed's backward pass returns are allowed and ignored.
+    X : array_like, shape (n0, m)
+        Inputs, one sample per column. Integer or boolean input is converted to float64.
+    Y : array_like, shape (nL, m), or (m,) when nL = 1
+        Labels (converted to float64 likewise).
+    epsilon : float, optional
+        The step: 1e-7 (the seed's) for ``method="central"``, ``eps_mach ** (1/5)`` (7.4e-4) for
+        ``method="richardson"``.
+    threshold : float, default 2e-7
+        The seed's threshold on the global difference eq. (3): ``report.seed_passed``.
+    rtol, atol : float, optional
+        The elementwise criterion ``|analytic - numerical| <= atol + rtol |numerical| + noise``
+        (torch's convention plus the element's rounding-noise bound), which decides
+        ``report.passed``: 1e-6 and 1e-8 by default, 1e-3 and 1e-5 for float32 input; see
+        :mod:`gradcheck_fast.report` for why.
+    mode : {"full", "sampled", "directional"}, default "full"
+        "full" checks every coordinate. "sampled" checks ``n_per_block`` random coordinates of
+        each block (all of a smaller block; ``seed`` fixes them); the report says which and
+        scales nothing up. "directional" compares ``v . grad`` with the central difference
+        along ``n_directions`` random unit directions per block (2 evaluations each, whatever
+        the block's size), and states per block the smallest relative error the probes catch
+        with ``probability``.
+    n_per_block, n_directions, seed : int
+        For the sampled and directional modes.
+    probability : float, default 0.999
+        Directional mode: the detection probability of ``blocks[k].detectable_error``.
+    method : {"central", "richardson"}, default "central"
+        "richardson" extrapolates two central differences (steps h and 2h) to an O(h**4)
+        error: correct and wrong gradients then lie many orders of magnitude apart.
+    budget_s : float, optional
+        A time budget in seconds: the most thorough mode that :func:`estimate_cost` expects to
+        fit is run (full, else sampled with as many coordinates as fit, else directional with
+        as many of the ``n_directions`` probes as fit). The budget covers the work after the
+        validation of the inputs, the network's preparation or forward pass included; the
+        network is prepared once, for the plan and the engine. The report's ``notes`` say
+        what was chosen, the expected time and the set-up (validation and preparation).
+    n_threads : int, optional
+        Threads for the parallel loop (default: numba's current setting, which is restored
+        afterwards). The result is bitwise the same for every thread count.
+    engine : {"auto", "exact", "incremental"}, default "auto"
+        How J(theta +- epsilon e_i) is computed from the unperturbed forward pass. "exact"
+        recomputes what changed with the very operations of a full forward pass (bitwise its
+        values: the seed's numbers, rounding noise included); "incremental" carries the change
+        itself through the network (the same values up to rounding, with far less rounding in
+        J+ - J-, and far faster on large networks). "auto" takes "exact" for tiny checks
+        (coordinates x samples <= 2048, the seed's among them) and "incremental" otherwise.
+    progress : bool, default False
+        Show a tqdm progress bar (needs ``tqdm``: ``pip install 'gradcheck-fast[progress]'``).
+        Large checks run in ~100 pieces either way, so Ctrl-C stops them within a piece.
+    model : MLP, optional
+        The network's activations, output, loss and L2 (:class:`gradcheck_fast.MLP`); default
+        the seed's. Y for a softmax output may be integer class labels of shape (m,). Every
+        engine and mode handles every model.
+
+    Returns
+    -------
+    GradientCheckReport
+        ``passed`` (elementwise, per block), ``difference`` and ``seed_passed`` (the seed's
+        eq. (3) and threshold), ``blocks`` (per-gradient results with a diagnosis of what is
+        wrong), ``failed_blocks``, ``worst``, ``kinks``, ``nonfinite``, ``gradapprox`` (dict);
+        ``print(report)`` shows a table, ``report.raise_if_failed()`` raises with it.
+
+    Raises
+    ------
+    TypeError
+        A non-mapping ``parameters``/``gradients``, non-numeric or integer parameter or gradient
+        arrays, non-numeric X/Y, or an option of the wrong type.
+    ValueError
+        Missing or unexpected keys, inconsistent shapes, NaN/Inf in X, Y or the parameters, an
+        option out of range.
+
+    Warns
+    -----
+    LowPrecisionWarning
+        Parameters or gradients in float32/float16.
+
+    Notes
+    -----
+    float32: the forward passes of the check always run in float64 — in float32 a step of 1e-7
+    is below the resolution of J (ulp(J)/epsilon ~ 1) — on the float32 values converted
+    exactly; the analytic gradient is compared as given, with tolerances for a float32
+    backward pass (``RTOL_FLOAT32``, ``ATOL_FLOAT32``) unless rtol/atol are passed.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import check_gradients, reference
+    >>> X, Y, parameters = reference.seed_case()
+    >>> cost, cache = reference.forward_propagation_n(X, Y, parameters)
+    >>> gradients = reference.backward_propagation_n_faulty(X, Y, cache)
+    >>> report = check_gradients(parameters, gradients, X, Y)
+    >>> report.passed, round(report.difference, 8)
+    (False, 0.28509316)
+    >>> report.failed_blocks
+    ['dW2', 'db1']
+    >>> report.blocks["dW2"].diagnosis
+    'dW2 ≈ 2.00 × numerical'
+    """
+    started = time.perf_counter()
+    inputs = prepare_inputs(parameters, gradients, X, Y, model)
+    options = check_options(epsilon=epsilon, threshold=threshold, rtol=rtol, atol=atol,
+                            mode=mode, n_per_block=n_per_block, n_directions=n_directions,
+                            seed=seed, probability=probability, method=method, engine=engine,
+                            progress=progress, n_threads=n_threads, budget_s=budget_s,
+                            low_precision=bool(inputs.low_precision))
+    return run_check(inputs, options, low_precision_note(inputs, options), started)
+
+
+def assert_gradients_close(
+    parameters: ArrayDict,
+    gradients: ArrayDict,
+    X: Any,
+    Y: Any,
+    **options: Any,
+) -> GradientCheckReport:
+    """For test suites: raise ``AssertionError`` (the report's table) unless the check passes.
+
+    Takes the arguments of :func:`check_gradients` and returns its report when it passes.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import assert_gradients_close, reference
+    >>> X, Y, parameters = reference.seed_case()
+    >>> cost, cache = reference.forward_propagation_n(X, Y, parameters)
+    >>> _ = assert_gradients_close(parameters, reference.backward_propagation_n(X, Y, cache), X, Y)
+    >>> faulty = reference.backward_propagation_n_faulty(X, Y, cache)
+    >>> try:
+    ...     assert_gradients_close(parameters, faulty, X, Y)
+    ... except AssertionError as error:
+    ...     print(str(error).splitlines()[0])
+    gradient check FAILED: 2 of 6 blocks disagree with the numerical gradient (dW2, db1)
+    """
+    report = check_gradients(parameters, gradients, X, Y, **options)
+    report.raise_if_failed()
+    return report
+
+
+def estimate_cost(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
+                  **options: Any) -> CostEstimate:
+    """The expected cost of :func:`gradcheck_fast.check_gradients` in each mode, before running.
+
+    Takes the same arguments as ``check_gradients`` (the mode is ignored: every mode is
+    estimated). Returns the number of cost evaluations and the expected seconds of the
+    ``"full"``, ``"sampled"`` and ``"directional"`` modes, each with its ``setup`` (the part
+    spent before the first coordinate or probe: validation, and the engine's preparation or
+    the forward pass; a deep network is prepared here and the preparation timed, as the
+    explicit path's share depends on the data); ``print`` shows a table.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import estimate_cost
+    >>> from gradcheck_fast.networks import random_mlp
+    >>> X, Y, parameters, gradients = random_mlp((100, 50, 1), m=32)
+    >>> cost = estimate_cost(parameters, gradients, X, Y, n_per_block=100)
+    >>> cost.full.evaluations, cost.sampled.coordinates, cost.directional.evaluations
+    (10202, 201, 64)
+    >>> cost.directional.seconds < cost.full.seconds
+    True
+    """
+    inputs = prepare_inputs(parameters, gradients, X, Y, options.pop("model", None))
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"estimate_cost() got an unexpected keyword argument "
+                        f"{sorted(unknown)[0]!r}")
+    return estimate(inputs, check_options(low_precision=bool(inputs.low_precision),
+                                          **{**DEFAULTS, **options}))
+
+
+def step_sweep(
+    parameters: ArrayDict,
+    gradients: ArrayDict,
+    X: Any,
+    Y: Any,
+    *,
+    steps: Sequence[float] = DEFAULT_STEPS,
+    threshold: float = 2e-7,
+    engine: str = "exact",
+    n_threads: int | None = None,
+    model: MLP | None = None,
+) -> SweepReport:
+    """The seed's check at every step in ``steps``, and a verdict on what the curve shows.
+
+    For a correct gradient the difference falls like epsilon² while truncation dominates,
+    then rises like 1/epsilon once rounding does (with the seed's arithmetic): it dips below
+    the threshold somewhere, and the bottom is the step to use. For a wrong gradient it stays
+    high at every step. The default ``engine="exact"`` shows the seed's own rounding; the
+    incremental engine has far less of it, so its curve flattens instead of rising.
+
+    Parameters
+    ----------
+    parameters, gradients, X, Y : as for :func:`gradcheck_fast.check_gradients`.
+    steps : sequence of float, default 1e-2 ... 1e-10
+    threshold : float, default 2e-7
+    engine : {"exact", "incremental", "auto"}, default "exact"
+    n_threads : int, optional
+    model : MLP, optional
+
+    Returns
+    -------
+    SweepReport
+        ``rows``, ``verdict`` ("fine", "wrong" or "inconclusive"), ``best_epsilon``;
+        ``print`` shows a table.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import reference, step_sweep
+    >>> X, Y, parameters = reference.seed_case()
+    >>> _, cache = reference.forward_propagation_n(X, Y, parameters)
+    >>> step_sweep(parameters, reference.backward_propagation_n(X, Y, cache), X, Y).verdict
+    'fine'
+    >>> step_sweep(parameters, reference.backward_propagation_n_faulty(X, Y, cache), X, Y).verdict
+    'wrong'
+    """
+    inputs = prepare_inputs(parameters, gradients, X, Y, model)
+    steps = check_steps(steps)
+    base = check_options(**{**DEFAULTS, "epsilon": steps[0], "threshold": threshold,
+                            "engine": engine, "n_threads": n_threads},
+                         low_precision=bool(inputs.low_precision))
+    low_precision_note(inputs, base)
+    return run_sweep(inputs, base, steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# The seed's checks, fast
+# ---------------------------------------------------------------------------------------------
 def gradient_check_n(
     parameters: ArrayDict,
     gradients: ArrayDict,
@@ -45,7 +335,7 @@ def gradient_check_n(
     n_threads: int | None = None,
     engine: str = "auto",
     progress: bool = False,
-    model=None,
+    model: MLP | None = None,
 ) -> float:
     """The seed's ``gradient_check_n``, fast: returns eq. (3)'s difference and prints the verdict.
 
@@ -109,6 +399,131 @@ def gradient_check(x: Any, theta: Any, epsilon: float = 1e-7, *, verbose: bool =
 
 
 # ---------------------------------------------------------------------------------------------
+# Any cost: the black-box engine
+# ---------------------------------------------------------------------------------------------
+def check(
+    cost: Callable[..., float],
+    theta: Any,
+    grad: Any,
+    args: tuple = (),
+    *,
+    layout: Layout | Mapping | None = None,
+    epsilon: float = 1e-7,
+    threshold: float = 2e-7,
+    rtol: float | None = None,
+    atol: float | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+) -> GradientCheckReport:
+    """Check the gradient ``grad`` of any cost ``cost(theta, *args) -> float`` at ``theta``.
+
+    ``cost`` is best a ``@numba.njit`` function of a flat float64 vector: the central
+    differences ``(cost(theta + eps e_i) - cost(theta - eps e_i)) / 2 eps`` are then evaluated
+    for all i in a parallel loop, each thread perturbing and restoring its own copy of theta.
+    Compiling the cost and that loop takes a few seconds, once per cost function and process.
+    A plain Python callable works too, one evaluation at a time (the report says so).
+
+    With ``epsilon`` above 1e-5 the central differences at epsilon/2 and epsilon/4 are taken
+    too (4 evaluations per coordinate): they bound the truncation error, or leave the element
+    unverified where no bound holds. An element that still fails is looked at once more (the
+    costs at smaller steps along it): when the cost has a kink within its step (a ReLU, abs,
+    max) that explains the disagreement, it is reported as a kink (``report.kinks``); where a
+    kink might explain it (several kinks, or one hidden in rounding) it is unverified; else it
+    is wrong.
+
+    Parameters
+    ----------
+    cost : callable
+        ``cost(theta, *args) -> float``; must not modify theta.
+    theta, grad : array_like of float, shape (P,) or (P, 1)
+        The point and the gradient to check (theta finite; NaN in grad is reported).
+    args : tuple
+        Further arguments of ``cost`` (data arrays, sizes, ...).
+    layout : Layout or dict of arrays, optional
+        Names the blocks of theta (a dict is read for its keys and shapes, in order): the
+        report then has a row per block (``'dW1'`` for ``'W1'``); default one block, 'theta'.
+    epsilon, threshold, rtol, atol, n_threads, progress
+        As for :func:`gradcheck_fast.check_gradients`.
+
+    Returns
+    -------
+    GradientCheckReport
+        The same report as for the built-in network, ``engine`` being "numba" or "python".
+
+    Raises
+    ------
+    TypeError
+        ``cost`` not callable, failing to compile, or returning a non-scalar; arrays of the
+        wrong type.
+    ValueError
+        A non-finite cost at theta, theta with NaN/Inf, grad of another size.
+
+    Examples
+    --------
+    >>> import numba, numpy as np
+    >>> @numba.njit
+    ... def cost(theta, A, y):          # least squares: 1/2 ||A theta - y||^2
+    ...     r = (A * theta).sum(axis=1) - y
+    ...     return 0.5 * np.sum(r * r)
+    >>> A = np.arange(6.0).reshape(3, 2); y = np.ones(3); theta = np.array([0.5, -1.0])
+    >>> grad = A.T @ (A @ theta - y)    # the gradient worked out by hand
+    >>> check(cost, theta, grad, (A, y)).passed
+    True
+    >>> check(cost, theta, 2 * grad, (A, y)).blocks["dtheta"].diagnosis
+    'dtheta ≈ 2.00 × numerical'
+    """
+    if not callable(cost):
+        raise TypeError(f"cost must be callable, cost(theta, *args) -> float; got "
+                        f"{type(cost).__name__}")
+    if not isinstance(args, tuple):
+        args = tuple(args) if isinstance(args, list) else (args,)
+    low_precision = tuple(name for name, value in (("theta", theta), ("grad", grad))
+                          if np.asarray(value).dtype.kind == "f"
+                          and np.asarray(value).dtype.itemsize < 8)
+    theta, grad = _point_and_gradient(theta, grad)
+    layout = _layout_for(layout, theta.size)
+    options = check_options(**{**DEFAULTS, "epsilon": epsilon, "threshold": threshold,
+                               "rtol": rtol, "atol": atol, "progress": progress,
+                               "n_threads": n_threads},
+                            low_precision=bool(low_precision))
+    return run_cost_check(cost, theta, grad, args, layout, options, low_precision)
+
+
+def _point_and_gradient(theta: Any, grad: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``check``'s theta and grad as flat float64 vectors of one size, theta finite."""
+    # The shape is checked before np.ascontiguousarray, which makes a 0-d theta 1-d.
+    theta = float_parameter_array(theta, "theta")
+    if theta.ndim == 2 and theta.shape[1] == 1:
+        theta = theta[:, 0]
+    if theta.ndim != 1 or theta.size == 0:
+        hint = " (a scalar): pass np.atleast_1d(theta)" if theta.ndim == 0 else ""
+        raise ValueError(f"theta must be a non-empty vector, shape (P,) or (P, 1); got shape "
+                         f"{theta.shape}{hint}")
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    if not np.isfinite(theta).all():
+        raise ValueError(f"theta contains NaN or Inf at index {int(np.argmin(np.isfinite(theta)))}")
+    grad = np.ascontiguousarray(float_parameter_array(grad, "grad"), dtype=np.float64).ravel()
+    if grad.size != theta.size:
+        raise ValueError(f"grad has {grad.size} elements but theta has {theta.size}")
+    return theta, grad
+
+
+def _layout_for(layout, n_params: int) -> Layout:
+    """``check``'s layout argument as a Layout of ``n_params`` parameters."""
+    if layout is None:
+        return Layout({"theta": (n_params,)})
+    if isinstance(layout, Mapping):
+        layout = Layout(layout if is_shape_dict(layout)
+                        else {name: np.shape(value) for name, value in layout.items()})
+    if not isinstance(layout, Layout):
+        raise TypeError(f"layout must be a Layout, a dict of arrays or None; got "
+                        f"{type(layout).__name__}")
+    if layout.n_params != n_params:
+        raise ValueError(f"layout has {layout.n_params} parameters but theta has {n_params}")
+    return layout
+
+
+# ---------------------------------------------------------------------------------------------
 # The seed's vector helpers, through Layout
 # ---------------------------------------------------------------------------------------------
 def dictionary_to_vector(parameters: ArrayDict) -> tuple[np.ndarray, list[str]]:
@@ -136,6 +551,16 @@ def gradients_to_vector(gradients: ArrayDict,
 
     ``layout`` (a :class:`Layout` or the parameters dict) fixes the blocks and checks shapes;
     by default they are read off the ``dWl``/``dbl`` keys.
+
+    Examples
+    --------
+    >>> from gradcheck_fast import gradients_to_vector, reference
+    >>> X, Y, parameters = reference.seed_case()
+    >>> _, cache = reference.forward_propagation_n(X, Y, parameters)
+    >>> gradients = reference.backward_propagation_n(X, Y, cache)
+    >>> grad = gradients_to_vector(gradients)
+    >>> grad.shape, bool(grad[0, 0] == gradients["dW1"][0, 0])
+    ((47, 1), True)
     """
     if isinstance(layout, Mapping):
         layout = mlp_layout(layout)

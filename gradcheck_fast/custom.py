@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 import numba
 import numpy as np
@@ -17,13 +15,12 @@ from ._jit import jit
 from ._schedule import claim
 from ._threads import n_threads_set
 from .engine import Costs, _run_kernel
-from .layout import Layout, is_shape_dict
+from .layout import Layout
 from .noise import N_POINTS, ecnoise_step, sigma_from_values
-from .options import DEFAULTS, LowPrecisionWarning, check_options
+from .options import LowPrecisionWarning
 from .report import GradientCheckReport, build_report
 from .report.diagnosis import _U, SIGMA_FACTOR, allowance, noise_bound
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
-from .validation import float_parameter_array
 
 
 # The work is cut into evaluations, not coordinates: item k is J(theta + eps e_i) for k = 2i
@@ -291,122 +288,16 @@ def _noise(cost, theta, args) -> float:
 def low_precision_warning(names, options) -> tuple[str, ...]:
     note = (f"{', '.join(names)} in float32/float16: compared in float64 with "
             f"rtol={options.rtol:g}, atol={options.atol:g} to allow for a float32 gradient")
-    warnings.warn(note, LowPrecisionWarning, stacklevel=3)
+    # low_precision_warning <- run_cost_check <- api.check <- the caller
+    warnings.warn(note, LowPrecisionWarning, stacklevel=4)
     return (note,)
 
 
-def _layout_for(layout, n_params: int) -> Layout:
-    if layout is None:
-        return Layout({"theta": (n_params,)})
-    if isinstance(layout, Mapping):
-        layout = Layout(layout if is_shape_dict(layout)
-                        else {name: np.shape(value) for name, value in layout.items()})
-    if not isinstance(layout, Layout):
-        raise TypeError(f"layout must be a Layout, a dict of arrays or None; got "
-                        f"{type(layout).__name__}")
-    if layout.n_params != n_params:
-        raise ValueError(f"layout has {layout.n_params} parameters but theta has {n_params}")
-    return layout
-
-
-def check(
-    cost,
-    theta: Any,
-    grad: Any,
-    args: tuple = (),
-    *,
-    layout: Layout | Mapping | None = None,
-    epsilon: float = 1e-7,
-    threshold: float = 2e-7,
-    rtol: float | None = None,
-    atol: float | None = None,
-    n_threads: int | None = None,
-    progress: bool = False,
-) -> GradientCheckReport:
-    """Check the gradient ``grad`` of any cost ``cost(theta, *args) -> float`` at ``theta``.
-
-    ``cost`` is best a ``@numba.njit`` function of a flat float64 vector: the central
-    differences ``(cost(theta + eps e_i) - cost(theta - eps e_i)) / 2 eps`` are then evaluated
-    for all i in a parallel loop, each thread perturbing and restoring its own copy of theta.
-    Compiling the cost and that loop takes a few seconds, once per cost function and process.
-    A plain Python callable works too, one evaluation at a time (the report says so).
-
-    With ``epsilon`` above 1e-5 the central differences at epsilon/2 and epsilon/4 are taken
-    too (4 evaluations per coordinate): they bound the truncation error, or leave the element
-    unverified where no bound holds. An element that still fails is looked at once more (the
-    costs at smaller steps along it): when the cost has a kink within its step (a ReLU, abs,
-    max) that explains the disagreement, it is reported as a kink (``report.kinks``); where a
-    kink might explain it (several kinks, or one hidden in rounding) it is unverified; else it
-    is wrong.
-
-    Parameters
-    ----------
-    cost : callable
-        ``cost(theta, *args) -> float``; must not modify theta.
-    theta, grad : array_like of float, shape (P,) or (P, 1)
-        The point and the gradient to check (theta finite; NaN in grad is reported).
-    args : tuple
-        Further arguments of ``cost`` (data arrays, sizes, ...).
-    layout : Layout or dict of arrays, optional
-        Names the blocks of theta (a dict is read for its keys and shapes, in order): the
-        report then has a row per block (``'dW1'`` for ``'W1'``); default one block, 'theta'.
-    epsilon, threshold, rtol, atol, n_threads, progress
-        As for :func:`gradcheck_fast.check_gradients`.
-
-    Returns
-    -------
-    GradientCheckReport
-        The same report as for the built-in network, ``engine`` being "numba" or "python".
-
-    Raises
-    ------
-    TypeError
-        ``cost`` not callable, failing to compile, or returning a non-scalar; arrays of the
-        wrong type.
-    ValueError
-        A non-finite cost at theta, theta with NaN/Inf, grad of another size.
-
-    Examples
-    --------
-    >>> import numba, numpy as np
-    >>> @numba.njit
-    ... def cost(theta, A, y):          # least squares: 1/2 ||A theta - y||^2
-    ...     r = (A * theta).sum(axis=1) - y
-    ...     return 0.5 * np.sum(r * r)
-    >>> A = np.arange(6.0).reshape(3, 2); y = np.ones(3); theta = np.array([0.5, -1.0])
-    >>> grad = A.T @ (A @ theta - y)    # the gradient worked out by hand
-    >>> check(cost, theta, grad, (A, y)).passed
-    True
-    >>> check(cost, theta, 2 * grad, (A, y)).blocks["dtheta"].diagnosis
-    'dtheta ≈ 2.00 × numerical'
-    """
-    if not callable(cost):
-        raise TypeError(f"cost must be callable, cost(theta, *args) -> float; got "
-                        f"{type(cost).__name__}")
-    if not isinstance(args, tuple):
-        args = tuple(args) if isinstance(args, list) else (args,)
-    low_precision = tuple(name for name, value in (("theta", theta), ("grad", grad))
-                          if np.asarray(value).dtype.kind == "f"
-                          and np.asarray(value).dtype.itemsize < 8)
-    # The shape is checked before np.ascontiguousarray, which makes a 0-d theta 1-d.
-    theta = float_parameter_array(theta, "theta")
-    if theta.ndim == 2 and theta.shape[1] == 1:
-        theta = theta[:, 0]
-    if theta.ndim != 1 or theta.size == 0:
-        hint = " (a scalar): pass np.atleast_1d(theta)" if theta.ndim == 0 else ""
-        raise ValueError(f"theta must be a non-empty vector, shape (P,) or (P, 1); got shape "
-                         f"{theta.shape}{hint}")
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
-    if not np.isfinite(theta).all():
-        raise ValueError(f"theta contains NaN or Inf at index {int(np.argmin(np.isfinite(theta)))}")
-    grad = np.ascontiguousarray(float_parameter_array(grad, "grad"), dtype=np.float64).ravel()
-    if grad.size != theta.size:
-        raise ValueError(f"grad has {grad.size} elements but theta has {theta.size}")
-    layout = _layout_for(layout, theta.size)
-    options = check_options(**{**DEFAULTS, "epsilon": epsilon, "threshold": threshold,
-                               "rtol": rtol, "atol": atol, "progress": progress,
-                               "n_threads": n_threads},
-                            low_precision=bool(low_precision))
+def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: Layout,
+                   options, low_precision: tuple[str, ...]) -> GradientCheckReport:
+    """The check of :func:`gradcheck_fast.api.check` on validated inputs: ``theta`` and
+    ``grad`` flat float64 (theta finite), ``layout`` of theta's size, ``options`` resolved;
+    ``low_precision`` names the arguments that came in float32/float16."""
     J = _first_value(cost, theta, args)
     njit = _is_njit(cost)
     timed = time.perf_counter()

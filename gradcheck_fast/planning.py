@@ -26,7 +26,6 @@ from .costmodel import (
 )
 from .engine import choose_engine, prepare_engine
 from .noise import N_POINTS
-from .options import DEFAULTS, check_options, prepare_inputs
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP
 
 #: Seconds per parameter of validating and packing the inputs (used when they were not timed).
@@ -369,34 +368,4 @@ def plan(inputs, options, spent_s: float | None = None):
         f"{validation + sunk + probes(k):.3g} s: set-up "
         f"{validation + sunk + forward:.3g} s, validation {validation:.3g} s{unused} and the "
         f"forward pass ~{forward:.3g} s; then {probes(k) - forward:.3g} s{over})"), None
-
-
-def estimate_cost(parameters, gradients, X, Y, **options) -> CostEstimate:
-    """The expected cost of :func:`gradcheck_fast.check_gradients` in each mode, before running.
-
-    Takes the same arguments as ``check_gradients`` (the mode is ignored: every mode is
-    estimated). Returns the number of cost evaluations and the expected seconds of the
-    ``"full"``, ``"sampled"`` and ``"directional"`` modes, each with its ``setup`` (the part
-    spent before the first coordinate or probe: validation, and the engine's preparation or
-    the forward pass; a deep network is prepared here and the preparation timed, as the
-    explicit path's share depends on the data); ``print`` shows a table.
-
-    Examples
-    --------
-    >>> from gradcheck_fast import estimate_cost
-    >>> from gradcheck_fast.networks import random_mlp
-    >>> X, Y, parameters, gradients = random_mlp((100, 50, 1), m=32)
-    >>> cost = estimate_cost(parameters, gradients, X, Y, n_per_block=100)
-    >>> cost.full.evaluations, cost.sampled.coordinates, cost.directional.evaluations
-    (10202, 201, 64)
-    >>> cost.directional.seconds < cost.full.seconds
-    True
-    """
-    inputs = prepare_inputs(parameters, gradients, X, Y, options.pop("model", None))
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"estimate_cost() got an unexpected keyword argument "
-                        f"{sorted(unknown)[0]!r}")
-    return estimate(inputs, check_options(low_precision=bool(inputs.low_precision),
-                                          **{**DEFAULTS, **options}))
 

@@ -9,9 +9,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._threads import n_threads_set
-from .checker import low_precision_note, numerical_gradient
+from .checker import numerical_gradient
 from .engine import prepare_engine
-from .options import DEFAULTS, check_options, prepare_inputs
 from .report import relative_difference
 from .validation import check_epsilon
 
@@ -96,7 +95,7 @@ def _verdict(rows, threshold: float) -> tuple[str, float, str]:
                                       f"the step: try other steps or method='richardson'")
 
 
-def _check_steps(steps) -> list[float]:
+def check_steps(steps) -> list[float]:
     """steps as distinct finite positive floats, largest first."""
     if isinstance(steps, (str, bytes)) or not hasattr(steps, "__len__"):
         raise TypeError(f"steps must be a sequence of positive numbers; got "
@@ -111,47 +110,9 @@ def _check_steps(steps) -> list[float]:
     return sorted(values, reverse=True)
 
 
-def step_sweep(parameters, gradients, X, Y, *, steps=DEFAULT_STEPS, threshold: float = 2e-7,
-               engine: str = "exact", n_threads: int | None = None, model=None) -> SweepReport:
-    """The seed's check at every step in ``steps``, and a verdict on what the curve shows.
-
-    For a correct gradient the difference falls like epsilon² while truncation dominates,
-    then rises like 1/epsilon once rounding does (with the seed's arithmetic): it dips below
-    the threshold somewhere, and the bottom is the step to use. For a wrong gradient it stays
-    high at every step. The default ``engine="exact"`` shows the seed's own rounding; the
-    incremental engine has far less of it, so its curve flattens instead of rising.
-
-    Parameters
-    ----------
-    parameters, gradients, X, Y : as for :func:`gradcheck_fast.check_gradients`.
-    steps : sequence of float, default 1e-2 ... 1e-10
-    threshold : float, default 2e-7
-    engine : {"exact", "incremental", "auto"}, default "exact"
-    n_threads : int, optional
-    model : MLP, optional
-
-    Returns
-    -------
-    SweepReport
-        ``rows``, ``verdict`` ("fine", "wrong" or "inconclusive"), ``best_epsilon``;
-        ``print`` shows a table.
-
-    Examples
-    --------
-    >>> from gradcheck_fast import reference, step_sweep
-    >>> X, Y, parameters = reference.seed_case()
-    >>> _, cache = reference.forward_propagation_n(X, Y, parameters)
-    >>> step_sweep(parameters, reference.backward_propagation_n(X, Y, cache), X, Y).verdict
-    'fine'
-    >>> step_sweep(parameters, reference.backward_propagation_n_faulty(X, Y, cache), X, Y).verdict
-    'wrong'
-    """
-    inputs = prepare_inputs(parameters, gradients, X, Y, model)
-    steps = _check_steps(steps)
-    base = check_options(**{**DEFAULTS, "epsilon": steps[0], "threshold": threshold,
-                            "engine": engine, "n_threads": n_threads},
-                         low_precision=bool(inputs.low_precision))
-    low_precision_note(inputs, base)
+def run_sweep(inputs, base, steps: list[float]) -> SweepReport:
+    """The sweep of :func:`gradcheck_fast.api.step_sweep` on validated inputs: ``base`` the
+    resolved options (its epsilon replaced by each step), ``steps`` from :func:`check_steps`."""
     rows = []
     used = "exact"
     with n_threads_set(base.n_threads):

@@ -7,8 +7,11 @@ import ast
 import inspect
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 import gradcheck_fast
-from gradcheck_fast import checker, options
+from gradcheck_fast import api, options, reference
 
 PACKAGE = Path(gradcheck_fast.__file__).parent
 
@@ -141,6 +144,98 @@ def test_options_sits_below_the_entry_points():
 
 
 def test_check_gradients_states_the_defaults_defined_once():
-    signature = inspect.signature(checker.check_gradients)
+    signature = inspect.signature(api.check_gradients)
     for name, default in options.DEFAULTS.items():
         assert signature.parameters[name].default == default, name
+
+
+# -- the public entry points ------------------------------------------------------------------
+def _absolute_imports(source: str, module: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """Everything the module ``module`` (its dotted name as a tuple; a package's ``__init__``
+    is named by the package) imports, as absolute dotted names, with ``from a import b``
+    giving both ``a`` and ``a.b`` (b may be a submodule). Relative imports are resolved, so
+    that subpackages (a ``report/`` or ``engines/`` room) are read as well as modules."""
+    package = module if module[-1:] == ("__init__",) else module[:-1]
+    package = tuple(part for part in package if part != "__init__")
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(tuple(alias.name.split(".")) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else ()
+            target = base + tuple((node.module or "").split(".")) if node.module else base
+            found.add(target)
+            found.update(target + (alias.name,) for alias in node.names)
+    return found
+
+
+def _package_modules() -> dict[tuple[str, ...], Path]:
+    """Every module of the package, subpackages included, by its dotted name."""
+    root = PACKAGE.parent
+    return {tuple(path.relative_to(root).with_suffix("").parts): path
+            for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_the_import_reader_resolves_relative_imports():
+    room = ("gradcheck_fast", "report", "format")
+    assert ("gradcheck_fast", "api") in _absolute_imports("from ...api import check", room + ("x",))
+    assert ("gradcheck_fast", "api") in _absolute_imports("from ..api import check", room)
+    assert ("gradcheck_fast", "api") in _absolute_imports("from .. import api", room)
+    assert ("gradcheck_fast", "api") in _absolute_imports("import gradcheck_fast.api", room)
+    assert ("gradcheck_fast", "api") in _absolute_imports("from gradcheck_fast import api", room)
+    init = ("gradcheck_fast", "__init__")
+    assert ("gradcheck_fast", "api") in _absolute_imports("from .api import check", init)
+    assert ("gradcheck_fast", "api") not in _absolute_imports("from .report import api", room)
+
+
+def test_no_room_imports_api():
+    # Data flows one way: api imports the rooms. A room that imported api (at its top or in a
+    # function) would close a cycle through the entry point that calls it.
+    allowed = {("gradcheck_fast", "__init__"), ("gradcheck_fast", "__main__"),
+               ("gradcheck_fast", "api")}
+    modules = _package_modules()
+    assert {("gradcheck_fast", "checker"), ("gradcheck_fast", "__main__")} <= modules.keys()
+    importers = sorted(".".join(name) for name, path in modules.items() if name not in allowed
+                       and ("gradcheck_fast", "api") in _absolute_imports(path.read_text(), name))
+    assert importers == [], f"{importers} import gradcheck_fast.api"
+
+
+def test_every_public_function_comes_from_api():
+    # One module holds every public entry point; the package re-exports it. The seed's forward
+    # and backward passes are defined in reference (the baseline) and pass through api.
+    functions = [name for name in gradcheck_fast.__all__
+                 if inspect.isfunction(getattr(gradcheck_fast, name))]
+    assert {"check_gradients", "check", "estimate_cost", "step_sweep"} <= set(functions)
+    for name in functions:
+        function = getattr(gradcheck_fast, name)
+        assert getattr(api, name, None) is function, name
+        assert name in api.__all__, name
+        home = "reference" if name.endswith("propagation_n") else "api"
+        assert function.__module__ == f"gradcheck_fast.{home}", name
+
+
+def _float32_case():
+    X, Y, parameters = reference.seed_case()
+    _, cache = reference.forward_propagation_n(X, Y, parameters)
+    gradients = reference.backward_propagation_n(X, Y, cache)
+    return X, Y, {k: v.astype(np.float32) for k, v in parameters.items()}, gradients
+
+
+_WARNING_CALLS = {
+    "check_gradients": lambda X, Y, p, g: gradcheck_fast.check_gradients(p, g, X, Y),
+    "gradient_check_n": lambda X, Y, p, g: gradcheck_fast.gradient_check_n(p, g, X, Y,
+                                                                           verbose=False),
+    "step_sweep": lambda X, Y, p, g: gradcheck_fast.step_sweep(p, g, X, Y, steps=(1e-4,)),
+    "check": lambda X, Y, p, g: gradcheck_fast.check(
+        lambda theta: float(theta @ theta), p["b2"].ravel(), 2.0 * p["b2"].ravel()),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(_WARNING_CALLS))
+def test_low_precision_warnings_point_at_the_callers_line(entry):
+    # The warning is raised a few calls below the entry point, with a stacklevel counted for
+    # that depth: moving an entry point between modules must keep it pointing at the caller.
+    X, Y, p32, gradients = _float32_case()
+    with pytest.warns(gradcheck_fast.LowPrecisionWarning) as record:
+        _WARNING_CALLS[entry](X, Y, p32, gradients)
+    assert [Path(w.filename).name for w in record] == [Path(__file__).name], entry
