@@ -7,17 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck_fast import MLP, check_gradients, reference
+from gradcheck_fast import MLP, activations, check_gradients, losses, reference
 from gradcheck_fast.networks import example
 
-MODELS = [
-    MLP(output="softmax"),
-    MLP(output="linear"),
-    MLP(hidden="leaky_relu"),
+#: Every registry activation (hidden) and output, and some mixtures.
+MODELS = [MLP(hidden=name) for name in activations.REGISTRY if name != "relu"] + [
+    MLP(output=name) for name in losses.REGISTRY if name != "sigmoid"] + [
     MLP(hidden="linear", output="linear", l2=0.01),
     MLP(hidden="leaky_relu", output="softmax", l2=0.1),
     MLP(hidden=["relu", "leaky_relu"], output="sigmoid", l2=0.05),
-    MLP(hidden="tanh"),
     MLP(hidden="sigmoid", output="softmax", l2=0.1),
     MLP(hidden=["tanh", "relu"], output="linear"),
 ]
@@ -43,7 +41,7 @@ def _time(call):
 @pytest.mark.parametrize("model", MODELS, ids=repr)
 def test_model_at_mnist_size(benchmark, mnist, model):
     X, Y, labels, parameters, seed_time = mnist
-    Yd = labels if model.output == "softmax" else Y
+    Yd = labels if model.loss.class_labels else Y
     _, cache = reference.forward_mlp(X, Yd, parameters, model)
     gradients = reference.backward_mlp(X, Yd, cache, model)
     check_gradients(parameters, gradients, X, Yd, model=model)  # compile or load the kernels

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._jit import jit
-from .activations import softplus_change
+from .activations import LOGISTIC_FOURTH, softplus_change
 
 __all__ = ["Loss", "REGISTRY", "BY_CODE", "resolve"]
 
@@ -41,12 +41,12 @@ LINEAR_MSE = 2
 _U = 2.0**-53
 
 #: Largest |t| for the 4-term Taylor series of the loss change. The remainder is at most
-#: ``|t|**5 / 120 * max|s''''| <= |t|**5 / 960`` (the 4th derivative of the logistic function is
-#: below 1/8), i.e. below 1e-18 here: beneath the rounding of the terms kept.
+#: ``|t|**5 / 120 * max|s''''|`` (LOGISTIC_FOURTH = 0.12769 bounds the 4th derivative of the
+#: logistic function), i.e. below 1e-18 here: beneath the rounding of the terms kept.
 T_SERIES = 2.0**-10
 
-#: The sigmoid cross-entropy's series beyond t**4 adds at most |t|**5 / 960 (see T_SERIES).
-_BCE_TAIL = 1.0 / 960.0
+#: The sigmoid cross-entropy's series beyond t**4 adds at most this times |t|**5 (see T_SERIES).
+_BCE_TAIL = LOGISTIC_FOURTH / 120.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ import mpmath
 import numpy as np
 import pytest
 
-from gradcheck_fast import MLP, engine, validation
+from gradcheck_fast import MLP, activations, engine, validation
 from gradcheck_fast.models import SEED_MODEL
+from tests.registry_data import ACTIVATIONS, LOSSES
 
 U = 2.0**-53
 mpmath.mp.dps = 50
@@ -32,26 +33,11 @@ def _cost_exact(parameters, X, Y, model=SEED_MODEL):
     for l in range(1, L + 1):
         Z = _mpf(parameters[f"W{l}"]) @ A + _mpf(parameters[f"b{l}"])
         if l < L:
-            name = hidden[l - 1]
-            if name == "relu":
-                A = np.where(Z > 0, Z, mpmath.mpf(0))
-            elif name == "leaky_relu":
-                A = np.where(Z > 0, Z, mpmath.mpf(model.leaky_slope) * Z)
-            elif name == "tanh":
-                A = np.vectorize(mpmath.tanh, otypes=[object])(Z)
-            elif name == "sigmoid":
-                A = 1 / (1 + _exp(-Z))
-            else:
-                A = Z
+            f = ACTIVATIONS[hidden[l - 1]].mp
+            A = np.vectorize(lambda z, f=f: f(z, model.leaky_slope), otypes=[object])(Z)
     Y = _mpf(Y)
-    if model.output == "sigmoid":
-        A = 1 / (1 + _exp(-Z))
-        data = sum((-_log(A) * Y - _log(1 - A) * (1 - Y)).ravel())
-    elif model.output == "softmax":
-        lse = _log(np.sum(_exp(Z), axis=0))
-        data = sum((Y * (lse - Z)).ravel())
-    else:
-        data = sum(((Z - Y) ** 2).ravel()) / 2
+    loss = LOSSES[model.output].mp_sample
+    data = sum(loss(Z[:, j], Y[:, j]) for j in range(Z.shape[1]))
     cost = data / X.shape[1]
     if model.l2:
         squares = sum(sum((_mpf(parameters[f"W{l}"]) ** 2).ravel()) for l in range(1, L + 1))
@@ -115,13 +101,15 @@ def test_changes_equal_full_pass_up_to_rounding(seed):
     _check(costs, truth)
 
 
+#: Every registry activation alone and before a kinked layer, every output, L2.
+CURVED = [name for name, entry in activations.REGISTRY.items() if entry.curved]
 MODELS = [
     MLP(output="softmax"), MLP(output="linear"), MLP(hidden="leaky_relu", leaky_slope=0.2),
     MLP(hidden="linear", output="softmax", l2=0.3), MLP(hidden=["leaky_relu", "relu"],
                                                       output="linear", l2=0.1),
-    MLP(hidden="tanh"), MLP(hidden="sigmoid", output="softmax", l2=0.2),
-    MLP(hidden=["tanh", "relu"], output="linear"), MLP(hidden=["relu", "sigmoid"]),
-]
+    MLP(hidden="sigmoid", output="softmax", l2=0.2), MLP(hidden=["relu", "sigmoid"]),
+] + [MLP(hidden=name) for name in CURVED if name != "sigmoid"] + [
+    MLP(hidden=[name, "relu"], output="linear") for name in CURVED]
 
 
 @pytest.mark.parametrize("model", MODELS, ids=repr)
@@ -130,13 +118,16 @@ def test_changes_equal_full_pass_for_every_model(model, seed):
     rng = np.random.default_rng(40 + seed)
     sizes = [int(n) for n in rng.integers(2, 6, size=4)]
     X, Y, parameters = _network(rng, sizes, m=int(rng.integers(2, 9)), scale=0.7)
-    if model.output == "softmax":
-        Y = np.eye(sizes[-1])[:, rng.integers(sizes[-1], size=X.shape[1])]
-    elif model.output == "linear":
-        Y = rng.standard_normal(Y.shape)
+    Y = _labels(rng, model, sizes[-1], X.shape[1])
     _place_near_kinks(rng, parameters, X, layers=range(1, 3))
     costs = _incremental(parameters, X, Y, 1e-7, model)
     _check(costs, _true_changes(parameters, X, Y, 1e-7, model))
+
+
+def _labels(rng, model, n_out, m):
+    """Y for the model's loss as a float matrix (class labels one-hot)."""
+    Y = LOSSES[model.output].labels(rng, n_out, m)
+    return np.eye(n_out)[:, Y] if Y.ndim == 1 else Y
 
 
 def _check(costs, truth):
@@ -258,15 +249,16 @@ def test_memory_of_a_235k_parameter_check_stays_under_64_mib():
     assert peak <= 64 * 2**20, peak / 2**20
 
 
-def test_tanh_and_sigmoid_layers_take_the_series_path():
-    """Behind a smooth layer the outputs' change is a cubic in the unit's change (V, V2, V3):
+@pytest.mark.parametrize("name", CURVED)
+def test_curved_layers_take_the_series_path(name):
+    """Behind a curved layer the outputs' change is a cubic in the unit's change (V, V2, V3):
     the exactness tests above cover it; here, that it is what runs (and not the explicit
     propagation) for ordinary steps."""
     from gradcheck_fast import delta
 
     rng = np.random.default_rng(3)
     X, Y, parameters = _network(rng, [6, 5, 4, 2], m=7, scale=0.5)
-    model = MLP(hidden=["sigmoid", "tanh"])
+    model = MLP(hidden=["sigmoid", name])
     layout, theta = validation.mlp_layout_and_theta(parameters)
     Xc, Yc = validation.check_data(X, Y, layout, model)
     prepared = delta.prepare(layout, theta, Xc, Yc, model)
@@ -281,20 +273,13 @@ def test_tanh_and_sigmoid_layers_take_the_series_path():
 def _sample_loss_change(z, t, y, model):
     """l(z + t) - l(z) of one sample's outputs in 50 digits (z, y float64, t mpf vectors)."""
     z, y = _mpf(z), _mpf(y)
-
-    def loss(u):
-        if model.output == "sigmoid":
-            return sum(mpmath.log(1 + mpmath.exp(a)) - b * a for a, b in zip(u, y))
-        if model.output == "softmax":
-            return sum(y) * mpmath.log(sum(mpmath.exp(a) for a in u)) - sum(y * u)
-        return sum((u - y) ** 2) / 2
-
-    return loss(z + t) - loss(z)
+    loss = LOSSES[model.output].mp_sample
+    return loss(z + t, y) - loss(z, y)
 
 
-@pytest.mark.parametrize("model", [MLP(), MLP(hidden="tanh"), MLP(hidden="sigmoid",
-                                                                   output="softmax"),
-                                   MLP(hidden=["tanh", "relu"], output="linear")], ids=repr)
+@pytest.mark.parametrize("model", [MLP(), MLP(hidden="sigmoid", output="softmax")] + [
+    MLP(hidden=[name, "relu"], output="linear") for name in CURVED] + [
+    MLP(hidden=name) for name in CURVED if name != "sigmoid"], ids=repr)
 def test_composed_cubic_is_the_loss_change_within_its_bound(model):
     """The incremental engine's fast path takes a sample's loss change as one cubic in the
     unit's change s (delta._composed). Its claim: for |s| up to its limit, the cubic is the loss
@@ -307,10 +292,7 @@ def test_composed_cubic_is_the_loss_change_within_its_bound(model):
     rng = np.random.default_rng(11)
     sizes = [4, 6, 5, 3]
     X, Y, parameters = _network(rng, sizes, m=5, scale=0.7)
-    if model.output == "softmax":
-        Y = np.eye(3)[:, rng.integers(3, size=5)]
-    elif model.output == "linear":
-        Y = rng.standard_normal(Y.shape)
+    Y = _labels(rng, model, 3, 5)
     layout, theta = validation.mlp_layout_and_theta(parameters)
     Xc, Yc = validation.check_data(X, Y, layout, model)
     p = delta.prepare(layout, theta, Xc, Yc, model)

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 import gradcheck_fast
-from gradcheck_fast import MLP, reference
+from gradcheck_fast import MLP, activations, losses, reference
+from tests.registry_data import ACTIVATIONS, LOSSES
 
-HIDDEN = ("relu", "leaky_relu", "tanh", "sigmoid", "linear")
-OUTPUTS = ("sigmoid", "softmax", "linear")
+#: Every registry entry: a new activation or loss is tested by every test below.
+HIDDEN = tuple(activations.REGISTRY)
+OUTPUTS = tuple(losses.REGISTRY)
 
 
 def _data(model, sizes=(4, 5, 3, 3), m=7, seed=0, labels="one-hot"):
@@ -23,13 +25,9 @@ def _data(model, sizes=(4, 5, 3, 3), m=7, seed=0, labels="one-hot"):
         parameters[f"b{l}"] = 0.2 * rng.standard_normal((sizes[l], 1))
     X = rng.standard_normal((sizes[0], m))
     n_out = sizes[-1]
-    if model.output == "softmax":
-        classes = rng.integers(n_out, size=m)
-        Y = classes if labels == "integer" else reference.one_hot(classes, n_out)
-    elif model.output == "sigmoid":
-        Y = (rng.random((n_out, m)) < 0.5).astype(float)
-    else:
-        Y = rng.standard_normal((n_out, m))
+    Y = LOSSES[model.output].labels(rng, n_out, m)
+    if Y.ndim == 1 and labels != "integer":
+        Y = reference.one_hot(Y, n_out)
     return X, Y, parameters
 
 
@@ -41,33 +39,15 @@ def _complex_cost(X, Y, parameters, model):
     L = len(parameters) // 2
     hidden = model.hidden_for(L)
     n_out = parameters[f"W{L}"].shape[0]
-    if model.output == "softmax" and np.ndim(Y) == 1:
+    if np.ndim(Y) == 1 and np.asarray(Y).dtype.kind in "iu":
         Y = reference.one_hot(Y, n_out)
     m = X.shape[1]
     A = X.astype(complex)
     for l in range(1, L + 1):
         Z = parameters[f"W{l}"] @ A + parameters[f"b{l}"]
         if l < L:
-            name = hidden[l - 1]
-            if name == "relu":
-                A = np.where(Z.real > 0, Z, 0)
-            elif name == "leaky_relu":
-                A = np.where(Z.real > 0, Z, model.leaky_slope * Z)
-            elif name == "tanh":
-                A = np.tanh(Z)
-            elif name == "sigmoid":
-                A = 1 / (1 + np.exp(-Z))
-            else:
-                A = Z
-    if model.output == "sigmoid":
-        A = 1 / (1 + np.exp(-Z))
-        cost = np.sum(-Y * np.log(A) - (1 - Y) * np.log(1 - A))
-    elif model.output == "softmax":
-        shift = Z.real.max(axis=0, keepdims=True)
-        log_A = Z - shift - np.log(np.sum(np.exp(Z - shift), axis=0, keepdims=True))
-        cost = -np.sum(Y * log_A)
-    else:
-        cost = 0.5 * np.sum((Z - Y) ** 2)
+            A = ACTIVATIONS[hidden[l - 1]].complex(Z, model.leaky_slope)
+    cost = LOSSES[model.output].complex_sum(Z, Y)
     cost = cost / m
     if model.l2:
         cost += model.l2 / (2 * m) * sum(np.sum(parameters[f"W{l}"] ** 2) for l in range(1, L + 1))
@@ -220,11 +200,13 @@ def test_seed_functions_take_a_model():
     assert sweep.verdict == "fine"
 
 
-#: Different activations per layer: behind a tanh or sigmoid layer the plus and minus steps
-#: stop being each other's negative, also through the piecewise-linear layers after it.
-MIXED = [MLP(hidden=["tanh", "relu"]), MLP(hidden=["sigmoid", "linear"], output="softmax"),
-         MLP(hidden=["tanh", "leaky_relu"], output="linear", l2=0.1),
-         MLP(hidden=["relu", "sigmoid"], output="softmax")]
+#: Different activations per layer: behind a curved layer (tanh, sigmoid, ...) the plus and
+#: minus steps stop being each other's negative, also through the piecewise-linear layers after
+#: it; and a kinked layer after a curved one.
+MIXED = [MLP(hidden=["sigmoid", "linear"], output="softmax"),
+         MLP(hidden=["tanh", "leaky_relu"], output="linear", l2=0.1)] + [
+    model for name in HIDDEN if activations.REGISTRY[name].curved
+    for model in (MLP(hidden=[name, "relu"]), MLP(hidden=["relu", name], output="softmax"))]
 
 
 @pytest.mark.parametrize("model", COMBINATIONS + MIXED, ids=repr)
@@ -274,3 +256,20 @@ def test_a_model_must_be_an_mlp():
     gradients = reference.backward_mlp(X, Y, cache, MLP())
     with pytest.raises(TypeError, match="model"):
         gradcheck_fast.check_gradients(parameters, gradients, X, Y, model="tanh")
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_sampled_mode_checks_every_activation(hidden):
+    """A sample of coordinates of every block, for every registry activation: the reference's
+    gradient passes; a x1.1 error in one block fails that block alone."""
+    model = MLP(hidden=hidden, output="softmax", l2=0.1)
+    X, Y, parameters = _data(model, sizes=(6, 5, 4, 3), m=8, seed=4)
+    _, cache = reference.forward_mlp(X, Y, parameters, model)
+    gradients = reference.backward_mlp(X, Y, cache, model)
+    options = {"model": model, "mode": "sampled", "n_per_block": 5, "seed": 2}
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y, **options)
+    assert report.mode == "sampled" and report.passed, report
+    assert report.n_checked < report.n_params
+    wrong = dict(gradients, dW1=1.1 * gradients["dW1"])
+    bad = gradcheck_fast.check_gradients(parameters, wrong, X, Y, **options)
+    assert bad.failed_blocks == ["dW1"], bad
