@@ -39,6 +39,8 @@ LEAKY_RELU = 1
 TANH = 2
 SIGMOID = 3
 LINEAR = 4
+GELU = 5
+SOFTPLUS = 6
 
 #: Below this |dz| a curved activation's change is its Taylor series to dz**4 (no
 #: transcendental function per sample); the next term is below 2e-19 relative (see each entry).
@@ -52,6 +54,16 @@ DZ_PLAIN = 1.0
 #: the logistic function's series (and of softplus's and the sigmoid cross-entropy's, one
 #: degree higher).
 LOGISTIC_FOURTH = 0.12769
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+#: 10-point Gauss-Legendre nodes and weights on [-1, 1]: the integral of the normal density over
+#: an interval across which it changes by less than a factor ~2 (see :func:`_normal_mass`),
+#: where the rule is exact to rounding (its error term, (h/2)**21 2**21 (10!)**4 / (21 (20!)**3)
+#: |phi^(20)|, is below 1e-20 of the integral there).
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(10)
+
 
 # ---------------------------------------------------------------------------------------------
 # ReLU and leaky ReLU: piecewise linear, a kink at 0
@@ -174,6 +186,127 @@ def softplus_change(t, s, sbar):
 
 
 # ---------------------------------------------------------------------------------------------
+# softplus: log(1 + e^z), a smooth ReLU
+# ---------------------------------------------------------------------------------------------
+@jit
+def _softplus(z):
+    # max(z, 0) + log1p(e^-|z|): no overflow, accurate for z << 0 (where it is e^z).
+    if z > 0.0:
+        return z + math.log1p(math.exp(-z))
+    return math.log1p(math.exp(z))
+
+
+@jit(inline=True)
+def _softplus_change(dz, s, sbar):
+    """softplus's change: its Taylor series ``s dz + s' dz**2/2 + s'' dz**3/6 + s''' dz**4/24``
+    for |dz| <= 2**-15 (the remainder is at most ``LOGISTIC_FOURTH / 120 |dz|**5``, below 1e-24
+    |dz|), else :func:`softplus_change`."""
+    if abs(dz) <= DZ_SERIES:
+        d1 = s * sbar
+        return dz * (s + dz * (d1 / 2.0 + dz * (d1 * (sbar - s) / 6.0
+                                                + dz * d1 * (1.0 - 6.0 * d1) / 24.0)))
+    return softplus_change(dz, s, sbar)[0]
+
+
+def _softplus_np(z):
+    return np.logaddexp(0.0, z)
+
+
+def _softplus_taylor(z, slope):
+    s, sbar = _sigmoid_pair(z)
+    s1 = s * sbar
+    return s, s1 / 2.0, s1 * (sbar - s) / 6.0
+
+
+def _softplus_complements(z):
+    return _sigmoid_pair(z)
+
+
+# ---------------------------------------------------------------------------------------------
+# GELU, exact: z Phi(z) with Phi(z) = erfc(-z / sqrt 2) / 2
+# ---------------------------------------------------------------------------------------------
+@jit
+def _gelu(z):
+    return z * (0.5 * math.erfc(-z * _SQRT_HALF))
+
+
+@jit
+def _normal_mass(z, dz):
+    """``Phi(z + dz) - Phi(z)`` without a difference of nearly equal values.
+
+    With a <= b the ends: the two tail values on the side where they are small (Phi below 0,
+    1 - Phi above, Phi(a) and Phi(b) across 0), each from erfc; where the smaller is at most
+    half the larger their difference loses at most an ulp of itself. Otherwise the density
+    changes by less than a factor ~2 across [a, b], and its integral is taken with 10-point
+    Gauss-Legendre."""
+    a = min(z, z + dz)
+    b = max(z, z + dz)
+    if a >= 0.0:
+        big = 0.5 * math.erfc(a * _SQRT_HALF)
+        small = 0.5 * math.erfc(b * _SQRT_HALF)
+    else:
+        big = 0.5 * math.erfc(-b * _SQRT_HALF)
+        small = 0.5 * math.erfc(-a * _SQRT_HALF)
+    if small <= 0.5 * big:
+        return big - small if dz > 0.0 else small - big
+    half = 0.5 * dz
+    centre = z + half
+    total = 0.0
+    for k in range(_GL_NODES.shape[0]):
+        x = centre + half * _GL_NODES[k]
+        total += _GL_WEIGHTS[k] * math.exp(-0.5 * x * x)
+    return half * total * _INV_SQRT_2PI
+
+
+@jit(inline=True)
+def _gelu_change(z, dz, cdf, pdf):
+    """GELU's change from ``cdf = Phi(z)``, ``pdf = phi(z)``: its Taylor series to dz**4 for
+    |dz| <= 2**-15 (f' = Phi + z phi, f'' = (2 - z**2) phi, f''' = (z**3 - 4 z) phi,
+    f'''' = (7 z**2 - z**4 - 4) phi; the remainder |f^(5)| |dz|**5 / 120 with
+    |f^(5)| = |z**5 - 11 z**3 + 18 z| phi < 3 is below 1e-24 |dz|); up to |dz| = 1
+    ``dz Phi(z + dz) + z (Phi(z + dz) - Phi(z))`` with the second difference formed without
+    cancellation (:func:`_normal_mass`); beyond, the plain difference."""
+    if abs(dz) > DZ_PLAIN:
+        return _gelu(z + dz) - _gelu(z)
+    if abs(dz) <= DZ_SERIES:
+        z2 = z * z
+        f1 = cdf + z * pdf
+        f2 = (2.0 - z2) * pdf / 2.0
+        f3 = (z2 - 4.0) * z * pdf / 6.0
+        f4 = (7.0 * z2 - z2 * z2 - 4.0) * pdf / 24.0
+        return dz * (f1 + dz * (f2 + dz * (f3 + dz * f4)))
+    mass = _normal_mass(z, dz)
+    return dz * (cdf + mass) + z * mass
+
+
+@jit
+def _gelu_parts(z, cdf, pdf):
+    """``Phi(z)``, ``phi(z)`` elementwise into cdf, pdf (flat arrays; NumPy has no erfc)."""
+    for k in range(z.shape[0]):
+        cdf[k] = 0.5 * math.erfc(-z[k] * _SQRT_HALF)
+        pdf[k] = math.exp(-0.5 * z[k] * z[k]) * _INV_SQRT_2PI
+
+
+def _gelu_complements(z):
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    cdf = np.empty(z.size)
+    pdf = np.empty(z.size)
+    _gelu_parts(z.ravel(), cdf, pdf)
+    return cdf.reshape(z.shape), pdf.reshape(z.shape)
+
+
+def _gelu_np(z):
+    cdf, _ = _gelu_complements(z)
+    return z * cdf
+
+
+def _gelu_taylor(z, slope):
+    cdf, pdf = _gelu_complements(z)
+    z2 = z * z
+    return cdf + z * pdf, (2.0 - z2) * pdf / 2.0, (z2 - 4.0) * z * pdf / 6.0
+
+
+# ---------------------------------------------------------------------------------------------
 # The dispatchers the kernels call
 # ---------------------------------------------------------------------------------------------
 @jit
@@ -189,6 +322,10 @@ def value(code, z, slope):
         return 1.0 / (1.0 + math.exp(-z))
     if code == LINEAR:
         return z
+    if code == GELU:
+        return _gelu(z)
+    if code == SOFTPLUS:
+        return _softplus(z)
     raise ValueError("gradcheck_fast: unknown activation code")
 
 
@@ -207,6 +344,10 @@ def change(code, z, dz, slope, a, c1, c2):
         return _relu_change(z, dz)
     if code == LEAKY_RELU:
         return _leaky_change(z, dz, slope)
+    if code == GELU:
+        return _gelu_change(z, dz, c1, c2), False
+    if code == SOFTPLUS:
+        return _softplus_change(dz, c1, c2), False
     raise ValueError("gradcheck_fast: unknown activation code")
 
 
@@ -290,6 +431,19 @@ REGISTRY: dict[str, Activation] = {
             forward=lambda Z, slope: Z + 0.0,
             derivative=lambda Z, A, slope: np.ones_like(Z),
             taylor=_identity_taylor, complements=None, doc="z"),
+        Activation(
+            # max f' = f'(sqrt 2) = 1.12896...; |f''''| <= 4 phi(0) = 1.596 at z = 0.
+            "gelu", GELU, kink=False, curved=True, gain=lambda slope: 1.129, fourth=1.6,
+            forward=lambda Z, slope: _gelu_np(Z),
+            derivative=lambda Z, A, slope: _gelu_taylor(Z, slope)[0],
+            taylor=_gelu_taylor, complements=_gelu_complements,
+            doc="z Phi(z), Phi the standard normal distribution function (exact, with erf)"),
+        Activation(
+            "softplus", SOFTPLUS, kink=False, curved=True, gain=lambda slope: 1.0, fourth=0.125,
+            forward=lambda Z, slope: _softplus_np(Z),
+            derivative=lambda Z, A, slope: _sigmoid_np(Z),
+            taylor=_softplus_taylor, complements=_softplus_complements,
+            doc="log(1 + exp(z))"),
     )
 }
 

@@ -19,13 +19,33 @@ mpmath.mp.dps = 50
 class ActivationData:
     """``mp(z, slope)``: f in 50 digits (z an mpf); ``complex(Z, slope)``: f on a complex array
     (for complex-step derivatives; kinks decided on the real part); ``terms(z, slope)``: the
-    magnitude of the terms that make up f'(z) in the entry's change formula (the rounding of a
-    change dz is a few ulps of ``|dz| terms``: for GELU, whose f' = Phi + z phi vanishes at
-    z = -0.75, that is ``Phi + |z| phi``, not |f'|)."""
+    magnitude of the terms that make up f'(z) in the entry's formulas, times the relative
+    error their stored values carry beyond an ulp (the rounding of a change dz is a few ulps
+    of ``|dz| terms``). For GELU, whose f' = Phi + z phi vanishes at z = -0.75, that is
+    ``(Phi + |z| phi) (1 + z**2)``, not |f'|: Phi and phi are erfc and exp of the rounded
+    argument -z / sqrt 2, resp. -z**2 / 2, whose rounding they amplify ~z**2 times."""
 
     mp: Callable
     complex: Callable
     terms: Callable
+
+
+_SQRT2 = mpmath.sqrt(2)
+
+
+def _normal_cdf(z):
+    return mpmath.erfc(-mpmath.mpf(z) / _SQRT2) / 2
+
+
+def _complex_gelu(Z, slope):
+    erfc = np.vectorize(lambda z: complex(mpmath.erfc(-mpmath.mpc(z) / _SQRT2)),
+                        otypes=[complex])
+    return Z * erfc(Z) / 2
+
+
+def _gelu_terms(z, slope):
+    pdf = mpmath.exp(-mpmath.mpf(z) ** 2 / 2) / mpmath.sqrt(2 * mpmath.pi)
+    return float((_normal_cdf(z) + abs(z) * pdf) * (1 + z * z))
 
 
 def _sech2(z):
@@ -53,6 +73,11 @@ ACTIVATIONS: dict[str, ActivationData] = {
                               terms=lambda z, slope: _logistic(z) * _logistic(-z)),
     "linear": ActivationData(mp=lambda z, slope: z, complex=lambda Z, slope: Z,
                              terms=lambda z, slope: 1.0),
+    "gelu": ActivationData(mp=lambda z, slope: z * _normal_cdf(z), complex=_complex_gelu,
+                           terms=_gelu_terms),
+    "softplus": ActivationData(mp=lambda z, slope: mpmath.log(1 + mpmath.exp(z)),
+                               complex=lambda Z, slope: np.log(1 + np.exp(Z)),
+                               terms=lambda z, slope: _logistic(z)),
 }
 
 

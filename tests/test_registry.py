@@ -107,15 +107,18 @@ def test_unknown_codes_raise_in_a_kernel_instead_of_falling_through():
 @pytest.mark.parametrize("name", NAMES)
 def test_value_and_forward_are_f(name):
     """The kernels' value and the NumPy forward against 50 digits: a few ulps (each is one or
-    two correctly rounded library calls and an operation or two)."""
+    two correctly rounded library calls and an operation or two), plus the rounding of an
+    internal argument (-z / sqrt 2 for GELU) amplified by f's conditioning, |z f'(z)| ulps."""
     entry = activations.REGISTRY[name]
     Z = np.array(Z_GRID)
     forward = entry.forward(Z, SLOPE)
     for z, numpy_value in zip(Z_GRID, forward):
         truth = float(_mp(name, z))
+        slope = abs(z) * abs(float(_mp_derivatives(name, z, 1)[0])) if z else 0.0
+        tol = 8 * U * (abs(truth) + slope) + 1e-300
         kernel = activations.value(entry.code, z, SLOPE)
-        assert abs(kernel - truth) <= 8 * U * abs(truth) + 1e-300, (z, kernel, truth)
-        assert abs(numpy_value - truth) <= 8 * U * abs(truth) + 1e-300, (z, numpy_value, truth)
+        assert abs(kernel - truth) <= tol, (z, kernel, truth)
+        assert abs(numpy_value - truth) <= tol, (z, numpy_value, truth)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -157,8 +160,10 @@ def test_taylor_coefficients_and_derivative_are_f_derivatives(name):
     derivative = entry.derivative(Z, entry.forward(Z, SLOPE), SLOPE)
     for k, z in enumerate(Z):
         d1, d2, d3 = (float(d) for d in _mp_derivatives(name, z, 3))
-        assert math.isclose(f1[k], d1, rel_tol=1e-12, abs_tol=1e-300), (z, f1[k], d1)
-        assert math.isclose(derivative[k], d1, rel_tol=1e-12, abs_tol=1e-15), (z, d1)
+        # f' may be a sum of terms that cancel (GELU near -0.75): ulps of the terms.
+        terms = 16 * U * ACTIVATIONS[name].terms(z, SLOPE)
+        assert math.isclose(f1[k], d1, rel_tol=1e-12, abs_tol=terms), (z, f1[k], d1)
+        assert math.isclose(derivative[k], d1, rel_tol=1e-12, abs_tol=1e-15 + terms), (z, d1)
         if entry.curved:
             # Absolute: f2, f3 carry a few ulps of their O(1) terms (sigmoid: s - sbar cancels
             # near 0), so 16 u.
