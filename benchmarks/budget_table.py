@@ -16,8 +16,9 @@ import sys
 import time
 import timeit
 
-from gradcheck_fast import check_gradients, delta
+from gradcheck_fast import check_gradients
 from gradcheck_fast._threads import single_blas_thread
+from gradcheck_fast.engines import incremental
 from gradcheck_fast.networks import random_mlp
 from gradcheck_fast.options import prepare_inputs
 
@@ -53,7 +54,7 @@ def figures(network, budget: float, rounds: int = 3, n_threads: int | None = Non
 
     def forward():
         with single_blas_thread():
-            delta.forward(inputs.layout, inputs.theta, inputs.X, inputs.Y, inputs.model)
+            incremental.forward(inputs.layout, inputs.theta, inputs.X, inputs.Y, inputs.model)
 
     forward_s = _best(forward, rounds)
     runs = []

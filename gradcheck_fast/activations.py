@@ -378,7 +378,7 @@ class Activation:
     gain : ``gain(slope)`` bounds ``|f'|`` (how far a change can travel through the layer).
     fourth : bounds ``|f''''|`` (curved only): behind the layer the cubic series of the outputs'
         change is exact to rounding while pre-activations move by at most T_SMOOTH
-        (:mod:`gradcheck_fast.delta`), since ``fourth / 24 * T_SMOOTH**3 < 1e-18``.
+        (:mod:`gradcheck_fast.engines.incremental`), since ``fourth / 24 * T_SMOOTH**3 < 1e-18``.
     forward : NumPy ``f(Z, slope)``.
     derivative : NumPy ``f'(Z, A, slope)`` with ``A = f(Z)`` (the reference's backward pass).
     taylor : NumPy ``(f', f''/2, f'''/6)`` at Z, elementwise (None: zero).

@@ -12,8 +12,8 @@ import numpy as np
 
 from . import modes
 from ._threads import n_threads_set
-from .delta import Prepared
-from .engine import Costs, mlp_cost_noise, mlp_costs, prepare_engine
+from .engines import Costs, mlp_cost_noise, mlp_costs, prepare_engine
+from .engines.incremental import Prepared
 from .options import Inputs, LowPrecisionWarning, Options
 from .planning import plan
 from .report import (

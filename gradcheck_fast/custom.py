@@ -6,153 +6,15 @@ import time
 import warnings
 from dataclasses import replace
 
-import numba
 import numpy as np
-from numba import prange
-from numba.core.errors import NumbaError
 
-from ._jit import jit
-from ._schedule import claim
 from ._threads import n_threads_set
-from .engine import Costs, _run_kernel
+from .engines import Costs, blackbox
 from .layout import Layout
-from .noise import N_POINTS, ecnoise_step, sigma_from_values
 from .options import LowPrecisionWarning
 from .report import GradientCheckReport, build_report
 from .report.diagnosis import _U, SIGMA_FACTOR, allowance, noise_bound
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
-
-
-# The work is cut into evaluations, not coordinates: item k is J(theta + eps e_i) for k = 2i
-# and J(theta - eps e_i) for k = 2i + 1. A cost that takes seconds per evaluation still keeps
-# every thread busy (two threads share even a single coordinate), and a piece of the range, the
-# unit Ctrl-C waits for, holds one evaluation per thread.
-#
-# The kernels take the user's njit function as an argument: numba compiles them anew for
-# each distinct cost function (about half a second) and cannot cache that on disk.
-@jit(cache=False)
-def _user_costs_range(lo, hi, idx, cost, theta, args, epsilon, J_plus, J_minus):
-    """For lo <= k < hi: J at theta with theta[i] + epsilon (k even) or - epsilon (k odd),
-    i = idx[k // 2], into slot k // 2, on a private copy of theta that is perturbed and
-    restored (the caller's theta is never written)."""
-    local = theta.copy()
-    for k in range(lo, hi):
-        i = idx[k // 2]
-        t = theta[i]
-        if k % 2 == 0:
-            local[i] = t + epsilon
-            J_plus[k // 2] = cost(local, *args)
-        else:
-            local[i] = t - epsilon
-            J_minus[k // 2] = cost(local, *args)
-        local[i] = t
-
-
-@jit(parallel=True, cache=False)
-def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, idx, cost, theta, args,
-                         epsilon, J_plus, J_minus):
-    """:func:`_user_costs_range` over chunks claimed by ``n_workers`` threads (see
-    :mod:`gradcheck_fast._schedule`); each chunk has its own copy of theta and each evaluation
-    writes only its own slot."""
-    n = stop - start
-    for w in prange(n_workers):
-        ch = claim(schedule, w, n_chunks)
-        while ch < n_chunks:
-            _user_costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks,
-                              idx, cost, theta, args, epsilon, J_plus, J_minus)
-            ch = claim(schedule, w, n_chunks)
-
-
-def _python_costs_range(lo, hi, idx, cost, theta, args, epsilon, J_plus, J_minus):
-    local = theta.copy()
-    for k in range(lo, hi):
-        i = idx[k // 2]
-        t = theta[i]
-        if k % 2 == 0:
-            local[i] = t + epsilon
-            J_plus[k // 2] = _scalar(cost(local, *args))
-        else:
-            local[i] = t - epsilon
-            J_minus[k // 2] = _scalar(cost(local, *args))
-        local[i] = t
-
-
-def _scalar(value) -> float:
-    array = np.asarray(value)
-    if array.ndim != 0 or array.dtype.kind not in "biuf":
-        shape = f" of shape {array.shape}" if array.ndim else ""
-        raise TypeError(f"cost must return a real scalar (a float); got "
-                        f"{type(value).__name__}{shape}")
-    return float(array)
-
-
-def _is_njit(cost) -> bool:
-    return isinstance(cost, numba.core.dispatcher.Dispatcher)
-
-
-def _type_name(value) -> str:
-    try:
-        return str(numba.typeof(value))
-    except Exception:  # numba cannot type it: that is the reason the compile failed
-        return f"{type(value).__name__} (no numba type)"
-
-
-def _first_value(cost, theta, args) -> float:
-    """cost(theta, *args) once, in Python: compiles an njit cost, checks what it returns, and
-    that it leaves theta alone (the check perturbs private copies of theta that must stay
-    exactly theta between evaluations)."""
-    probe = theta.copy()
-    try:
-        value = cost(probe, *args)
-    except (NumbaError, ValueError, TypeError) as exc:
-        if not _is_njit(cost):
-            raise
-        summary = str(exc).strip().splitlines()
-        reason = next((line for line in summary if line.strip()), "")
-        types = "".join(", " + _type_name(a) for a in args)
-        raise TypeError(f"cost could not be compiled by numba for (theta: float64[:]{types}): "
-                        f"{reason}") from exc
-    if not np.array_equal(probe, theta):
-        raise ValueError("cost modified theta: it must not write into its first argument "
-                         "(copy it first if it needs scratch space)")
-    value = _scalar(value)
-    if not np.isfinite(value):
-        raise ValueError(f"cost(theta, *args) is {value} at the given theta: the check needs a "
-                         f"finite cost there")
-    return value
-
-
-def _central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
-    """J+- and the central differences for the coordinates ``indices`` (default every one), in
-    parallel for an njit cost (``seconds``: the time of one evaluation)."""
-    if indices is None:
-        indices = np.arange(theta.size)
-    P = indices.size
-    J_plus, J_minus = np.empty((2, P))
-    kernel_args = (indices, cost, theta, args, epsilon, J_plus, J_minus)
-    if njit:
-        _run_kernel(_user_costs_range, _user_costs_parallel, 2 * P, seconds, kernel_args,
-                    progress, items_per_param=2)
-    else:
-        _run_kernel(_python_costs_range, None, 2 * P, seconds, kernel_args, progress,
-                    items_per_param=2)
-    with np.errstate(invalid="ignore", over="ignore"):
-        gradapprox = (J_plus - J_minus) / (2 * epsilon)
-    return J_plus, J_minus, gradapprox
-
-
-def _costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str) -> Costs:
-    """The report's view of one central difference of the user's cost over all coordinates."""
-    P = gradapprox.size
-    with np.errstate(invalid="ignore", over="ignore"):
-        dJ_plus, dJ_minus = J_plus - J, J_minus - J
-    resolution = np.zeros(P)
-    if float32:
-        resolution = 2 * (np.spacing(np.abs(J_plus).astype(np.float32))
-                          + np.spacing(np.abs(J_minus).astype(np.float32))).astype(np.float64)
-    return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
-                 np.zeros(P, dtype=np.int64), engine, np.arange(P))
-
 
 # ---------------------------------------------------------------------------------------------
 # Kinks of a black-box cost
@@ -274,17 +136,6 @@ def _kink_verdicts(evaluate, theta, J, indices, grad, costs, central, sigma, flo
     return kink, maybe
 
 
-def _noise(cost, theta, args) -> float:
-    """ECnoise of the user's cost; a line along which the cost does not move at all (its
-    resolution is coarser than the step) is lengthened before giving up."""
-    step = ecnoise_step(theta)
-    for grow in (1.0, 1e3, 1e6):
-        values = [_scalar(cost(theta + t * grow * step, *args)) for t in range(N_POINTS)]
-        if len(set(values)) > 1:
-            return sigma_from_values(values)
-    return 0.0
-
-
 def low_precision_warning(names, options) -> tuple[str, ...]:
     note = (f"{', '.join(names)} in float32/float16: compared in float64 with "
             f"rtol={options.rtol:g}, atol={options.atol:g} to allow for a float32 gradient")
@@ -298,21 +149,21 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
     """The check of :func:`gradcheck_fast.api.check` on validated inputs: ``theta`` and
     ``grad`` flat float64 (theta finite), ``layout`` of theta's size, ``options`` resolved;
     ``low_precision`` names the arguments that came in float32/float16."""
-    J = _first_value(cost, theta, args)
-    njit = _is_njit(cost)
+    J = blackbox.first_value(cost, theta, args)
+    njit = blackbox.is_njit(cost)
     timed = time.perf_counter()
     cost(theta.copy(), *args)  # compiled by now: one evaluation's time, for threads and pieces
     seconds = time.perf_counter() - timed
     P = theta.size
     started = time.perf_counter()
     with n_threads_set(options.n_threads):
-        central = {1.0: _central(cost, theta, args, options.epsilon, njit, seconds,
+        central = {1.0: blackbox.central(cost, theta, args, options.epsilon, njit, seconds,
                                  options.progress)}
         if options.epsilon > TRUNCATION_STEP:
             # As check_gradients does: the steps eps/2 and eps/4 bound the truncation error
             # (and their J+- serve the kink test).
             for f in SMALLER_STEPS:
-                central[f] = _central(cost, theta, args, f * options.epsilon, njit, seconds,
+                central[f] = blackbox.central(cost, theta, args, f * options.epsilon, njit, seconds,
                                       options.progress)
     elapsed = time.perf_counter() - started
     J_plus, J_minus, _ = central[1.0]
@@ -326,8 +177,8 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
                   "relative) divided by 2 epsilon is allowed for, so elements the step cannot "
                   "resolve show as unverified; a float64 cost checks far more finely",)
     engine = "numba" if njit else "python"
-    costs = {f: _costs(J, *arrays, float32, engine) for f, arrays in central.items()}
-    sigma = _noise(cost, theta, args)
+    costs = {f: blackbox.costs(J, *arrays, float32, engine) for f, arrays in central.items()}
+    sigma = blackbox.cost_noise(cost, theta, args)
     first = costs[1.0]
     if options.epsilon > TRUNCATION_STEP:
         noise = tuple(noise_bound(costs[f], sigma, f * options.epsilon, theta, 1)
@@ -337,7 +188,7 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
     candidates = _needs_excuse(first, grad, sigma, theta, options)
     if candidates.size:
         def evaluate(step, indices):
-            return _central(cost, theta, args, step, njit, seconds, False, indices)[:2]
+            return blackbox.central(cost, theta, args, step, njit, seconds, False, indices)[:2]
 
         with n_threads_set(options.n_threads):
             kink, maybe = _kink_verdicts(evaluate, theta, J, candidates, grad, first, central,

@@ -5,10 +5,10 @@
 - ``directional_probes``: k seeded random unit directions per block, comparing ``v . grad``
   with ``(J(theta + eps v) - J(theta - eps v)) / 2 eps``, so each block costs 2k evaluations
   whatever its size. The two costs are formed in delta space as in the incremental engine
-  (:mod:`gradcheck_fast.delta`): the change of the perturbed layer's pre-activations, carried
-  through the activations (kinks formed explicitly, tanh/sigmoid by their addition theorems)
-  and the later layers with BLAS products, into the loss without cancellation. Any model of
-  the MLP family; an L2 term's share is added exactly.
+  (:mod:`gradcheck_fast.engines.incremental`): the change of the perturbed layer's
+  pre-activations, carried through the activations (kinks formed explicitly, curved ones
+  without cancellation) and the later layers with BLAS products, into the loss without
+  cancellation. Any model of the MLP family; an L2 term's share is added exactly.
 
 Directions are normalised *per block* (a probe of W1 does not drown db3). A weight block gets
 rank-one directions ``v = a b^T`` with a, b uniform on their unit spheres: the change of the
@@ -33,9 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activations, delta
+from . import activations
 from ._jit import jit
 from ._threads import single_blas_thread
+from .engines import incremental
 from .losses import output_coefficients, sample_change
 from .models import SEED_MODEL
 from .options import ATOL, RTOL
@@ -184,8 +185,8 @@ def _propagate(layers, l, dz_plus, codes, slope):
 @dataclass(frozen=True)
 class _Layers:
     """The unperturbed pass per layer q as (n_q, m) views: Z, A and the activations' two
-    complements F1, F2 (:func:`gradcheck_fast.delta.activation_complements`); weights[q] is
-    W_q."""
+    complements F1, F2 (:func:`~gradcheck_fast.engines.incremental.activation_complements`);
+    weights[q] is W_q."""
 
     Z: list
     A: list
@@ -195,8 +196,8 @@ class _Layers:
 
 
 def _unperturbed(net, theta, X, Y, model):
-    J, Z, A, act_off, weights = delta.forward(net, theta, X, Y, model)
-    F = delta.activation_complements(Z, act_off, model.activations(net.n_layers))
+    J, Z, A, act_off, weights = incremental.forward(net, theta, X, Y, model)
+    F = incremental.activation_complements(Z, act_off, model.activations(net.n_layers))
     sizes, m = net.sizes, X.shape[1]
 
     def per_layer(flat):

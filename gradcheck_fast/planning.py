@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import delta
 from ._schedule import SERIAL_SECONDS
 from ._threads import num_threads
-from .costmodel import (
+from .engines import choose_engine, prepare_engine
+from .engines.costmodel import (
     BLAS_S_PER_FLOP,
     ELEMENT_S,
     EXACT_S_PER_FLOP,
@@ -24,7 +24,7 @@ from .costmodel import (
     incremental_layer_seconds,
     prepare_seconds,
 )
-from .engine import choose_engine, prepare_engine
+from .engines.incremental import slow_fractions
 from .noise import N_POINTS
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP
 
@@ -103,12 +103,13 @@ class SetUp:
     Attributes
     ----------
     engine : the engine that will run ("exact" also after a non-finite forward pass).
-    prepared : the incremental engine's state (:func:`gradcheck_fast.engine.prepare_engine`),
+    prepared : the incremental engine's state (:func:`gradcheck_fast.engines.prepare_engine`),
         or None when not prepared (yet).
     seconds : the forward pass and preparation: measured when ``measured``, else modelled.
     measured : whether ``seconds`` was timed.
     slow : per step, per layer the share of samples on the explicit path
-        (:func:`gradcheck_fast.delta.slow_fractions`), or None (not known: fast path only).
+        (:func:`~gradcheck_fast.engines.incremental.slow_fractions`), or None (not known: fast
+        path only).
     """
 
     engine: str
@@ -161,7 +162,7 @@ def coordinate_setup(inputs, options, prepare: bool) -> SetUp:
     slow = None
     if len(sizes) > 3:
         # Deep networks: how many samples the explicit path will take, per step.
-        slow = tuple(delta.slow_fractions(prepared, sizes, m, h) for h in _steps(options))
+        slow = tuple(slow_fractions(prepared, sizes, m, h) for h in _steps(options))
     return SetUp("incremental", prepared, seconds, True, slow)
 
 

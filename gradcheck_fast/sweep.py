@@ -10,7 +10,7 @@ import numpy as np
 
 from ._threads import n_threads_set
 from .checker import numerical_gradient
-from .engine import prepare_engine
+from .engines import prepare_engine
 from .report import relative_difference
 from .validation import check_epsilon
 

@@ -76,7 +76,7 @@ def propagated_rounding(noise_h, noise_half, noise_quarter):
 
 
 def with_truncation(first, half, quarter, atol: float, rtol: float, noise=None):
-    """``first`` (the engine's :class:`~gradcheck_fast.engine.Costs` at step h) with the
+    """``first`` (the engine's :class:`~gradcheck_fast.engines.Costs` at step h) with the
     truncation bound from ``half`` and ``quarter`` (the same at h/2 and h/4), and the rounding
     of that bound added to its noise: to ``resolution`` (J units at step h: a rounding r of
     J+ - J- at step h/k is k r there) and to ``noise_factor`` (rounding of J itself, which

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import gradcheck_fast
-from gradcheck_fast import engine, mlp, reference, validation
+from gradcheck_fast import engines, reference, validation
+from gradcheck_fast._threads import n_threads_set
+from gradcheck_fast.engines import exact
 from gradcheck_fast.models import SEED_MODEL
 
 EPSILON = 1e-7
@@ -104,7 +106,7 @@ def kink_network(helpers, case):
 def _engine_costs(X, Y, parameters, engine_name, epsilon=EPSILON):
     layout, theta = validation.mlp_layout_and_theta(parameters)
     X, Y = validation.check_data(X, Y, layout)
-    return engine.mlp_costs(layout, theta, X, Y, epsilon, engine=engine_name)
+    return engines.mlp_costs(layout, theta, X, Y, epsilon, engine=engine_name)
 
 
 def _compare_with_reference(X, Y, parameters, helpers):
@@ -221,12 +223,12 @@ def _full_pass_costs(layout, theta, X, Y, epsilon, model=SEED_MODEL):
     for i in range(theta.shape[0]):
         perturbed = theta.copy()
         perturbed[i] = theta[i] + epsilon
-        J_plus[i] = mlp._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y,
+        J_plus[i] = exact._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y,
                               *codes)
         perturbed[i] = theta[i] - epsilon
-        J_minus[i] = mlp._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X,
+        J_minus[i] = exact._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X,
                                Y, *codes)
-    J = mlp._cost(theta, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y, *codes)
+    J = exact._cost(theta, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y, *codes)
     return J, J_plus, J_minus
 
 
@@ -242,8 +244,8 @@ def _assert_bitwise(actual, expected):
 def _check_engine_bitwise(X, Y, parameters, epsilon=EPSILON, n_threads=None):
     layout, theta = validation.mlp_layout_and_theta(parameters)
     X, Y = validation.check_data(X, Y, layout)
-    with engine.n_threads_set(n_threads):
-        costs = engine.mlp_costs(layout, theta, X, Y, epsilon, engine="exact")
+    with n_threads_set(n_threads):
+        costs = engines.mlp_costs(layout, theta, X, Y, epsilon, engine="exact")
     J, J_plus, J_minus = _full_pass_costs(layout, theta, X, Y, epsilon)
     _assert_bitwise(costs.J, J)
     _assert_bitwise(costs.J_plus, J_plus)
@@ -290,21 +292,21 @@ def test_engine_bitwise_with_saturated_outputs(helpers):
 
 
 def test_engine_bitwise_on_the_parallel_path(helpers):
-    # parameters x samples >= engine._SERIAL_WORK (few parameters, many samples keeps the
+    # parameters x samples >= engines._SERIAL_WORK (few parameters, many samples keeps the
     # full-pass loop below cheap): the prange path runs when more than one thread is allowed,
     # the serial one with n_threads=1. Both must be the full pass's bits.
     sizes = (6, 5, 4, 1)
     n_params = 5 * 7 + 4 * 6 + 5
-    m = -(-engine._SERIAL_WORK // n_params)
+    m = -(-engines._SERIAL_WORK // n_params)
     X, Y, parameters = helpers.random_network(sizes, m, 32, scale=1.0)
     parameters = helpers.place_on_kink(X, parameters, 1, 0, 5, 1e-8)
     layout, theta = validation.mlp_layout_and_theta(parameters)
-    assert layout.n_params == n_params and n_params * m >= engine._SERIAL_WORK
+    assert layout.n_params == n_params and n_params * m >= engines._SERIAL_WORK
     X, Y = validation.check_data(X, Y, layout)
     J, J_plus, J_minus = _full_pass_costs(layout, theta, X, Y, EPSILON)
     for n_threads in (1, numba.config.NUMBA_NUM_THREADS):
-        with engine.n_threads_set(n_threads):
-            costs = engine.mlp_costs(layout, theta, X, Y, EPSILON, engine="exact")
+        with n_threads_set(n_threads):
+            costs = engines.mlp_costs(layout, theta, X, Y, EPSILON, engine="exact")
         _assert_bitwise(costs.J, J)
         _assert_bitwise(costs.J_plus, J_plus)
         _assert_bitwise(costs.J_minus, J_minus)

@@ -107,7 +107,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_the_package_has_no_import_cycle():
     graph = _graph()
-    assert {"checker", "planning", "options", "engine"} <= graph.keys()
+    assert {"checker", "planning", "options", "engines", "engines.incremental"} <= graph.keys()
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
@@ -239,3 +239,50 @@ def test_low_precision_warnings_point_at_the_callers_line(entry):
     with pytest.warns(gradcheck_fast.LowPrecisionWarning) as record:
         _WARNING_CALLS[entry](X, Y, p32, gradients)
     assert [Path(w.filename).name for w in record] == [Path(__file__).name], entry
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation and loss knowledge lives in the registries
+# ---------------------------------------------------------------------------------------------
+_REGISTRY_MODULES = {"activations", "losses"}
+
+
+def _knowledge_outside_the_registries(source: str) -> list[str]:
+    """Comparisons that decide by an activation's or output's name (``name == "tanh"``,
+    ``output in ("relu", ...)``) or by a literal kernel code (``out == 1``, ``code != 3``)."""
+    from gradcheck_fast import activations, losses
+
+    names = set(activations.REGISTRY) | set(losses.REGISTRY)
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        for operand in operands:
+            values = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [
+                operand]
+            if any(isinstance(v, ast.Constant) and v.value in names for v in values):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        coded = any(isinstance(o, ast.Name) and o.id in ("out", "code") for o in operands)
+        literal = any(isinstance(o, ast.Constant) and isinstance(o.value, int)
+                      and not isinstance(o.value, bool) for o in operands)
+        if coded and literal:
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_knowledge_finder_finds_what_the_registry_replaced():
+    # The forms the package used before the registry (issue 10), one per line.
+    before = ('if name == "relu": pass\nif out == 1: pass\n'
+              'kinked = hidden[0] in ("relu", "leaky_relu")\nif code != 2: pass\n')
+    assert len(_knowledge_outside_the_registries(before)) == 4
+    assert _knowledge_outside_the_registries("if out == SOFTMAX_CE: pass\n") == []
+
+
+def test_no_activation_or_loss_knowledge_outside_the_registries():
+    """Engines, modes, the cost model, the reference and validation ask a registry entry
+    (kink, curved, gain, class_labels, ...) instead of testing names or codes."""
+    offenders = {name: found for name, path in _modules().items()
+                 if name not in _REGISTRY_MODULES
+                 and (found := _knowledge_outside_the_registries(path.read_text()))}
+    assert offenders == {}

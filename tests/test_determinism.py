@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 import gradcheck_fast
-from gradcheck_fast import engine
+from gradcheck_fast import engines
+from gradcheck_fast._threads import n_threads_set
 
-#: Big enough for the parallel path: 841 parameters x m samples >= engine._SERIAL_WORK (the
+#: Big enough for the parallel path: 841 parameters x m samples >= engines._SERIAL_WORK (the
 #: engine's own threshold, read rather than copied: it has moved during development).
-BIG = ((30, 20, 10, 1), max(64, -(-engine._SERIAL_WORK // 841)))
+BIG = ((30, 20, 10, 1), max(64, -(-engines._SERIAL_WORK // 841)))
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
@@ -54,7 +55,7 @@ def test_big_case_takes_the_parallel_path(big_case, all_threads):
 
     X, Y, parameters, gradients = big_case
     n_params = sum(v.size for v in parameters.values())
-    assert n_params * X.shape[1] >= engine._SERIAL_WORK
+    assert n_params * X.shape[1] >= engines._SERIAL_WORK
     before = _threads.launches
     gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=all_threads)
     assert _threads.launches > before
@@ -100,8 +101,8 @@ def test_engine_costs_identical_for_every_thread_count(big_case, all_threads):
     for engine_name in ("exact", "incremental"):
         results = []
         for n in range(1, all_threads + 1):
-            with engine.n_threads_set(n):
-                results.append(engine.mlp_costs(layout, theta, X, Y, 1e-7, engine=engine_name))
+            with n_threads_set(n):
+                results.append(engines.mlp_costs(layout, theta, X, Y, 1e-7, engine=engine_name))
         for costs in results[1:]:
             for field in ("J_plus", "J_minus", "gradapprox", "resolution", "kinks"):
                 assert getattr(costs, field).tobytes() == getattr(results[0], field).tobytes(), (

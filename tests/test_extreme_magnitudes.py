@@ -14,7 +14,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from gradcheck_fast import MLP, check_gradients, engine, losses, reference, validation
+from gradcheck_fast import MLP, check_gradients, engines, losses, reference, validation
 from tests.conftest import correct_gradients, random_network
 from tests.test_incremental import _check, _true_changes
 
@@ -40,7 +40,7 @@ def _scaled(sizes, m, seed, scale, model):
 def _both_engines(parameters, X, Y, model):
     layout, theta = validation.mlp_layout_and_theta(parameters)
     X, Y = validation.check_data(X, Y, layout, model)
-    return tuple(engine.mlp_costs(layout, theta, X, Y, 1e-7, engine=name, model=model)
+    return tuple(engines.mlp_costs(layout, theta, X, Y, 1e-7, engine=name, model=model)
                  for name in ("exact", "incremental"))
 
 

@@ -14,7 +14,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from gradcheck_fast import MLP, activations, engine, validation
+from gradcheck_fast import MLP, activations, engines, validation
 from gradcheck_fast.models import SEED_MODEL
 from tests.registry_data import ACTIVATIONS, LOSSES
 
@@ -85,7 +85,7 @@ def _place_near_kinks(rng, parameters, X, layers, margin=3e-8):
 def _incremental(parameters, X, Y, epsilon, model=SEED_MODEL):
     layout, theta = validation.mlp_layout_and_theta(parameters)
     X, Y = validation.check_data(X, Y, layout, model)
-    return engine.mlp_costs(layout, theta, X, Y, epsilon, engine="incremental", model=model)
+    return engines.mlp_costs(layout, theta, X, Y, epsilon, engine="incremental", model=model)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -197,8 +197,8 @@ def test_both_engines_find_the_same_kinks_and_agree(seed):
     _place_near_kinks(rng, parameters, X, layers=range(1, len(sizes) - 1), margin=1e-8)
     layout, theta = validation.mlp_layout_and_theta(parameters)
     Xc, Yc = validation.check_data(X, Y, layout)
-    exact = engine.mlp_costs(layout, theta, Xc, Yc, 1e-7, engine="exact")
-    incremental = engine.mlp_costs(layout, theta, Xc, Yc, 1e-7, engine="incremental")
+    exact = engines.mlp_costs(layout, theta, Xc, Yc, 1e-7, engine="exact")
+    incremental = engines.mlp_costs(layout, theta, Xc, Yc, 1e-7, engine="incremental")
     # Crossings are decided on the same pre-activations, 1e-8 away from the kink against a step
     # of ~1e-7: no rounding can tip them differently.
     assert np.array_equal(exact.kinks > 0, incremental.kinks > 0)
@@ -212,10 +212,10 @@ def test_incremental_is_bitwise_the_same_for_one_and_two_threads():
     import numba
 
     rng = np.random.default_rng(11)
-    # 1913 parameters x m samples: above engine._SERIAL_WORK, so the parallel kernel runs.
-    m = max(96, -(-engine._SERIAL_WORK // 1913))
+    # 1913 parameters x m samples: above engines._SERIAL_WORK, so the parallel kernel runs.
+    m = max(96, -(-engines._SERIAL_WORK // 1913))
     X, Y, parameters = _network(rng, [40, 30, 20, 3], m=m, scale=0.3)
-    assert 1913 * m >= engine._SERIAL_WORK
+    assert 1913 * m >= engines._SERIAL_WORK
     results = []
     previous = numba.get_num_threads()
     try:
@@ -254,18 +254,18 @@ def test_curved_layers_take_the_series_path(name):
     """Behind a curved layer the outputs' change is a cubic in the unit's change (V, V2, V3):
     the exactness tests above cover it; here, that it is what runs (and not the explicit
     propagation) for ordinary steps."""
-    from gradcheck_fast import delta
+    from gradcheck_fast.engines import incremental
 
     rng = np.random.default_rng(3)
     X, Y, parameters = _network(rng, [6, 5, 4, 2], m=7, scale=0.5)
     model = MLP(hidden=["sigmoid", name])
     layout, theta = validation.mlp_layout_and_theta(parameters)
     Xc, Yc = validation.check_data(X, Y, layout, model)
-    prepared = delta.prepare(layout, theta, Xc, Yc, model)
+    prepared = incremental.prepare(layout, theta, Xc, Yc, model)
     assert prepared.series[1] == 1 and prepared.series[2] == 0
     C3 = prepared.C3.reshape(-1, 3)
     assert np.any(C3[:, 1] != 0) and np.any(C3[:, 2] != 0)
-    assert delta.slow_fractions(prepared, layout.sizes, 7, 1e-7)[1] == 0.0
+    assert incremental.slow_fractions(prepared, layout.sizes, 7, 1e-7)[1] == 0.0
     _check(_incremental(parameters, X, Y, 1e-7, model),
            _true_changes(parameters, X, Y, 1e-7, model))
 
@@ -282,12 +282,12 @@ def _sample_loss_change(z, t, y, model):
     MLP(hidden=name) for name in CURVED if name != "sigmoid"], ids=repr)
 def test_composed_cubic_is_the_loss_change_within_its_bound(model):
     """The incremental engine's fast path takes a sample's loss change as one cubic in the
-    unit's change s (delta._composed). Its claim: for |s| up to its limit, the cubic is the loss
-    change of the outputs' move t(s) = v1 s + v2 s**2 + v3 s**3 within the bound it carries
-    (rounding of its terms plus the left-out degree >= 4 terms). Checked at the limit itself,
-    where the s**2 and s**3 terms are largest (~2**-20 and 2**-40 of the linear one, far above
-    rounding: a wrong a2 or a3 fails), and at limit / 64, against 50-digit arithmetic."""
-    from gradcheck_fast import delta
+    unit's change s (incremental._composed). Its claim: for |s| up to its limit, the cubic is
+    the loss change of the outputs' move t(s) = v1 s + v2 s**2 + v3 s**3 within the bound it
+    carries (rounding of its terms plus the left-out degree >= 4 terms). Checked at the limit
+    itself, where the s**2 and s**3 terms are largest (~2**-20 and 2**-40 of the linear one, far
+    above rounding: a wrong a2 or a3 fails), and at limit / 64, against 50-digit arithmetic."""
+    from gradcheck_fast.engines import incremental
 
     rng = np.random.default_rng(11)
     sizes = [4, 6, 5, 3]
@@ -295,10 +295,10 @@ def test_composed_cubic_is_the_loss_change_within_its_bound(model):
     Y = _labels(rng, model, 3, 5)
     layout, theta = validation.mlp_layout_and_theta(parameters)
     Xc, Yc = validation.check_data(X, Y, layout, model)
-    p = delta.prepare(layout, theta, Xc, Yc, model)
+    p = incremental.prepare(layout, theta, Xc, Yc, model)
     m, n_out = 5, 3
     z_out = p.Z[p.act_off[-2] :].reshape(n_out, m)
-    K = p.K.reshape(-1, delta.K_FIELDS)
+    K = p.K.reshape(-1, incremental.K_FIELDS)
     checked = 0
     for l in (1, 2):
         for r in range(sizes[l]):

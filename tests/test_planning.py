@@ -9,7 +9,7 @@ import numba
 import pytest
 
 import gradcheck_fast
-from gradcheck_fast import costmodel, delta
+from gradcheck_fast.engines import costmodel, incremental
 from gradcheck_fast.networks import random_mlp
 
 #: Deep enough that the plan needs the prepared state (the explicit path's share), large
@@ -26,15 +26,15 @@ def deep():
 
 @pytest.fixture
 def prepare_calls(monkeypatch):
-    """Counts the calls of :func:`gradcheck_fast.delta.prepare`."""
+    """Counts the calls of :func:`gradcheck_fast.engines.incremental.prepare`."""
     calls = []
-    original = delta.prepare
+    original = incremental.prepare
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(delta, "prepare", counting)
+    monkeypatch.setattr(incremental, "prepare", counting)
     return calls
 
 

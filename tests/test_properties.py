@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import gradcheck_fast
-from gradcheck_fast import Layout, MLPLayout, engine, mlp, validation
+from gradcheck_fast import Layout, MLPLayout, engines, validation
+from gradcheck_fast.engines import exact
 from gradcheck_fast.models import SEED_MODEL
 
 EPSILON = 1e-7
@@ -78,7 +79,7 @@ def test_correct_gradients_are_never_flagged_on_larger_networks(net, helpers):
 def _engine_gradapprox(X, Y, parameters, engine_name):
     layout, theta = validation.mlp_layout_and_theta(parameters)
     X, Y = validation.check_data(X, Y, layout)
-    return engine.mlp_costs(layout, theta, X, Y, EPSILON, engine=engine_name).gradapprox
+    return engines.mlp_costs(layout, theta, X, Y, EPSILON, engine=engine_name).gradapprox
 
 
 @SETTINGS
@@ -158,13 +159,13 @@ def test_exact_engine_costs_bitwise_equal_full_pass(net, kink, epsilon, helpers)
     # J+ - J- warns; that is its own bug, exposed by
     # test_validation.py::test_infinite_cost_is_a_failed_check_without_warnings.
     with np.errstate(invalid="ignore"):
-        costs = engine.mlp_costs(layout, theta, X, Y, epsilon, engine="exact")
+        costs = engines.mlp_costs(layout, theta, X, Y, epsilon, engine="exact")
     act_off = layout.activation_offsets(X.shape[1])
     for i in range(theta.shape[0]):
         for sign, got in ((+1, costs.J_plus[i]), (-1, costs.J_minus[i])):
             perturbed = theta.copy()
             perturbed[i] = theta[i] + sign * epsilon
-            want = mlp._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y,
+            want = exact._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y,
                              *SEED_CODES(layout))
             assert np.float64(got).view(np.uint64) == np.float64(want).view(np.uint64), (i, sign)
 

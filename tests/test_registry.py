@@ -183,7 +183,7 @@ def test_gain_and_fourth_derivative_bound_f(name):
         fourth = max(abs(float(_mp_derivatives(name, z, 4)[3])) for z in grid[::4])
         assert fourth <= entry.fourth, fourth
         # T_SMOOTH's claim: the series behind the layer is exact to rounding.
-        from gradcheck_fast.delta import T_SMOOTH
+        from gradcheck_fast.engines.incremental import T_SMOOTH
 
         assert entry.fourth / 24 * T_SMOOTH**3 < 1e-18
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import gradcheck_fast
-from gradcheck_fast import _schedule, costmodel, delta, engine, validation
+from gradcheck_fast import _schedule, engines, validation
+from gradcheck_fast.engines import costmodel, incremental
 from gradcheck_fast.networks import example
 
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS
@@ -29,10 +30,10 @@ def _parallel_kernels():
     """(module, name) of every ``parallel=True`` kernel of the package (each is reached through
     its launch wrapper, :func:`gradcheck_fast._threads.serialised_launches`)."""
     found = []
-    for info in pkgutil.iter_modules(gradcheck_fast.__path__):
-        if info.name == "__main__":
+    for info in pkgutil.walk_packages(gradcheck_fast.__path__, "gradcheck_fast."):
+        if info.name == "gradcheck_fast.__main__":
             continue
-        module = importlib.import_module(f"gradcheck_fast.{info.name}")
+        module = importlib.import_module(info.name)
         for name, value in vars(module).items():
             kernel = getattr(value, "kernel", value)
             if (isinstance(kernel, numba.core.dispatcher.Dispatcher)
@@ -92,10 +93,10 @@ def test_a_large_check_launches_few_regions_each_with_every_thread(regions):
     # The time model's one-thread estimate, as the engine forms it.
     layout, theta = validation.mlp_layout_and_theta(parameters)
     X, Y = validation.check_data(X, Y, layout)
-    prepared = delta.prepare(layout, theta, X, Y)
-    slow = delta.slow_fractions(prepared, layout.sizes, X.shape[1], 1e-7)
+    prepared = incremental.prepare(layout, theta, X, Y)
+    slow = incremental.slow_fractions(prepared, layout.sizes, X.shape[1], 1e-7)
     expected = report.n_params * costmodel.incremental_seconds(layout.sizes, X.shape[1], slow)
-    assert 1 <= len(loops) <= math.ceil(expected / engine._PIECE_SECONDS), len(loops)
+    assert 1 <= len(loops) <= math.ceil(expected / engines._common.PIECE_SECONDS), len(loops)
     for start, stop, n_chunks, n_workers, schedule, *_ in loops:
         assert n_workers == MAX_THREADS
         assert n_chunks == min(stop - start, _schedule.CHUNKS_PER_THREAD * n_workers)
@@ -245,7 +246,7 @@ def test_after_a_late_region_a_long_check_runs_serial_pieces_and_tries_again(mon
     try:
         done = np.zeros(1000, dtype=np.int64)
         # 1 s of work: 10 pieces of ~0.1 s; every region is late.
-        engine._run_kernel(serial, parallel, 1000, 1e-3, (done,), progress=False)
+        engines.run_kernel(serial, parallel, 1000, 1e-3, (done,), progress=False)
     finally:
         numba.set_num_threads(previous)
     assert np.all(done == 1)

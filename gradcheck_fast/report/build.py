@@ -80,7 +80,7 @@ def measure_coordinates(layout: Layout, theta: np.ndarray, grad: np.ndarray, cos
                         sigma: float, *, m: int, epsilon: float, rtol: float, atol: float,
                         mode: str) -> Measurements:
     """The coordinates ``costs.indices`` (all of them, or a sample) an engine's
-    :class:`~gradcheck_fast.engine.Costs` measured, with their tolerances and noise bounds."""
+    :class:`~gradcheck_fast.engines.Costs` measured, with their tolerances and noise bounds."""
     idx = costs.indices
     nonfinite = ~(np.isfinite(costs.J_plus) & np.isfinite(costs.J_minus))
     tolerance, noise = allowance(costs, sigma, theta[idx], m=m, epsilon=epsilon, rtol=rtol,
@@ -256,7 +256,7 @@ def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, sig
                  atol: float = ATOL, n_worst: int = N_WORST, mode: str = "full",
                  method: str = "central", notes: tuple[str, ...] = ()) -> GradientCheckReport:
     """The report of a full or sampled check: the analytic gradient (flat, ``layout`` order)
-    and the engine's :class:`~gradcheck_fast.engine.Costs` for the coordinates
+    and the engine's :class:`~gradcheck_fast.engines.Costs` for the coordinates
     ``costs.indices`` (all of them, or a sample) of a check on m samples; sigma is J's ECnoise
     estimate (0 if not needed)."""
     items = measure_coordinates(layout, theta, grad, costs, sigma, m=m, epsilon=epsilon,

@@ -29,13 +29,13 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import jit
-from ._schedule import claim, run
-from .activations import change
-from .costmodel import COMPOSED_S_PER_ELEMENT, radii_sample_seconds
-from .losses import composed_terms, moved_change, output_coefficients, sample_change
-from .mlp import _locate
-from .models import SEED_MODEL
+from .._jit import jit
+from .._schedule import SERIAL_SECONDS, claim, run
+from ..activations import change
+from ..losses import composed_terms, moved_change, output_coefficients, sample_change
+from ..models import SEED_MODEL
+from ._common import Costs, locate, run_kernel
+from .costmodel import COMPOSED_S_PER_ELEMENT, incremental_seconds, radii_sample_seconds
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
@@ -439,7 +439,7 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
     tvec = np.zeros(n_out)
     for slot in range(lo, hi):
         i = idx[slot]
-        l, r, c, is_bias = _locate(i, sizes, w_off, b_off)
+        l, r, c, is_bias = locate(i, sizes, w_off, b_off)
         t = theta[i]
         # The steps the seed really takes: fl(theta_i + eps) - theta_i, exact in floating point.
         d_plus = (t + epsilon) - t
@@ -526,7 +526,7 @@ def _deltas_parallel(start, stop, n_chunks, n_workers, schedule, idx, theta, siz
 def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
     """Per hidden layer, the share of (unit, sample) pairs whose radius is below the change a
     step of epsilon can make (|da| <= epsilon * max(1, max|A_{l-1}|)): those take the explicit
-    path (the costs of :func:`gradcheck_fast.costmodel.incremental_seconds` need them)."""
+    path (the costs of :func:`gradcheck_fast.engines.costmodel.incremental_seconds` need them)."""
     sizes = [int(s) for s in sizes]
     act_off = prepared.act_off
     fractions = np.zeros(len(sizes))
@@ -539,3 +539,46 @@ def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
         limit = np.minimum(RHO_SAFETY * rho, radius[:, None])
         fractions[l] = float(np.mean(limit <= change)) if limit.size else 0.0
     return fractions
+
+
+def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_MODEL) -> Costs:
+    """J and the changes J(theta +- epsilon e_i) - J for the parameters ``indices`` by the
+    incremental engine, from its ``prepared`` state (:func:`prepare`)."""
+    m = Y.shape[1]
+    n = indices.shape[0]
+    dJ_plus, dJ_minus, resolution = np.empty((3, n))
+    kinks = np.empty(n, dtype=np.int64)
+    p = prepared
+    args = (indices, theta, net.sizes, net.w_off, net.b_off, p.act_off, p.A, p.Z, Y, p.coef,
+            p.sig, p.V, p.v_off, p.rho, epsilon, dJ_plus, dJ_minus, resolution, kinks,
+            model.codes(net.n_layers), model.leaky_slope, model.output_code, p.C3, p.series,
+            p.radius, p.s_off, p.F, p.K)
+    # The time model only decides threads and pieces: when even every sample taking the
+    # explicit path would stay below the serial threshold, the decision is made already and
+    # the (NumPy-bound) count of slow samples is skipped.
+    worst = incremental_seconds(net.sizes, m, np.ones(len(net.sizes)))
+    if n * worst < SERIAL_SECONDS:
+        seconds = worst
+    else:
+        seconds = incremental_seconds(net.sizes, m, slow_fractions(p, net.sizes, m, epsilon))
+    run_kernel(_deltas_range, _deltas_parallel, n, seconds, args, progress)
+    # Divided by the steps really taken, fl(theta_i +- epsilon) - theta_i, not by 2 epsilon:
+    # the changes are exact to rounding, so the step's own rounding (up to an ulp of theta_i,
+    # ~1e-9 relative at epsilon = 1e-7) would otherwise be the largest error left. A step that
+    # rounds to 0 gives 0 (J did not move), which the report marks as unverified.
+    t = theta[indices]
+    if model.l2:
+        # The L2 term's change, exact: l2/(2m) d (2w + d) for a weight moved by d.
+        weight = np.zeros(theta.shape[0], dtype=bool)
+        for name, start, stop in zip(net.names, net.offsets[:-1], net.offsets[1:]):
+            weight[start:stop] = name[0] == "W"
+        is_weight = weight[indices]
+        for changes, sign in ((dJ_plus, 1.0), (dJ_minus, -1.0)):
+            d = (t + sign * epsilon) - t
+            changes += np.where(is_weight, model.l2 / (2.0 * m) * (d * (2.0 * t + d)), 0.0)
+    step = ((t + epsilon) - t) - ((t - epsilon) - t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gradapprox = np.where(step > 0, (dJ_plus - dJ_minus) / step, 0.0)
+    J = p.J
+    return Costs(J, J + dJ_plus, J + dJ_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
+                 "incremental", indices)

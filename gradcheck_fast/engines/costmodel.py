@@ -11,7 +11,7 @@ import functools
 
 import numpy as np
 
-from .activations import REGISTRY
+from ..activations import REGISTRY
 
 #: Seconds per floating-point operation of the BLAS products (one thread) in the set-up of
 #: the incremental engine and in the directional probes.
@@ -26,7 +26,7 @@ INCREMENTAL_S_PER_OUTPUT = 1.1e-9
 
 #: Seconds per (unit of a later layer x unit x sample) of the incremental engine's set-up
 #: behind tanh/sigmoid layers: the forward-mode Taylor coefficients V2, V3
-#: (:func:`gradcheck_fast.delta._series`, NumPy elementwise work and three BLAS products).
+#: (:func:`.incremental._series`, NumPy elementwise work and three BLAS products).
 SERIES_S_PER_ELEMENT = 1.2e-8
 
 #: Seconds per multiply-add of the exact engine and of the incremental engine's explicit
@@ -38,7 +38,7 @@ EXACT_S_PER_FLOP = 1.0 / 1.5e9
 ELEMENT_S = 1e-9
 
 #: Seconds per (unit of hidden layer l x unit of a later ReLU layer q x sample) of the kink
-#: radii (:func:`gradcheck_fast.delta._radii`), one thread: on wide deep networks the largest
+#: radii (:func:`.incremental._radii`), one thread: on wide deep networks the largest
 #: part of the incremental engine's set-up. The bound matrix B_{q<-l} is read once per sample:
 #: from the cache while it fits (RADII_CACHE_ELEMENTS, 8 MB), from memory, about twice as
 #: slowly, beyond (measured: 1024-wide layers 1.5 ns, 2048- and 4096-wide 3.1 ns).
@@ -47,7 +47,7 @@ RADII_S_PER_ELEMENT_STREAMED = 3e-9
 RADII_CACHE_ELEMENTS = 1 << 20
 
 #: Seconds per (hidden unit x sample x output) of the composed cubics
-#: (:func:`gradcheck_fast.delta._composed`), one thread.
+#: (:func:`.incremental._composed`), one thread.
 COMPOSED_S_PER_ELEMENT = 2.5e-8
 
 
@@ -111,7 +111,7 @@ def incremental_layer_seconds(sizes, m: int, slow_fraction=None) -> np.ndarray:
 
 
 def forward_seconds(sizes, m: int) -> float:
-    """Seconds of one unperturbed forward pass with BLAS (:func:`gradcheck_fast.delta.forward`):
+    """Seconds of one unperturbed forward pass with BLAS (:func:`.incremental.forward`):
     the products and the activations."""
     sizes = [int(s) for s in sizes]
     pairs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
@@ -119,7 +119,7 @@ def forward_seconds(sizes, m: int) -> float:
 
 
 def radii_sample_seconds(sizes, kinked) -> float:
-    """Seconds per sample of the kink radii (:func:`gradcheck_fast.delta._radii`, one thread):
+    """Seconds per sample of the kink radii (:func:`.incremental._radii`, one thread):
     every unit of a hidden layer l against every unit of each later hidden layer q in
     ``kinked`` (the layers with a kink)."""
     sizes = [int(s) for s in sizes]
@@ -133,13 +133,13 @@ def radii_sample_seconds(sizes, kinked) -> float:
 
 
 def composed_sample_seconds(sizes) -> float:
-    """Seconds per sample of the composed cubics (:func:`gradcheck_fast.delta._composed`, one
+    """Seconds per sample of the composed cubics (:func:`.incremental._composed`, one
     thread): every hidden unit against every output."""
     return sum(int(s) for s in sizes[1:-1]) * int(sizes[-1]) * COMPOSED_S_PER_ELEMENT
 
 
 def prepare_seconds(sizes, m: int, hidden, speed: float = 1.0) -> float:
-    """Seconds of the incremental engine's set-up (:func:`gradcheck_fast.delta.prepare`) for a
+    """Seconds of the incremental engine's set-up (:func:`.incremental.prepare`) for a
     network with the hidden activations ``hidden`` (one name per hidden layer); ``speed``: the
     parallel speed-up of its jitted parts (the radii and the composed cubics).
 

@@ -1,4 +1,5 @@
-"""Jitted forward pass and cost of an MLP on the flat parameter vector theta (the exact engine).
+"""The exact engine: J(theta +- eps e_i) of an MLP, each bitwise a full forward pass's, from jitted
+kernels on the flat parameter vector theta.
 
 The network is ``LINEAR -> act -> ... -> LINEAR -> output`` with the activations, output and
 loss of a :class:`gradcheck_fast.MLP`, passed to the kernels as codes: ``acts[l]`` for hidden
@@ -21,25 +22,17 @@ the cost a full forward pass would give.
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
-from ._jit import jit
-from .activations import has_kink
-from .activations import value as activation
-from .losses import column_loss
-
-
-@jit(inline=True)
-def _locate(i, sizes, w_off, b_off):
-    """Where flat index i is: ``(layer l, row r, column c, is_bias)`` (c = 0 for a bias)."""
-    n_layers = sizes.shape[0] - 1
-    l = 1
-    while l < n_layers and i >= w_off[l + 1]:
-        l += 1
-    n_prev = sizes[l - 1]
-    is_bias = i >= b_off[l]
-    r = i - b_off[l] if is_bias else (i - w_off[l]) // n_prev
-    c = 0 if is_bias else (i - w_off[l]) % n_prev
-    return l, r, c, is_bias
+from .._jit import jit
+from .._schedule import claim
+from ..activations import has_kink
+from ..activations import value as activation
+from ..losses import column_loss
+from ..models import SEED_MODEL
+from ..noise import N_POINTS, ecnoise_step, sigma_from_values
+from ._common import Costs, locate, run_kernel
+from .costmodel import exact_seconds
 
 
 @jit(inline=True)
@@ -178,7 +171,7 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
     """
     n_layers = sizes.shape[0] - 1
     m = Y.shape[1]
-    l, r, _, is_bias = _locate(i, sizes, w_off, b_off)
+    l, r, _, is_bias = locate(i, sizes, w_off, b_off)
     n_prev = sizes[l - 1]
     bias = value if is_bias else theta[b_off[l] + r]
     _linear_row(theta, w_off[l] + r * n_prev, n_prev, A, act_off[l - 1], m, bias, zrow, 0, i,
@@ -246,3 +239,116 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
         else:
             total += ell[j]
     return (1.0 / m) * total, resolution, crossings
+
+
+@jit
+def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell, J, reg,
+                 epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
+                 acts, out, slope, l2):
+    """Exact engine for the parameters i = idx[k], lo <= k < hi, into slot k: J_plus,
+    J_minus, their changes from J, the seed's gradapprox = (J_plus - J_minus) / (2 epsilon),
+    resolution (the summed rounding bounds of the losses the two perturbations changed, over
+    m) and kinks (ReLU crossings).
+
+    The data part of each J+- is bitwise a full forward pass's; the L2 term is reg (the
+    unperturbed one) plus its exact change ``l2/(2m) d (2w + d)`` for a weight moved by d.
+    The differences are formed here rather than in NumPy: with an overflowing cost they are
+    inf - inf = NaN, which the report shows, without floating-point warnings."""
+    m = Y.shape[1]
+    max_width = 0
+    for l in range(1, sizes.shape[0]):
+        max_width = max(max_width, sizes[l])
+    zrow = np.empty(m)
+    s_new = np.empty(m)
+    changed = np.empty(m, dtype=np.int64)
+    cur = np.empty(max_width * m)
+    nxt = np.empty(max_width * m)
+    for k in range(lo, hi):
+        i = idx[k]
+        t = theta[i]
+        # theta[i] + epsilon exactly as the seed forms thetaplus[i] + epsilon.
+        plus, minus = t + epsilon, t - epsilon
+        J_plus[k], r_plus, k_plus = _perturbed_cost(i, plus, theta, sizes, w_off, b_off,
+                                                    act_off, Y, Z, A, ell, zrow, changed,
+                                                    cur, nxt, s_new, acts, out, slope)
+        J_minus[k], r_minus, k_minus = _perturbed_cost(i, minus, theta, sizes, w_off,
+                                                       b_off, act_off, Y, Z, A, ell, zrow,
+                                                       changed, cur, nxt, s_new, acts, out,
+                                                       slope)
+        reg_plus = reg
+        reg_minus = reg
+        if l2 != 0.0:
+            if not locate(i, sizes, w_off, b_off)[3]:  # a weight: biases are not regularised
+                d = plus - t
+                reg_plus = reg + l2 / (2.0 * m) * (d * (2.0 * t + d))
+                d = minus - t
+                reg_minus = reg + l2 / (2.0 * m) * (d * (2.0 * t + d))
+        J_plus[k] += reg_plus
+        J_minus[k] += reg_minus
+        resolution[k] = (r_plus + r_minus) / m
+        kinks[k] = k_plus + k_minus
+        dJ_plus[k] = J_plus[k] - J
+        dJ_minus[k] = J_minus[k] - J
+        gradapprox[k] = (J_plus[k] - J_minus[k]) / (2 * epsilon)
+
+
+@jit(parallel=True)
+def _costs_parallel(start, stop, n_chunks, n_workers, schedule, idx, theta, sizes, w_off,
+                    b_off, act_off, Y, Z, A, ell, J, reg, epsilon, J_plus, J_minus, dJ_plus,
+                    dJ_minus, gradapprox, resolution, kinks, acts, out, slope, l2):
+    """:func:`_costs_range` over ``n_chunks`` chunks of [start, stop), claimed one at a time
+    by ``n_workers`` threads (see :mod:`gradcheck_fast._schedule`).
+
+    Each index writes only its own slots and each chunk has its own scratch, so the result
+    does not depend on which thread runs which chunk: bitwise the same for any thread count.
+    """
+    n = stop - start
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
+        while ch < n_chunks:
+            _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx,
+                         theta, sizes, w_off, b_off, act_off, Y, Z, A, ell, J, reg, epsilon,
+                         J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
+                         acts, out, slope, l2)
+            ch = claim(schedule, w, n_chunks)
+
+
+def costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
+          indices: np.ndarray, progress: bool = False, model=SEED_MODEL) -> Costs:
+    """J and J(theta +- epsilon e_i) for the parameters ``indices`` by the exact engine."""
+    m = X.shape[1]
+    n = indices.shape[0]
+    act_off = net.activation_offsets(m)
+    n_act = int(act_off[-1])
+    Z = np.empty(n_act)
+    A = np.empty(n_act)
+    ell = np.empty(m)
+    codes = (model.codes(net.n_layers), model.output_code, model.leaky_slope, model.l2)
+    J = _forward(theta, net.sizes, net.w_off, net.b_off, act_off, X, Y, Z, A, ell, *codes)
+    reg = _regularisation(theta, net.sizes, net.w_off, m, model.l2) if model.l2 else 0.0
+    J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = np.empty((6, n))
+    kinks = np.empty(n, dtype=np.int64)
+    args = (indices, theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, ell, J, reg,
+            epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, *codes)
+    run_kernel(_costs_range, _costs_parallel, n, exact_seconds(net.size_tuple, m), args,
+                progress)
+    return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, "exact",
+                 indices)
+
+
+def cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
+                   model=SEED_MODEL) -> float:
+    """The ECnoise estimate of the rounding noise of the MLP's J near theta (see
+    :mod:`gradcheck_fast.noise`)."""
+    codes = (model.codes(net.n_layers), model.output_code, model.leaky_slope, model.l2)
+    step = ecnoise_step(theta)
+    # A line that crosses a ReLU kink measures the kink, not rounding (and would inflate the
+    # noise bound until real mistakes hide under it): shorter lines are tried, and if every one
+    # crosses, no estimate is used (the report then relies on its rigorous rounding bounds).
+    for shrink in (1.0, 1e-3, 1e-6):
+        values, crossed = _costs_along(theta, shrink * step, N_POINTS, net.sizes, net.w_off,
+                                       net.b_off, net.activation_offsets(X.shape[1]), X, Y,
+                                       *codes)
+        if not crossed:
+            return sigma_from_values(values)
+    return 0.0

@@ -1,0 +1,124 @@
+"""What every engine shares: the result type (:class:`Costs`), running a kernel over an index
+range in pieces (threads, progress, Ctrl-C), and the flat coordinate decoder of the MLP family."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _schedule
+from .._jit import jit
+from .._schedule import run_on, threads_for
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What a central-difference check is built from (flat arrays in layout order).
+
+    Attributes
+    ----------
+    J : the unperturbed cost.
+    J_plus, J_minus : J(theta + epsilon e_i) and J(theta - epsilon e_i).
+    dJ_plus, dJ_minus : their changes from J. The incremental engine computes these directly
+        (accurate relative to the change); the exact engine by subtraction.
+    gradapprox : ``(dJ_plus - dJ_minus) / (2 epsilon)``; for the exact engine this is the
+        seed's ``(J_plus - J_minus) / (2 epsilon)``.
+    resolution : per index, a bound on the rounding error of ``J_plus - J_minus`` from the
+        loss evaluations the perturbations changed.
+    kinks : per index, how many (sample, hidden unit) pairs crossed a ReLU kink in the two steps
+        (a custom cost: 1 where its values show a kink that explains a failure, else 0).
+    engine : "exact" or "incremental".
+    indices : the parameter indices the arrays refer to, in order (all of them for a full check).
+    noise_factor : how the rounding of J itself enters gradapprox relative to a central
+        difference (1; 1.5 for Richardson's (4 D(h) - D(2h)) / 3).
+    truncation : per index, a bound on the truncation error of gradapprox, inf where none can
+        be claimed (large steps only; see :mod:`gradcheck_fast.truncation`), or None.
+    """
+
+    J: float
+    J_plus: np.ndarray
+    J_minus: np.ndarray
+    dJ_plus: np.ndarray
+    dJ_minus: np.ndarray
+    gradapprox: np.ndarray
+    resolution: np.ndarray
+    kinks: np.ndarray
+    engine: str
+    indices: np.ndarray
+    noise_factor: float = 1.0
+    truncation: np.ndarray | None = None
+
+
+#: The index range is handed to the kernels in pieces of about this much one-thread work:
+#: Ctrl-C is acted on between pieces (a kernel cannot be interrupted) and a progress bar can
+#: move. Each piece is one parallel region, and on a busy machine each region may wait for a
+#: descheduled thread, so pieces are few: ~0.1 s of work, i.e. a prompt Ctrl-C.
+PIECE_SECONDS = 0.1
+
+#: With a progress bar, at least this many pieces (the bar moves in steps of 1/20 at most).
+PROGRESS_PIECES = 20
+
+
+def run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: bool,
+                items_per_param: int = 1) -> None:
+    """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, n_workers, schedule,
+    *args)`` over the items [0, P) (seconds: the expected time per item on one thread;
+    ``parallel=None`` runs everything serially, e.g. a plain Python callable; the progress bar
+    counts parameters, ``items_per_param`` items each).
+
+    Small work runs on one thread in one call; larger work in pieces, returning to Python (and
+    so to KeyboardInterrupt and the progress bar) between them. A parallel piece holds at
+    least one item per thread, so every thread has work whatever an item costs; after a piece
+    that waited for a late thread the next ones run serially (see
+    :mod:`gradcheck_fast._schedule`). Which thread computes which item never changes a result:
+    every item writes only its own slots.
+    """
+    total = P * seconds
+    n_threads = 1 if parallel is None else max(1, min(threads_for(total), P))
+    n_pieces = max(1, math.ceil(total / PIECE_SECONDS))
+    if progress:
+        # More pieces for the bar; parallel ones no smaller than the work a region pays for.
+        n_pieces = max(n_pieces, PROGRESS_PIECES if n_threads == 1 else min(
+            PROGRESS_PIECES, math.floor(total / _schedule.SERIAL_SECONDS)))
+    n_pieces = min(n_pieces, max(1, P // n_threads))
+    bar = _progress_bar(P // items_per_param) if progress else None
+    serial_pieces = 0  # after a region that waited for a late thread, serial pieces
+    try:
+        for k in range(n_pieces):
+            lo, hi = k * P // n_pieces, (k + 1) * P // n_pieces
+            if serial_pieces > 0:
+                serial_pieces -= 1
+                run_on(serial, parallel, lo, hi, 1, args, (hi - lo) * seconds)
+            elif not run_on(serial, parallel, lo, hi, n_threads, args, (hi - lo) * seconds):
+                serial_pieces = _schedule.PROBE_EVERY - 1
+            if bar is not None:
+                bar.update(hi // items_per_param - lo // items_per_param)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _progress_bar(total: int):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as exc:
+        raise ImportError(
+            "progress=True needs tqdm: pip install 'gradcheck-fast[progress]' (or tqdm)"
+        ) from exc
+    return tqdm(total=total, unit="param", desc="gradient check")
+
+
+@jit(inline=True)
+def locate(i, sizes, w_off, b_off):
+    """Where flat index i is: ``(layer l, row r, column c, is_bias)`` (c = 0 for a bias)."""
+    n_layers = sizes.shape[0] - 1
+    l = 1
+    while l < n_layers and i >= w_off[l + 1]:
+        l += 1
+    n_prev = sizes[l - 1]
+    is_bias = i >= b_off[l]
+    r = i - b_off[l] if is_bias else (i - w_off[l]) // n_prev
+    c = 0 if is_bias else (i - w_off[l]) % n_prev
+    return l, r, c, is_bias

@@ -1,0 +1,156 @@
+"""The black-box engine: J(theta +- eps e_i) of a user's ``cost(theta, *args) -> float``, each
+evaluation an item of one parallel loop (an njit cost) or a Python loop (any callable)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+from numba.core.errors import NumbaError
+
+from .._jit import jit
+from .._schedule import claim
+from ..noise import N_POINTS, ecnoise_step, sigma_from_values
+from ._common import Costs, run_kernel
+
+
+# The work is cut into evaluations, not coordinates: item k is J(theta + eps e_i) for k = 2i
+# and J(theta - eps e_i) for k = 2i + 1. A cost that takes seconds per evaluation still keeps
+# every thread busy (two threads share even a single coordinate), and a piece of the range, the
+# unit Ctrl-C waits for, holds one evaluation per thread.
+#
+# The kernels take the user's njit function as an argument: numba compiles them anew for
+# each distinct cost function (about half a second) and cannot cache that on disk.
+@jit(cache=False)
+def _user_costs_range(lo, hi, idx, cost, theta, args, epsilon, J_plus, J_minus):
+    """For lo <= k < hi: J at theta with theta[i] + epsilon (k even) or - epsilon (k odd),
+    i = idx[k // 2], into slot k // 2, on a private copy of theta that is perturbed and
+    restored (the caller's theta is never written)."""
+    local = theta.copy()
+    for k in range(lo, hi):
+        i = idx[k // 2]
+        t = theta[i]
+        if k % 2 == 0:
+            local[i] = t + epsilon
+            J_plus[k // 2] = cost(local, *args)
+        else:
+            local[i] = t - epsilon
+            J_minus[k // 2] = cost(local, *args)
+        local[i] = t
+
+
+@jit(parallel=True, cache=False)
+def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, idx, cost, theta, args,
+                         epsilon, J_plus, J_minus):
+    """:func:`_user_costs_range` over chunks claimed by ``n_workers`` threads (see
+    :mod:`gradcheck_fast._schedule`); each chunk has its own copy of theta and each evaluation
+    writes only its own slot."""
+    n = stop - start
+    for w in prange(n_workers):
+        ch = claim(schedule, w, n_chunks)
+        while ch < n_chunks:
+            _user_costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks,
+                              idx, cost, theta, args, epsilon, J_plus, J_minus)
+            ch = claim(schedule, w, n_chunks)
+
+
+def _python_costs_range(lo, hi, idx, cost, theta, args, epsilon, J_plus, J_minus):
+    local = theta.copy()
+    for k in range(lo, hi):
+        i = idx[k // 2]
+        t = theta[i]
+        if k % 2 == 0:
+            local[i] = t + epsilon
+            J_plus[k // 2] = scalar(cost(local, *args))
+        else:
+            local[i] = t - epsilon
+            J_minus[k // 2] = scalar(cost(local, *args))
+        local[i] = t
+
+
+def scalar(value) -> float:
+    array = np.asarray(value)
+    if array.ndim != 0 or array.dtype.kind not in "biuf":
+        shape = f" of shape {array.shape}" if array.ndim else ""
+        raise TypeError(f"cost must return a real scalar (a float); got "
+                        f"{type(value).__name__}{shape}")
+    return float(array)
+
+
+def is_njit(cost) -> bool:
+    return isinstance(cost, numba.core.dispatcher.Dispatcher)
+
+
+def _type_name(value) -> str:
+    try:
+        return str(numba.typeof(value))
+    except Exception:  # numba cannot type it: that is the reason the compile failed
+        return f"{type(value).__name__} (no numba type)"
+
+
+def first_value(cost, theta, args) -> float:
+    """cost(theta, *args) once, in Python: compiles an njit cost, checks what it returns, and
+    that it leaves theta alone (the check perturbs private copies of theta that must stay
+    exactly theta between evaluations)."""
+    probe = theta.copy()
+    try:
+        value = cost(probe, *args)
+    except (NumbaError, ValueError, TypeError) as exc:
+        if not is_njit(cost):
+            raise
+        summary = str(exc).strip().splitlines()
+        reason = next((line for line in summary if line.strip()), "")
+        types = "".join(", " + _type_name(a) for a in args)
+        raise TypeError(f"cost could not be compiled by numba for (theta: float64[:]{types}): "
+                        f"{reason}") from exc
+    if not np.array_equal(probe, theta):
+        raise ValueError("cost modified theta: it must not write into its first argument "
+                         "(copy it first if it needs scratch space)")
+    value = scalar(value)
+    if not np.isfinite(value):
+        raise ValueError(f"cost(theta, *args) is {value} at the given theta: the check needs a "
+                         f"finite cost there")
+    return value
+
+
+def central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
+    """J+- and the central differences for the coordinates ``indices`` (default every one), in
+    parallel for an njit cost (``seconds``: the time of one evaluation)."""
+    if indices is None:
+        indices = np.arange(theta.size)
+    P = indices.size
+    J_plus, J_minus = np.empty((2, P))
+    kernel_args = (indices, cost, theta, args, epsilon, J_plus, J_minus)
+    if njit:
+        run_kernel(_user_costs_range, _user_costs_parallel, 2 * P, seconds, kernel_args,
+                    progress, items_per_param=2)
+    else:
+        run_kernel(_python_costs_range, None, 2 * P, seconds, kernel_args, progress,
+                    items_per_param=2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gradapprox = (J_plus - J_minus) / (2 * epsilon)
+    return J_plus, J_minus, gradapprox
+
+
+def costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str) -> Costs:
+    """The report's view of one central difference of the user's cost over all coordinates."""
+    P = gradapprox.size
+    with np.errstate(invalid="ignore", over="ignore"):
+        dJ_plus, dJ_minus = J_plus - J, J_minus - J
+    resolution = np.zeros(P)
+    if float32:
+        resolution = 2 * (np.spacing(np.abs(J_plus).astype(np.float32))
+                          + np.spacing(np.abs(J_minus).astype(np.float32))).astype(np.float64)
+    return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
+                 np.zeros(P, dtype=np.int64), engine, np.arange(P))
+
+
+def cost_noise(cost, theta, args) -> float:
+    """ECnoise of the user's cost; a line along which the cost does not move at all (its
+    resolution is coarser than the step) is lengthened before giving up."""
+    step = ecnoise_step(theta)
+    for grow in (1.0, 1e3, 1e6):
+        values = [scalar(cost(theta + t * grow * step, *args)) for t in range(N_POINTS)]
+        if len(set(values)) > 1:
+            return sigma_from_values(values)
+    return 0.0
