@@ -12,7 +12,7 @@ import numpy as np
 
 from . import modes
 from ._threads import n_threads_set
-from .engines import Costs, mlp_cost_noise, mlp_costs, prepare_engine
+from .engines import Costs, mlp_costs, prepare_engine
 from .engines.incremental import Prepared
 from .options import Inputs, LowPrecisionWarning, Options
 from .planning import plan
@@ -20,7 +20,6 @@ from .report import (
     GradientCheckReport,
     build_directional_report,
     build_report,
-    noise_bound,
 )
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
 
@@ -57,11 +56,7 @@ def numerical_gradient(inputs: Inputs, options: Options,
             return first
         half, quarter = (mlp_costs(layout, theta, X, Y, f * h, first.engine, options.progress,
                                    indices, model, prepared) for f in SMALLER_STEPS)
-        # The differences' own rounding (ECnoise aside, which run_check measures later).
-        noise = tuple(noise_bound(c, 0.0, f * h, theta[c.indices], inputs.m)
-                      for c, f in ((first, 1.0), (half, SMALLER_STEPS[0]),
-                                   (quarter, SMALLER_STEPS[1])))
-        return with_truncation(first, half, quarter, options.atol, options.rtol, noise)
+        return with_truncation(first, half, quarter, options.atol, options.rtol)
     # Richardson: (4 D(h) - D(2h)) / 3 = (8 (J+h - J-h) - (J+2h - J-2h)) / 12h cancels the
     # h**2 term of the central difference D; what remains is O(h**4).
     second = mlp_costs(layout, theta, X, Y, 2 * h, first.engine, options.progress, indices,
@@ -72,10 +67,10 @@ def numerical_gradient(inputs: Inputs, options: Options,
         J_plus=np.where(finite, first.J_plus, second.J_plus),
         J_minus=np.where(finite, first.J_minus, second.J_minus),
         gradapprox=(4.0 * first.gradapprox - second.gradapprox) / 3.0,
-        # In gradient units the rounding is (4 R1 / 2h + R2 / 4h) / 3 = R / 2h with:
+        # In J units at step h: (4 R1 / 2h + R2 / 4h) / 3 = R / 2h with
         resolution=(4.0 * first.resolution + 0.5 * second.resolution) / 3.0,
+        noise=(4.0 * first.noise + second.noise) / 3.0,
         kinks=first.kinks + second.kinks,
-        noise_factor=1.5,
     )
 
 
@@ -110,14 +105,9 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = (),
         if options.mode == "sampled":
             indices = modes.sample_indices(layout, options.n_per_block, options.seed)
         costs = numerical_gradient(inputs, options, indices, prepared=prepared)
-    # The exact engine's J+- carry the rounding noise of whole forward passes, which ECnoise
-    # measures; the incremental engine's changes carry only their own, bounded in resolution.
-    sigma = (mlp_cost_noise(layout, inputs.theta, inputs.X, inputs.Y, inputs.model)
-             if costs.engine == "exact" else 0.0)
-    return build_report(layout, inputs.theta, inputs.grad, costs, sigma, m=inputs.m,
-                        epsilon=options.epsilon, threshold=options.threshold,
-                        rtol=options.rtol, atol=options.atol, mode=options.mode,
-                        method=options.method, notes=notes)
+    return build_report(layout, inputs.theta, inputs.grad, costs, epsilon=options.epsilon,
+                        threshold=options.threshold, rtol=options.rtol, atol=options.atol,
+                        mode=options.mode, method=options.method, notes=notes)
 
 
 def low_precision_note(inputs: Inputs, options: Options) -> tuple[str, ...]:

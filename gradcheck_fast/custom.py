@@ -11,9 +11,10 @@ import numpy as np
 from ._threads import n_threads_set
 from .engines import Costs, blackbox
 from .layout import Layout
+from .noise import SIGMA_FACTOR
 from .options import LowPrecisionWarning
 from .report import GradientCheckReport, build_report
-from .report.diagnosis import _U, SIGMA_FACTOR, allowance, noise_bound
+from .report.diagnosis import _U, allowance
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def _needs_excuse(costs: Costs, grad, sigma: float, theta, options) -> np.ndarra
     """Indices of the finite elements that fail the elementwise test (with the truncation
     bound of a large step, so that only a disagreement the smooth series cannot explain
     asks for a kink)."""
-    tolerance, noise = allowance(costs, sigma, theta, m=1, epsilon=options.epsilon,
+    tolerance, noise = allowance(costs, theta, epsilon=options.epsilon,
                                  rtol=options.rtol, atol=options.atol)
     finite = np.isfinite(costs.J_plus) & np.isfinite(costs.J_minus)
     return np.flatnonzero(finite & ~(np.abs(grad - costs.gradapprox) <= tolerance + noise))
@@ -126,7 +127,7 @@ def _kink_verdicts(evaluate, theta, J, indices, grad, costs, central, sigma, flo
     explains = KINK_EXPLAINS_K if large else KINK_EXPLAINS_Q
     beyond = (np.abs(s_far) > w_far * rounding / h) | (np.abs(s_near) > w_near * rounding / h)
     size = np.maximum(np.abs(s_far), np.abs(s_near))
-    tolerance, noise = allowance(costs, sigma, theta, m=1, epsilon=h, rtol=options.rtol,
+    tolerance, noise = allowance(costs, theta, epsilon=h, rtol=options.rtol,
                                  atol=options.atol)
     error = np.abs(grad[indices] - costs.gradapprox[indices])
     allowed = tolerance[indices] + noise[indices]
@@ -177,14 +178,13 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
                   "relative) divided by 2 epsilon is allowed for, so elements the step cannot "
                   "resolve show as unverified; a float64 cost checks far more finely",)
     engine = "numba" if njit else "python"
-    costs = {f: blackbox.costs(J, *arrays, float32, engine) for f, arrays in central.items()}
     sigma = blackbox.cost_noise(cost, theta, args)
+    costs = {f: blackbox.costs(J, *arrays, float32, engine, theta, f * options.epsilon, sigma)
+             for f, arrays in central.items()}
     first = costs[1.0]
     if options.epsilon > TRUNCATION_STEP:
-        noise = tuple(noise_bound(costs[f], sigma, f * options.epsilon, theta, 1)
-                      for f in (1.0, *SMALLER_STEPS))
         first = with_truncation(first, *(costs[f] for f in SMALLER_STEPS), options.atol,
-                                options.rtol, noise)
+                                options.rtol)
     candidates = _needs_excuse(first, grad, sigma, theta, options)
     if candidates.size:
         def evaluate(step, indices):
@@ -206,6 +206,6 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
         notes += (f"cost is a plain Python callable: its {2 * P} evaluations ran one at a time "
                  f"in {elapsed:.3g} s; decorated with @numba.njit they would run compiled and "
                  f"in parallel",)
-    return build_report(layout, theta, grad, first, sigma, m=1, epsilon=options.epsilon,
+    return build_report(layout, theta, grad, first, epsilon=options.epsilon,
                         threshold=options.threshold, rtol=options.rtol, atol=options.atol,
                         notes=notes)

@@ -22,6 +22,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+#: Safety factor on the ECnoise estimate sigma of J's rounding noise. The noise of a central
+#: difference (e+ - e-) / (2 eps) has a standard deviation of about sigma / (sqrt(2) eps); 8 sigma
+#: / eps is over 11 of them, and sigma itself comes from only a few differences.
+SIGMA_FACTOR = 8.0
+
 #: Points along the direction (Moré and Wild use 7 to 9).
 N_POINTS = 9
 

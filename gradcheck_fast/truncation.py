@@ -75,20 +75,16 @@ def propagated_rounding(noise_h, noise_half, noise_quarter):
     return w_h * noise_h + w_half * noise_half + w_quarter * noise_quarter
 
 
-def with_truncation(first, half, quarter, atol: float, rtol: float, noise=None):
+def with_truncation(first, half, quarter, atol: float, rtol: float):
     """``first`` (the engine's :class:`~gradcheck_fast.engines.Costs` at step h) with the
     truncation bound from ``half`` and ``quarter`` (the same at h/2 and h/4), and the rounding
-    of that bound added to its noise: to ``resolution`` (J units at step h: a rounding r of
-    J+ - J- at step h/k is k r there) and to ``noise_factor`` (rounding of J itself, which
-    grows like 1/step). ``noise``: the rounding bounds of the three central differences
-    (gradient units, as :func:`gradcheck_fast.report.noise_bound` gives them), if known."""
-    resolution = (first.resolution + propagated_rounding(
-        first.resolution, half.resolution / SMALLER_STEPS[0],
-        quarter.resolution / SMALLER_STEPS[1]))
-    growth = 1.0 + propagated_rounding(1.0, 1.0 / SMALLER_STEPS[0], 1.0 / SMALLER_STEPS[1])
+    of that bound, from the three differences' own noise bounds, added to its noise."""
+    noise = first.noise + propagated_rounding(first.noise, half.noise, quarter.noise)
     tolerance = atol + rtol * np.abs(first.gradapprox)
-    rounding = 0.0 if noise is None else noise[0] + 2.0 * noise[1] + noise[2]
-    return replace(first, resolution=resolution, noise_factor=first.noise_factor * growth,
+    rounding = first.noise + 2.0 * half.noise + quarter.noise
+    with np.errstate(invalid="ignore"):
+        rounding = np.where(np.isnan(rounding), 0.0, rounding)
+    return replace(first, noise=noise,
                    truncation=truncation_bound(first.gradapprox, half.gradapprox,
                                                quarter.gradapprox, tolerance, rounding))
 

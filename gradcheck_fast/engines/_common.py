@@ -11,6 +11,10 @@ import numpy as np
 from .. import _schedule
 from .._jit import jit
 from .._schedule import run_on, threads_for
+from ..noise import SIGMA_FACTOR
+
+#: Unit roundoff of float64.
+_U = 2.0**-53
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,12 @@ class Costs:
         loss evaluations the perturbations changed.
     kinks : per index, how many (sample, hidden unit) pairs crossed a ReLU kink in the two steps
         (a custom cost: 1 where its values show a kink that explains a failure, else 0).
-    engine : "exact" or "incremental".
+    engine : "exact", "incremental", "numba" or "python" (a user's cost), for the report.
     indices : the parameter indices the arrays refer to, in order (all of them for a full check).
-    noise_factor : how the rounding of J itself enters gradapprox relative to a central
-        difference (1; 1.5 for Richardson's (4 D(h) - D(2h)) / 3).
+    noise : per index, the engine's bound on the rounding error of gradapprox (gradient units):
+        what its J+- or changes carry, each engine by its own analysis (:func:`full_cost_noise`
+        for two full costs; the incremental engine's changes carry only ``resolution``).
+    kink : what a kink is for this engine, in words ("a ReLU kink"), for the report.
     truncation : per index, a bound on the truncation error of gradapprox, inf where none can
         be claimed (large steps only; see :mod:`gradcheck_fast.truncation`), or None.
     """
@@ -47,8 +53,34 @@ class Costs:
     kinks: np.ndarray
     engine: str
     indices: np.ndarray
-    noise_factor: float = 1.0
+    noise: np.ndarray
+    kink: str = "a ReLU kink"
     truncation: np.ndarray | None = None
+
+
+def full_cost_noise(J_plus: np.ndarray, J_minus: np.ndarray, resolution: np.ndarray,
+                    gradapprox: np.ndarray, theta: np.ndarray, epsilon: float, m: int,
+                    sigma: float) -> np.ndarray:
+    """The rounding bound of ``gradapprox = (J_plus - J_minus) / (2 epsilon)`` when J+- are two
+    full costs (the exact engine, a user's cost), per index (``theta``: those coordinates):
+
+    - ``resolution / (2 epsilon)``: the losses the two perturbations changed;
+    - the steps: the seed divides by 2 epsilon, but the steps really taken are
+      ``fl(theta_i +- epsilon) - theta_i``, off by up to an ulp of theta_i each (infinite
+      where they round to 0);
+    - the final sums of m per-sample losses round differently after the first changed sample:
+      at most (m + 1) ulps of each J (a bound, which ECnoise cannot give when J happens to round
+      regularly);
+    - ``SIGMA_FACTOR * sigma / epsilon`` for the rest, sigma being J's ECnoise estimate
+      (:mod:`gradcheck_fast.noise`; 0 or NaN: none).
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        step = ((theta + epsilon) - theta) - ((theta - epsilon) - theta)
+        step_error = np.where(step > 0, np.abs(step - 2.0 * epsilon) / step, np.inf)
+        sums = (m + 1) * _U * (np.abs(J_plus) + np.abs(J_minus)) / (2.0 * epsilon)
+        measured = SIGMA_FACTOR * sigma / epsilon if math.isfinite(sigma) else 0.0
+        return (resolution / (2.0 * epsilon) + step_error * np.abs(gradapprox) + sums
+                + measured)
 
 
 #: The index range is handed to the kernels in pieces of about this much one-thread work:

@@ -11,7 +11,7 @@ from numba.core.errors import NumbaError
 from .._jit import jit
 from .._schedule import claim
 from ..noise import N_POINTS, ecnoise_step, sigma_from_values
-from ._common import Costs, run_kernel
+from ._common import Costs, full_cost_noise, run_kernel
 
 
 # The work is cut into evaluations, not coordinates: item k is J(theta + eps e_i) for k = 2i
@@ -132,8 +132,10 @@ def central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
     return J_plus, J_minus, gradapprox
 
 
-def costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str) -> Costs:
-    """The report's view of one central difference of the user's cost over all coordinates."""
+def costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str, theta: np.ndarray,
+          epsilon: float, sigma: float) -> Costs:
+    """The report's view of one central difference (step epsilon) of the user's cost over all
+    coordinates; sigma: the cost's ECnoise estimate (:func:`cost_noise`)."""
     P = gradapprox.size
     with np.errstate(invalid="ignore", over="ignore"):
         dJ_plus, dJ_minus = J_plus - J, J_minus - J
@@ -141,8 +143,11 @@ def costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str) -> Costs:
     if float32:
         resolution = 2 * (np.spacing(np.abs(J_plus).astype(np.float32))
                           + np.spacing(np.abs(J_minus).astype(np.float32))).astype(np.float64)
+    # One sample's loss: the final sum's rounding is that of m = 1.
+    noise = full_cost_noise(J_plus, J_minus, resolution, gradapprox, theta, epsilon, 1, sigma)
     return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
-                 np.zeros(P, dtype=np.int64), engine, np.arange(P))
+                 np.zeros(P, dtype=np.int64), engine, np.arange(P), noise,
+                 kink="a kink of the cost (a ReLU kink or other non-smooth point)")
 
 
 def cost_noise(cost, theta, args) -> float:

@@ -31,7 +31,7 @@ from ..activations import value as activation
 from ..losses import column_loss
 from ..models import SEED_MODEL
 from ..noise import N_POINTS, ecnoise_step, sigma_from_values
-from ._common import Costs, locate, run_kernel
+from ._common import Costs, full_cost_noise, locate, run_kernel
 from .costmodel import exact_seconds
 
 
@@ -331,13 +331,17 @@ def costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
     args = (indices, theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, ell, J, reg,
             epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, *codes)
     run_kernel(_costs_range, _costs_parallel, n, exact_seconds(net.size_tuple, m), args,
-                progress)
+               progress)
+    # J+- are full forward passes: they carry J's rounding noise, which ECnoise measures.
+    sigma = cost_noise(net, theta, X, Y, model)
+    noise = full_cost_noise(J_plus, J_minus, resolution, gradapprox, theta[indices], epsilon, m,
+                            sigma)
     return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, "exact",
-                 indices)
+                 indices, noise)
 
 
 def cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
-                   model=SEED_MODEL) -> float:
+               model=SEED_MODEL) -> float:
     """The ECnoise estimate of the rounding noise of the MLP's J near theta (see
     :mod:`gradcheck_fast.noise`)."""
     codes = (model.codes(net.n_layers), model.output_code, model.leaky_slope, model.l2)

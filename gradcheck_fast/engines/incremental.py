@@ -580,5 +580,7 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     with np.errstate(divide="ignore", invalid="ignore"):
         gradapprox = np.where(step > 0, (dJ_plus - dJ_minus) / step, 0.0)
     J = p.J
+    # The changes are formed directly: their rounding is what resolution bounds, no J's.
+    noise = resolution / (2.0 * epsilon)
     return Costs(J, J + dJ_plus, J + dJ_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
-                 "incremental", indices)
+                 "incremental", indices, noise)

@@ -42,7 +42,7 @@ class Measurements:
 
     Attributes
     ----------
-    mode, engine : as the report states them.
+    mode, engine, kink : as the report states them.
     cost : J at the unperturbed parameters.
     analytic, numerical : per item, the analytic value (``grad_i``, or ``v . grad``) and the
         central difference.
@@ -67,6 +67,7 @@ class Measurements:
     spans: tuple[slice, ...]
     indices: np.ndarray | None = None
     probes: dict[str, Probes] | None = None
+    kink: str = "a ReLU kink"
 
     @property
     def directional(self) -> bool:
@@ -76,18 +77,16 @@ class Measurements:
 # ---------------------------------------------------------------------------------------------
 # The two kinds of measurement
 # ---------------------------------------------------------------------------------------------
-def measure_coordinates(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs,
-                        sigma: float, *, m: int, epsilon: float, rtol: float, atol: float,
-                        mode: str) -> Measurements:
+def measure_coordinates(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, *,
+                        epsilon: float, rtol: float, atol: float, mode: str) -> Measurements:
     """The coordinates ``costs.indices`` (all of them, or a sample) an engine's
     :class:`~gradcheck_fast.engines.Costs` measured, with their tolerances and noise bounds."""
     idx = costs.indices
     nonfinite = ~(np.isfinite(costs.J_plus) & np.isfinite(costs.J_minus))
-    tolerance, noise = allowance(costs, sigma, theta[idx], m=m, epsilon=epsilon, rtol=rtol,
-                                 atol=atol)
+    tolerance, noise = allowance(costs, theta[idx], epsilon=epsilon, rtol=rtol, atol=atol)
     bounds = [np.searchsorted(idx, layout.offsets[k : k + 2]) for k in range(len(layout.names))]
     return Measurements(
-        mode=mode, engine=costs.engine, cost=float(costs.J), analytic=grad[idx],
+        mode=mode, engine=costs.engine, kink=costs.kink, cost=float(costs.J), analytic=grad[idx],
         numerical=costs.gradapprox, tolerance=tolerance, noise=noise,
         at_kink=(costs.kinks > 0) & ~nonfinite, nonfinite=nonfinite,
         spans=tuple(slice(int(lo), int(hi)) for lo, hi in bounds), indices=idx,
@@ -152,7 +151,7 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
         grad=layout.unpack(grad, prefix="d"),
         gradapprox={} if items.directional else layout.unpack(numerical_full, prefix="d"),
         blocks=blocks, layout=layout, engine=items.engine, mode=items.mode, method=method,
-        probability=probability, notes=tuple(notes), probes=items.probes or {},
+        probability=probability, notes=tuple(notes), probes=items.probes or {}, kink=items.kink,
         _grad_flat=grad, _gradapprox_flat=numerical_full,
         _checked_indices=_NO_INDICES if items.indices is None else items.indices, **flagged,
     )
@@ -251,16 +250,15 @@ def _top(key: np.ndarray, n: int, minimum: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # The front doors, one per kind of measurement
 # ---------------------------------------------------------------------------------------------
-def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, sigma: float, *,
-                 m: int, epsilon: float, threshold: float, rtol: float = RTOL,
+def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, *,
+                 epsilon: float, threshold: float, rtol: float = RTOL,
                  atol: float = ATOL, n_worst: int = N_WORST, mode: str = "full",
                  method: str = "central", notes: tuple[str, ...] = ()) -> GradientCheckReport:
     """The report of a full or sampled check: the analytic gradient (flat, ``layout`` order)
     and the engine's :class:`~gradcheck_fast.engines.Costs` for the coordinates
-    ``costs.indices`` (all of them, or a sample) of a check on m samples; sigma is J's ECnoise
-    estimate (0 if not needed)."""
-    items = measure_coordinates(layout, theta, grad, costs, sigma, m=m, epsilon=epsilon,
-                                rtol=rtol, atol=atol, mode=mode)
+    ``costs.indices`` (all of them, or a sample), each with the engine's own noise bound."""
+    items = measure_coordinates(layout, theta, grad, costs, epsilon=epsilon, rtol=rtol,
+                                atol=atol, mode=mode)
     return build(layout, grad, items, epsilon=epsilon, threshold=threshold, rtol=rtol,
                  atol=atol, method=method, notes=notes, n_worst=n_worst)
 

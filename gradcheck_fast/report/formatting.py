@@ -9,16 +9,6 @@ from __future__ import annotations
 
 import math
 
-
-def _kink_name(engine: str) -> str:
-    """What a kink is, in the words of the engine that found it."""
-    # ENGINE-NAME BRANCH (the only one of the formatting): the MLP engines know their kinks
-    # are ReLU kinks; a user's cost (engine "numba"/"python") may have any non-smooth point.
-    if engine in ("exact", "incremental"):
-        return "a ReLU kink"
-    return "a kink of the cost (a ReLU kink or other non-smooth point)"
-
-
 #: The verdict line's name of each mode.
 _WHAT = {"full": "gradient check", "sampled": "sampled gradient check",
          "directional": "directional gradient check"}
@@ -134,7 +124,7 @@ def _set_aside_notes(report, unit: str) -> list[str]:
     notes = []
     n_kinks = sum(b.n_kinks for b in blocks)
     if n_kinks:
-        kink = _kink_name(report.engine)
+        kink = report.kink
         notes.append(f"{n_kinks} {unit} step across {kink}, where the central difference "
                      f"is no derivative: not counted as failing"
                      + (" (report.kinks)" if report.mode != "directional" else ""))

@@ -175,6 +175,8 @@ class GradientCheckReport:
     notes : what the check decided on its own (a mode picked for a time budget, float32 input).
     probes : dict of str to :class:`gradcheck_fast.modes.Probes`
         Directional mode: per block, its probes (empty otherwise).
+    kink : what a kink is for the engine that found it: "a ReLU kink" for the built-in
+        network, any non-smooth point of a user's cost.
 
     The builder (:mod:`gradcheck_fast.report.build`) also fills keyword-only private fields,
     flat in layout order, from which the element lists are made on first access:
@@ -201,6 +203,7 @@ class GradientCheckReport:
     probability: float | None = None
     notes: tuple[str, ...] = ()
     probes: dict[str, Probes] = field(default_factory=dict, repr=False)
+    kink: str = field(default="a ReLU kink", repr=False)
     _: KW_ONLY
     _grad_flat: np.ndarray = field(repr=False)
     _gradapprox_flat: np.ndarray = field(repr=False)
