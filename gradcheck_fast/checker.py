@@ -69,7 +69,7 @@ def numerical_gradient(inputs: Inputs, options: Options,
         gradapprox=(4.0 * first.gradapprox - second.gradapprox) / 3.0,
         # In J units at step h: (4 R1 / 2h + R2 / 4h) / 3 = R / 2h with
         resolution=(4.0 * first.resolution + 0.5 * second.resolution) / 3.0,
-        noise=(4.0 * first.noise + second.noise) / 3.0,
+        noise_source=(4.0 * first.noise + second.noise) / 3.0,
         kinks=first.kinks + second.kinks,
     )
 

@@ -84,7 +84,7 @@ def with_truncation(first, half, quarter, atol: float, rtol: float):
     rounding = first.noise + 2.0 * half.noise + quarter.noise
     with np.errstate(invalid="ignore"):
         rounding = np.where(np.isnan(rounding), 0.0, rounding)
-    return replace(first, noise=noise,
+    return replace(first, noise_source=noise,
                    truncation=truncation_bound(first.gradapprox, half.gradapprox,
                                                quarter.gradapprox, tolerance, rounding))
 

@@ -3,7 +3,9 @@ range in pieces (threads, progress, Ctrl-C), and the flat coordinate decoder of 
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +37,12 @@ class Costs:
         (a custom cost: 1 where its values show a kink that explains a failure, else 0).
     engine : "exact", "incremental", "numba" or "python" (a user's cost), for the report.
     indices : the parameter indices the arrays refer to, in order (all of them for a full check).
-    noise : per index, the engine's bound on the rounding error of gradapprox (gradient units):
-        what its J+- or changes carry, each engine by its own analysis (:func:`full_cost_noise`
-        for two full costs; the incremental engine's changes carry only ``resolution``).
+    noise_source : per index, the engine's bound on the rounding error of gradapprox (gradient
+        units), or a function that computes it when first asked for (:attr:`noise`): what its
+        J+- or changes carry, each engine by its own analysis (:func:`full_cost_noise` for two
+        full costs, which measures J's noise with extra passes that a bare difference, as
+        gradient_check_n's, does not need; the incremental engine's changes carry only
+        ``resolution``).
     kink : what a kink is for this engine, in words ("a ReLU kink"), for the report.
     truncation : per index, a bound on the truncation error of gradapprox, inf where none can
         be claimed (large steps only; see :mod:`gradcheck_fast.truncation`), or None.
@@ -53,9 +58,15 @@ class Costs:
     kinks: np.ndarray
     engine: str
     indices: np.ndarray
-    noise: np.ndarray
+    noise_source: np.ndarray | Callable[[], np.ndarray]
     kink: str = "a ReLU kink"
     truncation: np.ndarray | None = None
+
+    @functools.cached_property
+    def noise(self) -> np.ndarray:
+        """The engine's rounding bound of gradapprox per index (see ``noise_source``)."""
+        source = self.noise_source
+        return source() if callable(source) else source
 
 
 def full_cost_noise(J_plus: np.ndarray, J_minus: np.ndarray, resolution: np.ndarray,

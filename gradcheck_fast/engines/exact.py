@@ -332,10 +332,13 @@ def costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
             epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, *codes)
     run_kernel(_costs_range, _costs_parallel, n, exact_seconds(net.size_tuple, m), args,
                progress)
-    # J+- are full forward passes: they carry J's rounding noise, which ECnoise measures.
-    sigma = cost_noise(net, theta, X, Y, model)
-    noise = full_cost_noise(J_plus, J_minus, resolution, gradapprox, theta[indices], epsilon, m,
-                            sigma)
+
+    def noise():
+        # J+- are full forward passes: they carry J's rounding noise, which ECnoise measures.
+        sigma = cost_noise(net, theta, X, Y, model)
+        return full_cost_noise(J_plus, J_minus, resolution, gradapprox, theta[indices],
+                               epsilon, m, sigma)
+
     return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, "exact",
                  indices, noise)
 
