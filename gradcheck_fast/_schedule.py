@@ -118,6 +118,8 @@ def run(serial, parallel, n: int, seconds: float, args: tuple) -> None:
     schedule, *args)`` as one region whose workers claim the chunks (the parallel kernels'
     convention, see :func:`claim`)."""
     n_threads = max(1, min(threads_for(n * seconds), n))
+    # Bundles as plain tuples: numba types those faster (see engines._common.bare).
+    args = tuple(tuple(a) if isinstance(a, tuple) else a for a in args)
     run_on(serial, parallel, 0, n, n_threads, args, n * seconds)
 
 

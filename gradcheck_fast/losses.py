@@ -82,7 +82,10 @@ def _logprob(z, y):
     return lp, err
 
 
-@jit(inline=True)
+# Not inlined (nor the helpers below marked so): LLVM inlines what pays, while numba's IR-level
+# inlining copies the body into every caller and multiplied the cold compile (issue 10: the
+# exact engine's kernel 5.5 s -> 0.7 s) at no measurable warm cost.
+@jit
 def column_loss(Z, zo, stride, col, Y, j, out, r, z_r):
     """The loss of sample j from its output pre-activations ``Z[zo + o*stride + col]``, unit
     r's read as ``z_r`` (r = -1: none), and a bound on its rounding error beyond that of z.
@@ -214,14 +217,14 @@ def output_coefficients(Z, zo, Y, m, coef, sig, out):
             sig[(j * n_out + o) * 2 + 1] = sbar
 
 
-@jit(inline=True)
+@jit
 def _bce_change(c1, c2, c3, c4, s, sbar, y, t):
     """``g(t) = l(z + t) - l(z)`` of the sigmoid cross-entropy ``l(z) = softplus(z) - y z`` for
     one output unit, and a bound on its rounding error.
 
     ``c1..c4`` are its Taylor coefficients and ``s, sbar, y`` its sigmoid, complement and label
-    (see :func:`output_coefficients`). Scalars only: an array argument of an inlined helper
-    costs a reference-count increment and decrement per call, more than this arithmetic.
+    (see :func:`output_coefficients`). Scalars only: an array argument would cost a
+    reference-count increment and decrement per call, more than this arithmetic.
     """
     if t == 0.0:
         return 0.0, 0.0
@@ -235,13 +238,13 @@ def _bce_change(c1, c2, c3, c4, s, sbar, y, t):
     return change - y * t, 8.0 * _U * (abs(change) + scale)
 
 
-@jit(inline=True)
+@jit
 def _cubic(v1, v2, v3, s):
     """``((v3 s + v2) s + v1) s``: an output's move behind a tanh or sigmoid layer."""
     return (v1 + s * (v2 + s * v3)) * s
 
 
-@jit(inline=True)
+@jit(inline=True)  # per output of every composed row: a call's refcounts doubled that loop
 def _triple(V, C3, curved, v):
     """``(v1, v2, v3)`` of V's index v: from C3 behind a tanh/sigmoid layer, else ``(V, 0, 0)``."""
     if curved:
@@ -363,8 +366,10 @@ def sample_change(out, coef, sig, Y, j, n_out, tvec):
 
 @jit(inline=True)
 def moved_change(out, coef, sig, Y, j, n_out, V, C3, curved, base, da, tvec):
-    """Loss change of sample j when its outputs move by ``t_o = V[base + o] da`` (``curved``:
-    by the cubic ``C3[3 (base + o) + (0, 1, 2)]`` in da, behind a curved layer); (value, err).
+    """Loss change of sample ``j`` when its ``n_out`` outputs move by ``t_o = V[base + o] da``
+    (``curved``: by the cubic ``C3[3 (base + o) + (0, 1, 2)]`` in da, behind a curved layer);
+    (value, err). ``out``: the loss code; ``coef``, ``sig``, ``Y``: as
+    :func:`output_coefficients` gives them and the labels.
 
     :func:`sample_change` written out over t_o: array arguments of an inlined helper cost a
     reference count per call, more than this arithmetic (``tvec``: scratch of n_out floats for
@@ -433,7 +438,9 @@ def moved_change(out, coef, sig, Y, j, n_out, V, C3, curved, base, da, tvec):
     return value, err
 
 
-@jit
+# Inlined: called once per (hidden unit, sample) row, where a call's reference counts on its
+# five arrays cost more than the arithmetic (2.5x the set-up kernel's time on small networks).
+@jit(inline=True)
 def composed_terms(out, coef, sig, j, n_out, V, C3, curved, base):
     """The loss change of sample j as one cubic in a hidden unit's change s, when the outputs
     move by ``t_o = v1 s + v2 s**2 + v3 s**3`` (:func:`_triple` of V, C3 at ``base + o``):
@@ -511,8 +518,9 @@ def composed_terms(out, coef, sig, j, n_out, V, C3, curved, base):
 # The registry
 # ---------------------------------------------------------------------------------------------
 def _sigmoid(Z):
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-Z))
+    # No errstate here: the engines call this inside theirs, the reference (the seed's
+    # arithmetic) warns on overflow as the seed does.
+    return 1.0 / (1.0 + np.exp(-Z))
 
 
 def _bce_sum(Z, Y):

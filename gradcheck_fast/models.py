@@ -91,8 +91,7 @@ class MLP:
     def activations(self, n_layers: int) -> tuple[activations.Activation, ...]:
         """The registry entries hidden layers 1..n_layers-1 compute with (a leaky ReLU of slope
         1 is the identity: :func:`gradcheck_fast.activations.resolve`)."""
-        return tuple(activations.resolve(name, self.leaky_slope)
-                     for name in self.hidden_for(n_layers))
+        return _activations(self, n_layers)
 
     @property
     def loss(self) -> losses.Loss:
@@ -115,6 +114,12 @@ def _codes(model: MLP, n_layers: int) -> np.ndarray:
     codes[1:n_layers] = [entry.code for entry in model.activations(n_layers)]
     codes.flags.writeable = False
     return codes
+
+
+@functools.lru_cache(maxsize=256)
+def _activations(model: MLP, n_layers: int) -> tuple[activations.Activation, ...]:
+    return tuple(activations.resolve(name, model.leaky_slope)
+                 for name in model.hidden_for(n_layers))
 
 
 def _check_name(name, what: str, choices: dict) -> None:

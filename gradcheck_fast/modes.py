@@ -100,12 +100,12 @@ def _unit_rows(rng, k: int, n: int) -> np.ndarray:
 @jit
 def _activation_changes(code, slope, z, a, f1, f2, dz_plus, dz_minus, da_plus, da_minus,
                         crossings):
-    """``da = f(z + dz) - f(z)`` of a hidden layer (activation ``code``, see
-    :func:`gradcheck_fast.activations.change`; ``a``, ``f1``, ``f2`` its unperturbed f(z) and
-    complements)
-    for both steps of every probe, without cancellation; counts each probe's kink crossings into
-    ``crossings[p]``. Arrays are (units, probes, samples); each probe writes its own slots.
-    Returns whether any crossing happened."""
+    """``da = f(z + dz) - f(z)`` of a hidden layer (activation ``code``, leaky ReLU's ``slope``,
+    see :func:`gradcheck_fast.activations.change`; ``z``, ``a``, ``f1``, ``f2`` its unperturbed
+    pre-activations, f(z) and complements, (units, samples)): ``da_plus``, ``da_minus`` from
+    ``dz_plus``, ``dz_minus`` (units, probes, samples) for both steps of every probe, without
+    cancellation; counts each probe's kink crossings into ``crossings[p]``. Each probe writes
+    its own slots. Returns whether any crossing happened."""
     n, k, m = dz_plus.shape
     for p in range(k):
         count = 0

@@ -19,6 +19,7 @@ import gradcheck_fast
 from gradcheck_fast import engines, reference, validation
 from gradcheck_fast._threads import n_threads_set
 from gradcheck_fast.engines import exact
+from gradcheck_fast.engines._common import Codes, Network
 from gradcheck_fast.models import SEED_MODEL
 
 EPSILON = 1e-7
@@ -216,19 +217,17 @@ def test_rounding_bound_is_not_vacuous(helpers):
 # (The incremental engine forms J+- = J + change instead: equal up to rounding, checked above.)
 # ---------------------------------------------------------------------------------------------
 def _full_pass_costs(layout, theta, X, Y, epsilon, model=SEED_MODEL):
-    act_off = layout.activation_offsets(X.shape[1])
-    codes = (model.codes(layout.n_layers), model.output_code, model.leaky_slope, model.l2)
+    network = tuple(Network.of(layout, X.shape[1]))
+    codes = tuple(Codes.of(model, layout.n_layers))
     J_plus = np.empty_like(theta)
     J_minus = np.empty_like(theta)
     for i in range(theta.shape[0]):
         perturbed = theta.copy()
         perturbed[i] = theta[i] + epsilon
-        J_plus[i] = exact._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y,
-                              *codes)
+        J_plus[i] = exact._cost(perturbed, network, X, Y, codes)
         perturbed[i] = theta[i] - epsilon
-        J_minus[i] = exact._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X,
-                               Y, *codes)
-    J = exact._cost(theta, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y, *codes)
+        J_minus[i] = exact._cost(perturbed, network, X, Y, codes)
+    J = exact._cost(theta, network, X, Y, codes)
     return J, J_plus, J_minus
 
 

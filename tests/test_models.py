@@ -152,21 +152,21 @@ def test_incremental_engine_checks_every_combination(model):
 def test_exact_engine_is_bitwise_a_full_pass_for_other_models(model):
     from gradcheck_fast import engines, validation
     from gradcheck_fast.engines import exact
+    from gradcheck_fast.engines._common import Codes, Network
 
     X, Y, parameters = _data(model, sizes=(4, 3, 3, 3), m=5, seed=2)
     layout, theta = validation.mlp_layout_and_theta(parameters)
     Xc, Yc = validation.check_data(X, Y, layout, model)
     costs = engines.mlp_costs(layout, theta, Xc, Yc, 1e-7, engine="exact", model=model)
-    act_off = layout.activation_offsets(Xc.shape[1])
-    codes = (model.codes(layout.n_layers), model.output_code, model.leaky_slope, 0.0)
+    network = tuple(Network.of(layout, Xc.shape[1]))
+    codes = tuple(Codes.of(model, layout.n_layers)._replace(l2=0.0))
     reg_free = []
     for i in range(theta.size):
         perturbed = theta.copy()
         perturbed[i] = theta[i] + 1e-7
-        reg_free.append(exact._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off,
-                                  Xc, Yc, *codes))
+        reg_free.append(exact._cost(perturbed, network, Xc, Yc, codes))
     # The data part is bitwise the full pass; the L2 term is formed from its exact change.
-    reg = exact._regularisation(theta, layout.sizes, layout.w_off, Xc.shape[1], model.l2)
+    reg = exact._regularisation(theta, network, Xc.shape[1], model.l2)
     weights = np.zeros(theta.size, dtype=bool)
     for name in layout.names:
         if name[0] == "W":

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import gradcheck_fast
 from gradcheck_fast import Layout, MLPLayout, engines, validation
 from gradcheck_fast.engines import exact
+from gradcheck_fast.engines._common import Codes, Network
 from gradcheck_fast.models import SEED_MODEL
 
 EPSILON = 1e-7
@@ -160,13 +161,13 @@ def test_exact_engine_costs_bitwise_equal_full_pass(net, kink, epsilon, helpers)
     # test_validation.py::test_infinite_cost_is_a_failed_check_without_warnings.
     with np.errstate(invalid="ignore"):
         costs = engines.mlp_costs(layout, theta, X, Y, epsilon, engine="exact")
-    act_off = layout.activation_offsets(X.shape[1])
+    network = tuple(Network.of(layout, X.shape[1]))
     for i in range(theta.shape[0]):
         for sign, got in ((+1, costs.J_plus[i]), (-1, costs.J_minus[i])):
             perturbed = theta.copy()
             perturbed[i] = theta[i] + sign * epsilon
-            want = exact._cost(perturbed, layout.sizes, layout.w_off, layout.b_off, act_off, X, Y,
-                             *SEED_CODES(layout))
+            want = exact._cost(perturbed, network, X, Y,
+                               tuple(Codes.of(SEED_MODEL, layout.n_layers)))
             assert np.float64(got).view(np.uint64) == np.float64(want).view(np.uint64), (i, sign)
 
 
@@ -246,9 +247,3 @@ def test_mlp_layout_offsets(sizes):
     m = 3
     act = layout.activation_offsets(m)
     assert act.tolist() == np.concatenate(([0], np.cumsum(np.array(sizes) * m))).tolist()
-
-
-def SEED_CODES(layout):  # noqa: N802 (reads as a constant at the call site)
-    """The exact kernels' model arguments for the seed's network."""
-    return (SEED_MODEL.codes(layout.n_layers), SEED_MODEL.output_code, SEED_MODEL.leaky_slope,
-            SEED_MODEL.l2)

@@ -22,49 +22,46 @@ from ._common import Costs, full_cost_noise, run_kernel
 # The kernels take the user's njit function as an argument: numba compiles them anew for
 # each distinct cost function (about half a second) and cannot cache that on disk.
 @jit(cache=False)
-def _user_costs_range(lo, hi, idx, cost, theta, args, epsilon, J_plus, J_minus):
+def _user_costs_range(lo, hi, request, cost, args, J):
     """For lo <= k < hi: J at theta with theta[i] + epsilon (k even) or - epsilon (k odd),
-    i = idx[k // 2], into slot k // 2, on a private copy of theta that is perturbed and
-    restored (the caller's theta is never written)."""
+    i = idx[k // 2] (``request``: idx, theta, epsilon), into ``J[k % 2, k // 2]`` (J+ in row 0,
+    J- in row 1), on a private copy of theta that is perturbed and restored (the caller's theta
+    is never written)."""
+    idx, theta, epsilon = request
     local = theta.copy()
     for k in range(lo, hi):
         i = idx[k // 2]
         t = theta[i]
-        if k % 2 == 0:
-            local[i] = t + epsilon
-            J_plus[k // 2] = cost(local, *args)
-        else:
-            local[i] = t - epsilon
-            J_minus[k // 2] = cost(local, *args)
+        local[i] = t + epsilon if k % 2 == 0 else t - epsilon
+        J[k % 2, k // 2] = cost(local, *args)
         local[i] = t
 
 
 @jit(parallel=True, cache=False)
-def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, idx, cost, theta, args,
-                         epsilon, J_plus, J_minus):
+def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, request, cost, args, J):
     """:func:`_user_costs_range` over chunks claimed by ``n_workers`` threads (see
     :mod:`gradcheck_fast._schedule`); each chunk has its own copy of theta and each evaluation
     writes only its own slot."""
     n = stop - start
     for w in prange(n_workers):
-        ch = claim(schedule, w, n_chunks)
+        worker = np.int64(w)
+        ch = claim(schedule, worker, n_chunks)
         while ch < n_chunks:
             _user_costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks,
-                              idx, cost, theta, args, epsilon, J_plus, J_minus)
-            ch = claim(schedule, w, n_chunks)
+                              request, cost, args, J)
+            ch = claim(schedule, worker, n_chunks)
 
 
-def _python_costs_range(lo, hi, idx, cost, theta, args, epsilon, J_plus, J_minus):
+def _python_costs_range(lo, hi, request, cost, args, J):
+    """:func:`_user_costs_range` for any callable, in Python (its values checked to be real
+    scalars)."""
+    idx, theta, epsilon = request
     local = theta.copy()
     for k in range(lo, hi):
         i = idx[k // 2]
         t = theta[i]
-        if k % 2 == 0:
-            local[i] = t + epsilon
-            J_plus[k // 2] = scalar(cost(local, *args))
-        else:
-            local[i] = t - epsilon
-            J_minus[k // 2] = scalar(cost(local, *args))
+        local[i] = t + epsilon if k % 2 == 0 else t - epsilon
+        J[k % 2, k // 2] = scalar(cost(local, *args))
         local[i] = t
 
 
@@ -119,8 +116,9 @@ def central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
     if indices is None:
         indices = np.arange(theta.size)
     P = indices.size
-    J_plus, J_minus = np.empty((2, P))
-    kernel_args = (indices, cost, theta, args, epsilon, J_plus, J_minus)
+    J = np.empty((2, P))
+    J_plus, J_minus = J
+    kernel_args = ((indices, theta, epsilon), cost, args, J)
     if njit:
         run_kernel(_user_costs_range, _user_costs_parallel, 2 * P, seconds, kernel_args,
                     progress, items_per_param=2)

@@ -2,24 +2,22 @@
 kernels on the flat parameter vector theta.
 
 The network is ``LINEAR -> act -> ... -> LINEAR -> output`` with the activations, output and
-loss of a :class:`gradcheck_fast.MLP`, passed to the kernels as codes: ``acts[l]`` for hidden
-layer l, ``out`` for the output (the codes of :mod:`gradcheck_fast.activations` and
-:mod:`gradcheck_fast.losses`), ``slope`` for leaky ReLU
-and ``l2`` for the regularisation. Its parameters live in one float64 vector ``theta`` in the
-seed's order ``W1, b1, W2, b2, ...``, each block in C order; ``w_off[l]``/``b_off[l]`` give
-where ``Wl``/``bl`` start and
-``sizes[l]`` the width of layer ``l`` (``sizes[0]`` is the input width). Activations are kept
-in flat arrays too, layer ``l`` (``n_l`` rows by ``m`` samples, C order) starting at
-``act_off[l]``; layer 0 of ``A`` is ``X``.
+loss of a :class:`gradcheck_fast.MLP`, passed to the kernels as a
+:class:`~gradcheck_fast.engines._common.Codes` bundle, its layout as a
+:class:`~gradcheck_fast.engines._common.Network` (widths and offsets). The parameters live in
+one float64 vector ``theta`` in the seed's order ``W1, b1, W2, b2, ...``, each block in C
+order. Activations are kept in flat arrays too, layer ``l`` (``n_l`` rows by ``m`` samples, C
+order) starting at ``act_off[l]``; layer 0 of ``A`` is ``X``.
 
-Every value is computed by one of two helpers, :func:`_linear_row` (a row of ``Z``, vectorised
-over samples) and :func:`_linear_col` (one sample's column of ``Z``), which perform the same
-floating-point operations in the same order: ``((0 + w0*a0) + w1*a1) + ... + b``. This is
-what lets the engine recompute only what a perturbation changes and still obtain, bitwise,
-the cost a full forward pass would give.
+Every pre-activation is computed by one helper, :func:`_linear_row` (a row of ``Z``, vectorised
+over samples), always with the same floating-point operations in the same order: ``((0 +
+w0*a0) + w1*a1) + ... + b``. This is what lets the engine recompute only what a perturbation
+changes and still obtain, bitwise, the cost a full forward pass would give.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import prange
@@ -31,18 +29,75 @@ from ..activations import value as activation
 from ..losses import column_loss
 from ..models import SEED_MODEL
 from ..noise import N_POINTS, ecnoise_step, sigma_from_values
-from ._common import Costs, full_cost_noise, locate, run_kernel
+from ._common import (
+    Codes,
+    Costs,
+    Network,
+    Request,
+    bare,
+    full_cost_noise,
+    locate,
+    run_kernel,
+)
 from .costmodel import exact_seconds
+
+
+class Unperturbed(NamedTuple):
+    """The unperturbed pass the exact engine's kernels read: labels ``Y`` (n_out, m),
+    pre-activations ``Z`` and activations ``A`` (flat, by ``act_off``), the per-sample losses
+    ``ell``, the cost ``J`` and its L2 term ``reg``."""
+
+    Y: np.ndarray
+    Z: np.ndarray
+    A: np.ndarray
+    ell: np.ndarray
+    J: float
+    reg: float
+
+
+class Outputs(NamedTuple):
+    """Per slot k (parameter ``idx[k]``): in ``values[:, k]`` the rows J+, J-, their changes
+    from J, the seed's gradapprox and the rounding bound ``resolution`` (one array rather than
+    six: a kernel's dispatch pays per array it is handed), in ``kinks[k]`` the kink crossings."""
+
+    values: np.ndarray
+    kinks: np.ndarray
+
+
+#: The rows of :class:`Outputs` ``values``.
+J_PLUS, J_MINUS, DJ_PLUS, DJ_MINUS, GRADAPPROX, RESOLUTION = range(6)
+
+
+class Scratch(NamedTuple):
+    """Per-chunk work space of :func:`_perturbed_cost`: ``zrow``, ``s_new`` (m floats),
+    ``changed`` (m ints), ``cur``, ``nxt`` (widest layer x m floats)."""
+
+    zrow: np.ndarray
+    changed: np.ndarray
+    cur: np.ndarray
+    nxt: np.ndarray
+    s_new: np.ndarray
+
+
+#: "No unit" / "no substituted weight" for :func:`_linear_row` and
+#: :func:`~gradcheck_fast.losses.column_loss`: an int64, never a literal, so that a helper
+#: that is not inlined is compiled for one signature (a literal -1 is a type of its own).
+_NONE = np.int64(-1)
 
 
 @jit(inline=True)
 def _linear_row(theta, w_start, n_prev, A, a_start, m, bias, out, out_start, sub_index,
                 sub_value):
     """``out[o + j] = sum_c theta[w_start + c] * A[a_start + c*m + j] + bias`` for j < m, with
-    ``o = out_start``. The weight at flat index ``sub_index`` is read as ``sub_value`` (-1: none).
+    ``o = out_start``: one row of a layer's pre-activations. ``theta``: the parameters, the
+    row's weights from ``w_start`` on, ``n_prev`` of them (the previous layer's width);
+    ``A``: the previous layer's activations from ``a_start`` on, ``(n_prev, m)`` C order;
+    ``bias``: the row's bias; ``out``: where the m values go, from ``out_start`` on. The weight
+    at flat index ``sub_index`` is read as ``sub_value`` (-1: none).
 
     Offsets rather than slices: a slice is a new array object per call, which costs more than
-    the arithmetic on small layers.
+    the arithmetic on small layers. Inlined: it is the engine's innermost loop (a call costs
+    ~60 % more on the exact engine's checks).
     """
     for j in range(m):
         out[out_start + j] = 0.0
@@ -57,19 +112,11 @@ def _linear_row(theta, w_start, n_prev, A, a_start, m, bias, out, out_start, sub
 
 
 @jit
-def _linear_col(theta, w_start, n_prev, a_col, bias):
-    """One sample's pre-activation: ``sum_c theta[w_start + c] * a_col[c] + bias``."""
-    z = 0.0
-    for c in range(n_prev):
-        z += theta[w_start + c] * a_col[c]
-    return z + bias
-
-
-@jit
-def _regularisation(theta, sizes, w_off, m, l2):
+def _regularisation(theta, net, m, l2):
     """``l2 / (2m) * sum of the squared weights`` (biases excluded), summed in layout order."""
     if l2 == 0.0:
         return 0.0
+    sizes, w_off, _, _ = net
     total = 0.0
     for l in range(1, sizes.shape[0]):
         for k in range(w_off[l], w_off[l] + sizes[l] * sizes[l - 1]):
@@ -78,9 +125,11 @@ def _regularisation(theta, sizes, w_off, m, l2):
 
 
 @jit
-def _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, ell, acts, out, slope, l2):
+def _forward(theta, net, X, Y, Z, A, ell, codes):
     """Full forward pass: fills Z, A and the per-sample losses ``ell``; returns the cost
     ``1/m * sum_j ell[j]`` plus the L2 term."""
+    sizes, w_off, b_off, act_off = net
+    acts, out, slope, l2 = codes
     n_layers = sizes.shape[0] - 1
     m = X.shape[1]
     n_x = sizes[0]
@@ -92,7 +141,7 @@ def _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, ell, acts, out, sl
         for r in range(sizes[l]):
             row = act_off[l] + r * m
             _linear_row(theta, w_off[l] + r * n_prev, n_prev, A, act_off[l - 1], m,
-                        theta[b_off[l] + r], Z, row, -1, 0.0)
+                        theta[b_off[l] + r], Z, row, _NONE, 0.0)
             for j in range(m):
                 z = Z[row + j]
                 # The output layer's activations are not needed by the engines (the loss is
@@ -101,29 +150,30 @@ def _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, ell, acts, out, sl
     zo = act_off[n_layers]
     total = 0.0
     for j in range(m):
-        loss, _ = column_loss(Z, zo, m, j, Y, j, out, -1, 0.0)
+        loss, _ = column_loss(Z, zo, m, j, Y, j, out, _NONE, 0.0)
         ell[j] = loss
         total += loss
-    return (1.0 / m) * total + _regularisation(theta, sizes, w_off, m, l2)
+    return (1.0 / m) * total + _regularisation(theta, net, m, l2)
 
 
 @jit
-def _cost(theta, sizes, w_off, b_off, act_off, X, Y, acts, out, slope, l2):
+def _cost(theta, net, X, Y, codes):
     """The cost J(theta) by a full forward pass (allocates its own buffers)."""
-    n_act = act_off[-1]
+    n_act = net[3][-1]
     m = X.shape[1]
     Z = np.empty(n_act)
     A = np.empty(n_act)
     ell = np.empty(m)
-    return _forward(theta, sizes, w_off, b_off, act_off, X, Y, Z, A, ell, acts, out, slope, l2)
+    return _forward(theta, net, X, Y, Z, A, ell, codes)
 
 
 @jit
-def _costs_along(theta, step, n_points, sizes, w_off, b_off, act_off, X, Y, acts, out, slope,
-                 l2):
+def _costs_along(theta, step, n_points, net, X, Y, codes):
     """``J(theta + t * step)`` for t = 0 .. n_points - 1 (the ECnoise points), and whether some
     ReLU-type unit changes side of its kink along the way (then the differences measure the
     kink, not rounding)."""
+    sizes, _, _, act_off = net
+    acts = codes[0]
     n_layers = sizes.shape[0] - 1
     m = X.shape[1]
     n_act = act_off[-1]
@@ -137,8 +187,7 @@ def _costs_along(theta, step, n_points, sizes, w_off, b_off, act_off, X, Y, acts
     for t in range(n_points):
         for i in range(theta.shape[0]):
             shifted[i] = theta[i] + t * step[i]
-        values[t] = _forward(shifted, sizes, w_off, b_off, act_off, X, Y, Z if t else Z0, A,
-                             ell, acts, out, slope, l2)
+        values[t] = _forward(shifted, net, X, Y, Z if t else Z0, A, ell, codes)
         if t:
             for l in range(1, n_layers):
                 if has_kink(acts[l]):
@@ -148,11 +197,13 @@ def _costs_along(theta, step, n_points, sizes, w_off, b_off, act_off, X, Y, acts
     return values, crossed
 
 
+# Inlined once, into the loop over both steps of _costs_range: a call would pass its ~15
+# arrays' reference counts back and forth twice per parameter (+20 % on the seed's check).
 @jit(inline=True)
-def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell, zrow, changed,
-                    cur, nxt, s_new, acts, out, slope):
+def _perturbed_cost(i, value, theta, net, base, scratch, codes):
     """The data part of J(theta with theta[i] replaced by value), reusing the unperturbed pass
-    in Z, A, ell (the L2 term's change is added by the caller).
+    ``base`` (:class:`Unperturbed`; the L2 term's change is added by the caller), with the
+    work space ``scratch`` (:class:`Scratch`).
 
     Layers before the perturbed one are unchanged; of the perturbed layer only row r of Z is
     recomputed; samples whose activation in that row does not change keep their loss, and the
@@ -165,10 +216,11 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
     errors cancel in J+ - J-), see :func:`~gradcheck_fast.losses.column_loss`; crossings
     counts the (sample, hidden unit) pairs of a ReLU-type layer whose pre-activation changed
     sign: kinks, where J is not differentiable.
-
-    Scratch: ``zrow``, ``s_new`` (m floats), ``changed`` (m ints), ``cur``, ``nxt`` (max hidden
-    width * m floats).
     """
+    sizes, w_off, b_off, act_off = net
+    Y, Z, A, ell, _, _ = base
+    zrow, changed, cur, nxt, s_new = scratch
+    acts, out, slope, _ = codes
     n_layers = sizes.shape[0] - 1
     m = Y.shape[1]
     l, r, _, is_bias = locate(i, sizes, w_off, b_off)
@@ -193,7 +245,7 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
 
     # Samples whose activation of unit r changes, with the whole layer-l column gathered.
     n_l = sizes[l]
-    n_changed = 0
+    n_changed = np.int64(0)
     crossings = 0
     kinked = has_kink(acts[l])
     for j in range(m):
@@ -206,9 +258,9 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
         zrow[n_changed] = a_new  # zrow[j] is no longer needed once j has been visited
         n_changed += 1
     for c in range(n_l):
-        base = act_off[l] + c * m
+        start = act_off[l] + c * m
         for t in range(n_changed):
-            cur[c * n_changed + t] = A[base + changed[t]]
+            cur[c * n_changed + t] = A[start + changed[t]]
     for t in range(n_changed):
         cur[r * n_changed + t] = zrow[t]
     # Later layers on the gathered samples only.
@@ -217,7 +269,7 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
         for k in range(sizes[q]):
             o = k * n_changed
             _linear_row(theta, w_off[q] + k * nq_prev, nq_prev, cur, 0, n_changed,
-                        theta[b_off[q] + k], nxt, o, -1, 0.0)
+                        theta[b_off[q] + k], nxt, o, _NONE, 0.0)
             if q < n_layers:
                 z_old = act_off[q] + k * m
                 kinked = has_kink(acts[q])
@@ -227,8 +279,9 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
                     nxt[o + t] = activation(acts[q], nxt[o + t], slope)
         cur, nxt = nxt, cur
     # cur now holds the output pre-activations of the changed samples, (n_out, n_changed).
+    zero = np.int64(0)
     for t in range(n_changed):
-        loss, err = column_loss(cur, 0, n_changed, t, Y, changed[t], out, -1, 0.0)
+        loss, err = column_loss(cur, zero, n_changed, t, Y, changed[t], out, _NONE, 0.0)
         s_new[t] = loss
         resolution += err
     t = 0
@@ -242,60 +295,55 @@ def _perturbed_cost(i, value, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell,
 
 
 @jit
-def _costs_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, Y, Z, A, ell, J, reg,
-                 epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
-                 acts, out, slope, l2):
-    """Exact engine for the parameters i = idx[k], lo <= k < hi, into slot k: J_plus,
-    J_minus, their changes from J, the seed's gradapprox = (J_plus - J_minus) / (2 epsilon),
-    resolution (the summed rounding bounds of the losses the two perturbations changed, over
-    m) and kinks (ReLU crossings).
+def _costs_range(lo, hi, request, net, codes, base, out):
+    """Exact engine for the slots lo <= k < hi of ``request`` (parameter ``request.idx[k]``,
+    step ``request.epsilon``), into slot k of ``out`` (:class:`Outputs`): J_plus, J_minus,
+    their changes from J, the seed's gradapprox = (J_plus - J_minus) / (2 epsilon), resolution
+    (the summed rounding bounds of the losses the two perturbations changed, over m) and kinks
+    (ReLU crossings); ``base``: the unperturbed pass (:class:`Unperturbed`).
 
     The data part of each J+- is bitwise a full forward pass's; the L2 term is reg (the
     unperturbed one) plus its exact change ``l2/(2m) d (2w + d)`` for a weight moved by d.
     The differences are formed here rather than in NumPy: with an overflowing cost they are
     inf - inf = NaN, which the report shows, without floating-point warnings."""
+    idx, theta, epsilon = request
+    sizes, w_off, b_off, _ = net
+    l2 = codes[3]
+    Y, _, _, _, J, reg = base
     m = Y.shape[1]
     max_width = 0
     for l in range(1, sizes.shape[0]):
         max_width = max(max_width, sizes[l])
-    zrow = np.empty(m)
-    s_new = np.empty(m)
-    changed = np.empty(m, dtype=np.int64)
-    cur = np.empty(max_width * m)
-    nxt = np.empty(max_width * m)
+    scratch = Scratch(np.empty(m), np.empty(m, dtype=np.int64), np.empty(max_width * m),
+                      np.empty(max_width * m), np.empty(m))
+    values, kinks = out
     for k in range(lo, hi):
         i = idx[k]
         t = theta[i]
-        # theta[i] + epsilon exactly as the seed forms thetaplus[i] + epsilon.
-        plus, minus = t + epsilon, t - epsilon
-        J_plus[k], r_plus, k_plus = _perturbed_cost(i, plus, theta, sizes, w_off, b_off,
-                                                    act_off, Y, Z, A, ell, zrow, changed,
-                                                    cur, nxt, s_new, acts, out, slope)
-        J_minus[k], r_minus, k_minus = _perturbed_cost(i, minus, theta, sizes, w_off,
-                                                       b_off, act_off, Y, Z, A, ell, zrow,
-                                                       changed, cur, nxt, s_new, acts, out,
-                                                       slope)
-        reg_plus = reg
-        reg_minus = reg
-        if l2 != 0.0:
-            if not locate(i, sizes, w_off, b_off)[3]:  # a weight: biases are not regularised
-                d = plus - t
-                reg_plus = reg + l2 / (2.0 * m) * (d * (2.0 * t + d))
-                d = minus - t
-                reg_minus = reg + l2 / (2.0 * m) * (d * (2.0 * t + d))
-        J_plus[k] += reg_plus
-        J_minus[k] += reg_minus
-        resolution[k] = (r_plus + r_minus) / m
-        kinks[k] = k_plus + k_minus
-        dJ_plus[k] = J_plus[k] - J
-        dJ_minus[k] = J_minus[k] - J
-        gradapprox[k] = (J_plus[k] - J_minus[k]) / (2 * epsilon)
+        weight = l2 != 0.0 and not locate(i, sizes, w_off, b_off)[3]
+        rounding = 0.0
+        crossings = 0
+        for sign in range(2):
+            # theta[i] + epsilon exactly as the seed forms thetaplus[i] + epsilon.
+            value = t + epsilon if sign == 0 else t - epsilon
+            cost, r, c = _perturbed_cost(i, value, theta, net, base, scratch, codes)
+            if weight:  # biases are not regularised
+                d = value - t
+                cost += reg + l2 / (2.0 * m) * (d * (2.0 * t + d))
+            else:
+                cost += reg
+            values[J_PLUS + sign, k] = cost
+            values[DJ_PLUS + sign, k] = cost - J
+            rounding += r
+            crossings += c
+        values[RESOLUTION, k] = rounding / m
+        kinks[k] = crossings
+        values[GRADAPPROX, k] = (values[J_PLUS, k] - values[J_MINUS, k]) / (2 * epsilon)
 
 
 @jit(parallel=True)
-def _costs_parallel(start, stop, n_chunks, n_workers, schedule, idx, theta, sizes, w_off,
-                    b_off, act_off, Y, Z, A, ell, J, reg, epsilon, J_plus, J_minus, dJ_plus,
-                    dJ_minus, gradapprox, resolution, kinks, acts, out, slope, l2):
+def _costs_parallel(start, stop, n_chunks, n_workers, schedule, request, net, codes, base,
+                    out):
     """:func:`_costs_range` over ``n_chunks`` chunks of [start, stop), claimed one at a time
     by ``n_workers`` threads (see :mod:`gradcheck_fast._schedule`).
 
@@ -304,13 +352,12 @@ def _costs_parallel(start, stop, n_chunks, n_workers, schedule, idx, theta, size
     """
     n = stop - start
     for w in prange(n_workers):
-        ch = claim(schedule, w, n_chunks)
+        worker = np.int64(w)
+        ch = claim(schedule, worker, n_chunks)
         while ch < n_chunks:
-            _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx,
-                         theta, sizes, w_off, b_off, act_off, Y, Z, A, ell, J, reg, epsilon,
-                         J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
-                         acts, out, slope, l2)
-            ch = claim(schedule, w, n_chunks)
+            _costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, request,
+                         net, codes, base, out)
+            ch = claim(schedule, worker, n_chunks)
 
 
 def costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
@@ -318,20 +365,21 @@ def costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
     """J and J(theta +- epsilon e_i) for the parameters ``indices`` by the exact engine."""
     m = X.shape[1]
     n = indices.shape[0]
-    act_off = net.activation_offsets(m)
-    n_act = int(act_off[-1])
+    network = bare(Network.of(net, m))
+    n_act = int(network[3][-1])
     Z = np.empty(n_act)
     A = np.empty(n_act)
     ell = np.empty(m)
-    codes = (model.codes(net.n_layers), model.output_code, model.leaky_slope, model.l2)
-    J = _forward(theta, net.sizes, net.w_off, net.b_off, act_off, X, Y, Z, A, ell, *codes)
-    reg = _regularisation(theta, net.sizes, net.w_off, m, model.l2) if model.l2 else 0.0
-    J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = np.empty((6, n))
+    codes = bare(Codes.of(model, net.n_layers))
+    J = _forward(theta, network, X, Y, Z, A, ell, codes)
+    reg = _regularisation(theta, network, m, model.l2) if model.l2 else 0.0
+    values = np.empty((6, n))
     kinks = np.empty(n, dtype=np.int64)
-    args = (indices, theta, net.sizes, net.w_off, net.b_off, act_off, Y, Z, A, ell, J, reg,
-            epsilon, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks, *codes)
+    args = (Request(indices, theta, float(epsilon)), network, codes,
+            Unperturbed(Y, Z, A, ell, J, reg), Outputs(values, kinks))
     run_kernel(_costs_range, _costs_parallel, n, exact_seconds(net.size_tuple, m), args,
                progress)
+    J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = values
 
     def noise():
         # J+- are full forward passes: they carry J's rounding noise, which ECnoise measures.
@@ -347,15 +395,14 @@ def cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
                model=SEED_MODEL) -> float:
     """The ECnoise estimate of the rounding noise of the MLP's J near theta (see
     :mod:`gradcheck_fast.noise`)."""
-    codes = (model.codes(net.n_layers), model.output_code, model.leaky_slope, model.l2)
+    codes = bare(Codes.of(model, net.n_layers))
+    network = bare(Network.of(net, X.shape[1]))
     step = ecnoise_step(theta)
     # A line that crosses a ReLU kink measures the kink, not rounding (and would inflate the
     # noise bound until real mistakes hide under it): shorter lines are tried, and if every one
     # crosses, no estimate is used (the report then relies on its rigorous rounding bounds).
     for shrink in (1.0, 1e-3, 1e-6):
-        values, crossed = _costs_along(theta, shrink * step, N_POINTS, net.sizes, net.w_off,
-                                       net.b_off, net.activation_offsets(X.shape[1]), X, Y,
-                                       *codes)
+        values, crossed = _costs_along(theta, shrink * step, N_POINTS, network, X, Y, codes)
         if not crossed:
             return sigma_from_values(values)
     return 0.0

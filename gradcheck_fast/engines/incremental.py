@@ -26,6 +26,8 @@ kinks included), and its own rounding is relative to the change, not to J.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import prange
 
@@ -34,7 +36,7 @@ from .._schedule import SERIAL_SECONDS, claim, run
 from ..activations import change
 from ..losses import composed_terms, moved_change, output_coefficients, sample_change
 from ..models import SEED_MODEL
-from ._common import Costs, locate, run_kernel
+from ._common import Codes, Costs, Network, Request, locate, run_kernel
 from .costmodel import COMPOSED_S_PER_ELEMENT, incremental_seconds, radii_sample_seconds
 
 #: Unit roundoff of float64.
@@ -46,9 +48,77 @@ RHO_SAFETY = 0.5
 
 
 # ---------------------------------------------------------------------------------------------
+# What the kernels take (with Network, Codes and Request of ._common)
+# ---------------------------------------------------------------------------------------------
+class Bounds(NamedTuple):
+    """For the radii: the reciprocals ``inverse`` of the derivative bounds ``B_{q<-l}``, which
+    start at ``offsets[l, q]`` (:func:`_derivative_bounds`), and per layer whether it has a
+    kink (``kinked[q]``)."""
+
+    inverse: np.ndarray
+    offsets: np.ndarray
+    kinked: np.ndarray
+
+
+class LossState(NamedTuple):
+    """The labels ``Y`` (n_out, m) and the loss change's coefficients ``coef``, ``sig`` per
+    sample and output (:func:`~gradcheck_fast.losses.output_coefficients`)."""
+
+    Y: np.ndarray
+    coef: np.ndarray
+    sig: np.ndarray
+
+
+class Sensitivity(NamedTuple):
+    """How the outputs move with a hidden unit: ``V`` at ``v_off[l]`` (``V_l[r, j, o]``, the
+    outputs' derivative with the unperturbed activation pattern), behind a curved layer the
+    cubic's coefficients ``C3`` (``series[l]`` set), per unit the largest change the cubic is
+    exact for (``radius[s_off[l] + r]``) and the units' offsets ``s_off``."""
+
+    V: np.ndarray
+    v_off: np.ndarray
+    C3: np.ndarray
+    series: np.ndarray
+    radius: np.ndarray
+    s_off: np.ndarray
+
+
+class State(NamedTuple):
+    """Everything the per-coordinate kernel reads of the unperturbed pass: ``Z``, ``A`` (flat,
+    by ``act_off``), the activations' complements ``F`` (2, n_act), the fields of
+    :class:`LossState` and :class:`Sensitivity`, the kink radii ``rho`` (same layout as Z) and
+    the composed cubics ``K`` (:func:`_composed`). Flat: a parallel kernel cannot hand a
+    nested tuple of arrays to the function its threads run (numba 0.68)."""
+
+    Z: np.ndarray
+    A: np.ndarray
+    F: np.ndarray
+    Y: np.ndarray
+    coef: np.ndarray
+    sig: np.ndarray
+    V: np.ndarray
+    v_off: np.ndarray
+    C3: np.ndarray
+    series: np.ndarray
+    radius: np.ndarray
+    s_off: np.ndarray
+    rho: np.ndarray
+    K: np.ndarray
+
+
+class Changes(NamedTuple):
+    """Per slot k: in ``values[:, k]`` J(theta + eps e_i) - J, J(theta - eps e_i) - J (data
+    part) and the rounding bound of their difference (one array: a kernel's dispatch pays per
+    array it is handed), in ``kinks[k]`` the kink crossings of the two steps."""
+
+    values: np.ndarray
+    kinks: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
 # Set-up from the unperturbed pass
 # ---------------------------------------------------------------------------------------------
-def _radii(sizes, act_off, Z, m, inverse, b_off, rho, kinked):
+def _radii(net, Z, m, bounds, rho):
     """``rho_l[r, j]``: how far ``a_l[r, j]`` may move before a later hidden unit could cross 0.
 
     For each later hidden layer q, an upper bound ``B_{q<-l}[k, r]`` of ``|d z_q[k] / d a_l[r]|``
@@ -61,14 +131,17 @@ def _radii(sizes, act_off, Z, m, inverse, b_off, rho, kinked):
     runs along r, contiguous in B, so it vectorises. Serial for small networks, else one
     region over the samples (see :mod:`gradcheck_fast._schedule`).
     """
-    seconds = radii_sample_seconds(sizes, [q for q in range(1, len(sizes) - 1) if kinked[q]])
-    run(_radii_range, _radii_parallel, m, seconds,
-        (sizes, act_off, Z, m, inverse, b_off, rho, kinked))
+    sizes = net.sizes
+    seconds = radii_sample_seconds(sizes, [q for q in range(1, len(sizes) - 1)
+                                           if bounds.kinked[q]])
+    run(_radii_range, _radii_parallel, m, seconds, (net, Z, m, bounds, rho))
 
 
 @jit
-def _radii_range(lo, hi, sizes, act_off, Z, m, inverse, b_off, rho, kinked):
+def _radii_range(lo, hi, net, Z, m, bounds, rho):
     """:func:`_radii` for the samples lo <= j < hi."""
+    sizes, _, _, act_off = net
+    inverse, b_off, kinked = bounds
     n_layers = sizes.shape[0] - 1
     max_width = 1
     for l in range(1, n_layers):
@@ -94,16 +167,16 @@ def _radii_range(lo, hi, sizes, act_off, Z, m, inverse, b_off, rho, kinked):
 
 
 @jit(parallel=True)
-def _radii_parallel(start, stop, n_chunks, n_workers, schedule, sizes, act_off, Z, m, inverse,
-                    b_off, rho, kinked):
+def _radii_parallel(start, stop, n_chunks, n_workers, schedule, net, Z, m, bounds, rho):
     """:func:`_radii_range` over chunks of the samples claimed by ``n_workers`` threads."""
     n = stop - start
     for w in prange(n_workers):
-        ch = claim(schedule, w, n_chunks)
+        worker = np.int64(w)
+        ch = claim(schedule, worker, n_chunks)
         while ch < n_chunks:
-            _radii_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, sizes,
-                         act_off, Z, m, inverse, b_off, rho, kinked)
-            ch = claim(schedule, w, n_chunks)
+            _radii_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, net, Z,
+                         m, bounds, rho)
+            ch = claim(schedule, worker, n_chunks)
 
 
 def _derivative_bounds(weights, sizes, gains):
@@ -222,14 +295,18 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
     rho = np.full(int(act_off[-1]), np.inf)
     with np.errstate(divide="ignore"):
         inverse = 1.0 / bound
-    _radii(sizes, act_off, Z, m, inverse, bound_off, rho, kinked)
+    network = Network(net.sizes, net.w_off, net.b_off, act_off)
+    _radii(network, Z, m, Bounds(inverse, bound_off, kinked), rho)
     C3, series, radius, s_off = _series(Z, act_off, weights, sizes, hidden, alpha, m, bound,
                                         bound_off, v_off, V)
     F = activation_complements(Z, act_off, hidden)
-    K = _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, model.output_code, rho,
-                  radius, act_off)
+    loss = LossState(Y, coef, sig)
+    sens = Sensitivity(V, v_off, C3, series, radius, s_off)
+    K = _composed(network, model.output_code, loss, sens, rho)
+    state = State(Z, A, F, *loss, *sens, rho, K)
     return Prepared(J=J, Z=Z, A=A, act_off=act_off, coef=coef, sig=sig, V=V, v_off=v_off,
-                    rho=rho, C3=C3, series=series, radius=radius, s_off=s_off, F=F, K=K)
+                    rho=rho, C3=C3, series=series, radius=radius, s_off=s_off, F=F, K=K,
+                    network=network, state=state)
 
 
 def activation_complements(Z, act_off, hidden):
@@ -317,7 +394,7 @@ T_COMPOSED = 2.0**-20
 K_FIELDS = 8
 
 
-def _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius, act_off):
+def _composed(net, out, loss, sens, rho):
     """Per hidden unit r of layer l and sample j, the loss change of sample j as one cubic in
     the unit's change s: ``dl(s) = s (a1 + s (a2 + s a3)) + O(B s**4)``.
 
@@ -330,20 +407,25 @@ def _composed(coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius
     series ``radius``, whichever is least, so that the fast path needs one comparison.
     Layout ``K[((s_off[l] + r) m + j) K_FIELDS + field]``.
     """
+    sizes = net.sizes
+    m = loss.Y.shape[1]
     hidden_units = int(sum(int(n) for n in sizes[1:-1]))
     K = np.empty(max(hidden_units * m, 1) * K_FIELDS)  # every row is written
     # Small networks on one thread: waking the others costs more than the work.
-    args = (coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius, act_off, K)
+    args = (net, out, loss, sens, rho, K)
     run(_composed_rows, _composed_parallel, hidden_units * m,
         int(sizes[-1]) * COMPOSED_S_PER_ELEMENT, args)
     return K
 
 
 @jit
-def _composed_rows(lo, hi, coef, sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius,
-                   act_off, K):
+def _composed_rows(lo, hi, net, out, loss, sens, rho, K):
     """:func:`_composed` for the (hidden unit, sample) rows lo <= row < hi, numbered layer
     after layer."""
+    sizes, _, _, act_off = net
+    Y, coef, sig = loss
+    V, v_off, C3, series, radius, s_off = sens
+    m = Y.shape[1]
     n_layers = sizes.shape[0] - 1
     n_out = sizes[n_layers]
     for k_row in range(lo, hi):
@@ -370,29 +452,35 @@ def _composed_rows(lo, hi, coef, sig, V, v_off, C3, series, s_off, sizes, m, out
 
 
 @jit(parallel=True)
-def _composed_parallel(start, stop, n_chunks, n_workers, schedule, coef, sig, V, v_off, C3,
-                       series, s_off, sizes, m, out, rho, radius, act_off, K):
-    """:func:`_composed_rows` over chunks of the rows claimed by ``n_workers`` threads."""
+def _composed_parallel(start, stop, n_chunks, n_workers, schedule, net, out, loss, sens, rho,
+                       K):
+    """:func:`_composed_rows` over chunks of the rows [``start``, ``stop``): ``n_chunks``
+    chunks claimed one at a time by ``n_workers`` threads from ``schedule``
+    (:mod:`gradcheck_fast._schedule`); ``net``, ``out`` (the loss code), ``loss``, ``sens``,
+    ``rho`` and the result ``K`` as :func:`_composed_rows` takes them."""
     n = stop - start
     for w in prange(n_workers):
-        ch = claim(schedule, w, n_chunks)
+        worker = np.int64(w)
+        ch = claim(schedule, worker, n_chunks)
         while ch < n_chunks:
-            _composed_rows(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, coef,
-                           sig, V, v_off, C3, series, s_off, sizes, m, out, rho, radius,
-                           act_off, K)
-            ch = claim(schedule, w, n_chunks)
+            _composed_rows(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, net,
+                           out, loss, sens, rho, K)
+            ch = claim(schedule, worker, n_chunks)
 
 
 # ---------------------------------------------------------------------------------------------
 # Per-coordinate evaluation
 # ---------------------------------------------------------------------------------------------
 @jit
-def _propagate(theta, sizes, w_off, act_off, Z, A, F, coef, sig, Y, l, r, j, da, cur, nxt,
-               acts, slope, out):
-    """Explicit propagation of ``a_l[r, j] += da`` to the loss of sample j, kinks included.
+def _propagate(theta, net, codes, state, l, r, j, da, cur, nxt):
+    """Explicit propagation of ``a_l[r, j] += da`` to the loss of sample j, kinks included
+    (``cur``, ``nxt``: scratch of the widest layer's size).
 
     Returns ``(loss change, rounding bound, number of later units that crossed their kink)``.
     """
+    sizes, w_off, _, act_off = net
+    acts, out, slope, _ = codes
+    Z, A, F, Y, coef, sig, _, _, _, _, _, _, _, _ = state
     n_layers = sizes.shape[0] - 1
     m = Y.shape[1]
     n_l = sizes[l]
@@ -422,12 +510,17 @@ def _propagate(theta, sizes, w_off, act_off, Z, A, F, coef, sig, Y, l, r, j, da,
 
 
 @jit
-def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off,
-                  rho, epsilon, dJ_plus, dJ_minus, resolution, kinks, acts, slope, out, C3,
-                  series, radius, s_off, F, K):
-    """For the parameters i = idx[k], lo <= k < hi, into slot k: J(theta +- eps e_i) - J(theta)
-    (its data part; the L2 term's change is added by the caller), the rounding bound of their
-    difference, and how many (sample, unit) kinks the two steps crossed."""
+def _deltas_range(lo, hi, request, net, codes, state, changes):
+    """For the slots lo <= k < hi of ``request`` (parameter i = ``request.idx[k]``, step
+    ``request.epsilon``), into slot k of ``changes`` (:class:`Changes`): J(theta +- eps e_i) -
+    J(theta) (its data part; the L2 term's change is added by the caller), the rounding bound of
+    their difference, and how many (sample, unit) kinks the two steps crossed; ``state``: the
+    prepared :class:`State`."""
+    idx, theta, epsilon = request
+    sizes, w_off, b_off, act_off = net
+    acts, out, slope, _ = codes
+    Z, A, F, Y, coef, sig, V, v_off, C3, series, radius, s_off, rho, K = state
+    values, kinks = changes
     n_layers = sizes.shape[0] - 1
     m = Y.shape[1]
     n_out = sizes[n_layers]
@@ -489,38 +582,34 @@ def _deltas_range(lo, hi, idx, theta, sizes, w_off, b_off, act_off, A, Z, Y, coe
                         value, err = moved_change(out, coef, sig, Y, j, n_out, V, C3,
                                                   series[l] != 0, base, da, tvec)
                     else:
-                        value, err, later = _propagate(theta, sizes, w_off, act_off, Z, A, F,
-                                                       coef, sig, Y, l, r, j, da, cur, nxt,
-                                                       acts, slope, out)
+                        value, err, later = _propagate(theta, net, codes, state, l, r, j, da,
+                                                       cur, nxt)
                         crossings += later
                 if sign == 0:
                     acc_plus += value
                 else:
                     acc_minus += value
                 error += err
-        dJ_plus[slot] = acc_plus / m
-        dJ_minus[slot] = acc_minus / m
-        resolution[slot] = error / m
+        values[0, slot] = acc_plus / m
+        values[1, slot] = acc_minus / m
+        values[2, slot] = error / m
         kinks[slot] = crossings
 
 
 @jit(parallel=True)
-def _deltas_parallel(start, stop, n_chunks, n_workers, schedule, idx, theta, sizes, w_off,
-                     b_off, act_off, A, Z, Y, coef, sig, V, v_off, rho, epsilon, dJ_plus,
-                     dJ_minus, resolution, kinks, acts, slope, out, C3, series, radius, s_off,
-                     F, K):
+def _deltas_parallel(start, stop, n_chunks, n_workers, schedule, request, net, codes, state,
+                     changes):
     """:func:`_deltas_range` over ``n_chunks`` chunks of [start, stop), claimed one at a time
     by ``n_workers`` threads (see :mod:`gradcheck_fast._schedule`); each index writes only its
     own slots, so the result is the same for any thread count."""
     n = stop - start
     for w in prange(n_workers):
-        ch = claim(schedule, w, n_chunks)
+        worker = np.int64(w)
+        ch = claim(schedule, worker, n_chunks)
         while ch < n_chunks:
-            _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, idx,
-                          theta, sizes, w_off, b_off, act_off, A, Z, Y, coef, sig, V, v_off,
-                          rho, epsilon, dJ_plus, dJ_minus, resolution, kinks, acts, slope, out,
-                          C3, series, radius, s_off, F, K)
-            ch = claim(schedule, w, n_chunks)
+            _deltas_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, request,
+                          net, codes, state, changes)
+            ch = claim(schedule, worker, n_chunks)
 
 
 def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
@@ -546,13 +635,12 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     incremental engine, from its ``prepared`` state (:func:`prepare`)."""
     m = Y.shape[1]
     n = indices.shape[0]
-    dJ_plus, dJ_minus, resolution = np.empty((3, n))
+    values = np.empty((3, n))
+    dJ_plus, dJ_minus, resolution = values
     kinks = np.empty(n, dtype=np.int64)
     p = prepared
-    args = (indices, theta, net.sizes, net.w_off, net.b_off, p.act_off, p.A, p.Z, Y, p.coef,
-            p.sig, p.V, p.v_off, p.rho, epsilon, dJ_plus, dJ_minus, resolution, kinks,
-            model.codes(net.n_layers), model.leaky_slope, model.output_code, p.C3, p.series,
-            p.radius, p.s_off, p.F, p.K)
+    args = (Request(indices, theta, float(epsilon)), p.network, Codes.of(model, net.n_layers),
+            p.state, Changes(values, kinks))
     # The time model only decides threads and pieces: when even every sample taking the
     # explicit path would stay below the serial threshold, the decision is made already and
     # the (NumPy-bound) count of slow samples is skipped.
