@@ -438,13 +438,21 @@ def moved_change(out, coef, sig, Y, j, n_out, V, C3, curved, base, da, tvec):
     return value, err
 
 
-# Inlined: called once per (hidden unit, sample) row, where a call's reference counts on its
-# five arrays cost more than the arithmetic (2.5x the set-up kernel's time on small networks).
-@jit(inline=True)
-def composed_terms(out, coef, sig, j, n_out, V, C3, curved, base):
-    """The loss change of sample j as one cubic in a hidden unit's change s, when the outputs
-    move by ``t_o = v1 s + v2 s**2 + v3 s**3`` (:func:`_triple` of V, C3 at ``base + o``):
-    ``(a1, a2, a3, M1, M2, M3, B, reach)`` with ``dl(s) = s (a1 + s (a2 + s a3)) + O(B s**4)``.
+#: Per (hidden unit, sample) record of :func:`composed_terms`: a1, a2, a3, M1, M2, M3, B, reach.
+COMPOSED_FIELDS = 8
+
+
+# One call per layer's range of rows, not per row: an array handed to a function (inlined or
+# not) costs reference counts per call, which per row doubled the set-up kernel's time.
+@jit
+def composed_terms(out, coef, sig, V, C3, curved, v_start, lo, hi, m, K, k_start):
+    """For the rows lo <= row < hi of one hidden layer (row ``r m + j``: unit r, sample j, of
+    ``m`` samples), the loss change of sample j as one cubic in the unit's change s, when the
+    outputs move by ``t_o = v1 s + v2 s**2 + v3 s**3`` (:func:`_triple` of ``V``, ``C3`` --
+    ``curved``: behind a curved layer -- at ``v_start + row n_out + o``): into
+    ``K[(k_start + row) COMPOSED_FIELDS + f]`` the fields ``(a1, a2, a3, M1, M2, M3, B,
+    reach)`` with ``dl(s) = s (a1 + s (a2 + s a3)) + O(B s**4)``; ``out``: the loss code;
+    ``coef``, ``sig``: as :func:`output_coefficients` gives them.
 
     Per output kind (coefficients c1..c4 and p, S of :func:`output_coefficients`):
 
@@ -461,57 +469,69 @@ def composed_terms(out, coef, sig, j, n_out, V, C3, curved, base):
     """
     if out != SIGMOID_BCE and out != SOFTMAX_CE and out != LINEAR_MSE:
         raise ValueError("gradcheck_fast: unknown loss code")
-    a1 = a2 = a3 = M1 = M2 = M3 = B = 0.0
-    reach = 0.0
-    mean1 = mean2 = mean3 = 0.0
-    if out == SOFTMAX_CE:
-        for o in range(n_out):
-            p = sig[(j * n_out + o) * 2]
-            v1, v2, v3 = _triple(V, C3, curved, base + o)
-            mean1 += p * v1
-            mean2 += p * v2
-            mean3 += p * v3
-    var_u = 0.0
-    for o in range(n_out):
-        k = (j * n_out + o) * 4
-        c1 = coef[k]
-        v1, v2, v3 = _triple(V, C3, curved, base + o)
-        w = abs(v1) + abs(v2) + abs(v3)
-        reach = max(reach, w)
-        a1 += c1 * v1
-        a2 += c1 * v2
-        a3 += c1 * v3
-        M1 += abs(c1 * v1)
-        M2 += abs(c1 * v2)
-        M3 += abs(c1 * v3)
+    n_out = coef.shape[0] // (4 * m)
+    for row in range(lo, hi):
+        j = row % m
+        base = v_start + row * n_out
+        a1 = a2 = a3 = M1 = M2 = M3 = B = 0.0
+        reach = 0.0
+        mean1 = mean2 = mean3 = 0.0
         if out == SOFTMAX_CE:
-            p = sig[(j * n_out + o) * 2]
-            S = sig[(j * n_out + o) * 2 + 1]
-            u1 = v1 - mean1
-            u2 = v2 - mean2
-            u3 = v3 - mean3
-            big = abs(u1) + abs(u2) + abs(u3)
-            a2 += S / 2.0 * p * u1 * u1
-            a3 += S * p * u1 * u2 + S / 6.0 * p * u1 * u1 * u1
-            M2 += S * p * u1 * u1
-            M3 += S * p * (abs(u1 * u2) + abs(u1) ** 3 + u1 * u1 * abs(v1))
-            B += S * p * (((abs(u2) + abs(u3)) ** 2 + 2.0 * abs(u1 * u3)) / 2.0
-                          + (big**3 - abs(u1) ** 3) / 6.0 + big**4 / 8.0)
-            var_u += p * big * big
-        else:
-            c2 = coef[k + 1]
-            c3 = coef[k + 2]
-            c4 = coef[k + 3]
-            a2 += c2 * v1 * v1
-            a3 += 2.0 * c2 * v1 * v2 + c3 * v1 * v1 * v1
-            M2 += (abs(c2) + 1.0) * v1 * v1
-            M3 += 2.0 * abs(c2 * v1 * v2) + abs(c3 * v1 * v1 * v1)
-            tail = _BCE_TAIL if out == SIGMOID_BCE else 0.0
-            B += (abs(c2) * ((abs(v2) + abs(v3)) ** 2 + 2.0 * abs(v1 * v3))
-                  + abs(c3) * (w**3 - abs(v1) ** 3) + (abs(c4) + tail) * w**4)
-    if out == SOFTMAX_CE:
-        B += sig[j * n_out * 2 + 1] * 3.0 * var_u * var_u / 8.0
-    return a1, a2, a3, M1, M2, M3, B, reach
+            for o in range(n_out):
+                p = sig[(j * n_out + o) * 2]
+                v1, v2, v3 = _triple(V, C3, curved, base + o)
+                mean1 += p * v1
+                mean2 += p * v2
+                mean3 += p * v3
+        var_u = 0.0
+        for o in range(n_out):
+            k = (j * n_out + o) * 4
+            c1 = coef[k]
+            v1, v2, v3 = _triple(V, C3, curved, base + o)
+            w = abs(v1) + abs(v2) + abs(v3)
+            reach = max(reach, w)
+            a1 += c1 * v1
+            a2 += c1 * v2
+            a3 += c1 * v3
+            M1 += abs(c1 * v1)
+            M2 += abs(c1 * v2)
+            M3 += abs(c1 * v3)
+            if out == SOFTMAX_CE:
+                p = sig[(j * n_out + o) * 2]
+                S = sig[(j * n_out + o) * 2 + 1]
+                u1 = v1 - mean1
+                u2 = v2 - mean2
+                u3 = v3 - mean3
+                big = abs(u1) + abs(u2) + abs(u3)
+                a2 += S / 2.0 * p * u1 * u1
+                a3 += S * p * u1 * u2 + S / 6.0 * p * u1 * u1 * u1
+                M2 += S * p * u1 * u1
+                M3 += S * p * (abs(u1 * u2) + abs(u1) ** 3 + u1 * u1 * abs(v1))
+                B += S * p * (((abs(u2) + abs(u3)) ** 2 + 2.0 * abs(u1 * u3)) / 2.0
+                              + (big**3 - abs(u1) ** 3) / 6.0 + big**4 / 8.0)
+                var_u += p * big * big
+            else:
+                c2 = coef[k + 1]
+                c3 = coef[k + 2]
+                c4 = coef[k + 3]
+                a2 += c2 * v1 * v1
+                a3 += 2.0 * c2 * v1 * v2 + c3 * v1 * v1 * v1
+                M2 += (abs(c2) + 1.0) * v1 * v1
+                M3 += 2.0 * abs(c2 * v1 * v2) + abs(c3 * v1 * v1 * v1)
+                tail = _BCE_TAIL if out == SIGMOID_BCE else 0.0
+                B += (abs(c2) * ((abs(v2) + abs(v3)) ** 2 + 2.0 * abs(v1 * v3))
+                      + abs(c3) * (w**3 - abs(v1) ** 3) + (abs(c4) + tail) * w**4)
+        if out == SOFTMAX_CE:
+            B += sig[j * n_out * 2 + 1] * 3.0 * var_u * var_u / 8.0
+        q = (k_start + row) * COMPOSED_FIELDS
+        K[q] = a1
+        K[q + 1] = a2
+        K[q + 2] = a3
+        K[q + 3] = M1
+        K[q + 4] = M2
+        K[q + 5] = M3
+        K[q + 6] = B
+        K[q + 7] = reach
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,13 @@ from numba import prange
 from .._jit import jit
 from .._schedule import SERIAL_SECONDS, claim, run
 from ..activations import change
-from ..losses import composed_terms, moved_change, output_coefficients, sample_change
+from ..losses import (
+    COMPOSED_FIELDS,
+    composed_terms,
+    moved_change,
+    output_coefficients,
+    sample_change,
+)
 from ..models import SEED_MODEL
 from ._common import Codes, Costs, Network, Request, locate, run_kernel
 from .costmodel import COMPOSED_S_PER_ELEMENT, incremental_seconds, radii_sample_seconds
@@ -390,8 +396,9 @@ def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_of
 #: carried with it (and are below rounding in practice, ~T_COMPOSED**3 relative).
 T_COMPOSED = 2.0**-20
 
-#: Per (hidden unit, sample) record of :func:`_composed`: a1, a2, a3, M1, M2, M3, B, limit.
-K_FIELDS = 8
+#: Per (hidden unit, sample) record of :func:`_composed`: a1, a2, a3, M1, M2, M3, B (the loss's,
+#: :func:`~gradcheck_fast.losses.composed_terms`), limit.
+K_FIELDS = COMPOSED_FIELDS
 
 
 def _composed(net, out, loss, sens, rho):
@@ -421,34 +428,28 @@ def _composed(net, out, loss, sens, rho):
 @jit
 def _composed_rows(lo, hi, net, out, loss, sens, rho, K):
     """:func:`_composed` for the (hidden unit, sample) rows lo <= row < hi, numbered layer
-    after layer."""
+    after layer: the loss's terms per layer's share of the range
+    (:func:`~gradcheck_fast.losses.composed_terms`, which leaves the outputs' reach in the
+    last field), then each row's limit in place of its reach."""
     sizes, _, _, act_off = net
-    Y, coef, sig = loss
+    _, coef, sig = loss
     V, v_off, C3, series, radius, s_off = sens
-    m = Y.shape[1]
+    m = loss[0].shape[1]
     n_layers = sizes.shape[0] - 1
-    n_out = sizes[n_layers]
-    for k_row in range(lo, hi):
-        l = 1
-        while l + 1 < n_layers and k_row >= s_off[l + 1] * m:
-            l += 1
-        row = k_row - s_off[l] * m  # r m + j within layer l
-        j = row % m
-        curved = series[l] != 0
-        base = v_off[l] + row * n_out
-        a1, a2, a3, M1, M2, M3, B, reach = composed_terms(out, coef, sig, j, n_out, V, C3,
-                                                          curved, base)
-        q = k_row * K_FIELDS
-        K[q] = a1
-        K[q + 1] = a2
-        K[q + 2] = a3
-        K[q + 3] = M1
-        K[q + 4] = M2
-        K[q + 5] = M3
-        K[q + 6] = B
-        limit = min(1.0, T_COMPOSED / reach) if reach > 0.0 else 1.0
-        limit = min(limit, RHO_SAFETY * rho[act_off[l] + row], radius[s_off[l] + row // m])
-        K[q + 7] = limit
+    for l in range(1, n_layers):
+        first = max(lo, s_off[l] * m)
+        last = min(hi, s_off[l + 1] * m) if l + 1 < n_layers else hi
+        if first >= last:
+            continue
+        start = s_off[l] * m
+        composed_terms(out, coef, sig, V, C3, series[l] != 0, v_off[l], first - start,
+                       last - start, m, K, start)
+        for k_row in range(first, last):
+            row = k_row - start  # r m + j within layer l
+            q = k_row * K_FIELDS + 7
+            reach = K[q]
+            limit = min(1.0, T_COMPOSED / reach) if reach > 0.0 else 1.0
+            K[q] = min(limit, RHO_SAFETY * rho[act_off[l] + row], radius[s_off[l] + row // m])
 
 
 @jit(parallel=True)
