@@ -67,7 +67,7 @@ def bare(bundle):
     """A bundle as the plain tuple a kernel is launched with (anything else as it is): numba
     types a plain tuple's fields in C, a NamedTuple's in Python, ~0.1 us more per field at
     every launch (the kernels unpack their bundles by position, so either works)."""
-    return tuple(bundle) if isinstance(bundle, tuple) else bundle
+    return tuple(bundle) if isinstance(bundle, tuple) and type(bundle) is not tuple else bundle
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,9 @@ def run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: 
     """
     args = tuple(map(bare, args))
     total = P * seconds
+    if not progress and total < _schedule.SERIAL_SECONDS:
+        serial(0, P, *args)  # one call on one thread, whatever the machine (the common case)
+        return
     n_threads = 1 if parallel is None else max(1, min(threads_for(total), P))
     n_pieces = max(1, math.ceil(total / PIECE_SECONDS))
     if progress:
