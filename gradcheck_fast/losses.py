@@ -205,6 +205,8 @@ def output_coefficients(Z, zo, Y, m, coef, sig, out):
                 coef[k + 1] = 0.5
                 coef[k + 2] = 0.0
                 coef[k + 3] = 0.0
+                sig[(j * n_out + o) * 2] = 0.0  # unused, read by _unit_change
+                sig[(j * n_out + o) * 2 + 1] = 0.0
                 continue
             s = 1.0 / (1.0 + math.exp(-z))
             sbar = 1.0 / (1.0 + math.exp(z))
@@ -336,6 +338,18 @@ def _shifted_log_sum(coef, base, n_out, tvec):
 
 
 @jit(inline=True)
+def _unit_change(out, c1, c2, c3, c4, s, sbar, y, t):
+    """``g(t)`` of one output unit moved by t, and its rounding bound, for the outputs whose
+    loss is a sum over units: the sigmoid's cross-entropy (:func:`_bce_change`, with its
+    coefficients c1..c4, sigmoid s, complement sbar and label y) and the squared error (exact:
+    ``c1 t + t**2 / 2`` with ``c1 = z - y``). Scalars only: an array handed to a helper costs
+    reference counts per call."""
+    if out == LINEAR_MSE:
+        return t * (c1 + 0.5 * t), 4.0 * _U * (abs(c1 * t) + t * t)
+    return _bce_change(c1, c2, c3, c4, s, sbar, y, t)
+
+
+@jit(inline=True)
 def sample_change(out, coef, sig, Y, j, n_out, tvec):
     """Loss change of sample j when its output pre-activations move by ``tvec``; (value, err)."""
     if out == SOFTMAX_CE:
@@ -349,16 +363,11 @@ def sample_change(out, coef, sig, Y, j, n_out, tvec):
         if t == 0.0:
             continue
         k = (j * n_out + o) * 4
-        if out == LINEAR_MSE:
-            c1 = coef[k]
-            total += t * (c1 + 0.5 * t)
-            error += 4.0 * _U * (abs(c1 * t) + t * t)
-        else:
-            q = (j * n_out + o) * 2
-            v, e = _bce_change(coef[k], coef[k + 1], coef[k + 2], coef[k + 3], sig[q],
-                               sig[q + 1], Y[o, j], t)
-            total += v
-            error += e
+        q = (j * n_out + o) * 2
+        v, e = _unit_change(out, coef[k], coef[k + 1], coef[k + 2], coef[k + 3], sig[q],
+                            sig[q + 1], Y[o, j], t)
+        total += v
+        error += e
     return total, error
 
 
@@ -425,16 +434,11 @@ def moved_change(out, coef, sig, Y, j, n_out, V, C3, curved, base, da, tvec):
             q3 = 3 * (base + o)
             t_o = _cubic(C3[q3], C3[q3 + 1], C3[q3 + 2], da)
         k = (j * n_out + o) * 4
-        if out == LINEAR_MSE:
-            c1 = coef[k]
-            value += t_o * (c1 + 0.5 * t_o)
-            err += 4.0 * _U * (abs(c1 * t_o) + t_o * t_o)
-        else:
-            q = (j * n_out + o) * 2
-            v, e = _bce_change(coef[k], coef[k + 1], coef[k + 2], coef[k + 3], sig[q],
-                               sig[q + 1], Y[o, j], t_o)
-            value += v
-            err += e
+        q = (j * n_out + o) * 2
+        v, e = _unit_change(out, coef[k], coef[k + 1], coef[k + 2], coef[k + 3], sig[q],
+                            sig[q + 1], Y[o, j], t_o)
+        value += v
+        err += e
     return value, err
 
 
