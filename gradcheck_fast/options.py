@@ -21,7 +21,6 @@ from .validation import (
     check_choice,
     check_count,
     check_data,
-    check_engine,
     check_epsilon,
     check_flag,
     check_model,
@@ -48,6 +47,7 @@ ArrayDict = Mapping[str, Any]
 
 MODES = ("full", "sampled", "directional")
 METHODS = ("central", "richardson")
+ENGINES = ("auto", "exact", "incremental")
 
 #: Tolerances used when the parameters or gradients come in float32 (or float16): a float32
 #: backward pass rounds every product and sum to 2**-24 relative, which over sums of
@@ -128,7 +128,7 @@ def seed_options(*, epsilon, engine, progress, n_threads, low_precision: bool) -
         rtol=RTOL_FLOAT32 if low_precision else RTOL,
         atol=ATOL_FLOAT32 if low_precision else ATOL, mode="full", n_per_block=1,
         n_directions=1, seed=0, probability=0.5, method="central",
-        engine=check_engine(engine), progress=check_flag(progress, "progress"),
+        engine=check_choice(engine, "engine", ENGINES), progress=check_flag(progress, "progress"),
         n_threads=check_n_threads(n_threads), budget_s=None)
 
 
@@ -154,7 +154,7 @@ def check_options(*, epsilon, threshold, rtol, atol, mode, n_per_block, n_direct
         seed=check_count(seed, "seed", minimum=0),
         probability=check_probability(probability),
         method=method,
-        engine=check_engine(engine),
+        engine=check_choice(engine, "engine", ENGINES),
         progress=check_flag(progress, "progress"),
         n_threads=check_n_threads(n_threads),
         budget_s=None if budget_s is None else check_epsilon(budget_s, "budget_s"),

@@ -148,11 +148,6 @@ def check_n_threads(n_threads) -> int | None:
     return int(n_threads)
 
 
-def check_engine(engine) -> str:
-    """One of "auto", "exact", "incremental"."""
-    return check_choice(engine, "engine", ("auto", "exact", "incremental"))
-
-
 def check_flag(value, name: str) -> bool:
     """A plain bool (numpy bools accepted)."""
     if not isinstance(value, (bool, np.bool_)):

@@ -29,8 +29,6 @@ from . import exact, incremental
 from ._common import Costs, run_kernel  # noqa: F401 (the engines' contract)
 from .costmodel import INCREMENTAL_S_PER_SAMPLE
 
-ENGINES = ("auto", "exact", "incremental")
-
 #: Work is counted in units of one (parameter, sample) of the incremental engine's fast path
 #: (~12 ns on one thread, costmodel.INCREMENTAL_S_PER_SAMPLE); other engines convert. Below
 #: this much work the check runs on one thread (see _schedule.SERIAL_SECONDS).
@@ -88,10 +86,3 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     if engine == "incremental":
         return incremental.costs(net, theta, Y, epsilon, prepared, indices, progress, model)
     return exact.costs(net, theta, X, Y, epsilon, indices, progress, model)
-
-
-def mlp_cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
-                   model=SEED_MODEL) -> float:
-    """The ECnoise estimate of the rounding noise of the MLP's J near theta (see
-    :mod:`gradcheck_fast.noise`)."""
-    return exact.cost_noise(net, theta, X, Y, model)
