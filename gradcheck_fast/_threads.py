@@ -243,8 +243,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@contextlib.contextmanager
-def single_blas_thread():
+def single_blas_thread() -> _SingleBlasThread:
     """Hold BLAS to one thread in the body.
 
     The set-up of the incremental engine and the directional mode use BLAS matrix products. A
@@ -256,25 +255,38 @@ def single_blas_thread():
     count it had before the first entered. While any check is inside, the limit holds for the
     whole process (BLAS libraries have one setting per process).
     """
-    global _blas_users, _blas_saved
-    entered = False
-    try:
+    return _SingleBlasThread()
+
+
+class _SingleBlasThread:
+    """:func:`single_blas_thread`'s context (a class: entered on every check, where a
+    generator-based context manager's overhead is measurable)."""
+
+    __slots__ = ("entered",)
+
+    def __enter__(self) -> _SingleBlasThread:
+        global _blas_users, _blas_saved
+        self.entered = False
         with _blas_lock:
             if _blas_users == 0:
-                libraries = _blas_libraries()
                 if _blas_saved is None:
-                    _blas_saved = tuple(library.get_num_threads() for library in libraries)
-                _set_blas_threads([1] * len(libraries))
+                    _blas_saved = tuple(library.get_num_threads()
+                                        for library in _blas_libraries())
+                # A library already on one thread is left alone (nor restored later).
+                _set_blas_threads([None if count == 1 else 1 for count in _blas_saved])
             _blas_users += 1
-            entered = True
-        yield
-    finally:
-        if entered:
+            self.entered = True
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        global _blas_users, _blas_saved
+        if self.entered:
             with _blas_lock:
                 _blas_users -= 1
                 if _blas_users == 0:
-                    _set_blas_threads(_blas_saved)
+                    _set_blas_threads([None if count == 1 else count for count in _blas_saved])
                     _blas_saved = None
+        return False
 
 
 def _set_blas_threads(counts) -> None:
@@ -286,6 +298,8 @@ def _set_blas_threads(counts) -> None:
     changes cooperative, so control is taken for the call and released after it (the last
     thread to leave is often not the one that set the limit).
     """
+    if all(count is None for count in counts):
+        return
     from threadpoolctl import OpenBLASController
 
     release = getattr(OpenBLASController, "clear_controlling_thread", None)

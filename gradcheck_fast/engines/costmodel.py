@@ -94,6 +94,13 @@ def incremental_seconds(sizes, m: int, slow_fraction=None) -> float:
     return _mean_over_coordinates(sizes, incremental_layer_seconds(sizes, m, slow_fraction))
 
 
+@functools.lru_cache(maxsize=64)
+def incremental_worst_seconds(sizes: tuple[int, ...], m: int) -> float:
+    """:func:`incremental_seconds` when every sample takes the explicit path (a bound, cached:
+    the small checks ask for it on every call)."""
+    return incremental_seconds(sizes, m, np.ones(len(sizes)))
+
+
 def incremental_layer_seconds(sizes, m: int, slow_fraction=None) -> np.ndarray:
     """Per layer l (index 1..L; 0 unused), seconds per coordinate of the incremental engine
     (both steps, one thread); ``slow_fraction`` as for :func:`incremental_seconds`."""

@@ -43,7 +43,12 @@ from ..losses import (
 )
 from ..models import SEED_MODEL
 from ._common import Codes, Costs, Network, Request, locate, run_kernel
-from .costmodel import COMPOSED_S_PER_ELEMENT, incremental_seconds, radii_sample_seconds
+from .costmodel import (
+    COMPOSED_S_PER_ELEMENT,
+    incremental_seconds,
+    incremental_worst_seconds,
+    radii_sample_seconds,
+)
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
@@ -645,7 +650,7 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     # The time model only decides threads and pieces: when even every sample taking the
     # explicit path would stay below the serial threshold, the decision is made already and
     # the (NumPy-bound) count of slow samples is skipped.
-    worst = incremental_seconds(net.sizes, m, np.ones(len(net.sizes)))
+    worst = incremental_worst_seconds(net.size_tuple, m)
     if n * worst < SERIAL_SECONDS:
         seconds = worst
     else:
