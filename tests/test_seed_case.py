@@ -191,3 +191,24 @@ def test_one_dimensional_check_at_x_zero_agrees_exactly(capsys):
     difference = gradcheck_fast.gradient_check(0, 4)
     assert difference == 0.0
     assert capsys.readouterr().out == "The gradient is correct!\n"
+
+
+def test_the_bare_difference_does_not_estimate_the_costs_noise(seed_faulty, monkeypatch):
+    """gradient_check_n needs only eq. (3): the exact engine's noise bound (ECnoise, nine more
+    forward passes) is computed when a report asks for it, not before (it once cost the seed's
+    check ~70 % more). The report still gets it."""
+    from gradcheck_fast.engines import exact
+
+    calls = []
+    original = exact.cost_noise
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(exact, "cost_noise", counting)
+    X, Y, parameters, gradients = seed_faulty
+    gradcheck_fast.gradient_check_n(parameters, gradients, X, Y, verbose=False)
+    assert calls == []
+    gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    assert calls == [1]
