@@ -328,3 +328,31 @@ def test_kernels_take_few_arguments_or_document_each():
             assert not missing, f"{name} does not document {missing}"
         else:
             assert len(parameters) <= MAX_KERNEL_ARGS, (name, len(parameters))
+
+
+def _engine_name_branches(source: str) -> list[str]:
+    """Comparisons of an ``.engine`` attribute with a name (``costs.engine != "incremental"``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            names = [v for o in operands
+                     for v in (o.elts if isinstance(o, (ast.Tuple, ast.List, ast.Set)) else [o])
+                     if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+            if names and any(isinstance(o, ast.Attribute) and o.attr == "engine"
+                             for o in operands):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_report_and_the_checker_do_not_branch_on_the_engine():
+    """Each engine's Costs carries its own noise bound and kink wording (issue 10): the forms
+    the report used before are found, and none is left."""
+    before = ('if costs.engine != "incremental": pass\n'
+              'kink = "a" if report.engine in ("exact", "incremental") else "b"\n')
+    assert len(_engine_name_branches(before)) == 2
+    modules = _modules()
+    offenders = {name: found for name, path in modules.items()
+                 if (name.startswith("report") or name in ("checker", "custom", "truncation"))
+                 and (found := _engine_name_branches(path.read_text()))}
+    assert offenders == {}
