@@ -293,3 +293,17 @@ def _threads_as_decided_by_the_work(monkeypatch):
 
     monkeypatch.setattr(_schedule, "BUSY_MEMORY", 0.0)
     monkeypatch.setattr(_schedule, "PROBE_EVERY", 1)
+
+
+def count_calls(monkeypatch, owner, name: str) -> list:
+    """Replace ``owner.name`` (for the test) by a wrapper that appends to the returned list at
+    every call and then calls the original."""
+    calls = []
+    original = getattr(owner, name)
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls

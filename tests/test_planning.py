@@ -11,6 +11,7 @@ import pytest
 import gradcheck_fast
 from gradcheck_fast.engines import costmodel, incremental
 from gradcheck_fast.networks import random_mlp
+from tests.conftest import count_calls
 
 #: Deep enough that the plan needs the prepared state (the explicit path's share), large
 #: enough for the incremental engine, small enough for a unit test.
@@ -27,15 +28,7 @@ def deep():
 @pytest.fixture
 def prepare_calls(monkeypatch):
     """Counts the calls of :func:`gradcheck_fast.engines.incremental.prepare`."""
-    calls = []
-    original = incremental.prepare
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(incremental, "prepare", counting)
-    return calls
+    return count_calls(monkeypatch, incremental, "prepare")
 
 
 @pytest.mark.parametrize("method", ["central", "richardson"])

@@ -163,6 +163,8 @@ def test_taylor_coefficients_and_derivative_are_f_derivatives(name):
         # f' may be a sum of terms that cancel (GELU near -0.75): ulps of the terms.
         terms = 16 * U * ACTIVATIONS[name].terms(z, SLOPE)
         assert math.isclose(f1[k], d1, rel_tol=1e-12, abs_tol=terms), (z, f1[k], d1)
+        # The reference's derivative reads A = f(Z): tanh's 1 - A**2 and the sigmoid's
+        # A (1 - A) lose up to an ulp of 1 to cancellation (~1e-16, room to 1e-15).
         assert math.isclose(derivative[k], d1, rel_tol=1e-12, abs_tol=1e-15 + terms), (z, d1)
         if entry.curved:
             # Absolute: f2, f3 carry a few ulps of their O(1) terms (sigmoid: s - sbar cancels
@@ -196,6 +198,8 @@ def test_complex_test_data_is_the_same_function(name):
     values = ACTIVATIONS[name].complex(Z.astype(complex), SLOPE)
     for z, value in zip(Z, values):
         truth = float(_mp(name, z))
+        # NumPy's complex exp/tanh/log and mpmath's complex erfc are accurate to a few ulps of
+        # their O(1) values for |z| <= 8; 1e-14 (~90 ulps) allows for the composition.
         assert abs(value.real - truth) <= 1e-14 * max(1.0, abs(truth)), (z, value, truth)
 
 
@@ -222,6 +226,8 @@ def test_column_loss_is_the_loss_within_its_bound(name):
                                              [mpmath.mpf(v) for v in y[:, 0]]))
         assert abs(value - truth) <= bound + U * abs(truth), (z, value, truth, bound)
         numpy_sum = entry.data_sum(z.reshape(3, 1), y)
+        # A few roundings per output (exp, log, products, the sum of three), each relative to
+        # the terms' size: |z| and O(1) for the logs; 16 ulps of their sum leaves room.
         assert abs(numpy_sum - truth) <= 16 * U * (abs(truth) + np.sum(np.abs(z)) + 1.0)
 
 
@@ -260,4 +266,6 @@ def test_reference_dZ_is_the_loss_gradient(name):
             return LOSSES[name].mp_sample([mpmath.mpf(v) if k != o else x
                                            for k, v in enumerate(z)], ys)
         truth = float(mpmath.diff(along, mpmath.mpf(z[o])))
+        # dZ = A - Y (or A S - Y) from a correctly rounded A: a few ulps of O(1) values; the
+        # 50-digit derivative is exact, so 1e-14 absolute (~50 ulps of 1) is ample.
         assert math.isclose(dZ[o, 0], truth, rel_tol=1e-12, abs_tol=1e-14), (o, dZ, truth)

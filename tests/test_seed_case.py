@@ -198,15 +198,9 @@ def test_the_bare_difference_does_not_estimate_the_costs_noise(seed_faulty, monk
     forward passes) is computed when a report asks for it, not before (it once cost the seed's
     check ~70 % more). The report still gets it."""
     from gradcheck_fast.engines import exact
+    from tests.conftest import count_calls
 
-    calls = []
-    original = exact.cost_noise
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(exact, "cost_noise", counting)
+    calls = count_calls(monkeypatch, exact, "cost_noise")
     X, Y, parameters, gradients = seed_faulty
     gradcheck_fast.gradient_check_n(parameters, gradients, X, Y, verbose=False)
     assert calls == []

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _schedule
 from .._jit import jit
-from .._schedule import run_on, threads_for
+from .._schedule import bare, run_on, threads_for
 from ..noise import SIGMA_FACTOR
 
 #: Unit roundoff of float64.
@@ -61,13 +61,6 @@ class Request(NamedTuple):
     idx: np.ndarray
     theta: np.ndarray
     epsilon: float
-
-
-def bare(bundle):
-    """A bundle as the plain tuple a kernel is launched with (anything else as it is): numba
-    types a plain tuple's fields in C, a NamedTuple's in Python, ~0.1 us more per field at
-    every launch (the kernels unpack their bundles by position, so either works)."""
-    return tuple(bundle) if isinstance(bundle, tuple) and type(bundle) is not tuple else bundle
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from .._jit import jit
-from .._schedule import claim
+from .._schedule import bare, claim
 from ..activations import has_kink
 from ..activations import value as activation
 from ..losses import column_loss
@@ -34,7 +34,6 @@ from ._common import (
     Costs,
     Network,
     Request,
-    bare,
     full_cost_noise,
     locate,
     run_kernel,

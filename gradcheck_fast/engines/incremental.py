@@ -208,17 +208,28 @@ def _derivative_bounds(weights, sizes, gains):
 
 
 class Prepared:
-    """What the per-parameter loop reads: the unperturbed pass and what is derived from it.
-
-    ``Z``, ``A`` (flat, layer l at ``act_off[l]``, ``(n_l, m)`` C order; layer 0 of A is X),
-    ``J``, the output Taylor coefficients ``coef``/``sig``
+    """What the per-parameter loop reads: the unperturbed cost ``J``, the offsets ``act_off``,
+    the kernels' ``network`` bundle and ``state`` (:class:`State`), whose fields read as
+    attributes here too: ``Z``, ``A`` (flat, layer l at ``act_off[l]``, ``(n_l, m)`` C order;
+    layer 0 of A is X), the output Taylor coefficients ``coef``/``sig``
     (:func:`~gradcheck_fast.losses.output_coefficients`), the sensitivities ``V`` at
     ``v_off[l]`` (``V_l[r, j, o] = d z_out[o, j] / d a_l[r, j]`` with the unperturbed
-    activation pattern) and the radii ``rho`` (:func:`_radii`).
+    activation pattern), the radii ``rho`` (:func:`_radii`), ...
     """
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+    def __init__(self, J: float, act_off: np.ndarray, network: Network, state: State):
+        self.J = J
+        self.act_off = act_off
+        self.network = network
+        self.state = state
+
+    def __getattr__(self, name):
+        # Only called for names that are not set above: the state's fields (and, while a copy
+        # or unpickling builds the object, for names looked up before state is set).
+        state = self.__dict__.get("state")
+        if state is None:
+            raise AttributeError(name)
+        return getattr(state, name)
 
 
 def forward(net, theta, X, Y, model=SEED_MODEL):
@@ -315,9 +326,7 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
     sens = Sensitivity(V, v_off, C3, series, radius, s_off)
     K = _composed(network, model.output_code, loss, sens, rho)
     state = State(Z, A, F, *loss, *sens, rho, K)
-    return Prepared(J=J, Z=Z, A=A, act_off=act_off, coef=coef, sig=sig, V=V, v_off=v_off,
-                    rho=rho, C3=C3, series=series, radius=radius, s_off=s_off, F=F, K=K,
-                    network=network, state=state)
+    return Prepared(J, act_off, network, state)
 
 
 def activation_complements(Z, act_off, hidden):
