@@ -33,7 +33,8 @@ class CacheUnavailableWarning(UserWarning):
     """numba cannot cache the compiled kernels: every process compiles them again."""
 
 
-def jit(func=None, *, parallel: bool = False, inline: bool = False, cache: bool = True):
+def jit(func=None, *, parallel: bool = False, inline: bool = False, cache: bool = True,
+        nrt: bool = True):
     """``numba.njit`` with the package's options; ``parallel=True`` for prange kernels.
 
     Every kernel is cached on disk (``cache=True``): later processes load it in milliseconds
@@ -44,8 +45,17 @@ def jit(func=None, *, parallel: bool = False, inline: bool = False, cache: bool 
     decrements the reference count of every array argument, which costs more than the
     arithmetic of a small layer. ``cache=False`` where caching cannot work (see the kernel's
     comment).
+
+    ``nrt=False`` compiles a loop that allocates nothing without numba's reference counting
+    (its ``_nrt`` target option): every array a jitted function binds is otherwise increfed and
+    decrefed with an atomic instruction, and where LLVM cannot pair them up (loops with several
+    exits) that happens on every pass. On the seed network that was two thirds of the exact
+    engine's time (perf: ``NRT_incref``/``NRT_decref``); the hot loop now runs in such a
+    function and its caller allocates the work space. Such a function cannot create arrays.
     """
     options = dict(_OPTIONS, inline="always") if inline else dict(_OPTIONS)
+    if not nrt:
+        options["_nrt"] = False
 
     def decorate(function):
         kernel = _njit(function, parallel, options, cache)

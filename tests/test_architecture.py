@@ -356,3 +356,32 @@ def test_the_report_and_the_checker_do_not_branch_on_the_engine():
                  if (name.startswith("report") or name in ("checker", "custom", "truncation"))
                  and (found := _engine_name_branches(path.read_text()))}
     assert offenders == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Hot loops do no reference counting
+# ---------------------------------------------------------------------------------------------
+def test_the_exact_engines_loop_does_no_reference_counting():
+    """Defect (issue 10): numba increfed and decrefed, with atomic instructions, the ~15 arrays
+    of every perturbed pass, two thirds of the seed check's time; the loop now runs in a
+    function compiled without reference counting (``jit(nrt=False)``). Compiled afresh here,
+    since numba cannot show the code of a kernel it loaded from its cache."""
+    import numba
+
+    from gradcheck_fast.engines import exact
+    from gradcheck_fast.networks import example
+
+    X, Y, parameters, gradients = example("seed")
+    gradcheck_fast.gradient_check_n(parameters, gradients, X, Y, verbose=False, engine="exact")
+    # _costs_slots's types: _costs_range's, with the work space _costs_range makes.
+    outer = exact._costs_range.signatures[0]
+    scratch = exact.Scratch(np.empty(1), np.empty(1, dtype=np.int64), np.empty(1),
+                            np.empty(1), np.empty(1))
+    signature = (*outer[:6], numba.typeof(scratch), *outer[6:])
+    kernel = exact._costs_slots
+    options = {k: v for k, v in kernel.targetoptions.items() if k not in ("nopython", "cache")}
+    fresh = numba.njit(**options)(kernel.py_func)
+    fresh.compile(signature)
+    name = fresh.overloads[signature].fndesc.mangled_name
+    body = fresh.inspect_llvm(signature).split(f"@{name}(", 1)[1].split("\n}\n", 1)[0]
+    assert "NRT_incref" not in body and "NRT_decref" not in body

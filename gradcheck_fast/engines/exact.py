@@ -83,6 +83,10 @@ class Scratch(NamedTuple):
 #: that is not inlined is compiled for one signature (a literal -1 is a type of its own).
 _NONE = np.int64(-1)
 
+#: Up to this many samples (or gathered samples), :func:`_linear_row` sums each value in a
+#: register; beyond, it sweeps the samples in the inner loop, which vectorises.
+_FEW_SAMPLES = 8
+
 
 @jit(inline=True)
 def _linear_row(theta, w_start, n_prev, A, a_start, m, bias, out, out_start, sub_index,
@@ -98,6 +102,17 @@ def _linear_row(theta, w_start, n_prev, A, a_start, m, bias, out, out_start, sub
     the arithmetic on small layers. Inlined: it is the engine's innermost loop (a call costs
     ~60 % more on the exact engine's checks).
     """
+    if m <= _FEW_SAMPLES:
+        # Each sum in a register: the same operations in the same order, without a store and
+        # reload of out[j] per term (the loop below vectorises over the samples instead).
+        for j in range(m):
+            total = 0.0
+            for c in range(n_prev):
+                k = w_start + c
+                w = sub_value if k == sub_index else theta[k]
+                total += w * A[a_start + c * m + j]
+            out[out_start + j] = total + bias
+        return
     for j in range(m):
         out[out_start + j] = 0.0
     for c in range(n_prev):
@@ -295,11 +310,26 @@ def _perturbed_cost(i, value, theta, net, base, scratch, codes):
 
 @jit
 def _costs_range(lo, hi, request, net, codes, base, out):
+    """Exact engine for the slots lo <= k < hi: :func:`_costs_slots` with a work space."""
+    sizes = net[0]
+    m = base[0].shape[1]
+    max_width = 0
+    for l in range(1, sizes.shape[0]):
+        max_width = max(max_width, sizes[l])
+    scratch = Scratch(np.empty(m), np.empty(m, dtype=np.int64), np.empty(max_width * m),
+                      np.empty(max_width * m), np.empty(m))
+    _costs_slots(lo, hi, request, net, codes, base, scratch, out)
+
+
+@jit(nrt=False)
+def _costs_slots(lo, hi, request, net, codes, base, scratch, out):
     """Exact engine for the slots lo <= k < hi of ``request`` (parameter ``request.idx[k]``,
     step ``request.epsilon``), into slot k of ``out`` (:class:`Outputs`): J_plus, J_minus,
     their changes from J, the seed's gradapprox = (J_plus - J_minus) / (2 epsilon), resolution
     (the summed rounding bounds of the losses the two perturbations changed, over m) and kinks
-    (ReLU crossings); ``base``: the unperturbed pass (:class:`Unperturbed`).
+    (ReLU crossings); ``base``: the unperturbed pass (:class:`Unperturbed`); ``scratch``: the
+    work space (:class:`Scratch`). Compiled without reference counting (``jit(nrt=False)``):
+    the arrays of every pass were otherwise increfed and decrefed, 2/3 of the seed's check.
 
     The data part of each J+- is bitwise a full forward pass's; the L2 term is reg (the
     unperturbed one) plus its exact change ``l2/(2m) d (2w + d)`` for a weight moved by d.
@@ -310,11 +340,6 @@ def _costs_range(lo, hi, request, net, codes, base, out):
     l2 = codes[3]
     Y, _, _, _, J, reg = base
     m = Y.shape[1]
-    max_width = 0
-    for l in range(1, sizes.shape[0]):
-        max_width = max(max_width, sizes[l])
-    scratch = Scratch(np.empty(m), np.empty(m, dtype=np.int64), np.empty(max_width * m),
-                      np.empty(max_width * m), np.empty(m))
     values, kinks = out
     for k in range(lo, hi):
         i = idx[k]
