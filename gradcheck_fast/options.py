@@ -8,6 +8,7 @@ estimate_cost) builds its options here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from .layout import MLPLayout
 from .models import MLP, SEED_MODEL
 from .truncation import TRUNCATION_STEP  # noqa: F401 (a step constant: re-exported here)
 from .validation import (
+    all_float64,
     check_choice,
     check_count,
     check_data,
@@ -65,7 +67,9 @@ class LowPrecisionWarning(UserWarning):
     """Parameters or gradients in float32/float16: the check runs in float64, tolerances widen."""
 
 
-@dataclass(frozen=True)
+# Not frozen (nothing changes one once built): a frozen dataclass's construction costs twice as
+# much, on the path of the seed's check, which runs in microseconds.
+@dataclass
 class Inputs:
     """Validated inputs: the layout, theta and the analytic gradient (flat float64), X and Y."""
 
@@ -89,11 +93,10 @@ def prepare_inputs(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
     grad = pack_gradients(gradients, layout)
     model = check_model(model, layout)
     X, Y = check_data(X, Y, layout, model)
-    low = tuple(
-        key for source, prefix in ((parameters, ""), (gradients, "d"))
-        for key in (prefix + name for name in layout.names)
-        if _itemsize(source[key]) < 8
-    )
+    low = () if all_float64(parameters, layout.names) and all_float64(
+        gradients, layout.grad_names) else tuple(
+        key for source, keys in ((parameters, layout.names), (gradients, layout.grad_names))
+        for key in keys if _itemsize(source[key]) < 8)
     return Inputs(layout, theta, grad, X, Y, low, model)
 
 
@@ -122,7 +125,18 @@ class Options:
 
 def seed_options(*, epsilon, engine, progress, n_threads, low_precision: bool) -> Options:
     """The options of the seed's entry points (gradient_check_n, step_sweep): a full central
-    difference at threshold 2e-7; only what they take is checked (they run in microseconds)."""
+    difference at threshold 2e-7; only what they take is checked (they run in microseconds,
+    so the options of the last calls are kept: same arguments of the same types, same
+    options; anything unhashable is checked afresh and refused with its message)."""
+    try:
+        return _seed_options(epsilon, engine, progress, n_threads, low_precision)
+    except TypeError:
+        pass
+    return _seed_options.__wrapped__(epsilon, engine, progress, n_threads, low_precision)
+
+
+@functools.lru_cache(maxsize=32, typed=True)
+def _seed_options(epsilon, engine, progress, n_threads, low_precision: bool) -> Options:
     return Options(
         epsilon=1e-7 if epsilon is None else check_epsilon(epsilon), threshold=2e-7,
         rtol=RTOL_FLOAT32 if low_precision else RTOL,

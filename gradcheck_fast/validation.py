@@ -20,6 +20,9 @@ from .models import MLP, SEED_MODEL
 
 _INTERMEDIATE_KEY = re.compile(r"d[AZ]\d+")
 
+#: numpy's float64 dtype: one object, so ``array.dtype is _FLOAT64`` is a fast exact test.
+_FLOAT64 = np.dtype(np.float64)
+
 
 def _as_array(value, label: str) -> np.ndarray:
     try:
@@ -46,9 +49,15 @@ def float_parameter_array(value, label: str) -> np.ndarray:
 
 def data_array(value, label: str) -> np.ndarray:
     """A float64 C-contiguous copy-or-view of X or Y; integers and booleans are converted."""
-    # np.asarray, not np.ascontiguousarray: that one makes a 0-d array 1-d, and a message
-    # would then show a shape the caller never passed.
-    array = np.asarray(_as_array(value, label), dtype=np.float64, order="C")
+    if type(value) is np.ndarray and value.dtype is _FLOAT64 and value.flags.c_contiguous:
+        array = value  # already what the kernels take (the common case, checked fast)
+    else:
+        raw = _as_array(value, label)
+        # np.asarray, not np.ascontiguousarray: that one makes a 0-d array 1-d, and a message
+        # would then show a shape the caller never passed.
+        array = np.asarray(raw, dtype=np.float64, order="C")
+        if raw.dtype.kind != "f":
+            return array  # integers and booleans (0/1 labels): finite as floats too
     if not np.isfinite(array).all():
         raise ValueError(f"{label} contains NaN or Inf at index {_first_nonfinite(array)}")
     return array
@@ -353,24 +362,44 @@ def pack_gradients(gradients, layout: MLPLayout) -> np.ndarray:
         blocks.append(array.ravel())
     if len(gradients) != len(blocks):
         extra = gradients.keys() - set(layout.grad_names)
-        beyond = sorted((key for key in extra if isinstance(key, str) and key[:1] == "d"
-                         and _BLOCK_KEY.fullmatch(key[1:])),
-                        key=lambda key: (int(key[2:]), key[1] == "b"))
-        if beyond:
-            names = ", ".join(repr(key[1:]) for key in beyond)
-            raise ValueError(
-                f"gradients has {', '.join(map(repr, beyond))} but parameters has no {names}: "
-                f"the parameters make a {layout.n_layers}-layer network "
-                f"({', '.join(layout.names)}); add parameters {names}, or remove the extra "
-                f"gradients")
-        for key in extra:
-            if not (isinstance(key, str) and _INTERMEDIATE_KEY.fullmatch(key)):
-                raise ValueError(
-                    f"gradients has unexpected key {key!r}; expected "
-                    f"{', '.join(layout.grad_names)} (and optionally the seed's intermediates "
-                    f"dZl/dAl)"
-                )
+        if not all(map(_is_intermediate, extra)):  # the seed's dZl/dAl are accepted, ignored
+            _refuse_extra_gradients(extra, layout)
     return np.concatenate(blocks, dtype=np.float64)
+
+
+def _refuse_extra_gradients(extra, layout: MLPLayout) -> None:
+    """Raise for the gradients keys ``extra``, which name no parameter of ``layout`` and are
+    not all intermediates: a layer the parameters do not have, or any other key."""
+    beyond = sorted((key for key in extra if isinstance(key, str) and key[:1] == "d"
+                     and _BLOCK_KEY.fullmatch(key[1:])),
+                    key=lambda key: (int(key[2:]), key[1] == "b"))
+    if beyond:
+        names = ", ".join(repr(key[1:]) for key in beyond)
+        raise ValueError(
+            f"gradients has {', '.join(map(repr, beyond))} but parameters has no {names}: "
+            f"the parameters make a {layout.n_layers}-layer network "
+            f"({', '.join(layout.names)}); add parameters {names}, or remove the extra "
+            f"gradients")
+    key = next(key for key in extra if not _is_intermediate(key))
+    raise ValueError(
+        f"gradients has unexpected key {key!r}; expected {', '.join(layout.grad_names)} (and "
+        f"optionally the seed's intermediates dZl/dAl)")
+
+
+@functools.lru_cache(maxsize=256)
+def _is_intermediate(key) -> bool:
+    """Whether a gradients key is one of the seed's intermediates dZl/dAl (cached: the same few
+    keys come with every call)."""
+    return isinstance(key, str) and _INTERMEDIATE_KEY.fullmatch(key) is not None
+
+
+def all_float64(source, keys) -> bool:
+    """Whether ``source[key]`` is a float64 array for every key (the common case, checked
+    fast: numpy's float64 dtype is one object)."""
+    for key in keys:
+        if getattr(source[key], "dtype", None) is not _FLOAT64:
+            return False
+    return True
 
 
 def check_model(model, layout: MLPLayout):

@@ -26,7 +26,7 @@ from .. import _schedule
 from .._threads import single_blas_thread
 from ..models import SEED_MODEL
 from . import exact, incremental
-from ._common import Costs, run_kernel  # noqa: F401 (the engines' contract)
+from ._common import Costs, all_indices, run_kernel  # noqa: F401 (the engines' contract)
 from .costmodel import INCREMENTAL_S_PER_SAMPLE
 
 #: Work is counted in units of one (parameter, sample) of the incremental engine's fast path
@@ -79,7 +79,7 @@ def mlp_costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: flo
     """
     m = X.shape[1]
     if indices is None:
-        indices = np.arange(theta.shape[0])
+        indices = all_indices(theta.shape[0])
     engine = choose_engine(engine, theta.shape[0] * m)
     if engine == "incremental" and prepared is None:
         engine, prepared = prepare_engine(net, theta, X, Y, engine, model)

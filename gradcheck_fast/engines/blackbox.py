@@ -11,7 +11,7 @@ from numba.core.errors import NumbaError
 from .._jit import jit
 from .._schedule import claim
 from ..noise import N_POINTS, ecnoise_step, sigma_from_values
-from ._common import Costs, full_cost_noise, run_kernel
+from ._common import Costs, all_indices, full_cost_noise, run_kernel
 
 
 # The work is cut into evaluations, not coordinates: item k is J(theta + eps e_i) for k = 2i
@@ -114,7 +114,7 @@ def central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
     """J+- and the central differences for the coordinates ``indices`` (default every one), in
     parallel for an njit cost (``seconds``: the time of one evaluation)."""
     if indices is None:
-        indices = np.arange(theta.size)
+        indices = all_indices(theta.size)
     P = indices.size
     J = np.empty((2, P))
     J_plus, J_minus = J

@@ -33,10 +33,10 @@ from ._common import (
     Codes,
     Costs,
     Network,
-    Request,
     full_cost_noise,
     locate,
     run_kernel,
+    runs_at_once,
 )
 from .costmodel import exact_seconds
 
@@ -384,25 +384,46 @@ def _costs_parallel(start, stop, n_chunks, n_workers, schedule, request, net, co
             ch = claim(schedule, worker, n_chunks)
 
 
+@jit
+def _costs_at_once(request, net, X, Y, codes, out):
+    """The unperturbed pass and then every slot of ``request`` on this thread, in one launch
+    (a small check, the seed's: each launch costs microseconds); returns J."""
+    theta = request[1]
+    m = X.shape[1]
+    n_act = net[3][-1]
+    Z = np.empty(n_act)
+    A = np.empty(n_act)
+    ell = np.empty(m)
+    J = _forward(theta, net, X, Y, Z, A, ell, codes)
+    base = (Y, Z, A, ell, J, _regularisation(theta, net, m, codes[3]))
+    _costs_range(0, request[0].shape[0], request, net, codes, base, out)
+    return J
+
+
 def costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
           indices: np.ndarray, progress: bool = False, model=SEED_MODEL) -> Costs:
     """J and J(theta +- epsilon e_i) for the parameters ``indices`` by the exact engine."""
     m = X.shape[1]
     n = indices.shape[0]
     network = bare(Network.of(net, m))
-    n_act = int(network[3][-1])
-    Z = np.empty(n_act)
-    A = np.empty(n_act)
-    ell = np.empty(m)
     codes = bare(Codes.of(model, net.n_layers))
-    J = _forward(theta, network, X, Y, Z, A, ell, codes)
-    reg = _regularisation(theta, network, m, model.l2) if model.l2 else 0.0
+    # A Request (idx, theta, epsilon), as the plain tuple a kernel is launched with.
+    request = (indices, theta, float(epsilon))
     values = np.empty((6, n))
     kinks = np.empty(n, dtype=np.int64)
-    args = (Request(indices, theta, float(epsilon)), network, codes,
-            Unperturbed(Y, Z, A, ell, J, reg), Outputs(values, kinks))
-    run_kernel(_costs_range, _costs_parallel, n, exact_seconds(net.size_tuple, m), args,
-               progress)
+    seconds = exact_seconds(net.size_tuple, m)
+    if runs_at_once(n, seconds, progress):
+        J = _costs_at_once(request, network, X, Y, codes, (values, kinks))
+    else:
+        n_act = int(network[3][-1])
+        Z = np.empty(n_act)
+        A = np.empty(n_act)
+        ell = np.empty(m)
+        J = _forward(theta, network, X, Y, Z, A, ell, codes)
+        reg = _regularisation(theta, network, m, model.l2) if model.l2 else 0.0
+        args = (request, network, codes, Unperturbed(Y, Z, A, ell, J, reg),
+                Outputs(values, kinks))
+        run_kernel(_costs_range, _costs_parallel, n, seconds, args, progress)
     J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = values
 
     def noise():
