@@ -351,6 +351,32 @@ def change(code, z, dz, slope, a, c1, c2):
     raise ValueError("gradcheck_fast: unknown activation code")
 
 
+@jit(inline=True)
+def series(code, z, slope, a, c1, c2):
+    """``(f'(z), f''(z) / 2, f'''(z) / 6)`` of the activation with kernel code ``code``, from
+    ``a = f(z)`` and the complements ``c1``, ``c2`` the unperturbed pass stores for
+    :func:`change` (the NumPy ``taylor`` of each entry, per element); a piecewise-linear f has
+    only the first, taken on z's side of its kink (the slope below it at z = 0)."""
+    if code == RELU:
+        return (1.0 if z > 0.0 else 0.0), 0.0, 0.0
+    if code == LEAKY_RELU:
+        return (1.0 if z > 0.0 else slope), 0.0, 0.0
+    if code == LINEAR:
+        return 1.0, 0.0, 0.0
+    if code == TANH:  # c1 = sech(z)**2
+        return c1, -a * c1, -c1 * (c1 - 2.0 * a * a) / 3.0
+    if code == SIGMOID:  # a = sigmoid(z), c1 = sigmoid(-z)
+        s1 = a * c1
+        return s1, s1 * (c1 - a) / 2.0, s1 * (1.0 - 6.0 * s1) / 6.0
+    if code == GELU:  # c1 = Phi(z), c2 = phi(z)
+        z2 = z * z
+        return c1 + z * c2, (2.0 - z2) * c2 / 2.0, (z2 - 4.0) * z * c2 / 6.0
+    if code == SOFTPLUS:  # c1 = sigmoid(z), c2 = sigmoid(-z)
+        s1 = c1 * c2
+        return c1, s1 / 2.0, s1 * (c2 - c1) / 6.0
+    raise ValueError("gradcheck_fast: unknown activation code")
+
+
 @jit
 def has_kink(code):
     """Whether the activation is not differentiable at 0 (ReLU and leaky ReLU)."""

@@ -13,9 +13,21 @@ import gradcheck_fast
 from gradcheck_fast import engines
 from gradcheck_fast._threads import n_threads_set
 
-#: Big enough for the parallel path: 841 parameters x m samples >= engines._SERIAL_WORK (the
-#: engine's own threshold, read rather than copied: it has moved during development).
-BIG = ((30, 20, 10, 1), max(64, -(-engines._SERIAL_WORK // 841)))
+
+def _parallel_samples(sizes) -> int:
+    """Samples enough for the parallel path of the per-coordinate kernel (841 parameters x m
+    >= engines._SERIAL_WORK) and of the layer sweep (the time model's seconds >= the serial
+    threshold): the engine's own thresholds, read rather than copied, as they have moved
+    during development."""
+    from gradcheck_fast._schedule import SERIAL_SECONDS
+    from gradcheck_fast.engines.costmodel import sweep_row_seconds
+
+    per_sample = sum(sizes[1:]) * sweep_row_seconds(sizes, 1)
+    return max(64, -(-engines._SERIAL_WORK // 841), int(SERIAL_SECONDS / per_sample) + 1)
+
+
+#: Big enough for the parallel path (:func:`_parallel_samples`).
+BIG = ((30, 20, 10, 1), _parallel_samples((30, 20, 10, 1)))
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 

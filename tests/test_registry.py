@@ -88,6 +88,8 @@ def test_unknown_codes_raise_in_a_kernel_instead_of_falling_through():
         activations.value(unknown, 0.5, 0.0)
     with pytest.raises(ValueError, match="unknown activation code"):
         activations.change(unknown, 0.5, 1e-7, 0.0, 0.4, 0.0, 0.0)
+    with pytest.raises(ValueError, match="unknown activation code"):
+        activations.series(unknown, 0.5, 0.0, 0.4, 0.0, 0.0)
     bad = max(losses.BY_CODE) + 1
     Z = np.array([0.3, -0.2])
     Y = np.array([[1.0], [0.0]])
@@ -171,6 +173,26 @@ def test_taylor_coefficients_and_derivative_are_f_derivatives(name):
             # near 0), so 16 u.
             assert math.isclose(f2[k], d2 / 2, rel_tol=1e-11, abs_tol=16 * U), (z, f2[k], d2)
             assert math.isclose(f3[k], d3 / 6, rel_tol=1e-11, abs_tol=16 * U), (z, f3[k], d3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jitted_series_is_f_derivatives_from_the_stored_complements(name):
+    """The kernels' (f', f''/2, f'''/6), formed from f(z) and the complements the unperturbed
+    pass stores (the layer sweep's coefficients), against 50-digit differentiation with the
+    tolerances of the NumPy taylor above; the piecewise-linear ones take z's side of the kink."""
+    entry = activations.REGISTRY[name]
+    for z in Z_GRID:
+        if entry.kink and abs(z) <= 1e-6:
+            continue
+        f1, f2, f3 = activations.series(entry.code, z, SLOPE, *_complements(entry, z))
+        d1, d2, d3 = (float(d) for d in _mp_derivatives(name, z, 3))
+        terms = 16 * U * ACTIVATIONS[name].terms(z, SLOPE)
+        assert math.isclose(f1, d1, rel_tol=1e-12, abs_tol=terms), (z, f1, d1)
+        assert math.isclose(f2, d2 / 2, rel_tol=1e-11, abs_tol=16 * U), (z, f2, d2)
+        assert math.isclose(f3, d3 / 6, rel_tol=1e-11, abs_tol=16 * U), (z, f3, d3)
+    if entry.kink:  # at the kink itself: the slope below it
+        assert activations.series(entry.code, 0.0, SLOPE, 0.0, 0.0, 0.0)[0] == (
+            float(entry.taylor(np.array([0.0]), SLOPE)[0][0]))
 
 
 @pytest.mark.parametrize("name", NAMES)

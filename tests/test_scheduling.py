@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import gradcheck_fast
-from gradcheck_fast import _schedule, engines, validation
-from gradcheck_fast.engines import costmodel, incremental
-from gradcheck_fast.networks import example
+from gradcheck_fast import _schedule, engines
+from gradcheck_fast.engines import costmodel
+from gradcheck_fast.networks import example, random_mlp
 
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
@@ -64,7 +64,7 @@ def regions(monkeypatch):
 def test_the_package_has_parallel_kernels_to_watch():
     # The recording fixture sees the kernels it has to: the engines' loops at least.
     names = {name for _, name in _parallel_kernels()}
-    assert {"_costs_parallel", "_deltas_parallel"} <= names
+    assert {"_costs_parallel", "_deltas_parallel", "_sweep_parallel"} <= names
 
 
 @needs_threads
@@ -83,19 +83,19 @@ def test_a_small_check_launches_no_parallel_region(regions, name, mode):
 
 @needs_threads
 def test_a_large_check_launches_few_regions_each_with_every_thread(regions):
-    # ~50 ms of work on one thread: one region (before the fix, 100 pieces of ~0.5 ms, each a
-    # region waiting for a late thread). Every region gets all threads and several chunks
-    # per thread, which the threads claim one at a time.
-    X, Y, parameters, gradients = example("wide")
+    # Some 50 ms of work on one thread by the time model: one region (before the fix, 100
+    # pieces of ~0.5 ms, each a region waiting for a late thread). Every region gets all
+    # threads and several chunks per thread, which the threads claim one at a time.
+    sizes = (256, 128, 64, 1)
+    per_sample = sum(sizes[1:]) * costmodel.sweep_row_seconds(sizes, 1)
+    m = int(2.5 * _schedule.SERIAL_SECONDS / per_sample)
+    X, Y, parameters, gradients = random_mlp(sizes, m)
     report = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
     assert report.passed
-    loops = [args for name, args in regions if name == "_deltas_parallel"]
+    loops = [args for name, args in regions if name == "_sweep_parallel"]
     # The time model's one-thread estimate, as the engine forms it.
-    layout, theta = validation.mlp_layout_and_theta(parameters)
-    X, Y = validation.check_data(X, Y, layout)
-    prepared = incremental.prepare(layout, theta, X, Y)
-    slow = incremental.slow_fractions(prepared, layout.sizes, X.shape[1], 1e-7)
-    expected = report.n_params * costmodel.incremental_seconds(layout.sizes, X.shape[1], slow)
+    expected = sum(sizes[1:]) * costmodel.sweep_row_seconds(sizes, m)
+    assert expected >= 2 * _schedule.SERIAL_SECONDS
     assert 1 <= len(loops) <= math.ceil(expected / engines._common.PIECE_SECONDS), len(loops)
     for start, stop, n_chunks, n_workers, schedule, *_ in loops:
         assert n_workers == MAX_THREADS

@@ -151,11 +151,12 @@ PROGRESS_PIECES = 20
 
 
 def run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: bool,
-                items_per_param: int = 1) -> None:
+               params_before: Callable[[int], int] | None = None) -> None:
     """Run ``serial(lo, hi, *args)`` or ``parallel(lo, hi, n_chunks, n_workers, schedule,
     *args)`` over the items [0, P) (seconds: the expected time per item on one thread;
     ``parallel=None`` runs everything serially, e.g. a plain Python callable; the progress bar
-    counts parameters, ``items_per_param`` items each).
+    counts parameters: ``params_before(k)`` of them are done with the items before k, k by
+    default).
 
     Small work runs on one thread in one call; larger work in pieces, returning to Python (and
     so to KeyboardInterrupt and the progress bar) between them. A parallel piece holds at
@@ -176,7 +177,8 @@ def run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: 
         n_pieces = max(n_pieces, PROGRESS_PIECES if n_threads == 1 else min(
             PROGRESS_PIECES, math.floor(total / _schedule.SERIAL_SECONDS)))
     n_pieces = min(n_pieces, max(1, P // n_threads))
-    bar = _progress_bar(P // items_per_param) if progress else None
+    done = params_before or (lambda k: k)
+    bar = _progress_bar(done(P)) if progress else None
     serial_pieces = 0  # after a region that waited for a late thread, serial pieces
     try:
         for k in range(n_pieces):
@@ -187,7 +189,7 @@ def run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: 
             elif not run_on(serial, parallel, lo, hi, n_threads, args, (hi - lo) * seconds):
                 serial_pieces = _schedule.PROBE_EVERY - 1
             if bar is not None:
-                bar.update(hi // items_per_param - lo // items_per_param)
+                bar.update(done(hi) - done(lo))
     finally:
         if bar is not None:
             bar.close()

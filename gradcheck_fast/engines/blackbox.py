@@ -110,6 +110,11 @@ def first_value(cost, theta, args) -> float:
     return value
 
 
+def _half(k: int) -> int:
+    """Parameters done with the first k evaluations (two per parameter)."""
+    return k // 2
+
+
 def central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
     """J+- and the central differences for the coordinates ``indices`` (default every one), in
     parallel for an njit cost (``seconds``: the time of one evaluation)."""
@@ -121,10 +126,10 @@ def central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
     kernel_args = ((indices, theta, epsilon), cost, args, J)
     if njit:
         run_kernel(_user_costs_range, _user_costs_parallel, 2 * P, seconds, kernel_args,
-                    progress, items_per_param=2)
+                    progress, params_before=_half)
     else:
         run_kernel(_python_costs_range, None, 2 * P, seconds, kernel_args, progress,
-                    items_per_param=2)
+                    params_before=_half)
     with np.errstate(invalid="ignore", over="ignore"):
         gradapprox = (J_plus - J_minus) / (2 * epsilon)
     return J_plus, J_minus, gradapprox

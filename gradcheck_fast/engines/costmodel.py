@@ -51,6 +51,27 @@ RADII_CACHE_ELEMENTS = 1 << 20
 COMPOSED_S_PER_ELEMENT = 2.5e-8
 
 
+#: Seconds per (unit x input x sample) of the incremental engine's layer sweep
+#: (:mod:`.sweep`: four multiply-adds, vectorised over the inputs) and per (unit x sample) of
+#: its records, one thread.
+SWEEP_S_PER_TRIPLE = 1.0e-9
+SWEEP_S_PER_RECORD = 2.0e-8
+
+
+@functools.lru_cache(maxsize=256)
+def sweep_row_seconds(sizes: tuple[int, ...], m: int) -> float:
+    """Mean seconds of one unit row of the layer sweep on one thread."""
+    rows = sum(sizes[1:])
+    triples = sum(sizes[l] * sizes[l - 1] for l in range(1, len(sizes)))
+    return m * (SWEEP_S_PER_TRIPLE * triples / rows + SWEEP_S_PER_RECORD)
+
+
+def sweep_slot_seconds(m: int) -> float:
+    """Seconds of one parameter of a sweep over a subset of parameters (its unit's records,
+    shared with the unit's other parameters in the subset, and its input's sums)."""
+    return m * (SWEEP_S_PER_RECORD + 5 * SWEEP_S_PER_TRIPLE)
+
+
 def _later_pairs(sizes, l: int) -> int:
     """Multiply-adds of one sample's pass through the layers after layer l."""
     return sum(int(sizes[q]) * int(sizes[q + 1]) for q in range(l, len(sizes) - 1))

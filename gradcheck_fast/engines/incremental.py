@@ -42,7 +42,8 @@ from ..losses import (
     sample_change,
 )
 from ..models import SEED_MODEL
-from ._common import Codes, Costs, Network, Request, locate, run_kernel
+from . import sweep
+from ._common import Codes, Costs, Network, Request, all_indices, locate, run_kernel
 from .costmodel import (
     COMPOSED_S_PER_ELEMENT,
     incremental_seconds,
@@ -645,17 +646,15 @@ def slow_fractions(prepared, sizes, m: int, epsilon: float) -> np.ndarray:
     return fractions
 
 
-def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_MODEL) -> Costs:
-    """J and the changes J(theta +- epsilon e_i) - J for the parameters ``indices`` by the
-    incremental engine, from its ``prepared`` state (:func:`prepare`)."""
-    m = Y.shape[1]
+def _kernel_changes(net, theta, epsilon, prepared, codes, indices, progress):
+    """``(values, kinks)`` of :class:`Changes` for the parameters ``indices`` by the
+    per-coordinate kernel."""
+    m = prepared.Y.shape[1]
     n = indices.shape[0]
     values = np.empty((3, n))
-    dJ_plus, dJ_minus, resolution = values
     kinks = np.empty(n, dtype=np.int64)
-    p = prepared
-    args = (Request(indices, theta, float(epsilon)), p.network, Codes.of(model, net.n_layers),
-            p.state, Changes(values, kinks))
+    args = (Request(indices, theta, float(epsilon)), prepared.network, codes, prepared.state,
+            Changes(values, kinks))
     # The time model only decides threads and pieces: when even every sample taking the
     # explicit path would stay below the serial threshold, the decision is made already and
     # the (NumPy-bound) count of slow samples is skipped.
@@ -663,8 +662,27 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     if n * worst < SERIAL_SECONDS:
         seconds = worst
     else:
-        seconds = incremental_seconds(net.sizes, m, slow_fractions(p, net.sizes, m, epsilon))
+        seconds = incremental_seconds(net.sizes, m,
+                                      slow_fractions(prepared, net.sizes, m, epsilon))
     run_kernel(_deltas_range, _deltas_parallel, n, seconds, args, progress)
+    return values, kinks
+
+
+def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_MODEL) -> Costs:
+    """J and the changes J(theta +- epsilon e_i) - J for the parameters ``indices`` by the
+    incremental engine, from its ``prepared`` state (:func:`prepare`): by the layer sweep
+    (:mod:`.sweep`), and the parameters it leaves explicit by the per-coordinate kernel."""
+    m = Y.shape[1]
+    n = indices.shape[0]
+    p = prepared
+    codes = Codes.of(model, net.n_layers)
+    full = n == theta.shape[0] and np.array_equal(indices, all_indices(n))
+    values, explicit = sweep.changes(net, theta, epsilon, p, model, indices, full, progress)
+    kinks = np.zeros(n, dtype=np.int64)
+    if explicit.size:
+        values[:, explicit], kinks[explicit] = _kernel_changes(
+            net, theta, epsilon, p, codes, indices[explicit], progress)
+    dJ_plus, dJ_minus, resolution = values
     # Divided by the steps really taken, fl(theta_i +- epsilon) - theta_i, not by 2 epsilon:
     # the changes are exact to rounding, so the step's own rounding (up to an ulp of theta_i,
     # ~1e-9 relative at epsilon = 1e-7) would otherwise be the largest error left. A step that

@@ -1,0 +1,441 @@
+"""The incremental engine's layer sweep: every coordinate's change at once, as sums of products.
+
+Perturbing ``W_l[r, c]`` by ``d`` moves the pre-activation of unit r of layer l by
+``u_j = d x_cj`` on each sample j (``x = A_{l-1}``, the previous layer's activations; 1 for
+the bias). Wherever ``|u_j|`` stays below a limit of its own (no kink crossed, here or in a
+later layer, and the series of the activation and of the loss exact to rounding), sample j's
+loss changes by a cubic in u_j whose coefficients depend on (r, j) only::
+
+    g_rj(u) = c1 u + c2 u**2 + c3 u**3                       (+ a bounded remainder)
+    J(theta + d e_rc) - J = 1/m sum_j g_rj(d x_cj)
+                         = 1/m (d P1[r, c] + d**2 P2[r, c] + d**3 P3[r, c]),
+    P_q[r, c] = sum_j c_q[r, j] x_cj**q,
+
+three sums of products per layer, the size of the layer's backward pass, for every parameter
+of the layer and both steps at once, instead of a loop over (parameter, sample) pairs.
+
+- The cubic of (r, j) composes the incremental engine's cubic of the loss in the unit's
+  activation change (its ``K`` records, :func:`.incremental._composed`) with the activation's
+  Taylor series (:func:`gradcheck_fast.activations.series`); for an output unit it is the
+  loss's own series in that output (:func:`gradcheck_fast.losses.composed_terms` with one
+  output moving).
+- A parameter with one sample beyond its limit (a kink crossed, a large step) is *explicit*:
+  found without visiting every (parameter, sample) pair (a unit's sample whose limit the
+  largest step times the largest input stays below is passed in one comparison; only the
+  others are scanned), and computed by the incremental engine's per-coordinate kernel
+  instead, exactly as before.
+- Every value carries a rounding bound: the cubic's own (the ``M`` scales of the records) and
+  the sums' (``m`` terms), plus the remainder beyond the cubic (``E u**4``).
+
+Each unit's row is computed by one thread, samples in order: bitwise the same for any thread
+count.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+from numba import prange
+
+from .._jit import jit
+from .._schedule import claim
+from ..activations import LINEAR, has_kink, series
+from ..losses import COMPOSED_FIELDS, composed_terms
+from ._common import Request, locate, run_kernel
+from .costmodel import sweep_row_seconds, sweep_slot_seconds
+
+#: Unit roundoff of float64.
+_U = 2.0**-53
+
+#: Per (unit, sample) record of the sweep: c1, c2, c3 (the loss change's cubic in the unit's
+#: pre-activation change u), R1, R2, R3 (bounds of |c1|, |c2|, |c3| and the scales of their
+#: rounding), E (the terms of degree 4 and more are at most E u**4) and the limit on |u|.
+RECORD_FIELDS = 8
+
+#: The output rows' cubic is used while the output moves by at most this (the hidden units'
+#: limit, incremental.T_COMPOSED, for an output that moves alone).
+T_OUTPUT = 2.0**-20
+
+#: A threshold on |x| is lowered by this factor, so that ``|x| < tau`` implies
+#: ``d |x| < limit`` despite the rounding of ``tau = limit / d``.
+_TAU_SAFETY = 1.0 - 2.0**-50
+
+
+class Tables(NamedTuple):
+    """What the sweep reads besides the prepared state: per layer l the previous layer's
+    activations transposed (``Xt``, (m, n_{l-1}) C order at ``act_off[l - 1]``), their largest
+    magnitude per sample (``xmax[(l - 1) m + j]``), the largest step taken in the layer
+    (``dmax[l]``); the output units' records ``K_out`` (one output moving); per layer its
+    activation's gain and fourth-derivative bound / 24 (``layer``, :func:`layer_constants`);
+    the first unit row of each layer (``row_off``); the activation codes ``acts`` and leaky
+    ReLU's ``slope`` (the model's, as in :class:`~gradcheck_fast.engines._common.Codes`)."""
+
+    Xt: np.ndarray
+    xmax: np.ndarray
+    dmax: np.ndarray
+    K_out: np.ndarray
+    layer: np.ndarray
+    row_off: np.ndarray
+    acts: np.ndarray
+    slope: float
+
+
+class SweepOut(NamedTuple):
+    """Per slot k: ``values[:, k]`` = J(theta + eps e_i) - J, J(theta - eps e_i) - J (data part)
+    and their rounding bound, as the per-coordinate kernel's (:class:`.incremental.Changes`);
+    ``explicit[k]`` set when a sample of the parameter is beyond its limit (its values are
+    then left to that kernel)."""
+
+    values: np.ndarray
+    explicit: np.ndarray
+
+
+@functools.lru_cache(maxsize=64)
+def layer_constants(model, n_layers: int) -> np.ndarray:
+    """Per layer l = 1..L, ``(gain, fourth / 24)`` of its activation (the output layer, whose
+    change is the output's own: 1, 0) as a (2, L + 1) array, read-only."""
+    table = np.zeros((2, n_layers + 1))
+    table[0, :] = 1.0
+    for l, entry in enumerate(model.activations(n_layers), start=1):
+        table[0, l] = entry.gain(model.leaky_slope)
+        table[1, l] = entry.fourth / 24.0
+    table.flags.writeable = False
+    return table
+
+
+@jit
+def _tables(theta, epsilon, net, A, out, coef, sig, m):
+    """The per-layer tables of :class:`Tables` (without ``layer`` and ``row_off``): the
+    transposed activations, per sample their largest magnitude, the largest step per layer,
+    and the output rows' records."""
+    sizes, w_off, b_off, act_off = net
+    n_layers = sizes.shape[0] - 1
+    n_in = act_off[n_layers]  # the activations of layers 0 .. L-1, the sweep's x
+    Xt = np.empty(n_in)
+    xmax = np.zeros(n_layers * m)
+    dmax = np.zeros(n_layers + 1)
+    for l in range(1, n_layers + 1):
+        n_prev = sizes[l - 1]
+        off = act_off[l - 1]
+        for j in range(m):
+            largest = 0.0
+            for c in range(n_prev):
+                x = A[off + c * m + j]
+                Xt[off + j * n_prev + c] = x
+                largest = max(largest, abs(x))
+            xmax[(l - 1) * m + j] = largest
+        largest = 0.0
+        for i in range(w_off[l], b_off[l] + sizes[l]):
+            t = theta[i]
+            largest = max(largest, abs((t + epsilon) - t), abs((t - epsilon) - t))
+        dmax[l] = largest
+    # The output units: the loss's cubic in one output's change (V = that unit vector).
+    n_out = sizes[n_layers]
+    V = np.zeros(n_out * m * n_out)
+    for r in range(n_out):
+        for j in range(m):
+            V[(r * m + j) * n_out + r] = 1.0
+    K_out = np.empty(n_out * m * COMPOSED_FIELDS)
+    composed_terms(out, coef, sig, V, np.zeros(3), False, np.int64(0), np.int64(0),
+                   n_out * m, m, K_out, np.int64(0))
+    for row in range(n_out * m):
+        reach = K_out[row * COMPOSED_FIELDS + 7]
+        K_out[row * COMPOSED_FIELDS + 7] = min(1.0, T_OUTPUT / reach) if reach > 0.0 else 1.0
+    return Xt, xmax, dmax, K_out
+
+
+@jit(inline=True)
+def _record(code, slope, gain, fourth, point, K, q, rec, j):
+    """Row j of ``rec``: the cubic in the pre-activation change u of a unit whose loss change
+    is ``K[q:q+8]``'s cubic in its activation change (a1, a2, a3, M1, M2, M3, B, limit), for
+    the activation ``code`` (leaky ReLU's ``slope``; ``gain`` bounds |f'|, ``fourth``
+    |f''''| / 24) at ``point = (z, a, c1, c2)``: z, ``a = f(z)`` and its complements.
+
+    da = D1 u + D2 u**2 + D3 u**3 + O(fourth u**4) composed with a1 da + a2 da**2 + a3 da**3
+    gives c1 = a1 D1, c2 = a1 D2 + a2 D1**2, c3 = a1 D3 + 2 a2 D1 D2 + a3 D1**3. For |u| <= 1,
+    with e = da - D1 u (|e| <= Eb u**2, Eb = |D2| + |D3| + fourth), the terms of degree 4 and
+    more are a1 (da - D1 u - D2 u**2 - D3 u**3) [<= M1 fourth u**4], a2 (2 D1 u (D3 u**3 + R4)
+    + e**2) [<= M2 (2 |D1| (|D3| + fourth) + Eb**2) u**4], a3 (3 (D1 u)**2 e + 3 D1 u e**2 +
+    e**3) [<= M3 (3 D1**2 Eb + 3 |D1| Eb**2 + Eb**3) u**4] and the loss's own beyond its
+    cubic, B da**4 <= B gain**4 u**4. A kinked activation is linear on z's side (da = D1 u,
+    exact): only B D1**4 remains, and |u| < |z| keeps it there.
+    """
+    z, a, c1, c2 = point
+    D1, D2, D3 = series(code, z, slope, a, c1, c2)
+    a1 = K[q]
+    a2 = K[q + 1]
+    a3 = K[q + 2]
+    M1 = K[q + 3]
+    M2 = K[q + 4]
+    M3 = K[q + 5]
+    B = K[q + 6]
+    limit = K[q + 7]
+    s1 = abs(D1)
+    rec[j, 0] = a1 * D1
+    rec[j, 1] = a1 * D2 + a2 * (D1 * D1)
+    rec[j, 2] = a1 * D3 + 2.0 * a2 * (D1 * D2) + a3 * (D1 * D1 * D1)
+    rec[j, 3] = M1 * s1
+    rec[j, 4] = M1 * abs(D2) + M2 * (D1 * D1)
+    rec[j, 5] = M1 * abs(D3) + 2.0 * M2 * abs(D1 * D2) + M3 * (s1 * s1 * s1)
+    if has_kink(code):
+        rec[j, 6] = B * (D1 * D1) * (D1 * D1)
+        rec[j, 7] = min(abs(z), limit / s1) if s1 > 0.0 else abs(z)
+        return
+    Eb = abs(D2) + abs(D3) + fourth
+    g2 = gain * gain
+    rec[j, 6] = (M1 * fourth + M2 * (2.0 * s1 * (abs(D3) + fourth) + Eb * Eb)
+                 + M3 * (3.0 * s1 * s1 * Eb + 3.0 * s1 * Eb * Eb + Eb * Eb * Eb) + B * g2 * g2)
+    rec[j, 7] = min(limit / gain, 1.0)
+
+
+@jit(inline=True)
+def _row_records(l, r, state, tables, net, rec):
+    """The records (:func:`_record`) of unit r of layer l on every sample, into ``rec``."""
+    sizes, _, _, act_off = net
+    Z, A, F, _, _, _, _, _, _, _, _, s_off, _, K = state
+    K_out, layer, acts, slope = tables[3], tables[4], tables[6], tables[7]
+    m = rec.shape[0]
+    for j in range(m):
+        if l < sizes.shape[0] - 1:
+            u = act_off[l] + r * m + j
+            _record(acts[l], slope, layer[0, l], layer[1, l], (Z[u], A[u], F[0, u], F[1, u]), K,
+                    ((s_off[l] + r) * m + j) * COMPOSED_FIELDS, rec, j)
+        else:  # an output unit: its change is the output's own (linear, no kink)
+            _record(LINEAR, slope, 1.0, 0.0, (0.0, 0.0, 0.0, 0.0), K_out,
+                    (r * m + j) * COMPOSED_FIELDS, rec, j)
+
+
+@jit(inline=True)
+def _kappa(n_out, m):
+    """The relative rounding of a change's linear part: the composed cubic's 8 (n_out + 4) u
+    (as the per-coordinate kernel's), the sums of m terms, the Horner steps and the division."""
+    return _U * (8.0 * (n_out + 4.0) + m + 8.0)
+
+
+@jit(inline=True)
+def _weight(rec, j, kappa):
+    """Sample j's weight ``H = kappa (R2 + lim R3) + lim**2 E`` of x**2 in the bound: with
+    |d x| < lim the terms in d**3 x**3 and d**4 x**4 lose a factor d x each."""
+    lim = rec[j, 7]
+    return kappa * (rec[j, 4] + lim * rec[j, 5]) + lim * lim * rec[j, 6]
+
+
+@jit(inline=True)
+def _row_sums(rec, Xt, off, n_prev, kappa, S):
+    """For one unit's records ``rec`` and every input c (``x_cj = Xt[off + j n_prev + c]``;
+    c = n_prev: the bias, x = 1), samples in order, into ``S[:, c]``: ``P_q = sum_j c_q x**q``
+    (q = 1, 2, 3), ``Q1 = sum_j R1 |x|`` and ``Q2 = sum_j H x**2`` (:func:`_weight`).
+    Vectorised over c: the inner loop runs along a row of Xt. Each sum takes the same
+    operations in the same order as :func:`_column_sums`: the same bits."""
+    for k in range(5):
+        for c in range(n_prev + 1):
+            S[k, c] = 0.0
+    for j in range(rec.shape[0]):
+        c1 = rec[j, 0]
+        c2 = rec[j, 1]
+        c3 = rec[j, 2]
+        r1 = rec[j, 3]
+        h = _weight(rec, j, kappa)
+        start = off + j * n_prev
+        for c in range(n_prev):
+            x = Xt[start + c]
+            x2 = x * x
+            S[0, c] += c1 * x
+            S[1, c] += c2 * x2
+            S[2, c] += c3 * (x2 * x)
+            S[3, c] += r1 * abs(x)
+            S[4, c] += h * x2
+        S[0, n_prev] += c1
+        S[1, n_prev] += c2
+        S[2, n_prev] += c3
+        S[3, n_prev] += r1
+        S[4, n_prev] += h
+
+
+@jit(inline=True)
+def _column_sums(rec, Xt, off, n_prev, c, kappa):
+    """:func:`_row_sums` for the one input c (n_prev: the bias): ``(P1, P2, P3, Q1, Q2)``."""
+    p1 = p2 = p3 = q1 = q2 = 0.0
+    for j in range(rec.shape[0]):
+        x = Xt[off + j * n_prev + c] if c < n_prev else 1.0
+        x2 = x * x
+        p1 += rec[j, 0] * x
+        p2 += rec[j, 1] * x2
+        p3 += rec[j, 2] * (x2 * x)
+        q1 += rec[j, 3] * abs(x)
+        q2 += _weight(rec, j, kappa) * x2
+    return p1, p2, p3, q1, q2
+
+
+@jit(inline=True)
+def _assemble(values, slot, t, epsilon, sums, kappa, m):
+    """Slot ``slot`` of ``values`` for a parameter at ``t``: J+- - J = (d P1 + d**2 P2 +
+    d**3 P3) / m for the steps really taken, d = fl(t +- epsilon) - t, and the bound
+    ``|d| (kappa Q1 + |d| Q2) / m`` of each, summed (``sums``: P1, P2, P3, Q1, Q2)."""
+    p1, p2, p3, q1, q2 = sums
+    error = 0.0
+    for sign in range(2):
+        d = (t + epsilon) - t if sign == 0 else (t - epsilon) - t
+        values[sign, slot] = d * (p1 + d * (p2 + d * p3)) / m
+        ad = abs(d)
+        error += ad * (kappa * q1 + ad * q2)
+    values[2, slot] = error / m
+
+
+@jit(inline=True)
+def _beyond(rec, j, dmax, x):
+    """Whether a step of up to dmax on an input x moves sample j beyond its record's limit
+    (``|x| >= tau``, tau lowered by _TAU_SAFETY; a NaN limit counts as beyond)."""
+    return not abs(x) < rec[j, 7] / dmax * _TAU_SAFETY
+
+
+@jit
+def _sweep_rows(lo, hi, request, net, state, tables, out):
+    """The full sweep for the unit rows lo <= row < hi (numbered layer after layer, the output
+    units last): each row's records, then its parameters (slot = parameter index of
+    ``request``'s theta, step ``request.epsilon``): marked explicit in ``out.explicit`` when a
+    sample is beyond its limit, else their changes and bound into ``out.values``
+    (:class:`SweepOut`; ``state``: the incremental engine's prepared
+    :class:`~gradcheck_fast.engines.incremental.State`; ``tables``: :class:`Tables`)."""
+    _, theta, epsilon = request
+    sizes, w_off, b_off, act_off = net
+    Xt, xmax, dmax, row_off = tables[0], tables[1], tables[2], tables[5]
+    values, explicit = out
+    n_layers = sizes.shape[0] - 1
+    m = state[3].shape[1]
+    widest = 1
+    for l in range(n_layers):
+        widest = max(widest, sizes[l])
+    rec = np.empty((m, RECORD_FIELDS))
+    S = np.empty((5, widest + 1))  # per input (the bias last): P1, P2, P3, Q1, Q2
+    kappa = _kappa(sizes[n_layers], m)
+    for row in range(lo, hi):
+        l = 1
+        while row >= row_off[l + 1]:
+            l += 1
+        r = row - row_off[l]
+        n_prev = sizes[l - 1]
+        off = act_off[l - 1]
+        _row_records(l, r, state, tables, net, rec)
+        if dmax[l] > 0.0:
+            for j in range(m):  # the explicit parameters; a sample below xmax in one test
+                if _beyond(rec, j, dmax[l], 1.0):
+                    explicit[b_off[l] + r] = 1
+                if _beyond(rec, j, dmax[l], xmax[(l - 1) * m + j]):
+                    for c in range(n_prev):
+                        if _beyond(rec, j, dmax[l], Xt[off + j * n_prev + c]):
+                            explicit[w_off[l] + r * n_prev + c] = 1
+        _row_sums(rec, Xt, off, n_prev, kappa, S)
+        for c in range(n_prev + 1):  # the weights, then the bias
+            i = w_off[l] + r * n_prev + c if c < n_prev else b_off[l] + r
+            if not explicit[i]:
+                _assemble(values, i, theta[i], epsilon, (S[0, c], S[1, c], S[2, c], S[3, c],
+                                                         S[4, c]), kappa, m)
+
+
+@jit
+def _sweep_slots(lo, hi, request, net, state, tables, out):
+    """The sweep for the slots lo <= k < hi of ``request`` (parameter ``request.idx[k]``):
+    each bitwise as in the full sweep (:func:`_sweep_rows`), from its unit's records (made
+    once for consecutive slots of one unit) and its own input's sums; ``out`` by slot."""
+    idx, theta, epsilon = request
+    sizes, w_off, b_off, act_off = net
+    Xt, dmax = tables[0], tables[2]
+    values, explicit = out
+    m = state[3].shape[1]
+    rec = np.empty((m, RECORD_FIELDS))
+    kappa = _kappa(sizes[sizes.shape[0] - 1], m)
+    unit_l = unit_r = -1
+    for k in range(lo, hi):
+        i = idx[k]
+        l, r, c, is_bias = locate(i, sizes, w_off, b_off)
+        n_prev = sizes[l - 1]
+        if is_bias:
+            c = n_prev
+        if l != unit_l or r != unit_r:
+            _row_records(l, r, state, tables, net, rec)
+            unit_l, unit_r = l, r
+        off = act_off[l - 1]
+        explicit[k] = 0
+        if dmax[l] > 0.0:
+            for j in range(m):
+                x = Xt[off + j * n_prev + c] if c < n_prev else 1.0
+                if _beyond(rec, j, dmax[l], x):
+                    explicit[k] = 1
+        if not explicit[k]:
+            _assemble(values, k, theta[i], epsilon, _column_sums(rec, Xt, off, n_prev, c,
+                                                                 kappa), kappa, m)
+
+
+@jit(parallel=True)
+def _sweep_parallel(start, stop, n_chunks, n_workers, schedule, request, net, state, tables,
+                    out):
+    """:func:`_sweep_rows` over chunks of the unit rows claimed by ``n_workers`` threads (see
+    :mod:`gradcheck_fast._schedule`); each row writes only its own parameters' slots."""
+    n = stop - start
+    for w in prange(n_workers):
+        worker = np.int64(w)
+        ch = claim(schedule, worker, n_chunks)
+        while ch < n_chunks:
+            _sweep_rows(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, request,
+                        net, state, tables, out)
+            ch = claim(schedule, worker, n_chunks)
+
+
+def tables(net, theta: np.ndarray, epsilon: float, prepared, model) -> Tables:
+    """The :class:`Tables` of a sweep at step ``epsilon`` from the prepared state."""
+    Xt, xmax, dmax, K_out = _tables(theta, float(epsilon), prepared.network, prepared.A,
+                                    model.output_code, prepared.coef, prepared.sig,
+                                    prepared.Y.shape[1])
+    return Tables(Xt, xmax, dmax, K_out, layer_constants(model, net.n_layers), _row_off(net),
+                  model.codes(net.n_layers), model.leaky_slope)
+
+
+def _row_off(net) -> np.ndarray:
+    """The first unit row of each layer l = 1..L (entry l), and the total (entry L + 1)."""
+    return _row_offsets(net.size_tuple)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_offsets(sizes: tuple[int, ...]) -> np.ndarray:
+    offsets = np.concatenate(([0, 0], np.cumsum(sizes[1:]))).astype(np.int64)
+    offsets.flags.writeable = False
+    return offsets
+
+
+def changes(net, theta: np.ndarray, epsilon: float, prepared, model, indices: np.ndarray,
+            full: bool, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The changes J(theta +- epsilon e_i) - J (data part) and their bound for the parameters
+    ``indices`` by the sweep, as the rows of a (3, n) array by slot, and the slots it leaves
+    explicit (for the per-coordinate kernel; their columns are NaN). ``full``: ``indices``
+    is every parameter in order (then the whole layer sweep runs, in parallel where it pays;
+    a subset takes its units' records and its inputs' sums, on one thread)."""
+    n = indices.shape[0]
+    values = np.full((3, n), np.nan)
+    explicit = np.zeros(n, dtype=np.int8)
+    table = tables(net, theta, epsilon, prepared, model)
+    args = (Request(indices, theta, float(epsilon)), prepared.network, prepared.state, table,
+            SweepOut(values, explicit))
+    m = prepared.Y.shape[1]
+    if full:
+        before = _parameters_before_row(net.size_tuple)
+        run_kernel(_sweep_rows, _sweep_parallel, rows(net), sweep_row_seconds(net.size_tuple, m),
+                   args, progress, params_before=lambda k: int(before[k]))
+    else:
+        run_kernel(_sweep_slots, None, n, sweep_slot_seconds(m), args, progress)
+    return values, np.flatnonzero(explicit)
+
+
+def rows(net) -> int:
+    """The sweep's unit rows: every unit of every layer after the input."""
+    return int(sum(int(n) for n in net.sizes[1:]))
+
+
+@functools.lru_cache(maxsize=64)
+def _parameters_before_row(sizes: tuple[int, ...]) -> np.ndarray:
+    """Entry k: the parameters of the unit rows before row k (a unit of layer l has n_{l-1}
+    weights and a bias), for the progress bar."""
+    per_row = np.repeat(np.asarray(sizes[:-1]) + 1, sizes[1:])
+    return np.concatenate(([0], np.cumsum(per_row)))

@@ -1,0 +1,154 @@
+"""The incremental engine's layer sweep (issue 14): a full check's changes as sums of products.
+
+The sweep must give what the per-coordinate kernel gives, within the two rounding bounds, for
+every model of the family and for steps large enough that the quadratic and cubic terms of
+each sample's change are far above rounding (a wrong coefficient fails); the parameters it
+cannot take (a sample beyond its limit: a kink, a large step) must be the kernel's own
+values. tests/test_incremental.py holds the sweep (the default of a full check) to 50-digit
+arithmetic as well.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradcheck_fast import MLP, activations, validation
+from gradcheck_fast.engines import incremental, sweep
+from gradcheck_fast.engines._common import Codes
+from tests.conftest import count_calls
+from tests.registry_data import LOSSES
+
+CURVED = [name for name, entry in activations.REGISTRY.items() if entry.curved]
+MODELS = [
+    MLP(), MLP(output="softmax"), MLP(output="linear", l2=0.2),
+    MLP(hidden="leaky_relu", leaky_slope=0.2, output="softmax"),
+    MLP(hidden=["linear", "relu"], output="linear"),
+] + [MLP(hidden=[name, "relu"]) for name in CURVED] + [
+    MLP(hidden=name, output="softmax") for name in CURVED]
+
+
+def _setup(model, seed, sizes=(7, 6, 5, 3), m=9, scale=0.6):
+    rng = np.random.default_rng(seed)
+    parameters = {}
+    for l in range(1, len(sizes)):
+        parameters[f"W{l}"] = scale * rng.standard_normal((sizes[l], sizes[l - 1]))
+        parameters[f"b{l}"] = scale * rng.standard_normal((sizes[l], 1))
+    X = rng.standard_normal((sizes[0], m))
+    Y = LOSSES[model.output].labels(rng, sizes[-1], m)
+    Y = np.eye(sizes[-1])[:, Y] if Y.ndim == 1 else Y
+    layout, theta = validation.mlp_layout_and_theta(parameters)
+    X, Y = validation.check_data(X, Y, layout, model)
+    prepared = incremental.prepare(layout, theta, X, Y, model)
+    return layout, theta, prepared, Codes.of(model, layout.n_layers)
+
+
+def _both(model, seed, epsilon, **network):
+    layout, theta, prepared, codes = _setup(model, seed, **network)
+    values, explicit = sweep.changes(layout, theta, epsilon, prepared, model,
+                                     np.arange(theta.size), True)
+    kernel, kinks = incremental._kernel_changes(layout, theta, epsilon, prepared, codes,
+                                                np.arange(theta.size), False)
+    return values, explicit, kernel, kinks
+
+
+@pytest.mark.parametrize("epsilon", [1e-7, 5e-7, 1e-2])
+@pytest.mark.parametrize("model", MODELS, ids=repr)
+def test_the_sweep_is_the_per_coordinate_kernel_within_both_bounds(model, epsilon):
+    """Each J+- - J of the sweep against the kernel's, held to the sum of their rounding
+    bounds (each covers its own side's rounding and series remainder, so two correct values
+    differ by less). At eps = 5e-7 a sample's unit moves by up to ~1e-6, the cubics' limit:
+    the quadratic term of a change is then ~1e-6 and the cubic one ~1e-12 of the linear one,
+    far above the bounds (~1e-14 relative), so a wrong c2 or c3 fails. At eps = 1e-2 every
+    sample is beyond its limit: every parameter that moves is explicit."""
+    values, explicit, kernel, _ = _both(model, 5, epsilon)
+    taken = np.setdiff1d(np.arange(values.shape[1]), explicit)
+    assert np.all(np.isfinite(values[:, taken])) and np.all(np.isnan(values[:, explicit]))
+    difference = np.abs(values[:2, taken] - kernel[:2, taken])
+    bound = values[2, taken] + kernel[2, taken]
+    assert np.all(difference <= bound), float(np.max(difference / np.maximum(bound, 1e-300)))
+    # The bound is a rounding bound, not a tolerance: it stays far below the changes (its
+    # quadratic and higher terms take each row's largest coefficient, looser at large steps).
+    assert np.all(values[2, taken] <= 1e-8 * np.max(np.abs(kernel[:2])))
+    if epsilon == 1e-7:
+        assert explicit.size <= values.shape[1] // 10
+    if epsilon == 1e-2:  # the sweep keeps only what does not move (a dead unit's inputs)
+        assert np.all(kernel[:2, taken] == 0) and np.all(values[:2, taken] == 0)
+
+
+def test_a_parameter_with_a_sample_across_a_kink_is_explicit():
+    """Unit 2 of layer 1 sits 3e-8 from its kink on sample 4: a 1e-7 step of its bias or of a
+    weight with |x| > 0.3 crosses it, which no cubic describes; those parameters go to the
+    per-coordinate kernel, which counts the crossing."""
+    model = MLP()
+    layout, theta, _, _ = _setup(model, 3)
+    parameters = layout.unpack(theta)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((7, 9))
+    z = parameters["W1"] @ X[:, 4] + parameters["b1"][:, 0]
+    parameters["b1"][2, 0] -= z[2] - 3e-8
+    layout, theta = validation.mlp_layout_and_theta(parameters)
+    Y = (rng.random((3, 9)) < 0.5).astype(float)
+    prepared = incremental.prepare(layout, theta, X, Y, model)
+    values, explicit = sweep.changes(layout, theta, 1e-7, prepared, model,
+                                     np.arange(theta.size), True)
+    bias = int(layout.offsets[layout.names.index("b1")]) + 2
+    W1 = layout.block("W1")
+    crossing = W1.start + 2 * 7 + np.flatnonzero(np.abs(X[:, 4]) > 0.3 + 1e-9)
+    assert bias in explicit and set(crossing) <= set(explicit)
+    assert explicit.size < theta.size // 4  # the others still take the products
+    full = incremental.costs(layout, theta, Y, 1e-7, prepared, np.arange(theta.size), False,
+                             model)
+    assert full.kinks[bias] > 0
+
+
+def test_a_full_check_runs_no_per_coordinate_loop_when_nothing_is_explicit(monkeypatch):
+    """The point of the sweep: a smooth network's full check is products only."""
+    model = MLP(hidden="tanh")
+    layout, theta, prepared, _ = _setup(model, 9)
+    calls = count_calls(monkeypatch, incremental, "_kernel_changes")
+    costs = incremental.costs(layout, theta, prepared.Y, 1e-7, prepared,
+                              np.arange(theta.size), False, model)
+    assert calls == [] and np.all(costs.kinks == 0)
+    # A subset of coordinates (sampled mode) too.
+    incremental.costs(layout, theta, prepared.Y, 1e-7, prepared, np.arange(5), False, model)
+    assert calls == []
+
+
+def test_the_parallel_sweep_is_bitwise_the_serial_one(monkeypatch):
+    """Rows claimed by threads in any order, each written by one: the same bits."""
+    import numba
+
+    from gradcheck_fast import _schedule
+
+    model = MLP(hidden="gelu", output="softmax")
+    layout, theta, prepared, codes = _setup(model, 2, sizes=(30, 20, 10, 4), m=17)
+    everything = np.arange(theta.size)
+    serial, _ = sweep.changes(layout, theta, 1e-7, prepared, model, everything, True)
+    monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
+    launches = count_calls(monkeypatch, sweep, "_sweep_parallel")
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        parallel, _ = sweep.changes(layout, theta, 1e-7, prepared, model, everything, True)
+    finally:
+        numba.set_num_threads(previous)
+    assert numba.config.NUMBA_NUM_THREADS == 1 or len(launches) >= 1
+    assert np.array_equal(serial, parallel, equal_nan=True)
+
+
+@pytest.mark.parametrize("model", [MLP(), MLP(hidden=["softplus", "relu"], output="softmax")],
+                         ids=repr)
+@pytest.mark.parametrize("epsilon", [1e-7, 5e-7])
+def test_a_subset_of_parameters_gets_the_full_sweeps_bits(model, epsilon):
+    """Sampled mode's coordinates, in any order, from their unit's records and their own
+    input's sums: the same operations in the same order as the full sweep's vectorised rows,
+    so the same bits (explicit ones included: the same decision, the same kernel)."""
+    layout, theta, prepared, _ = _setup(model, 4)
+    full, full_explicit = sweep.changes(layout, theta, epsilon, prepared, model,
+                                        np.arange(theta.size), True)
+    subset = np.random.default_rng(0).permutation(theta.size)[: theta.size // 2]
+    values, explicit = sweep.changes(layout, theta, epsilon, prepared, model, subset, False)
+    assert np.array_equal(values, full[:, subset], equal_nan=True)
+    assert set(subset[explicit]) == set(subset) & set(full_explicit)
+    assert epsilon == 1e-7 or explicit.size > 0  # at 5e-7 some samples pass their limit
