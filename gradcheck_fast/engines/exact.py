@@ -436,6 +436,18 @@ def costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
                  indices, noise)
 
 
+def unperturbed(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, model=SEED_MODEL):
+    """The full forward pass of the MLP: ``(J, Z, A)``, Z and A flat by the layout's
+    activation offsets (layer 0 of A is X, the output layer's A its Z)."""
+    m = X.shape[1]
+    network = bare(Network.of(net, m))
+    n_act = int(network[3][-1])
+    Z = np.empty(n_act)
+    A = np.empty(n_act)
+    J = _forward(theta, network, X, Y, Z, A, np.empty(m), bare(Codes.of(model, net.n_layers)))
+    return J, Z, A
+
+
 def cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
                model=SEED_MODEL) -> float:
     """The ECnoise estimate of the rounding noise of the MLP's J near theta (see

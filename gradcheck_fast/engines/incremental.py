@@ -26,6 +26,7 @@ kinks included), and its own rounding is relative to the change, not to J.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -42,10 +43,12 @@ from ..losses import (
     sample_change,
 )
 from ..models import SEED_MODEL
-from . import sweep
+from . import exact, sweep
 from ._common import Codes, Costs, Network, Request, all_indices, locate, run_kernel
 from .costmodel import (
     COMPOSED_S_PER_ELEMENT,
+    JIT_FORWARD_MACS,
+    forward_macs,
     incremental_seconds,
     incremental_worst_seconds,
     radii_sample_seconds,
@@ -234,23 +237,30 @@ class Prepared:
 
 
 def forward(net, theta, X, Y, model=SEED_MODEL):
-    """The unperturbed forward pass with NumPy's BLAS: ``(J, Z, A, act_off, weights)``.
+    """The unperturbed forward pass: ``(J, Z, A, act_off, weights)`` (Z and A flat by act_off,
+    layer 0 of A is X, the output layer's A its Z; ``weights[l]``: W_l, a view of theta).
 
-    Call under :func:`gradcheck_fast._threads.single_blas_thread` for reproducible rounding.
+    A small network takes the exact engine's jitted pass (:func:`.exact.unperturbed`): below
+    :data:`~.costmodel.JIT_FORWARD_MACS` multiply-adds its loops beat NumPy's cost per call
+    (the small example network: 7 us against 22). Larger ones take NumPy's BLAS: call under
+    :func:`gradcheck_fast._threads.single_blas_thread` for reproducible rounding.
     """
     hidden = model.activations(len(net.sizes) - 1)
     sizes, w_off, b_off = net.sizes, net.w_off, net.b_off
     m = X.shape[1]
     n_layers = len(sizes) - 1
     act_off = net.activation_offsets(m)
+    weights = [None] + [theta[w_off[l] : b_off[l]].reshape(int(sizes[l]), int(sizes[l - 1]))
+                        for l in range(1, n_layers + 1)]
+    if forward_macs(net.size_tuple, m) <= JIT_FORWARD_MACS:
+        J, Z, A = exact.unperturbed(net, theta, X, Y, model)
+        return J, Z, A, act_off, weights
     Z = np.empty(int(act_off[-1]))
     A = np.empty(int(act_off[-1]))
     A[: act_off[1]] = X.ravel()
-    weights = [None]
     for l in range(1, n_layers + 1):
         n_l, n_prev = int(sizes[l]), int(sizes[l - 1])
-        W = theta[w_off[l] : w_off[l] + n_l * n_prev].reshape(n_l, n_prev)
-        weights.append(W)
+        W = weights[l]
         b = theta[b_off[l] : b_off[l] + n_l].reshape(n_l, 1)
         Zl = Z[act_off[l] : act_off[l + 1]].reshape(n_l, m)
         np.matmul(W, A[act_off[l - 1] : act_off[l]].reshape(n_prev, m), out=Zl)
@@ -360,14 +370,12 @@ def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_of
     v_size = V.size
     n_layers = len(sizes) - 1
     n_out = int(sizes[-1])
-    series = np.zeros(n_layers + 1, dtype=np.int64)
-    s_off = np.zeros(n_layers + 1, dtype=np.int64)
-    s_off[1:] = np.cumsum([0] + [int(n) for n in sizes[1:-1]])[: n_layers]
-    radius = np.full(max(int(sum(int(n) for n in sizes[1:-1])), 1), np.inf)
     smooth = [entry.curved for entry in hidden]
     needs = [l for l in range(1, n_layers - 1) if any(smooth[l:])]
-    if not needs:
-        return np.zeros(3), series, radius, s_off
+    layout_sizes = tuple(int(n) for n in sizes)
+    if not needs:  # read-only and kept: a small check's set-up pays per NumPy call
+        return _no_series(layout_sizes)
+    _, series, radius, s_off = (array.copy() for array in _no_series(layout_sizes))
     C3 = np.zeros(3 * v_size)
     for l in needs:
         series[l] = 1
@@ -404,6 +412,20 @@ def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_of
             C3_l[:, cols, :, 1] = A2.transpose(1, 2, 0)
             C3_l[:, cols, :, 2] = A3.transpose(1, 2, 0)
     return C3, series, radius, s_off
+
+
+@functools.lru_cache(maxsize=64)
+def _no_series(sizes: tuple[int, ...]):
+    """:func:`_series`'s result where no curved layer follows any hidden layer (read-only):
+    no coefficients, no flags, infinite radii, and the units' offsets ``s_off``."""
+    n_layers = len(sizes) - 1
+    s_off = np.zeros(n_layers + 1, dtype=np.int64)
+    s_off[1:] = np.cumsum([0] + list(sizes[1:-1]))[:n_layers]
+    arrays = (np.zeros(3), np.zeros(n_layers + 1, dtype=np.int64),
+              np.full(max(sum(sizes[1:-1]), 1), np.inf), s_off)
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
 
 
 #: A sample's loss change is the composed cubic of :func:`_composed` while every output moves by
