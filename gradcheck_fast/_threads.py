@@ -20,7 +20,6 @@ launches are serialised unless the layer in force is known to be thread-safe (tb
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import os
@@ -192,21 +191,28 @@ def num_threads() -> int:
     return numba.get_num_threads()
 
 
-@contextlib.contextmanager
-def n_threads_set(n_threads: int | None):
-    """Run the body with ``numba.set_num_threads(n_threads)``; restore the old value after.
+class n_threads_set:  # noqa: N801 (used as a function: ``with n_threads_set(n):``)
+    """Run the body with ``numba.set_num_threads(n_threads)``; restore the old value after
+    (None: leave it alone).
 
     numba's thread count is per Python thread, so concurrent checks do not disturb each other.
+    A class rather than a generator: entered on every check, the seed's included (~1 us less).
     """
-    if n_threads is None:
-        yield
-        return
-    previous = num_threads()
-    numba.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
+
+    __slots__ = ("n_threads", "previous")
+
+    def __init__(self, n_threads: int | None):
+        self.n_threads = n_threads
+        self.previous = None
+
+    def __enter__(self) -> None:
+        if self.n_threads is not None:
+            self.previous = num_threads()
+            numba.set_num_threads(self.n_threads)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            numba.set_num_threads(self.previous)
 
 
 @functools.lru_cache(maxsize=1)

@@ -165,7 +165,7 @@ def check_flag(value, name: str) -> bool:
 
 
 def _require_mapping(value, label: str) -> None:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # the ABC test is slow
         raise TypeError(f"{label} must be a dict of arrays; got {type(value).__name__}")
 
 
