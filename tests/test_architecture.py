@@ -373,11 +373,14 @@ def test_the_exact_engines_loop_does_no_reference_counting():
 
     X, Y, parameters, gradients = example("seed")
     gradcheck_fast.gradient_check_n(parameters, gradients, X, Y, verbose=False, engine="exact")
-    # _costs_slots's types: _costs_range's, with the work space _costs_range makes.
-    outer = exact._costs_range.signatures[0]
-    scratch = exact.Scratch(np.empty(1), np.empty(1, dtype=np.int64), np.empty(1),
-                            np.empty(1), np.empty(1))
-    signature = (*outer[:6], numba.typeof(scratch), *outer[6:])
+    # _costs_slots's types: from the small check's launch (request, net, X, Y, codes, out),
+    # with the unperturbed pass and the work space it makes.
+    request, net, _, Y, codes, out = exact._costs_at_once.signatures[0]
+    vector = numba.typeof(np.empty(1))
+    base = numba.types.Tuple((Y, vector, vector, vector, numba.float64, numba.float64))
+    scratch = numba.typeof(exact.Scratch(np.empty(1), np.empty(1, dtype=np.int64), np.empty(1),
+                                         np.empty(1), np.empty(1)))
+    signature = (numba.int64, numba.int64, request, net, codes, base, scratch, out)
     kernel = exact._costs_slots
     options = {k: v for k, v in kernel.targetoptions.items() if k not in ("nopython", "cache")}
     fresh = numba.njit(**options)(kernel.py_func)

@@ -52,7 +52,7 @@ COMPOSED_S_PER_ELEMENT = 2.5e-8
 
 
 #: Seconds per (unit x input x sample) of the incremental engine's layer sweep
-#: (:mod:`.sweep`: four multiply-adds, vectorised over the inputs) and per (unit x sample) of
+#: (:mod:`.layer_sweep`: five multiply-adds, vectorised over the inputs) and per (unit x sample) of
 #: its records, one thread.
 SWEEP_S_PER_TRIPLE = 1.0e-9
 SWEEP_S_PER_RECORD = 2.0e-8

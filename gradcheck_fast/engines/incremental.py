@@ -43,7 +43,7 @@ from ..losses import (
     sample_change,
 )
 from ..models import SEED_MODEL
-from . import exact, sweep
+from . import exact, layer_sweep
 from ._common import Codes, Costs, Network, Request, all_indices, locate, run_kernel
 from .costmodel import (
     COMPOSED_S_PER_ELEMENT,
@@ -693,13 +693,13 @@ def _kernel_changes(net, theta, epsilon, prepared, codes, indices, progress):
 def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_MODEL) -> Costs:
     """J and the changes J(theta +- epsilon e_i) - J for the parameters ``indices`` by the
     incremental engine, from its ``prepared`` state (:func:`prepare`): by the layer sweep
-    (:mod:`.sweep`), and the parameters it leaves explicit by the per-coordinate kernel."""
+    (:mod:`.layer_sweep`), and the parameters it leaves explicit by the per-coordinate kernel."""
     m = Y.shape[1]
     n = indices.shape[0]
     p = prepared
     codes = Codes.of(model, net.n_layers)
     full = n == theta.shape[0] and np.array_equal(indices, all_indices(n))
-    values, explicit = sweep.changes(net, theta, epsilon, p, model, indices, full, progress)
+    values, explicit = layer_sweep.changes(net, theta, epsilon, p, model, indices, full, progress)
     kinks = np.zeros(n, dtype=np.int64)
     if explicit.size:
         values[:, explicit], kinks[explicit] = _kernel_changes(

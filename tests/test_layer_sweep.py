@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gradcheck_fast import MLP, activations, validation
-from gradcheck_fast.engines import incremental, sweep
+from gradcheck_fast.engines import incremental, layer_sweep
 from gradcheck_fast.engines._common import Codes
 from tests.conftest import count_calls
 from tests.registry_data import LOSSES
@@ -45,7 +45,7 @@ def _setup(model, seed, sizes=(7, 6, 5, 3), m=9, scale=0.6):
 
 def _both(model, seed, epsilon, **network):
     layout, theta, prepared, codes = _setup(model, seed, **network)
-    values, explicit = sweep.changes(layout, theta, epsilon, prepared, model,
+    values, explicit = layer_sweep.changes(layout, theta, epsilon, prepared, model,
                                      np.arange(theta.size), True)
     kernel, kinks = incremental._kernel_changes(layout, theta, epsilon, prepared, codes,
                                                 np.arange(theta.size), False)
@@ -90,7 +90,7 @@ def test_a_parameter_with_a_sample_across_a_kink_is_explicit():
     layout, theta = validation.mlp_layout_and_theta(parameters)
     Y = (rng.random((3, 9)) < 0.5).astype(float)
     prepared = incremental.prepare(layout, theta, X, Y, model)
-    values, explicit = sweep.changes(layout, theta, 1e-7, prepared, model,
+    values, explicit = layer_sweep.changes(layout, theta, 1e-7, prepared, model,
                                      np.arange(theta.size), True)
     bias = int(layout.offsets[layout.names.index("b1")]) + 2
     W1 = layout.block("W1")
@@ -124,13 +124,13 @@ def test_the_parallel_sweep_is_bitwise_the_serial_one(monkeypatch):
     model = MLP(hidden="gelu", output="softmax")
     layout, theta, prepared, codes = _setup(model, 2, sizes=(30, 20, 10, 4), m=17)
     everything = np.arange(theta.size)
-    serial, _ = sweep.changes(layout, theta, 1e-7, prepared, model, everything, True)
+    serial, _ = layer_sweep.changes(layout, theta, 1e-7, prepared, model, everything, True)
     monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
-    launches = count_calls(monkeypatch, sweep, "_sweep_parallel")
+    launches = count_calls(monkeypatch, layer_sweep, "_sweep_parallel")
     previous = numba.get_num_threads()
     try:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        parallel, _ = sweep.changes(layout, theta, 1e-7, prepared, model, everything, True)
+        parallel, _ = layer_sweep.changes(layout, theta, 1e-7, prepared, model, everything, True)
     finally:
         numba.set_num_threads(previous)
     assert numba.config.NUMBA_NUM_THREADS == 1 or len(launches) >= 1
@@ -145,10 +145,10 @@ def test_a_subset_of_parameters_gets_the_full_sweeps_bits(model, epsilon):
     input's sums: the same operations in the same order as the full sweep's vectorised rows,
     so the same bits (explicit ones included: the same decision, the same kernel)."""
     layout, theta, prepared, _ = _setup(model, 4)
-    full, full_explicit = sweep.changes(layout, theta, epsilon, prepared, model,
+    full, full_explicit = layer_sweep.changes(layout, theta, epsilon, prepared, model,
                                         np.arange(theta.size), True)
     subset = np.random.default_rng(0).permutation(theta.size)[: theta.size // 2]
-    values, explicit = sweep.changes(layout, theta, epsilon, prepared, model, subset, False)
+    values, explicit = layer_sweep.changes(layout, theta, epsilon, prepared, model, subset, False)
     assert np.array_equal(values, full[:, subset], equal_nan=True)
     assert set(subset[explicit]) == set(subset) & set(full_explicit)
     assert epsilon == 1e-7 or explicit.size > 0  # at 5e-7 some samples pass their limit
