@@ -448,7 +448,7 @@ COMPOSED_FIELDS = 8
 
 # One call per layer's range of rows, not per row: an array handed to a function (inlined or
 # not) costs reference counts per call, which per row doubled the set-up kernel's time.
-@jit
+@jit(nrt=False)
 def composed_terms(out, coef, sig, V, C3, curved, v_start, lo, hi, m, K, k_start):
     """For the rows lo <= row < hi of one hidden layer (row ``r m + j``: unit r, sample j, of
     ``m`` samples), the loss change of sample j as one cubic in the unit's change s, when the
@@ -480,53 +480,73 @@ def composed_terms(out, coef, sig, V, C3, curved, v_start, lo, hi, m, K, k_start
         a1 = a2 = a3 = M1 = M2 = M3 = B = 0.0
         reach = 0.0
         mean1 = mean2 = mean3 = 0.0
-        if out == SOFTMAX_CE:
+        if out != SOFTMAX_CE and not curved:
+            # The outputs move by v1 s alone (no curved layer behind the unit): the general
+            # loop's terms in v2 and v3 vanish (they add zeros), and with them most of its work.
+            tail = _BCE_TAIL if out == SIGMOID_BCE else 0.0
             for o in range(n_out):
-                p = sig[(j * n_out + o) * 2]
-                v1, v2, v3 = _triple(V, C3, curved, base + o)
-                mean1 += p * v1
-                mean2 += p * v2
-                mean3 += p * v3
-        var_u = 0.0
-        for o in range(n_out):
-            k = (j * n_out + o) * 4
-            c1 = coef[k]
-            v1, v2, v3 = _triple(V, C3, curved, base + o)
-            w = abs(v1) + abs(v2) + abs(v3)
-            reach = max(reach, w)
-            a1 += c1 * v1
-            a2 += c1 * v2
-            a3 += c1 * v3
-            M1 += abs(c1 * v1)
-            M2 += abs(c1 * v2)
-            M3 += abs(c1 * v3)
-            if out == SOFTMAX_CE:
-                p = sig[(j * n_out + o) * 2]
-                S = sig[(j * n_out + o) * 2 + 1]
-                u1 = v1 - mean1
-                u2 = v2 - mean2
-                u3 = v3 - mean3
-                big = abs(u1) + abs(u2) + abs(u3)
-                a2 += S / 2.0 * p * u1 * u1
-                a3 += S * p * u1 * u2 + S / 6.0 * p * u1 * u1 * u1
-                M2 += S * p * u1 * u1
-                M3 += S * p * (abs(u1 * u2) + abs(u1) ** 3 + u1 * u1 * abs(v1))
-                B += S * p * (((abs(u2) + abs(u3)) ** 2 + 2.0 * abs(u1 * u3)) / 2.0
-                              + (big**3 - abs(u1) ** 3) / 6.0 + big**4 / 8.0)
-                var_u += p * big * big
-            else:
+                k = (j * n_out + o) * 4
+                c1 = coef[k]
                 c2 = coef[k + 1]
                 c3 = coef[k + 2]
-                c4 = coef[k + 3]
+                v1 = V[base + o]
+                w = abs(v1)
+                reach = max(reach, w)
+                a1 += c1 * v1
+                M1 += abs(c1 * v1)
                 a2 += c2 * v1 * v1
-                a3 += 2.0 * c2 * v1 * v2 + c3 * v1 * v1 * v1
+                a3 += c3 * v1 * v1 * v1
                 M2 += (abs(c2) + 1.0) * v1 * v1
-                M3 += 2.0 * abs(c2 * v1 * v2) + abs(c3 * v1 * v1 * v1)
-                tail = _BCE_TAIL if out == SIGMOID_BCE else 0.0
-                B += (abs(c2) * ((abs(v2) + abs(v3)) ** 2 + 2.0 * abs(v1 * v3))
-                      + abs(c3) * (w**3 - abs(v1) ** 3) + (abs(c4) + tail) * w**4)
-        if out == SOFTMAX_CE:
-            B += sig[j * n_out * 2 + 1] * 3.0 * var_u * var_u / 8.0
+                M3 += abs(c3 * v1 * v1 * v1)
+                B += (abs(coef[k + 3]) + tail) * w**4
+        else:
+            if out == SOFTMAX_CE:
+                for o in range(n_out):
+                    p = sig[(j * n_out + o) * 2]
+                    v1, v2, v3 = _triple(V, C3, curved, base + o)
+                    mean1 += p * v1
+                    mean2 += p * v2
+                    mean3 += p * v3
+            var_u = 0.0
+            for o in range(n_out):
+                k = (j * n_out + o) * 4
+                c1 = coef[k]
+                v1, v2, v3 = _triple(V, C3, curved, base + o)
+                w = abs(v1) + abs(v2) + abs(v3)
+                reach = max(reach, w)
+                a1 += c1 * v1
+                a2 += c1 * v2
+                a3 += c1 * v3
+                M1 += abs(c1 * v1)
+                M2 += abs(c1 * v2)
+                M3 += abs(c1 * v3)
+                if out == SOFTMAX_CE:
+                    p = sig[(j * n_out + o) * 2]
+                    S = sig[(j * n_out + o) * 2 + 1]
+                    u1 = v1 - mean1
+                    u2 = v2 - mean2
+                    u3 = v3 - mean3
+                    big = abs(u1) + abs(u2) + abs(u3)
+                    a2 += S / 2.0 * p * u1 * u1
+                    a3 += S * p * u1 * u2 + S / 6.0 * p * u1 * u1 * u1
+                    M2 += S * p * u1 * u1
+                    M3 += S * p * (abs(u1 * u2) + abs(u1) ** 3 + u1 * u1 * abs(v1))
+                    B += S * p * (((abs(u2) + abs(u3)) ** 2 + 2.0 * abs(u1 * u3)) / 2.0
+                                  + (big**3 - abs(u1) ** 3) / 6.0 + big**4 / 8.0)
+                    var_u += p * big * big
+                else:
+                    c2 = coef[k + 1]
+                    c3 = coef[k + 2]
+                    c4 = coef[k + 3]
+                    a2 += c2 * v1 * v1
+                    a3 += 2.0 * c2 * v1 * v2 + c3 * v1 * v1 * v1
+                    M2 += (abs(c2) + 1.0) * v1 * v1
+                    M3 += 2.0 * abs(c2 * v1 * v2) + abs(c3 * v1 * v1 * v1)
+                    tail = _BCE_TAIL if out == SIGMOID_BCE else 0.0
+                    B += (abs(c2) * ((abs(v2) + abs(v3)) ** 2 + 2.0 * abs(v1 * v3))
+                          + abs(c3) * (w**3 - abs(v1) ** 3) + (abs(c4) + tail) * w**4)
+            if out == SOFTMAX_CE:
+                B += sig[j * n_out * 2 + 1] * 3.0 * var_u * var_u / 8.0
         q = (k_start + row) * COMPOSED_FIELDS
         K[q] = a1
         K[q + 1] = a2
