@@ -85,7 +85,7 @@ def _logprob(z, y):
 # Not inlined (nor the helpers below marked so): LLVM inlines what pays, while numba's IR-level
 # inlining copies the body into every caller and multiplied the cold compile (issue 10: the
 # exact engine's kernel 5.5 s -> 0.7 s) at no measurable warm cost.
-@jit
+@jit(nrt=False)
 def column_loss(Z, zo, stride, col, Y, j, out, r, z_r):
     """The loss of sample j from its output pre-activations ``Z[zo + o*stride + col]``, unit
     r's read as ``z_r`` (r = -1: none), and a bound on its rounding error beyond that of z.

@@ -21,10 +21,11 @@ from .engines.costmodel import (
     EXACT_S_PER_FLOP,
     exact_layer_seconds,
     forward_seconds,
-    incremental_layer_seconds,
     prepare_seconds,
+    sweep_check_seconds,
 )
 from .engines.incremental import slow_fractions
+from .engines.layer_sweep import explicit_parameters
 from .noise import N_POINTS
 from .truncation import SMALLER_STEPS, TRUNCATION_STEP
 
@@ -110,6 +111,8 @@ class SetUp:
     slow : per step, per layer the share of samples on the explicit path
         (:func:`~gradcheck_fast.engines.incremental.slow_fractions`), or None (not known: fast
         path only).
+    explicit : per step, per layer the share of parameters the layer sweep leaves to the
+        per-coordinate path (counted on the prepared state), or None (not known: none).
     """
 
     engine: str
@@ -117,6 +120,7 @@ class SetUp:
     seconds: float
     measured: bool
     slow: tuple | None = None
+    explicit: tuple | None = None
 
 
 def _speed(n_threads: int) -> float:
@@ -163,7 +167,22 @@ def coordinate_setup(inputs, options, prepare: bool) -> SetUp:
     if len(sizes) > 3:
         # Deep networks: how many samples the explicit path will take, per step.
         slow = tuple(slow_fractions(prepared, sizes, m, h) for h in _steps(options))
-    return SetUp("incremental", prepared, seconds, True, slow)
+    explicit = tuple(_explicit_fractions(layout, inputs.theta, h, prepared, inputs.model)
+                     for h in _steps(options))
+    return SetUp("incremental", prepared, seconds, True, slow, explicit)
+
+
+def _explicit_fractions(layout, theta, epsilon: float, prepared, model) -> np.ndarray:
+    """Per layer l (index 1..L), the share of its parameters the layer sweep leaves to the
+    per-coordinate path at step epsilon (counted exactly, without the sweep's sums)."""
+    explicit = explicit_parameters(layout, theta, epsilon, prepared, model)
+    per_layer = np.zeros(layout.n_layers + 1)
+    for name, start, stop in zip(layout.names, layout.offsets[:-1], layout.offsets[1:]):
+        per_layer[int(name[1:])] += np.count_nonzero((explicit >= start) & (explicit < stop))
+    sizes = layout.sizes
+    for l in range(1, layout.n_layers + 1):
+        per_layer[l] /= int(sizes[l]) * (int(sizes[l - 1]) + 1)
+    return per_layer
 
 
 def _per_layer_counts(layout, n_per_block: int | None) -> np.ndarray:
@@ -191,7 +210,8 @@ def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None,
             loop = float(counts @ exact_layer_seconds(sizes, m)) / 2
         else:
             slow = None if setup.slow is None else setup.slow[k]
-            loop = float(counts @ incremental_layer_seconds(sizes, m, slow))
+            explicit = None if setup.explicit is None else setup.explicit[k]
+            loop = sweep_check_seconds(sizes, m, counts, n_per_block is None, explicit, slow)
         threads = n_threads if loop >= SERIAL_SECONDS else 1  # as the engine decides
         total += loop / _speed(threads)
     n = int(counts.sum())

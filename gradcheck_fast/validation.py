@@ -58,9 +58,17 @@ def data_array(value, label: str) -> np.ndarray:
         array = np.asarray(raw, dtype=np.float64, order="C")
         if raw.dtype.kind != "f":
             return array  # integers and booleans (0/1 labels): finite as floats too
-    if not np.isfinite(array).all():
+    if not all_finite(array):
         raise ValueError(f"{label} contains NaN or Inf at index {_first_nonfinite(array)}")
     return array
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every element of a float64 array is finite. First one dot product, a third of
+    the time of the elementwise test on small arrays: finite values give a finite sum of
+    squares, NaN or Inf a non-finite one; where the sum overflows (values beyond ~1e154) the
+    elementwise test decides."""
+    return math.isfinite(np.vdot(array, array)) or bool(np.isfinite(array).all())
 
 
 def _first_nonfinite(array: np.ndarray) -> tuple[int, ...]:
@@ -192,7 +200,7 @@ def mlp_layout_and_theta(parameters) -> tuple[MLPLayout, np.ndarray]:
     finite."""
     layout, blocks = _mlp_layout_and_blocks(parameters)
     theta = np.concatenate(blocks, dtype=np.float64)
-    if not np.isfinite(theta).all():
+    if not all_finite(theta):
         name, index = layout.locate(int(np.argmin(np.isfinite(theta))))
         raise ValueError(f"parameters['{name}'] contains NaN or Inf at index {index}")
     return layout, theta

@@ -191,13 +191,16 @@ def test_budget_picks_the_most_thorough_mode_that_fits(net, budget, mode):
 
 
 def test_budget_between_modes_samples():
-    X, Y, parameters, gradients = random_mlp((300, 100, 1), m=64, seed=2)
+    # Large enough that a full check costs several times a sampled one (the layer sweep made
+    # full checks cheap): a budget between the two samples.
+    X, Y, parameters, gradients = random_mlp((1000, 300, 1), m=64, seed=2)
     cost = gradcheck_fast.estimate_cost(parameters, gradients, X, Y)
-    budget = (cost.full.seconds + cost.directional.seconds) / 4
-    assert cost.directional.seconds < budget < cost.full.seconds
+    cheaper = max(cost.sampled.seconds, cost.directional.seconds)
+    budget = (cheaper * cost.full.seconds) ** 0.5
+    assert cheaper < budget < cost.full.seconds
     report = gradcheck_fast.check_gradients(parameters, gradients, X, Y, budget_s=budget)
     assert report.mode == "sampled" and report.passed
-    assert 16 <= report.blocks["dW1"].n_checked < 30_000
+    assert 16 <= report.blocks["dW1"].n_checked < 300_000
     assert "sampled" in report.notes[0]
 
 

@@ -246,6 +246,18 @@ def test_gradients_not_a_dict(case):
 # ---------------------------------------------------------------------------------------------
 # Non-finite values
 # ---------------------------------------------------------------------------------------------
+def test_finite_values_whose_squares_overflow_are_finite():
+    """The finiteness test starts with a sum of squares (one dot product); values beyond
+    ~1e154 overflow it, and the elementwise test then decides: they are finite inputs, not
+    NaN or Inf (the check itself may then find non-finite costs, which it reports)."""
+    from gradcheck_fast.validation import all_finite
+
+    huge = np.array([1e200, -3e180, 2.0])
+    assert all_finite(huge) and all_finite(huge.reshape(3, 1))
+    assert not all_finite(np.array([1e200, np.nan])) and not all_finite(np.array([np.inf]))
+    assert all_finite(np.array([]))
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_nonfinite_X(case, value):
     X, Y, parameters, gradients = case

@@ -66,6 +66,25 @@ def sweep_row_seconds(sizes: tuple[int, ...], m: int) -> float:
     return m * (SWEEP_S_PER_TRIPLE * triples / rows + SWEEP_S_PER_RECORD)
 
 
+def sweep_check_seconds(sizes, m: int, counts: np.ndarray, full: bool,
+                        explicit_fraction=None, slow_fraction=None) -> float:
+    """Seconds of the incremental engine's changes for ``counts[l]`` coordinates of each layer
+    l (every one: ``full``), both steps, one thread: the layer sweep (every unit row, or one
+    slot per coordinate of a subset) and the per-coordinate path of the explicit ones,
+    ``explicit_fraction[l]`` of layer l's parameters (a sample beyond its limit, counted by
+    :func:`.layer_sweep.explicit_parameters`; None: none), whose samples take the explicit
+    propagation in the share ``slow_fraction`` (see :func:`incremental_layer_seconds`)."""
+    sizes = tuple(int(n) for n in sizes)
+    if full:
+        sweep = sum(sizes[1:]) * sweep_row_seconds(sizes, m)
+    else:
+        sweep = float(np.sum(counts)) * sweep_slot_seconds(m)
+    if explicit_fraction is None:
+        return sweep
+    explicit = counts * np.asarray(explicit_fraction, dtype=float)
+    return sweep + float(explicit @ incremental_layer_seconds(sizes, m, slow_fraction))
+
+
 def sweep_slot_seconds(m: int) -> float:
     """Seconds of one parameter of a sweep over a subset of parameters (its unit's records,
     shared with the unit's other parameters in the subset, and its input's sums)."""

@@ -291,6 +291,48 @@ def _beyond(rec, j, dmax, x):
     return not abs(x) < rec[j, 7] / dmax * _TAU_SAFETY
 
 
+@jit(inline=True)
+def _mark_row(l, r, rec, net, tables, explicit):
+    """Mark in ``explicit`` (by parameter) the parameters of unit r of layer l with a sample
+    beyond its record's limit: the bias when the layer's largest step reaches it, an input c
+    when that step times |x_cj| does. A sample whose largest |x| stays below is passed in one
+    test; only the others are scanned."""
+    sizes, w_off, b_off, act_off = net
+    Xt, xmax, dmax = tables[0], tables[1], tables[2][l]
+    m = rec.shape[0]
+    n_prev = sizes[l - 1]
+    off = act_off[l - 1]
+    if dmax == 0.0:
+        return
+    for j in range(m):
+        if _beyond(rec, j, dmax, 1.0):
+            explicit[b_off[l] + r] = 1
+        if _beyond(rec, j, dmax, xmax[(l - 1) * m + j]):
+            for c in range(n_prev):
+                if _beyond(rec, j, dmax, Xt[off + j * n_prev + c]):
+                    explicit[w_off[l] + r * n_prev + c] = 1
+
+
+@jit
+def _unit_row(row, row_off):
+    """(layer l, unit r) of a unit row (numbered layer after layer)."""
+    l = 1
+    while row >= row_off[l + 1]:
+        l += 1
+    return l, row - row_off[l]
+
+
+@jit
+def _explicit_rows(lo, hi, net, state, tables, explicit):
+    """:func:`_sweep_rows`'s explicit parameters alone, for the unit rows lo <= row < hi (the
+    time model's count: the records and one test per sample, no sums)."""
+    rec = np.empty((state[3].shape[1], RECORD_FIELDS))
+    for row in range(lo, hi):
+        l, r = _unit_row(row, tables[5])
+        _row_records(l, r, state, tables, net, rec)
+        _mark_row(l, r, rec, net, tables, explicit)
+
+
 @jit
 def _sweep_rows(lo, hi, request, net, state, tables, out):
     """The full sweep for the unit rows lo <= row < hi (numbered layer after layer, the output
@@ -301,7 +343,7 @@ def _sweep_rows(lo, hi, request, net, state, tables, out):
     :class:`~gradcheck_fast.engines.incremental.State`; ``tables``: :class:`Tables`)."""
     _, theta, epsilon = request
     sizes, w_off, b_off, act_off = net
-    Xt, xmax, dmax, row_off = tables[0], tables[1], tables[2], tables[5]
+    Xt, row_off = tables[0], tables[5]
     values, explicit = out
     n_layers = sizes.shape[0] - 1
     m = state[3].shape[1]
@@ -312,21 +354,11 @@ def _sweep_rows(lo, hi, request, net, state, tables, out):
     S = np.empty((5, widest + 1))  # per input (the bias last): P1, P2, P3, Q1, Q2
     kappa = _kappa(sizes[n_layers], m)
     for row in range(lo, hi):
-        l = 1
-        while row >= row_off[l + 1]:
-            l += 1
-        r = row - row_off[l]
+        l, r = _unit_row(row, row_off)
         n_prev = sizes[l - 1]
         off = act_off[l - 1]
         _row_records(l, r, state, tables, net, rec)
-        if dmax[l] > 0.0:
-            for j in range(m):  # the explicit parameters; a sample below xmax in one test
-                if _beyond(rec, j, dmax[l], 1.0):
-                    explicit[b_off[l] + r] = 1
-                if _beyond(rec, j, dmax[l], xmax[(l - 1) * m + j]):
-                    for c in range(n_prev):
-                        if _beyond(rec, j, dmax[l], Xt[off + j * n_prev + c]):
-                            explicit[w_off[l] + r * n_prev + c] = 1
+        _mark_row(l, r, rec, net, tables, explicit)
         _row_sums(rec, Xt, off, n_prev, kappa, S)
         for c in range(n_prev + 1):  # the weights, then the bias
             i = w_off[l] + r * n_prev + c if c < n_prev else b_off[l] + r
@@ -426,6 +458,15 @@ def changes(net, theta: np.ndarray, epsilon: float, prepared, model, indices: np
     else:
         run_kernel(_sweep_slots, None, n, sweep_slot_seconds(m), args, progress)
     return values, np.flatnonzero(explicit)
+
+
+def explicit_parameters(net, theta: np.ndarray, epsilon: float, prepared, model) -> np.ndarray:
+    """The parameters a full check at step ``epsilon`` leaves to the per-coordinate path (a
+    sample beyond its limit), without the sweep's sums: for the time model."""
+    explicit = np.zeros(theta.shape[0], dtype=np.int8)
+    _explicit_rows(0, rows(net), prepared.network, prepared.state,
+                   tables(net, theta, epsilon, prepared, model), explicit)
+    return np.flatnonzero(explicit)
 
 
 def rows(net) -> int:
