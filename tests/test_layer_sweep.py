@@ -152,3 +152,27 @@ def test_a_subset_of_parameters_gets_the_full_sweeps_bits(model, epsilon):
     assert np.array_equal(values, full[:, subset], equal_nan=True)
     assert set(subset[explicit]) == set(subset) & set(full_explicit)
     assert epsilon == 1e-7 or explicit.size > 0  # at 5e-7 some samples pass their limit
+
+
+def test_the_report_counts_the_coordinates_taken_one_by_one():
+    """report.n_explicit: 0 for an ordinary check (and the text says nothing), the explicit
+    coordinates' number where a unit sits at its kink (and the text says so), None for the
+    exact engine, which takes every coordinate one by one."""
+    import gradcheck_fast
+    from gradcheck_fast import reference
+    from gradcheck_fast.networks import random_mlp
+
+    X, Y, parameters, gradients = random_mlp((8, 6, 4, 1), m=40, seed=1)
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    assert report.engine == "incremental" and report.n_explicit == 0 and report.passed
+    assert "one by one" not in str(report)
+    # Unit 3 of layer 1 at 1e-9 from its kink on sample 5: its weights and bias are explicit.
+    z = parameters["W1"] @ X[:, 5] + parameters["b1"][:, 0]
+    parameters["b1"][3, 0] -= z[3] - 1e-9
+    _, cache = reference.forward_propagation_n(X, Y, parameters)
+    gradients = reference.backward_propagation_n(X, Y, cache)
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    assert report.n_explicit >= 9 and f"({report.n_explicit} taken one by one)" in str(report)
+    assert report.to_dict()["n_explicit"] == report.n_explicit
+    exact = gradcheck_fast.check_gradients(parameters, gradients, X, Y, engine="exact")
+    assert exact.n_explicit is None

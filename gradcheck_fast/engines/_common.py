@@ -92,6 +92,8 @@ class Costs:
     kink : what a kink is for this engine, in words ("a ReLU kink"), for the report.
     truncation : per index, a bound on the truncation error of gradapprox, inf where none can
         be claimed (large steps only; see :mod:`gradcheck_fast.truncation`), or None.
+    explicit : the incremental engine: how many of the indices its layer sweep left to the
+        per-coordinate path (a sample beyond its limit); None for the other engines.
     """
 
     J: float
@@ -107,6 +109,7 @@ class Costs:
     noise_source: np.ndarray | Callable[[], np.ndarray]
     kink: str = "a ReLU kink"
     truncation: np.ndarray | None = None
+    explicit: int | None = None
 
     @functools.cached_property
     def noise(self) -> np.ndarray:

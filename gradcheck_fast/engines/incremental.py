@@ -726,4 +726,4 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     # The changes are formed directly: their rounding is what resolution bounds, no J's.
     noise = resolution / (2.0 * epsilon)
     return Costs(J, J + dJ_plus, J + dJ_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
-                 "incremental", indices, noise)
+                 "incremental", indices, noise, explicit=int(explicit.size))

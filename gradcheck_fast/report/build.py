@@ -53,6 +53,8 @@ class Measurements:
     spans : per block of the layout, the slice of its items.
     indices : coordinates: the flat coordinate of each item (ascending); None for probes.
     probes : probes: per block, its :class:`gradcheck_fast.modes.Probes`; None otherwise.
+    explicit : the coordinates the incremental engine's layer sweep left to its
+        per-coordinate path (None: another engine, or probes).
     """
 
     mode: str
@@ -67,6 +69,7 @@ class Measurements:
     spans: tuple[slice, ...]
     indices: np.ndarray | None = None
     probes: dict[str, Probes] | None = None
+    explicit: int | None = None
     kink: str = "a ReLU kink"
 
     @property
@@ -90,6 +93,7 @@ def measure_coordinates(layout: Layout, theta: np.ndarray, grad: np.ndarray, cos
         numerical=costs.gradapprox, tolerance=tolerance, noise=noise,
         at_kink=(costs.kinks > 0) & ~nonfinite, nonfinite=nonfinite,
         spans=tuple(slice(int(lo), int(hi)) for lo, hi in bounds), indices=idx,
+        explicit=costs.explicit,
     )
 
 
@@ -152,7 +156,7 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
         gradapprox={} if items.directional else layout.unpack(numerical_full, prefix="d"),
         blocks=blocks, layout=layout, engine=items.engine, mode=items.mode, method=method,
         probability=probability, notes=tuple(notes), probes=items.probes or {}, kink=items.kink,
-        _grad_flat=grad, _gradapprox_flat=numerical_full,
+        n_explicit=items.explicit, _grad_flat=grad, _gradapprox_flat=numerical_full,
         _checked_indices=_NO_INDICES if items.indices is None else items.indices, **flagged,
     )
 

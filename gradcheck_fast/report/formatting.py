@@ -56,6 +56,8 @@ def _criteria(report) -> list[str]:
                            f"{report.n_params} parameters"}[report.mode]
     method = "" if report.method == "central" else f", {report.method}"
     engine = "" if report.mode == "directional" else f", {report.engine} engine"
+    if report.n_explicit:  # the layer sweep left some coordinates to the one-by-one path
+        engine += f" ({report.n_explicit} taken one by one)"
     return [
         f"  seed criterion: difference = {report.difference:.10g} {seed} threshold "
         f"{report.threshold:g} ({'passed' if report.seed_passed else 'failed'})",

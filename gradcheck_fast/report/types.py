@@ -177,6 +177,9 @@ class GradientCheckReport:
         Directional mode: per block, its probes (empty otherwise).
     kink : what a kink is for the engine that found it: "a ReLU kink" for the built-in
         network, any non-smooth point of a user's cost.
+    n_explicit : the incremental engine: how many checked coordinates its layer sweep left to
+        the per-coordinate path, because one of their samples moved beyond the range of its
+        cubic (a kink crossed, a large step); None for the other engines and directional mode.
 
     The builder (:mod:`gradcheck_fast.report.build`) also fills keyword-only private fields,
     flat in layout order, from which the element lists are made on first access:
@@ -204,6 +207,7 @@ class GradientCheckReport:
     notes: tuple[str, ...] = ()
     probes: dict[str, Probes] = field(default_factory=dict, repr=False)
     kink: str = field(default="a ReLU kink", repr=False)
+    n_explicit: int | None = None
     _: KW_ONLY
     _grad_flat: np.ndarray = field(repr=False)
     _gradapprox_flat: np.ndarray = field(repr=False)
@@ -280,7 +284,7 @@ class GradientCheckReport:
             "epsilon": self.epsilon, "rtol": self.rtol, "atol": self.atol, "cost": self.cost,
             "n_params": self.n_params, "engine": self.engine, "mode": self.mode,
             "method": self.method, "probability": self.probability, "notes": list(self.notes),
-            "n_checked": self.n_checked,
+            "n_checked": self.n_checked, "n_explicit": self.n_explicit,
             "failed_blocks": self.failed_blocks,
             "blocks": {name: block.to_dict() for name, block in self.blocks.items()},
             "worst": [e.to_dict() for e in self.worst],
