@@ -4,7 +4,9 @@ The seed's loop is far too slow to run whole here (hours on the mnist-size netwo
 timed on a fixed random sample of coordinates in the same run
 (:func:`gradcheck_fast.reference.gradapprox_n`: exactly the loop's work per coordinate, which is
 the same for every coordinate: a copy of theta and two full forward passes) and extrapolated to
-all P coordinates. Throughput is reported as parameters checked per second.
+all P coordinates. Throughput is reported as parameters checked per second, and the check's
+time as forward passes' worth: its time over one forward and backward pass of the same network
+(the seed's NumPy passes, ``reference.forward_mlp``/``backward_mlp``, timed in the same run).
 """
 
 from __future__ import annotations
@@ -14,10 +16,24 @@ import pytest
 
 from benchmarks.conftest import best_time
 from gradcheck_fast import check_gradients, reference
-from gradcheck_fast.networks import example
+from gradcheck_fast.models import SEED_MODEL
+from gradcheck_fast.networks import example, random_mlp
 
 #: name: (minimum speed-up over the extrapolated reference loop, coordinates sampled for it)
 TARGETS = {"medium": (50.0, 400), "wide": (100.0, 60), "mnist": (150.0, 30)}
+
+
+#: Issue 14: a full check of the 1024-1024-512-10 network (m = 64, 1,579,530 parameters).
+WIDE_DEEP_TARGET_S = 0.3
+
+
+def _forward_backward_seconds(parameters, X, Y) -> float:
+    """Best time of one forward and backward pass (the seed's NumPy passes)."""
+    def once():
+        _, cache = reference.forward_mlp(X, Y, parameters, SEED_MODEL)
+        reference.backward_mlp(X, Y, cache, SEED_MODEL)
+
+    return best_time(once, repeat=20)
 
 
 def _sample(n_params: int, n: int) -> np.ndarray:
@@ -48,9 +64,30 @@ def test_full_check(benchmark, name):
     reference_full = per_coordinate * report.n_params
     fast = benchmark.stats.stats.min
     speedup = reference_full / fast
+    passes = fast / _forward_backward_seconds(parameters, X, Y)
     benchmark.extra_info.update(reference_full_s=reference_full, speedup=speedup,
-                                params_per_s=report.n_params / fast)
+                                params_per_s=report.n_params / fast, passes=passes)
     print(f"\n{name}: {report.n_params} parameters, check {fast:.3f} s "
-          f"({report.n_params / fast:,.0f} params/s); reference loop ~{reference_full:.1f} s "
-          f"(extrapolated from {n_sample} coordinates); speed-up {speedup:.0f}x")
+          f"({report.n_params / fast:,.0f} params/s, {passes:.1f} forward+backward passes' "
+          f"worth); reference loop ~{reference_full:.1f} s (extrapolated from {n_sample} "
+          f"coordinates); speed-up {speedup:.0f}x")
     assert speedup >= target, f"{name}: {speedup:.1f}x < target {target}x"
+
+
+def test_full_check_of_1_6m_parameters(benchmark):
+    X, Y, parameters, gradients = random_mlp((1024, 1024, 512, 10), m=64)
+    check_gradients(parameters, gradients, X, Y)  # compile or load the kernels
+    benchmark.group = "full check of a large network"
+    benchmark.name = "check_gradients[1024-1024-512-10]"
+    report = benchmark.pedantic(check_gradients, args=(parameters, gradients, X, Y), rounds=3,
+                                warmup_rounds=0)
+    assert report.passed and report.n_params == 1_579_530
+    if benchmark.disabled:
+        return
+    fast = benchmark.stats.stats.min
+    passes = fast / _forward_backward_seconds(parameters, X, Y)
+    benchmark.extra_info.update(passes=passes)
+    print(f"\n1024-1024-512-10: {report.n_params} parameters, check {fast:.3f} s "
+          f"({report.n_params / fast:,.0f} params/s, {passes:.1f} forward+backward passes' "
+          f"worth, {report.n_explicit} coordinates taken one by one)")
+    assert fast <= WIDE_DEEP_TARGET_S, f"{fast:.3f} s > target {WIDE_DEEP_TARGET_S} s"
