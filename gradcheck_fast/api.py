@@ -251,10 +251,10 @@ def estimate_cost(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
     --------
     >>> from gradcheck_fast import estimate_cost
     >>> from gradcheck_fast.networks import random_mlp
-    >>> X, Y, parameters, gradients = random_mlp((100, 50, 1), m=32)
+    >>> X, Y, parameters, gradients = random_mlp((1000, 500, 1), m=32)
     >>> cost = estimate_cost(parameters, gradients, X, Y, n_per_block=100)
     >>> cost.full.evaluations, cost.sampled.coordinates, cost.directional.evaluations
-    (10202, 201, 64)
+    (1002002, 301, 64)
     >>> cost.directional.seconds < cost.full.seconds
     True
     """
