@@ -20,7 +20,6 @@ from ..modes import Probes, detectable_error
 from ..options import ATOL, RTOL
 from .diagnosis import (
     Judgement,
-    _relative_error,
     allowance,
     block_verdict,
     diagnose,
@@ -137,7 +136,7 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
     """
     judged = judge(items.analytic, items.numerical, items.tolerance, items.noise,
                    items.at_kink | items.nonfinite, atol)
-    relative = _relative_error(items.analytic, items.numerical)
+    relative = judged.relative
     numerical_full = np.full(layout.n_params, np.nan)
     if items.indices is not None:
         numerical_full[items.indices] = items.numerical
@@ -148,7 +147,7 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
                        for i in _worst_of_block(items, judged, span, n_worst)))
         blocks[name] = _block_result(items, judged, relative, name, shape, span, worst,
                                      probability)
-    flagged = _flagged(items, judged, relative, n_worst)
+    flagged = _flagged(items, judged, n_worst)
     return GradientCheckReport(
         difference=relative_difference(items.analytic, items.numerical),
         threshold=threshold, epsilon=epsilon, rtol=rtol, atol=atol, cost=items.cost,
@@ -221,7 +220,7 @@ def _worst_of_block(items: Measurements, judged: Judgement, span: slice,
     return items.indices[_top(excess, n_worst, minimum=0.0) + span.start]
 
 
-def _flagged(items: Measurements, judged: Judgement, relative: np.ndarray,
+def _flagged(items: Measurements, judged: Judgement,
              n_worst: int) -> dict[str, np.ndarray]:
     """The flat coordinates of the report's element lists (none for probes)."""
     if items.indices is None:
@@ -229,13 +228,8 @@ def _flagged(items: Measurements, judged: Judgement, relative: np.ndarray,
                 "_nonfinite_indices": _NO_INDICES, "_unverified_indices": _NO_INDICES}
     idx = items.indices
     # Worst overall: failing elements by how far past their allowed error, then the rest by
-    # relative error (kinks and non-finite ones have their own lists).
-    with np.errstate(invalid="ignore", divide="ignore"):
-        excess = np.where(judged.failing, judged.error / judged.allowed, 0.0)
-    excess = np.where(np.isnan(excess), np.inf, excess)
-    others = np.where(judged.valid, np.nan_to_num(relative, nan=0.0) / 2, -1.0)
-    key = np.where(judged.failing, excess + 1.0, others)
-    return {"_worst_indices": idx[_top(key, n_worst, minimum=0.0)],
+    # relative error (kinks and non-finite ones have their own lists): judged.rank.
+    return {"_worst_indices": idx[_top(judged.rank, n_worst, minimum=0.0)],
             "_kink_indices": idx[np.flatnonzero(items.at_kink)],
             "_nonfinite_indices": idx[np.flatnonzero(items.nonfinite)],
             "_unverified_indices": idx[np.flatnonzero(judged.unverified)]}

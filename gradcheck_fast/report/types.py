@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..layout import Layout
-from .diagnosis import _relative_error
+from .diagnosis import relative_error
 from .formatting import format_report
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def element_at(layout: Layout, grad: np.ndarray, gradapprox: np.ndarray, i: int)
     name, index = layout.locate(i)
     a, n = float(grad[i]), float(gradapprox[i])
     return Element(block="d" + name, index=index, flat_index=i, analytic=a, numerical=n,
-                   relative_error=float(_relative_error(np.array(a), np.array(n))))
+                   relative_error=relative_error(a, n))
 
 
 @dataclass(frozen=True)
