@@ -698,7 +698,8 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     n = indices.shape[0]
     p = prepared
     codes = Codes.of(model, net.n_layers)
-    full = n == theta.shape[0] and np.array_equal(indices, all_indices(n))
+    full = n == theta.shape[0] and (indices is all_indices(n)
+                                    or np.array_equal(indices, all_indices(n)))
     values, explicit = layer_sweep.changes(net, theta, epsilon, p, model, indices, full, progress)
     kinks = np.zeros(n, dtype=np.int64)
     if explicit.size:
@@ -709,7 +710,7 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     # the changes are exact to rounding, so the step's own rounding (up to an ulp of theta_i,
     # ~1e-9 relative at epsilon = 1e-7) would otherwise be the largest error left. A step that
     # rounds to 0 gives 0 (J did not move), which the report marks as unverified.
-    t = theta[indices]
+    t = theta if full else theta[indices]
     if model.l2:
         # The L2 term's change, exact: l2/(2m) d (2w + d) for a weight moved by d.
         weight = np.zeros(theta.shape[0], dtype=bool)
