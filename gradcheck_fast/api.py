@@ -7,6 +7,7 @@ Data flows one way: this module imports the rooms, and no room imports it (only 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,12 +28,14 @@ from .options import (
     prepare_inputs,
     seed_options,
 )
+from .parameters import DictCost, flatten, pack_grads, params_layout, restoring, split
 from .planning import CostEstimate, estimate
 from .reference import backward_propagation_n, forward_propagation_n
 from .report import GradientCheckReport, relative_difference
 from .sweep import DEFAULT_STEPS, SweepReport, check_steps, run_sweep
 from .validation import (
     check_epsilon,
+    check_flag,
     data_array,
     float_parameter_array,
     mlp_layout,
@@ -404,9 +407,10 @@ def gradient_check(x: Any, theta: Any, epsilon: float = 1e-7, *, verbose: bool =
 def check(
     cost: Callable[..., float],
     theta: Any,
-    grad: Any,
+    grad: Any = None,
     args: tuple = (),
     *,
+    in_place: bool = False,
     layout: Layout | Mapping | None = None,
     epsilon: float = 1e-7,
     threshold: float = 2e-7,
@@ -431,14 +435,28 @@ def check(
     kink might explain it (several kinks, or one hidden in rounding) it is unverified; else it
     is wrong.
 
+    Parameters may also come as a dict of arrays of any names and shapes (``{'W1': (D, H),
+    'b1': (H,), ...}``, the course convention): the cost is then called with a dict of arrays
+    (views into a private copy, the caller's arrays untouched) and ``grad`` is a dict keyed
+    like the parameters or with a ``d`` prefix. With ``in_place=True`` the check perturbs the
+    caller's own arrays, one element at a time, and calls ``cost()`` with no parameters
+    argument (``lambda: net.loss(X, y)``); every array is put back to its exact bits
+    afterwards, also when the cost raises or Ctrl-C interrupts. A cost may return
+    ``(loss, grads)``: with ``grad=None`` the gradient is the one it returns at the given point.
+
     Parameters
     ----------
     cost : callable
-        ``cost(theta, *args) -> float``; must not modify theta.
-    theta, grad : array_like of float, shape (P,) or (P, 1)
-        The point and the gradient to check (theta finite; NaN in grad is reported).
+        ``cost(theta, *args) -> float``; must not modify theta. With a dict of parameters,
+        ``cost(params, *args)``, or ``cost(*args)`` in place; a scalar or ``(loss, grads)``.
+    theta, grad : array_like of float, shape (P,) or (P, 1), or dicts of arrays
+        The point and the gradient to check (theta finite; NaN in grad is reported). ``grad``
+        None: the gradient the cost returns with its loss at theta.
     args : tuple
         Further arguments of ``cost`` (data arrays, sizes, ...).
+    in_place : bool
+        A dict's arrays are perturbed where they are (float64 NumPy arrays, writable), for a
+        cost that reads them itself (a method of the model that holds them).
     layout : Layout or dict of arrays, optional
         Names the blocks of theta (a dict is read for its keys and shapes, in order): the
         report then has a row per block (``'dW1'`` for ``'W1'``); default one block, 'theta'.
@@ -471,7 +489,30 @@ def check(
     True
     >>> check(cost, theta, 2 * grad, (A, y)).blocks["dtheta"].diagnosis
     'dtheta ≈ 2.00 × numerical'
+
+    A model that holds its parameters in a dict, with a ``loss`` method returning the loss
+    and its gradients, checked in place in one call:
+
+    >>> class Linear:
+    ...     def __init__(self):
+    ...         self.params = {"w": np.array([[0.5], [-1.0]]), "b": np.array([0.1])}
+    ...     def loss(self, X, y):
+    ...         r = X @ self.params["w"][:, 0] + self.params["b"][0] - y
+    ...         return 0.5 * r @ r, {"w": (X.T @ r)[:, None], "b": np.array([r.sum()])}
+    >>> model = Linear()
+    >>> check(lambda: model.loss(A, y), model.params, in_place=True).passed
+    True
     """
+    if isinstance(theta, Mapping):
+        return _check_params(cost, theta, grad, args, in_place, epsilon=epsilon,
+                             threshold=threshold, rtol=rtol, atol=atol, n_threads=n_threads,
+                             progress=progress)
+    if in_place:
+        raise TypeError("in_place=True perturbs a dict of parameter arrays where they are; "
+                        f"theta is a {type(theta).__name__}: pass the model's dict of arrays")
+    if grad is None:
+        raise TypeError("grad is None: pass the gradient to check (or give the parameters as "
+                        "a dict and a cost that returns (loss, grads))")
     if not callable(cost):
         raise TypeError(f"cost must be callable, cost(theta, *args) -> float; got "
                         f"{type(cost).__name__}")
@@ -487,6 +528,36 @@ def check(
                                "n_threads": n_threads},
                             low_precision=bool(low_precision))
     return run_cost_check(cost, theta, grad, args, layout, options, low_precision)
+
+
+def _check_params(cost, params: Mapping, grads, args, in_place, **settings
+                  ) -> GradientCheckReport:
+    """:func:`check` of a dict of parameters, on copies or in place."""
+    if not callable(cost):
+        raise TypeError(f"cost must be callable; got {type(cost).__name__}")
+    in_place = check_flag(in_place, "in_place")
+    if not isinstance(args, tuple):
+        args = tuple(args) if isinstance(args, list) else (args,)
+    layout = params_layout(params, in_place)
+    theta = flatten(params, layout)
+    low_precision = tuple(name for name, value in params.items()
+                          if np.asarray(value).dtype.itemsize < 8)
+    options = check_options(**{**DEFAULTS, **settings}, low_precision=bool(low_precision))
+    adapted = DictCost(cost, layout, theta, in_place, params)
+    guard = restoring(params) if in_place else contextlib.nullcontext()
+    with guard:
+        if grads is None:
+            value = (adapted.cost(*args) if in_place
+                     else adapted.cost(layout.unpack(theta.copy()), *args))
+            _, grads = split(value)
+            if grads is None:
+                raise TypeError("grad is None, so the cost must return (loss, grads), grads a "
+                                "dict keyed like params; it returned "
+                                f"{type(value).__name__}")
+            grad = pack_grads(grads, layout, "the cost's grads")
+        else:
+            grad = pack_grads(grads, layout)
+        return run_cost_check(adapted, theta, grad, args, layout, options, low_precision)
 
 
 def _point_and_gradient(theta: Any, grad: Any) -> tuple[np.ndarray, np.ndarray]:

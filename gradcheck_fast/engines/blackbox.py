@@ -54,13 +54,19 @@ def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, request, co
 
 def _python_costs_range(lo, hi, request, cost, args, J):
     """:func:`_user_costs_range` for any callable, in Python (its values checked to be real
-    scalars)."""
+    scalars). A cost with an ``at(i, value, *args)`` method (a dict of parameters,
+    :class:`gradcheck_fast.parameters.DictCost`) sets the one coordinate itself."""
     idx, theta, epsilon = request
+    at = getattr(cost, "at", None)
     local = theta.copy()
     for k in range(lo, hi):
         i = idx[k // 2]
         t = theta[i]
-        local[i] = t + epsilon if k % 2 == 0 else t - epsilon
+        value = t + epsilon if k % 2 == 0 else t - epsilon
+        if at is not None:
+            J[k % 2, k // 2] = scalar(at(int(i), value, *args))
+            continue
+        local[i] = value
         J[k % 2, k // 2] = scalar(cost(local, *args))
         local[i] = t
 
