@@ -18,6 +18,8 @@ def test_readme_examples_run(capsys):
             continue
         exec(compile(block, "README.md", "exec"), namespace)
     report = namespace["report"]
+    in_place = namespace["in_place"]
+    assert in_place.passed and list(in_place.blocks) == ["dW1", "db1", "dW2", "db2"]
     assert namespace["difference"] > 0.28
     assert report.mode == "directional" and not report.passed
     out = capsys.readouterr().out
