@@ -19,6 +19,15 @@ from . import reference
 from ._threads import n_threads_set
 from .checker import low_precision_note, numerical_gradient, run_check
 from .custom import run_cost_check
+from .layers import (
+    check_dout,
+    draw_dout,
+    gradients_dict,
+    inputs_dict,
+    outputs,
+    split_forward,
+    vjp_cost,
+)
 from .layout import SEED_LAYOUT, Layout, is_shape_dict
 from .models import MLP
 from .options import (
@@ -34,6 +43,7 @@ from .reference import backward_propagation_n, forward_propagation_n
 from .report import GradientCheckReport, relative_difference
 from .sweep import DEFAULT_STEPS, SweepReport, check_steps, run_sweep
 from .validation import (
+    check_count,
     check_epsilon,
     check_flag,
     data_array,
@@ -51,6 +61,7 @@ __all__ = [
     "gradient_check",
     "gradient_check_n",
     "check",
+    "check_layer",
     "dictionary_to_vector",
     "vector_to_dictionary",
     "gradients_to_vector",
@@ -528,6 +539,83 @@ def check(
                                "n_threads": n_threads},
                             low_precision=bool(low_precision))
     return run_cost_check(cost, theta, grad, args, layout, options, low_precision)
+
+
+def check_layer(
+    forward: Callable[..., Any],
+    backward: Callable[..., Any],
+    inputs: Any,
+    *,
+    dout: Any = None,
+    seed: int = 0,
+    args: tuple = (),
+    epsilon: float = 1e-7,
+    threshold: float = 2e-7,
+    rtol: float | None = None,
+    atol: float | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+) -> GradientCheckReport:
+    """Check a layer's backward pass: each gradient it returns against the numerical
+    vector-Jacobian product ``d(sum(dout * forward(*inputs))) / d input``.
+
+    ``forward(*inputs, *args)`` returns ``out`` or ``(out, cache)`` (a layer with several
+    outputs returns a tuple ``out`` with its cache: ``((h, c), cache)``); ``backward(dout,
+    cache)`` returns one gradient per input, in order or as a dict keyed like the inputs. The
+    upstream gradient ``dout`` (a tuple for several outputs) is drawn from a standard normal
+    with ``seed`` when not given. The report has one block per input, ``dx``, ``dw``, ... for a
+    dict of inputs ``{'x': ..., 'w': ...}``, ``dx0``, ``dx1``, ... for a tuple. The inputs
+    are copied: the caller's arrays are never modified.
+
+    Parameters
+    ----------
+    forward, backward : callables
+        The layer, as described above.
+    inputs : array, tuple of arrays or dict of arrays
+        The float arrays the gradients are taken with respect to.
+    dout : array or tuple of arrays, optional
+        The upstream gradient, shaped like the output(s).
+    seed : int
+        Seed of the drawn ``dout``.
+    args : tuple
+        Further arguments of ``forward`` that are not checked (a stride, labels, ...).
+    epsilon, threshold, rtol, atol, n_threads, progress
+        As for :func:`check`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def affine_forward(x, w, b):
+    ...     out = x @ w + b
+    ...     return out, (x, w)
+    >>> def affine_backward(dout, cache):
+    ...     x, w = cache
+    ...     return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+    >>> rng = np.random.default_rng(0)
+    >>> inputs = {"x": rng.normal(size=(4, 3)), "w": rng.normal(size=(3, 2)),
+    ...           "b": rng.normal(size=2)}
+    >>> report = check_layer(affine_forward, affine_backward, inputs)
+    >>> report.passed, list(report.blocks)
+    (True, ['dx', 'dw', 'db'])
+    >>> def wrong_backward(dout, cache):
+    ...     dx, dw, db = affine_backward(dout, cache)
+    ...     return dx, dw, db / 4
+    >>> check_layer(affine_forward, wrong_backward, inputs).failed_blocks
+    ['db']
+    """
+    if not callable(forward) or not callable(backward):
+        raise TypeError("forward and backward must be callable")
+    seed = check_count(seed, "seed", minimum=0)
+    if not isinstance(args, tuple):
+        args = tuple(args) if isinstance(args, list) else (args,)
+    params = inputs_dict(inputs)
+    out, cache = split_forward(forward(*params.values(), *args))
+    out = outputs(out)
+    dout = draw_dout(out, seed) if dout is None else check_dout(dout, out)
+    grads = gradients_dict(backward(dout if len(dout) > 1 else dout[0], cache), list(params))
+    return _check_params(vjp_cost(forward, dout, args), params, grads, (), False,
+                         epsilon=epsilon, threshold=threshold, rtol=rtol, atol=atol,
+                         n_threads=n_threads, progress=progress)
 
 
 def _check_params(cost, params: Mapping, grads, args, in_place, **settings

@@ -1,0 +1,106 @@
+"""A layer's check: its backward pass against the numerical vector-Jacobian product.
+
+A layer ``forward(*inputs) -> out`` (or ``(out, cache)``) with ``backward(dout, cache) ->
+(dx, dw, ...)`` is right when each gradient it returns is ``d(sum(dout * forward(*inputs))) /
+d input`` for the upstream gradient ``dout``. That is a scalar function of the inputs, so the
+check is :func:`gradcheck_fast.check` of a dict of the inputs (:mod:`gradcheck_fast.parameters`)
+with that scalar as the cost: one report block per input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .validation import float_parameter_array
+
+
+def inputs_dict(inputs) -> dict[str, np.ndarray]:
+    """The layer's inputs as a dict of float64 copies (the caller's arrays are never touched):
+    a dict's own names, else ``x0, x1, ...`` in order; a single array is ``x``."""
+    if isinstance(inputs, Mapping):
+        named = dict(inputs)
+    elif isinstance(inputs, (tuple, list)):
+        named = {f"x{k}": value for k, value in enumerate(inputs)}
+    else:
+        named = {"x": inputs}
+    if not named:
+        raise ValueError("inputs is empty: the layer needs at least one input to check")
+    copies = {}
+    for name, value in named.items():
+        if not isinstance(name, str):
+            raise TypeError(f"inputs keys must be str; got {name!r}")
+        array = float_parameter_array(value, f"inputs[{name!r}]")
+        copies[name] = np.array(array, dtype=np.float64, copy=True)
+    return copies
+
+
+def split_forward(value) -> tuple[object, object]:
+    """A forward's return value as ``(out, cache)``: a pair is read as ``(out, cache)``
+    (a layer with several outputs returns ``((out1, out2), cache)``), anything else as the
+    output alone (``cache`` None)."""
+    if isinstance(value, tuple) and len(value) == 2:
+        return value[0], value[1]
+    return value, None
+
+
+def outputs(out) -> tuple[np.ndarray, ...]:
+    """A layer's output(s) as a tuple of float arrays."""
+    parts = out if isinstance(out, (tuple, list)) else (out,)
+    arrays = []
+    for k, part in enumerate(parts):
+        array = np.asarray(part)
+        if array.dtype.kind not in "fiu":
+            raise TypeError(f"forward must return real arrays; output {k} is "
+                            f"{type(part).__name__} of dtype {array.dtype}")
+        arrays.append(array)
+    return tuple(arrays)
+
+
+def draw_dout(out: tuple[np.ndarray, ...], seed: int) -> tuple[np.ndarray, ...]:
+    """An upstream gradient for each output, standard normal from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return tuple(rng.standard_normal(part.shape) for part in out)
+
+
+def check_dout(dout, out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """The caller's upstream gradient, one float array per output, each of its shape."""
+    parts = dout if isinstance(dout, (tuple, list)) else (dout,)
+    if len(parts) != len(out):
+        raise ValueError(f"dout has {len(parts)} part(s) but forward returns {len(out)} "
+                         f"output(s)")
+    arrays = []
+    for k, (part, o) in enumerate(zip(parts, out)):
+        array = np.asarray(float_parameter_array(part, f"dout[{k}]"), dtype=np.float64)
+        if array.shape != o.shape:
+            raise ValueError(f"dout[{k}] has shape {array.shape} but output {k} has shape "
+                             f"{o.shape}")
+        arrays.append(array)
+    return tuple(arrays)
+
+
+def gradients_dict(grads, names: Sequence[str]) -> dict[str, object]:
+    """backward's return value as a dict keyed like the inputs: one gradient per input, in
+    order (a tuple or list), keyed by name (a dict), or a single array for a single input."""
+    if isinstance(grads, Mapping):
+        return dict(grads)
+    if isinstance(grads, (tuple, list)):
+        if len(grads) != len(names):
+            raise ValueError(f"backward returned {len(grads)} gradient(s) for {len(names)} "
+                             f"input(s) ({', '.join(names)}): one per input, in order")
+        return dict(zip(names, grads))
+    if len(names) == 1:
+        return {names[0]: grads}
+    raise TypeError(f"backward must return one gradient per input ({', '.join(names)}) as a "
+                    f"tuple or a dict; got {type(grads).__name__}")
+
+
+def vjp_cost(forward: Callable, dout: tuple[np.ndarray, ...], args: tuple) -> Callable:
+    """The scalar ``sum_k sum(dout_k * out_k)`` of the inputs, ``out = forward(*inputs,
+    *args)``: its gradient with respect to each input is what backward must return."""
+    def cost(params: Mapping) -> float:
+        out = outputs(split_forward(forward(*params.values(), *args))[0])
+        return float(sum(np.sum(d * o) for d, o in zip(dout, out)))
+
+    return cost
