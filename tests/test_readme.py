@@ -20,6 +20,8 @@ def test_readme_examples_run(capsys):
     report = namespace["report"]
     in_place = namespace["in_place"]
     assert in_place.passed and list(in_place.blocks) == ["dW1", "db1", "dW2", "db2"]
+    layer = namespace["layer"]
+    assert layer.passed and list(layer.blocks) == ["dx", "dw", "db"]
     assert namespace["difference"] > 0.28
     assert report.mode == "directional" and not report.passed
     out = capsys.readouterr().out
