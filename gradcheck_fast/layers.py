@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .parameters import float_arrays
 from .validation import float_parameter_array
 
 
@@ -27,13 +28,8 @@ def inputs_dict(inputs) -> dict[str, np.ndarray]:
         named = {"x": inputs}
     if not named:
         raise ValueError("inputs is empty: the layer needs at least one input to check")
-    copies = {}
-    for name, value in named.items():
-        if not isinstance(name, str):
-            raise TypeError(f"inputs keys must be str; got {name!r}")
-        array = float_parameter_array(value, f"inputs[{name!r}]")
-        copies[name] = np.array(array, dtype=np.float64, copy=True)
-    return copies
+    return {name: np.array(array, dtype=np.float64, copy=True)
+            for name, array in float_arrays(named, "inputs").items()}
 
 
 def split_forward(value) -> tuple[object, object]:

@@ -22,16 +22,25 @@ from .validation import all_finite, float_parameter_array
 _PAIR = (tuple, list)
 
 
+def float_arrays(named: Mapping, label: str) -> dict[str, np.ndarray]:
+    """Each value of ``named`` as a floating array (not copied), its key a str; refused, with
+    ``label[key]`` named, otherwise."""
+    arrays = {}
+    for name, value in named.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{label} keys must be str; got {name!r}")
+        arrays[name] = float_parameter_array(value, f"{label}[{name!r}]")
+    return arrays
+
+
 def params_layout(params: Mapping, in_place: bool) -> Layout:
     """The layout of a dict of parameter arrays (its keys in order, their shapes); each value
     a non-empty floating array, float64 and writable when it is to be perturbed in place."""
     if not params:
         raise ValueError("params is an empty dict: nothing to check")
     shapes = {}
-    for name, value in params.items():
-        if not isinstance(name, str):
-            raise TypeError(f"params keys must be str; got {name!r}")
-        array = float_parameter_array(value, f"params[{name!r}]")
+    for name, array in float_arrays(params, "params").items():
+        value = params[name]
         if array.size == 0:
             raise ValueError(f"params[{name!r}] is empty (shape {array.shape})")
         if in_place:
