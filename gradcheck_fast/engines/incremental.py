@@ -19,7 +19,11 @@ point). From there the change travels in *delta space*:
   (:func:`_composed`): one evaluation per sample instead of one per output.
 
 Only samples that change contribute, and J+ - J- is formed from the per-sample changes, so
-neither the unchanged work nor the cancellation of two nearly equal costs is paid for. Each
+neither the unchanged work nor the cancellation of two nearly equal costs is paid for. The
+coordinates are then taken all at once by the layer sweep (:mod:`.layer_sweep`: the cubics,
+composed further with each unit's activation, summed over the samples as products with the
+inputs' powers); the per-coordinate kernel here (:func:`_deltas_range`) takes the ones it
+leaves explicit, a sample of theirs being beyond its cubic's limit. Each
 J+- is the full forward pass's value up to rounding (tests/test_incremental.py checks it,
 kinks included), and its own rounding is relative to the change, not to J.
 """
