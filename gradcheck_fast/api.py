@@ -19,6 +19,7 @@ from . import reference
 from ._threads import n_threads_set
 from .checker import low_precision_note, numerical_gradient, run_check
 from .custom import run_cost_check
+from .engines.blackbox import is_njit
 from .layers import (
     check_dout,
     draw_dout,
@@ -449,10 +450,12 @@ def check(
     Parameters may also come as a dict of arrays of any names and shapes (``{'W1': (D, H),
     'b1': (H,), ...}``, the course convention): the cost is then called with a dict of arrays
     (views into a private copy, the caller's arrays untouched) and ``grad`` is a dict keyed
-    like the parameters or with a ``d`` prefix. With ``in_place=True`` the check perturbs the
-    caller's own arrays, one element at a time, and calls ``cost()`` with no parameters
-    argument (``lambda: net.loss(X, y)``); every array is put back to its exact bits
-    afterwards, also when the cost raises or Ctrl-C interrupts. A cost may return
+    like the parameters or with a ``d`` prefix. An ``@numba.njit`` cost is called with the
+    flat vector instead (the dict's arrays one after the other, each in C order), in
+    parallel; the report's blocks still carry the dict's names. With ``in_place=True`` the
+    check perturbs the caller's own arrays, one element at a time, and calls ``cost()`` with
+    no parameters argument (``lambda: net.loss(X, y)``); every array is put back to its exact
+    bits afterwards, also when the cost raises or Ctrl-C interrupts. A cost may return
     ``(loss, grads)``: with ``grad=None`` the gradient is the one it returns at the given point.
 
     Parameters
@@ -631,6 +634,15 @@ def _check_params(cost, params: Mapping, grads, args, in_place, **settings
     low_precision = tuple(name for name, value in params.items()
                           if np.asarray(value).dtype.itemsize < 8)
     options = check_options(**{**DEFAULTS, **settings}, low_precision=bool(low_precision))
+    if is_njit(cost):
+        # Compiled code takes no dict: an njit cost reads the flat vector (the parameters in
+        # the dict's order, each in C order), evaluated in parallel as with a flat theta.
+        if in_place or grads is None:
+            raise TypeError("an @numba.njit cost takes the flat parameter vector (the dict's "
+                            "arrays one after the other, each in C order): it cannot be "
+                            "checked in place nor return its gradients as a dict; pass grads")
+        return run_cost_check(cost, theta, pack_grads(grads, layout), args, layout, options,
+                              low_precision)
     adapted = DictCost(cost, layout, theta, in_place, params)
     guard = restoring(params) if in_place else contextlib.nullcontext()
     with guard:

@@ -204,3 +204,34 @@ def test_bad_calls_are_named():
     net.params["b1"] = np.full(7, np.nan)
     with pytest.raises(ValueError, match=r"params\['b1'\] contains NaN"):
         check(lambda: net.loss(X, y), net.params, in_place=True)
+
+
+def test_an_njit_cost_of_a_dict_reads_the_flat_vector_in_parallel():
+    """A compiled cost takes the flat vector (the dict's arrays in order, each in C order);
+    the report's blocks keep the dict's names and a mistake is found in its block."""
+    import numba
+
+    rng = np.random.default_rng(2)
+    params = {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
+    X = rng.normal(size=(8, 3))
+
+    @numba.njit
+    def cost(theta, X):  # loops: numba's matrix product needs SciPy
+        total = 0.0
+        for n in range(X.shape[0]):
+            for k in range(2):
+                z = theta[6 + k]
+                for d in range(3):
+                    z += X[n, d] * theta[2 * d + k]
+                total += 0.5 * z * z
+        return total
+
+    z = X @ params["w"] + params["b"]
+    grads = {"w": X.T @ z, "b": z.sum(axis=0)}
+    before = _snapshot(params)
+    report = check(cost, params, grads, (X,))
+    assert report.passed and report.engine == "numba" and list(report.blocks) == ["dw", "db"]
+    assert _unchanged(params, before)
+    assert check(cost, params, dict(grads, b=-grads["b"]), (X,)).failed_blocks == ["db"]
+    with pytest.raises(TypeError, match="njit cost takes the flat parameter vector"):
+        check(cost, params, None, (X,))
