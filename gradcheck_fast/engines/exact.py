@@ -311,14 +311,17 @@ def _perturbed_cost(i, value, theta, net, base, scratch, codes):
 @jit
 def _costs_range(lo, hi, request, net, codes, base, out):
     """Exact engine for the slots lo <= k < hi: :func:`_costs_slots` with a work space."""
-    sizes = net[0]
-    m = base[0].shape[1]
+    _costs_slots(lo, hi, request, net, codes, base, _scratch(net[0], base[0].shape[1]), out)
+
+
+@jit(inline=True)
+def _scratch(sizes, m):
+    """A fresh :class:`Scratch` for m samples of the network of widths ``sizes``."""
     max_width = 0
     for l in range(1, sizes.shape[0]):
         max_width = max(max_width, sizes[l])
-    scratch = Scratch(np.empty(m), np.empty(m, dtype=np.int64), np.empty(max_width * m),
-                      np.empty(max_width * m), np.empty(m))
-    _costs_slots(lo, hi, request, net, codes, base, scratch, out)
+    return Scratch(np.empty(m), np.empty(m, dtype=np.int64), np.empty(max_width * m),
+                   np.empty(max_width * m), np.empty(m))
 
 
 @jit(nrt=False)
@@ -396,7 +399,9 @@ def _costs_at_once(request, net, X, Y, codes, out):
     ell = np.empty(m)
     J = _forward(theta, net, X, Y, Z, A, ell, codes)
     base = (Y, Z, A, ell, J, _regularisation(theta, net, m, codes[3]))
-    _costs_range(0, request[0].shape[0], request, net, codes, base, out)
+    # _costs_slots directly, not through _costs_range: one kernel less to compile for the
+    # first check (the parallel path's chunks need _costs_range).
+    _costs_slots(0, request[0].shape[0], request, net, codes, base, _scratch(net[0], m), out)
     return J
 
 
