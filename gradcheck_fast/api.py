@@ -424,6 +424,9 @@ def check(
     *,
     in_place: bool = False,
     layout: Layout | Mapping | None = None,
+    mode: str = "full",
+    n_per_block: int = 1000,
+    seed: int = 0,
     epsilon: float = 1e-7,
     threshold: float = 2e-7,
     rtol: float | None = None,
@@ -471,6 +474,11 @@ def check(
     in_place : bool
         A dict's arrays are perturbed where they are (float64 NumPy arrays, writable), for a
         cost that reads them itself (a method of the model that holds them).
+    mode, n_per_block, seed
+        ``"full"`` (every coordinate) or ``"sampled"``: ``n_per_block`` coordinates of each
+        block (all of a smaller one), drawn with ``seed``, as for
+        :func:`gradcheck_fast.check_gradients` (``"directional"`` is not available for a
+        custom cost yet).
     layout : Layout or dict of arrays, optional
         Names the blocks of theta (a dict is read for its keys and shapes, in order): the
         report then has a row per block (``'dW1'`` for ``'W1'``); default one block, 'theta'.
@@ -518,7 +526,8 @@ def check(
     True
     """
     if isinstance(theta, Mapping):
-        return _check_params(cost, theta, grad, args, in_place, epsilon=epsilon,
+        return _check_params(cost, theta, grad, args, in_place, mode=mode,
+                             n_per_block=n_per_block, seed=seed, epsilon=epsilon,
                              threshold=threshold, rtol=rtol, atol=atol, n_threads=n_threads,
                              progress=progress)
     if in_place:
@@ -539,7 +548,8 @@ def check(
     layout = _layout_for(layout, theta.size)
     options = check_options(**{**DEFAULTS, "epsilon": epsilon, "threshold": threshold,
                                "rtol": rtol, "atol": atol, "progress": progress,
-                               "n_threads": n_threads},
+                               "n_threads": n_threads, "mode": mode,
+                               "n_per_block": n_per_block, "seed": seed},
                             low_precision=bool(low_precision))
     return run_cost_check(cost, theta, grad, args, layout, options, low_precision)
 
@@ -552,6 +562,8 @@ def check_layer(
     dout: Any = None,
     seed: int = 0,
     args: tuple = (),
+    mode: str = "full",
+    n_per_block: int = 1000,
     epsilon: float = 1e-7,
     threshold: float = 2e-7,
     rtol: float | None = None,
@@ -579,9 +591,11 @@ def check_layer(
     dout : array or tuple of arrays, optional
         The upstream gradient, shaped like the output(s).
     seed : int
-        Seed of the drawn ``dout``.
+        Seed of the drawn ``dout`` and of the sampled coordinates.
     args : tuple
         Further arguments of ``forward`` that are not checked (a stride, labels, ...).
+    mode, n_per_block
+        As for :func:`check`: every coordinate, or ``n_per_block`` of each input.
     epsilon, threshold, rtol, atol, n_threads, progress
         As for :func:`check`.
 
@@ -616,9 +630,10 @@ def check_layer(
     out = outputs(out)
     dout = draw_dout(out, seed) if dout is None else check_dout(dout, out)
     grads = gradients_dict(backward(dout if len(dout) > 1 else dout[0], cache), list(params))
-    return _check_params(vjp_cost(forward, dout, args), params, grads, (), False,
-                         epsilon=epsilon, threshold=threshold, rtol=rtol, atol=atol,
-                         n_threads=n_threads, progress=progress)
+    return _check_params(vjp_cost(forward, dout, args), params, grads, (), False, mode=mode,
+                         n_per_block=n_per_block, seed=seed, epsilon=epsilon,
+                         threshold=threshold, rtol=rtol, atol=atol, n_threads=n_threads,
+                         progress=progress)
 
 
 def _check_params(cost, params: Mapping, grads, args, in_place, **settings

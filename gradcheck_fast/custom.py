@@ -9,8 +9,9 @@ from dataclasses import replace
 import numpy as np
 
 from ._threads import n_threads_set
-from .engines import Costs, blackbox
+from .engines import Costs, all_indices, blackbox
 from .layout import Layout
+from .modes import sample_indices
 from .noise import SIGMA_FACTOR
 from .options import LowPrecisionWarning
 from .report import GradientCheckReport, build_report
@@ -148,24 +149,32 @@ def low_precision_warning(names, options) -> tuple[str, ...]:
 def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: Layout,
                    options, low_precision: tuple[str, ...]) -> GradientCheckReport:
     """The check of :func:`gradcheck_fast.api.check` on validated inputs: ``theta`` and
-    ``grad`` flat float64 (theta finite), ``layout`` of theta's size, ``options`` resolved;
-    ``low_precision`` names the arguments that came in float32/float16."""
+    ``grad`` flat float64 (theta finite), ``layout`` of theta's size, ``options`` resolved
+    (mode "full", or "sampled": ``options.n_per_block`` coordinates of each block drawn with
+    ``options.seed``, :func:`gradcheck_fast.modes.sample_indices`); ``low_precision`` names the
+    arguments that came in float32/float16."""
+    if options.mode not in ("full", "sampled"):
+        raise ValueError(f"mode={options.mode!r} is not available for a custom cost yet; use "
+                         f"'full' or 'sampled'")
+    sampled = options.mode == "sampled"
+    indices = (sample_indices(layout, options.n_per_block, options.seed) if sampled
+               else all_indices(theta.size))
     J = blackbox.first_value(cost, theta, args)
     njit = blackbox.is_njit(cost)
     timed = time.perf_counter()
     cost(theta.copy(), *args)  # compiled by now: one evaluation's time, for threads and pieces
     seconds = time.perf_counter() - timed
-    P = theta.size
+    P = indices.size
     started = time.perf_counter()
     with n_threads_set(options.n_threads):
         central = {1.0: blackbox.central(cost, theta, args, options.epsilon, njit, seconds,
-                                 options.progress)}
+                                         options.progress, indices)}
         if options.epsilon > TRUNCATION_STEP:
             # As check_gradients does: the steps eps/2 and eps/4 bound the truncation error
             # (and their J+- serve the kink test).
             for f in SMALLER_STEPS:
-                central[f] = blackbox.central(cost, theta, args, f * options.epsilon, njit, seconds,
-                                      options.progress)
+                central[f] = blackbox.central(cost, theta, args, f * options.epsilon, njit,
+                                              seconds, options.progress, indices)
     elapsed = time.perf_counter() - started
     J_plus, J_minus, _ = central[1.0]
     # A cost computed in lower precision (float32 inside) is quantised far above float64's
@@ -179,19 +188,23 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
                   "resolve show as unverified; a float64 cost checks far more finely",)
     engine = "numba" if njit else "python"
     sigma = blackbox.cost_noise(cost, theta, args)
-    costs = {f: blackbox.costs(J, *arrays, float32, engine, theta, f * options.epsilon, sigma)
+    # From here on, arrays are by slot: the coordinates ``indices`` checked.
+    at, grad_at = theta[indices], grad[indices]
+    costs = {f: blackbox.costs(J, *arrays, float32, engine, at, f * options.epsilon, sigma,
+                               indices)
              for f, arrays in central.items()}
     first = costs[1.0]
     if options.epsilon > TRUNCATION_STEP:
         first = with_truncation(first, *(costs[f] for f in SMALLER_STEPS), options.atol,
                                 options.rtol)
-    candidates = _needs_excuse(first, grad, sigma, theta, options)
+    candidates = _needs_excuse(first, grad_at, sigma, at, options)
     if candidates.size:
-        def evaluate(step, indices):
-            return blackbox.central(cost, theta, args, step, njit, seconds, False, indices)[:2]
+        def evaluate(step, slots):
+            return blackbox.central(cost, theta, args, step, njit, seconds, False,
+                                    indices[slots])[:2]
 
         with n_threads_set(options.n_threads):
-            kink, maybe = _kink_verdicts(evaluate, theta, J, candidates, grad, first, central,
+            kink, maybe = _kink_verdicts(evaluate, at, J, candidates, grad_at, first, central,
                                          sigma, float32, options)
         kinks = np.zeros(P, dtype=np.int64)
         kinks[candidates[kink]] = 1
@@ -208,4 +221,4 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
                  f"in parallel",)
     return build_report(layout, theta, grad, first, epsilon=options.epsilon,
                         threshold=options.threshold, rtol=options.rtol, atol=options.atol,
-                        notes=notes)
+                        notes=notes, mode=options.mode)

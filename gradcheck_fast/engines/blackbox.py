@@ -142,9 +142,10 @@ def central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
 
 
 def costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str, theta: np.ndarray,
-          epsilon: float, sigma: float) -> Costs:
-    """The report's view of one central difference (step epsilon) of the user's cost over all
-    coordinates; sigma: the cost's ECnoise estimate (:func:`cost_noise`)."""
+          epsilon: float, sigma: float, indices: np.ndarray | None = None) -> Costs:
+    """The report's view of one central difference (step epsilon) of the user's cost at the
+    coordinates ``indices`` (default all; ``theta``: their values); sigma: the cost's ECnoise
+    estimate (:func:`cost_noise`)."""
     P = gradapprox.size
     with np.errstate(invalid="ignore", over="ignore"):
         dJ_plus, dJ_minus = J_plus - J, J_minus - J
@@ -155,7 +156,8 @@ def costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str, theta: np.
     # One sample's loss: the final sum's rounding is that of m = 1.
     noise = full_cost_noise(J_plus, J_minus, resolution, gradapprox, theta, epsilon, 1, sigma)
     return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
-                 np.zeros(P, dtype=np.int64), engine, np.arange(P), noise,
+                 np.zeros(P, dtype=np.int64), engine,
+                 all_indices(P) if indices is None else indices, noise,
                  kink="a kink of the cost (a ReLU kink or other non-smooth point)")
 
 

@@ -1,0 +1,92 @@
+"""Sampled mode for custom costs and layers (issue 11, item 3, first part).
+
+A sampled check of a custom cost evaluates only the drawn coordinates, each exactly as the full
+check does (same evaluations, so the same bits), and still finds a wrong block.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from gradcheck_fast import Layout, check, check_layer
+from gradcheck_fast.modes import sample_indices
+
+
+@numba.njit
+def _quadratic(theta, A):
+    """sum(sin theta_i) + 1/2 sum(a_i theta_i**2) + sum(c_i theta_i theta_(i+1)), with
+    ``A = (a, c)``: smooth, coupled, and short sums (a dense quadratic form of 600 variables
+    sums 360,000 terms, whose rounding leaves small elements unverifiable)."""
+    a, c = A[0], A[1]
+    total = 0.0
+    for i in range(theta.shape[0]):
+        total += np.sin(theta[i]) + 0.5 * a[i] * theta[i] * theta[i]
+        if i + 1 < theta.shape[0]:
+            total += c[i] * theta[i] * theta[i + 1]
+    return total
+
+
+def _problem(P=600, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(2, P))
+    theta = rng.normal(size=P)
+    a, c = A
+    grad = np.cos(theta) + a * theta
+    grad[:-1] += c[:-1] * theta[1:]
+    grad[1:] += c[:-1] * theta[:-1]
+    layout = Layout({"w": (P - 100,), "v": (10, 10)})
+    return theta, grad, A, layout
+
+
+def test_sampled_checks_the_drawn_coordinates_with_the_full_checks_bits():
+    theta, grad, A, layout = _problem()
+    full = check(_quadratic, theta, grad, (A,), layout=layout)
+    sampled = check(_quadratic, theta, grad, (A,), layout=layout, mode="sampled",
+                    n_per_block=40, seed=3)
+    assert full.passed and sampled.passed and sampled.mode == "sampled"
+    assert sampled.blocks["dw"].n_checked == 40 and sampled.blocks["dv"].n_checked == 40
+    drawn = sample_indices(layout, 40, 3)
+    full_flat = np.concatenate([full.gradapprox[k].ravel() for k in ("dw", "dv")])
+    sampled_flat = np.concatenate([sampled.gradapprox[k].ravel() for k in ("dw", "dv")])
+    assert np.array_equal(sampled_flat[drawn], full_flat[drawn])
+    assert np.isnan(np.delete(sampled_flat, drawn)).all()  # nothing else was evaluated
+
+
+def test_a_sampled_check_finds_a_wrong_block_with_fewer_evaluations():
+    theta, grad, A, layout = _problem()
+    wrong = grad.copy()
+    wrong[500:] *= 1.1  # the block "v"
+    calls = []
+
+    def cost(theta):  # plain Python: every evaluation counted
+        calls.append(1)
+        return _quadratic(theta, A)
+
+    report = check(cost, theta, wrong, layout=layout, mode="sampled", n_per_block=25)
+    assert report.failed_blocks == ["dv"] and report.blocks["dw"].verdict == "ok"
+    assert len(calls) < 2 * 50 + 200  # 2 per checked coordinate, the point, the noise line
+
+
+def test_a_layer_check_can_sample_its_inputs():
+    def affine_forward(x, w, b):
+        return x @ w + b, (x, w)
+
+    def affine_backward(dout, cache):
+        x, w = cache
+        return dout @ w.T, x.T @ dout, dout.sum(axis=0) * 0.5  # db halved
+
+    rng = np.random.default_rng(1)
+    inputs = {"x": rng.normal(size=(30, 20)), "w": rng.normal(size=(20, 15)),
+              "b": rng.normal(size=15)}
+    report = check_layer(affine_forward, affine_backward, inputs, mode="sampled",
+                         n_per_block=10)
+    assert report.mode == "sampled" and report.failed_blocks == ["db"]
+    assert [b.n_checked for b in report.blocks.values()] == [10, 10, 10]
+
+
+def test_directional_mode_for_a_custom_cost_says_it_is_not_available():
+    theta, grad, A, layout = _problem(P=120)
+    with pytest.raises(ValueError, match="mode='directional' is not available"):
+        check(_quadratic, theta, grad, (A,), layout=layout, mode="directional")
