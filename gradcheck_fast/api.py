@@ -426,6 +426,7 @@ def check(
     layout: Layout | Mapping | None = None,
     mode: str = "full",
     n_per_block: int = 1000,
+    n_directions: int = 8,
     seed: int = 0,
     epsilon: float = 1e-7,
     threshold: float = 2e-7,
@@ -474,11 +475,12 @@ def check(
     in_place : bool
         A dict's arrays are perturbed where they are (float64 NumPy arrays, writable), for a
         cost that reads them itself (a method of the model that holds them).
-    mode, n_per_block, seed
-        ``"full"`` (every coordinate) or ``"sampled"``: ``n_per_block`` coordinates of each
-        block (all of a smaller one), drawn with ``seed``, as for
-        :func:`gradcheck_fast.check_gradients` (``"directional"`` is not available for a
-        custom cost yet).
+    mode, n_per_block, n_directions, seed
+        ``"full"`` (every coordinate), ``"sampled"`` (``n_per_block`` coordinates of each
+        block, all of a smaller one) or ``"directional"`` (``n_directions`` unit directions
+        per block, two evaluations each whatever the block's size, compared with the gradient
+        along the steps really taken), drawn with ``seed``, as for
+        :func:`gradcheck_fast.check_gradients`.
     layout : Layout or dict of arrays, optional
         Names the blocks of theta (a dict is read for its keys and shapes, in order): the
         report then has a row per block (``'dW1'`` for ``'W1'``); default one block, 'theta'.
@@ -527,7 +529,8 @@ def check(
     """
     if isinstance(theta, Mapping):
         return _check_params(cost, theta, grad, args, in_place, mode=mode,
-                             n_per_block=n_per_block, seed=seed, epsilon=epsilon,
+                             n_per_block=n_per_block, n_directions=n_directions, seed=seed,
+                             epsilon=epsilon,
                              threshold=threshold, rtol=rtol, atol=atol, n_threads=n_threads,
                              progress=progress)
     if in_place:
@@ -549,7 +552,8 @@ def check(
     options = check_options(**{**DEFAULTS, "epsilon": epsilon, "threshold": threshold,
                                "rtol": rtol, "atol": atol, "progress": progress,
                                "n_threads": n_threads, "mode": mode,
-                               "n_per_block": n_per_block, "seed": seed},
+                               "n_per_block": n_per_block, "n_directions": n_directions,
+                               "seed": seed},
                             low_precision=bool(low_precision))
     return run_cost_check(cost, theta, grad, args, layout, options, low_precision)
 
@@ -564,6 +568,7 @@ def check_layer(
     args: tuple = (),
     mode: str = "full",
     n_per_block: int = 1000,
+    n_directions: int = 8,
     epsilon: float = 1e-7,
     threshold: float = 2e-7,
     rtol: float | None = None,
@@ -591,11 +596,12 @@ def check_layer(
     dout : array or tuple of arrays, optional
         The upstream gradient, shaped like the output(s).
     seed : int
-        Seed of the drawn ``dout`` and of the sampled coordinates.
+        Seed of the drawn ``dout`` and of the sampled coordinates or probes.
     args : tuple
         Further arguments of ``forward`` that are not checked (a stride, labels, ...).
-    mode, n_per_block
-        As for :func:`check`: every coordinate, or ``n_per_block`` of each input.
+    mode, n_per_block, n_directions
+        As for :func:`check`: every coordinate, ``n_per_block`` of each input, or
+        ``n_directions`` probes of each input.
     epsilon, threshold, rtol, atol, n_threads, progress
         As for :func:`check`.
 
@@ -631,7 +637,8 @@ def check_layer(
     dout = draw_dout(out, seed) if dout is None else check_dout(dout, out)
     grads = gradients_dict(backward(dout if len(dout) > 1 else dout[0], cache), list(params))
     return _check_params(vjp_cost(forward, dout, args), params, grads, (), False, mode=mode,
-                         n_per_block=n_per_block, seed=seed, epsilon=epsilon,
+                         n_per_block=n_per_block, n_directions=n_directions, seed=seed,
+                         epsilon=epsilon,
                          threshold=threshold, rtol=rtol, atol=atol, n_threads=n_threads,
                          progress=progress)
 

@@ -11,12 +11,18 @@ import numpy as np
 from ._threads import n_threads_set
 from .engines import Costs, all_indices, blackbox
 from .layout import Layout
-from .modes import sample_indices
+from .modes import Probes, sample_indices
 from .noise import SIGMA_FACTOR
 from .options import LowPrecisionWarning
-from .report import GradientCheckReport, build_report
+from .report import GradientCheckReport, build_directional_report, build_report
 from .report.diagnosis import _U, allowance
-from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
+from .truncation import (
+    SMALLER_STEPS,
+    TRUNCATION_STEP,
+    propagated_rounding,
+    truncation_bound,
+    with_truncation,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Kinks of a black-box cost
@@ -146,16 +152,83 @@ def low_precision_warning(names, options) -> tuple[str, ...]:
     return (note,)
 
 
+def _probe_steps(theta: np.ndarray, v: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """The points theta +- h v and the steps really taken between them, fl(theta + h v) -
+    fl(theta - h v) (exact in floating point): the analytic side is the gradient along them."""
+    plus = theta + h * v
+    minus = theta - h * v
+    return np.stack([plus, minus]), plus - minus
+
+
+def cost_probes(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: Layout,
+                sigma: float, options) -> dict:
+    """Directional probes of a custom cost: per block, ``options.n_directions`` seeded unit
+    directions v (zero outside the block), ``(J(theta + eps v) - J(theta - eps v)) / 2 eps``
+    against the gradient along the steps really taken, ``grad . (fl(theta + eps v) -
+    fl(theta - eps v)) / 2 eps`` (no rounding of the step is left to excuse). Noise: the
+    cost's ECnoise (:data:`~gradcheck_fast.noise.SIGMA_FACTOR` sigma per J) and the final
+    sums' ulps; for a step above the truncation step, the truncation bound from the same
+    directions at eps/2 and eps/4, as in the full check."""
+    rng = np.random.default_rng(options.seed)
+    h = options.epsilon
+    steps = (1.0,) + (SMALLER_STEPS if h > TRUNCATION_STEP else ())
+    probes = {}
+    for name, start, stop in zip(layout.names, layout.offsets[:-1], layout.offsets[1:]):
+        start, stop = int(start), int(stop)
+        k, n = options.n_directions, stop - start
+        v = rng.standard_normal((k, n))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        G = grad[start:stop]
+        differences, noises, analytic = {}, {}, None
+        for f in steps:
+            values = np.empty((k, 2))
+            taken = np.empty(k)
+            for p in range(k):
+                direction = np.zeros_like(theta)
+                direction[start:stop] = v[p]
+                points, step = _probe_steps(theta, direction, f * h)
+                values[p] = [blackbox.scalar(cost(point, *args)) for point in points]
+                taken[p] = G @ step[start:stop] / (2 * f * h)
+            with np.errstate(invalid="ignore", over="ignore"):
+                differences[f] = (values[:, 0] - values[:, 1]) / (2 * f * h)
+                noises[f] = ((SIGMA_FACTOR * sigma + 4.0 * _U * np.abs(values).max(axis=1))
+                             / (f * h))
+            if f == 1.0:
+                analytic = taken
+        noise = noises[1.0]
+        if len(steps) > 1:
+            half, quarter = differences[0.5], differences[0.25]
+            rounding = noise + 2.0 * noises[0.5] + noises[0.25]
+            noise = (noise + propagated_rounding(noise, noises[0.5], noises[0.25])
+                     + truncation_bound(differences[1.0], half, quarter,
+                                        options.atol + options.rtol * np.abs(differences[1.0]),
+                                        rounding))
+        probes["d" + name] = Probes(analytic=analytic, numerical=differences[1.0], noise=noise,
+                                    kinks=np.zeros(k, dtype=np.int64), rank_one=False, size=n,
+                                    grad_norm=float(np.linalg.norm(G)))
+    return probes
+
+
 def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: Layout,
                    options, low_precision: tuple[str, ...]) -> GradientCheckReport:
     """The check of :func:`gradcheck_fast.api.check` on validated inputs: ``theta`` and
     ``grad`` flat float64 (theta finite), ``layout`` of theta's size, ``options`` resolved
-    (mode "full", or "sampled": ``options.n_per_block`` coordinates of each block drawn with
-    ``options.seed``, :func:`gradcheck_fast.modes.sample_indices`); ``low_precision`` names the
-    arguments that came in float32/float16."""
-    if options.mode not in ("full", "sampled"):
-        raise ValueError(f"mode={options.mode!r} is not available for a custom cost yet; use "
-                         f"'full' or 'sampled'")
+    (mode "full"; "sampled": ``options.n_per_block`` coordinates of each block drawn with
+    ``options.seed``, :func:`gradcheck_fast.modes.sample_indices`; "directional":
+    :func:`cost_probes`); ``low_precision`` names the arguments that came in
+    float32/float16."""
+    if options.mode == "directional":
+        if options.method != "central":
+            raise ValueError("method='richardson' applies to mode='full' and mode='sampled'")
+        J = blackbox.first_value(cost, theta, args)
+        with n_threads_set(options.n_threads):
+            probes = cost_probes(cost, theta, grad, args, layout,
+                                 blackbox.cost_noise(cost, theta, args), options)
+        notes = low_precision_warning(low_precision, options) if low_precision else ()
+        return build_directional_report(layout, grad, probes, cost=J, epsilon=options.epsilon,
+                                        threshold=options.threshold, rtol=options.rtol,
+                                        atol=options.atol, probability=options.probability,
+                                        notes=notes)
     sampled = options.mode == "sampled"
     indices = (sample_indices(layout, options.n_per_block, options.seed) if sampled
                else all_indices(theta.size))
