@@ -153,8 +153,9 @@ def low_precision_warning(names, options) -> tuple[str, ...]:
 
 
 def _probe_steps(theta: np.ndarray, v: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray]:
-    """The points theta +- h v and the steps really taken between them, fl(theta + h v) -
-    fl(theta - h v) (exact in floating point): the analytic side is the gradient along them."""
+    """The points theta +- h v and the step really taken between them, fl(theta + h v) -
+    fl(theta - h v) (exact where theta_i dominates h v_i, within an ulp of the step elsewhere):
+    the analytic side is the gradient along it."""
     plus = theta + h * v
     minus = theta - h * v
     return np.stack([plus, minus]), plus - minus
@@ -165,7 +166,7 @@ def cost_probes(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: 
     """Directional probes of a custom cost: per block, ``options.n_directions`` seeded unit
     directions v (zero outside the block), ``(J(theta + eps v) - J(theta - eps v)) / 2 eps``
     against the gradient along the steps really taken, ``grad . (fl(theta + eps v) -
-    fl(theta - eps v)) / 2 eps`` (no rounding of the step is left to excuse). Noise: the
+    fl(theta - eps v)) / 2 eps`` (the step's rounding is not left to excuse). Noise: the
     cost's ECnoise (:data:`~gradcheck_fast.noise.SIGMA_FACTOR` sigma per J) and the final
     sums' ulps; for a step above the truncation step, the truncation bound from the same
     directions at eps/2 and eps/4, as in the full check."""
