@@ -38,7 +38,7 @@ from .options import (
     prepare_inputs,
     seed_options,
 )
-from .parameters import DictCost, flatten, pack_grads, params_layout, restoring, split
+from .parameters import DictCost, flatten, pack_grads, params_layout, restoring
 from .planning import CostEstimate, estimate
 from .reference import backward_propagation_n, forward_propagation_n
 from .report import GradientCheckReport, relative_difference
@@ -527,12 +527,11 @@ def check(
     >>> check(lambda: model.loss(A, y), model.params, in_place=True).passed
     True
     """
+    settings = {"mode": mode, "n_per_block": n_per_block, "n_directions": n_directions,
+                "seed": seed, "epsilon": epsilon, "threshold": threshold, "rtol": rtol,
+                "atol": atol, "n_threads": n_threads, "progress": progress}
     if isinstance(theta, Mapping):
-        return _check_params(cost, theta, grad, args, in_place, mode=mode,
-                             n_per_block=n_per_block, n_directions=n_directions, seed=seed,
-                             epsilon=epsilon,
-                             threshold=threshold, rtol=rtol, atol=atol, n_threads=n_threads,
-                             progress=progress)
+        return _check_params(cost, theta, grad, args, in_place, **settings)
     if in_place:
         raise TypeError("in_place=True perturbs a dict of parameter arrays where they are; "
                         f"theta is a {type(theta).__name__}: pass the model's dict of arrays")
@@ -542,19 +541,13 @@ def check(
     if not callable(cost):
         raise TypeError(f"cost must be callable, cost(theta, *args) -> float; got "
                         f"{type(cost).__name__}")
-    if not isinstance(args, tuple):
-        args = tuple(args) if isinstance(args, list) else (args,)
+    args = _as_args(args)
     low_precision = tuple(name for name, value in (("theta", theta), ("grad", grad))
                           if np.asarray(value).dtype.kind == "f"
                           and np.asarray(value).dtype.itemsize < 8)
     theta, grad = _point_and_gradient(theta, grad)
     layout = _layout_for(layout, theta.size)
-    options = check_options(**{**DEFAULTS, "epsilon": epsilon, "threshold": threshold,
-                               "rtol": rtol, "atol": atol, "progress": progress,
-                               "n_threads": n_threads, "mode": mode,
-                               "n_per_block": n_per_block, "n_directions": n_directions,
-                               "seed": seed},
-                            low_precision=bool(low_precision))
+    options = check_options(**{**DEFAULTS, **settings}, low_precision=bool(low_precision))
     return run_cost_check(cost, theta, grad, args, layout, options, low_precision)
 
 
@@ -629,8 +622,7 @@ def check_layer(
     if not callable(forward) or not callable(backward):
         raise TypeError("forward and backward must be callable")
     seed = check_count(seed, "seed", minimum=0)
-    if not isinstance(args, tuple):
-        args = tuple(args) if isinstance(args, list) else (args,)
+    args = _as_args(args)
     params = inputs_dict(inputs)
     out, cache = split_forward(forward(*params.values(), *args))
     out = outputs(out)
@@ -638,9 +630,8 @@ def check_layer(
     grads = gradients_dict(backward(dout if len(dout) > 1 else dout[0], cache), list(params))
     return _check_params(vjp_cost(forward, dout, args), params, grads, (), False, mode=mode,
                          n_per_block=n_per_block, n_directions=n_directions, seed=seed,
-                         epsilon=epsilon,
-                         threshold=threshold, rtol=rtol, atol=atol, n_threads=n_threads,
-                         progress=progress)
+                         epsilon=epsilon, threshold=threshold, rtol=rtol, atol=atol,
+                         n_threads=n_threads, progress=progress)
 
 
 def _check_params(cost, params: Mapping, grads, args, in_place, **settings
@@ -649,8 +640,7 @@ def _check_params(cost, params: Mapping, grads, args, in_place, **settings
     if not callable(cost):
         raise TypeError(f"cost must be callable; got {type(cost).__name__}")
     in_place = check_flag(in_place, "in_place")
-    if not isinstance(args, tuple):
-        args = tuple(args) if isinstance(args, list) else (args,)
+    args = _as_args(args)
     layout = params_layout(params, in_place)
     theta = flatten(params, layout)
     low_precision = tuple(name for name, value in params.items()
@@ -669,17 +659,22 @@ def _check_params(cost, params: Mapping, grads, args, in_place, **settings
     guard = restoring(params) if in_place else contextlib.nullcontext()
     with guard:
         if grads is None:
-            value = (adapted.cost(*args) if in_place
-                     else adapted.cost(layout.unpack(theta.copy()), *args))
-            _, grads = split(value)
+            loss, grads = adapted.loss_and_grads(*args)
             if grads is None:
                 raise TypeError("grad is None, so the cost must return (loss, grads), grads a "
                                 "dict keyed like params; it returned "
-                                f"{type(value).__name__}")
+                                f"{type(loss).__name__}")
             grad = pack_grads(grads, layout, "the cost's grads")
         else:
             grad = pack_grads(grads, layout)
         return run_cost_check(adapted, theta, grad, args, layout, options, low_precision)
+
+
+def _as_args(args) -> tuple:
+    """The further arguments of a cost as a tuple (a list's items; anything else alone)."""
+    if isinstance(args, tuple):
+        return args
+    return tuple(args) if isinstance(args, list) else (args,)
 
 
 def _point_and_gradient(theta: Any, grad: Any) -> tuple[np.ndarray, np.ndarray]:

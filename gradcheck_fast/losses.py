@@ -132,7 +132,6 @@ def column_loss(Z, zo, stride, col, Y, j, out, r, z_r):
     raise ValueError("gradcheck_fast: unknown loss code")
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Loss changes from the unperturbed pass (the incremental engine and the directional probes)
 # ---------------------------------------------------------------------------------------------
@@ -369,8 +368,6 @@ def sample_change(out, coef, sig, Y, j, n_out, tvec):
         total += v
         error += e
     return total, error
-
-
 
 
 @jit(inline=True)

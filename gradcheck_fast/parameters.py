@@ -125,9 +125,13 @@ class DictCost:
             self.params = layout.unpack(self.buffer)
             self.targets = [self.params[name] for name in layout.names]
 
+    def loss_and_grads(self, *args):
+        """The cost's ``(loss, grads)`` at the point its arrays hold (theta unless an
+        evaluation is under way; grads None for a cost that returns its value alone)."""
+        return split(self.cost(*args) if self.in_place else self.cost(self.params, *args))
+
     def _call(self, args: tuple):
-        value = self.cost(*args) if self.in_place else self.cost(self.params, *args)
-        return split(value)[0]
+        return self.loss_and_grads(*args)[0]
 
     def __call__(self, theta: np.ndarray, *args):
         self._write(theta)

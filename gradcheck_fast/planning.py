@@ -175,10 +175,11 @@ def coordinate_setup(inputs, options, prepare: bool) -> SetUp:
 def _explicit_fractions(layout, theta, epsilon: float, prepared, model) -> np.ndarray:
     """Per layer l (index 1..L), the share of its parameters the layer sweep leaves to the
     per-coordinate path at step epsilon (counted exactly, without the sweep's sums)."""
-    explicit = explicit_parameters(layout, theta, epsilon, prepared, model)
+    explicit = explicit_parameters(layout, theta, epsilon, prepared, model)  # ascending
+    per_block = np.diff(np.searchsorted(explicit, layout.offsets))
     per_layer = np.zeros(layout.n_layers + 1)
-    for name, start, stop in zip(layout.names, layout.offsets[:-1], layout.offsets[1:]):
-        per_layer[int(name[1:])] += np.count_nonzero((explicit >= start) & (explicit < stop))
+    for name, count in zip(layout.names, per_block):
+        per_layer[int(name[1:])] += count
     sizes = layout.sizes
     for l in range(1, layout.n_layers + 1):
         per_layer[l] /= int(sizes[l]) * (int(sizes[l - 1]) + 1)

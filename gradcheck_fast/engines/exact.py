@@ -420,15 +420,10 @@ def costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
     if runs_at_once(n, seconds, progress):
         J = _costs_at_once(request, network, X, Y, codes, (values, kinks))
     else:
-        n_act = int(network[3][-1])
-        Z = np.empty(n_act)
-        A = np.empty(n_act)
-        ell = np.empty(m)
-        J = _forward(theta, network, X, Y, Z, A, ell, codes)
-        reg = _regularisation(theta, network, m, model.l2) if model.l2 else 0.0
-        args = (request, network, codes, Unperturbed(Y, Z, A, ell, J, reg),
-                Outputs(values, kinks))
-        run_kernel(_costs_range, _costs_parallel, n, seconds, args, progress)
+        base = unperturbed(net, theta, X, Y, model)
+        J = base.J
+        run_kernel(_costs_range, _costs_parallel, n, seconds,
+                   (request, network, codes, base, Outputs(values, kinks)), progress)
     J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution = values
 
     def noise():
@@ -441,16 +436,20 @@ def costs(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epsilon: float,
                  indices, noise)
 
 
-def unperturbed(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, model=SEED_MODEL):
-    """The full forward pass of the MLP: ``(J, Z, A)``, Z and A flat by the layout's
-    activation offsets (layer 0 of A is X, the output layer's A its Z)."""
+def unperturbed(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
+                model=SEED_MODEL) -> Unperturbed:
+    """The full forward pass of the MLP (:class:`Unperturbed`): Z and A flat by the layout's
+    activation offsets (layer 0 of A is X, the output layer's A its Z), the per-sample losses,
+    J and its L2 term."""
     m = X.shape[1]
     network = bare(Network.of(net, m))
     n_act = int(network[3][-1])
     Z = np.empty(n_act)
     A = np.empty(n_act)
-    J = _forward(theta, network, X, Y, Z, A, np.empty(m), bare(Codes.of(model, net.n_layers)))
-    return J, Z, A
+    ell = np.empty(m)
+    J = _forward(theta, network, X, Y, Z, A, ell, bare(Codes.of(model, net.n_layers)))
+    reg = _regularisation(theta, network, m, model.l2) if model.l2 else 0.0
+    return Unperturbed(Y, Z, A, ell, J, reg)
 
 
 def cost_noise(net, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,

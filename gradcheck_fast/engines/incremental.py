@@ -257,8 +257,8 @@ def forward(net, theta, X, Y, model=SEED_MODEL):
     weights = [None] + [theta[w_off[l] : b_off[l]].reshape(int(sizes[l]), int(sizes[l - 1]))
                         for l in range(1, n_layers + 1)]
     if forward_macs(net.size_tuple, m) <= JIT_FORWARD_MACS:
-        J, Z, A = exact.unperturbed(net, theta, X, Y, model)
-        return J, Z, A, act_off, weights
+        base = exact.unperturbed(net, theta, X, Y, model)
+        return base.J, base.Z, base.A, act_off, weights
     Z = np.empty(int(act_off[-1]))
     A = np.empty(int(act_off[-1]))
     A[: act_off[1]] = X.ravel()

@@ -471,7 +471,7 @@ def explicit_parameters(net, theta: np.ndarray, epsilon: float, prepared, model)
 
 def rows(net) -> int:
     """The sweep's unit rows: every unit of every layer after the input."""
-    return int(sum(int(n) for n in net.sizes[1:]))
+    return int(_row_off(net)[-1])
 
 
 @functools.lru_cache(maxsize=64)
