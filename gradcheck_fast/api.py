@@ -11,14 +11,14 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import reference
 from ._threads import n_threads_set
 from .checker import low_precision_note, numerical_gradient, run_check
-from .custom import run_cost_check
+from .custom import estimate_cost_check, run_cost_check
 from .engines.blackbox import is_njit
 from .layers import (
     check_dout,
@@ -251,16 +251,26 @@ def assert_gradients_close(
     return report
 
 
-def estimate_cost(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
-                  **options: Any) -> CostEstimate:
-    """The expected cost of :func:`gradcheck_fast.check_gradients` in each mode, before running.
+def estimate_cost(*arguments: Any, **options: Any) -> CostEstimate:
+    """The expected cost of a check in each mode, before running it.
 
-    Takes the same arguments as ``check_gradients`` (the mode is ignored: every mode is
-    estimated). Returns the number of cost evaluations and the expected seconds of the
-    ``"full"``, ``"sampled"`` and ``"directional"`` modes, each with its ``setup`` (the part
-    spent before the first coordinate or probe: validation, and the engine's preparation or
-    the forward pass; a deep network is prepared here and the preparation timed, as the
-    explicit path's share depends on the data); ``print`` shows a table.
+    Takes the arguments of the check to estimate, in one of three forms:
+
+    - ``estimate_cost(parameters, gradients, X, Y, **options)``: :func:`check_gradients`
+      (the built-in network);
+    - ``estimate_cost(cost, theta, grad=None, args=(), **options)``: :func:`check` (a
+      user's cost, flat or a dict of parameters, ``in_place`` included);
+    - ``estimate_cost(forward, backward, inputs, **options)``: :func:`check_layer`.
+
+    The mode is ignored: every mode is estimated. Returns the number of cost evaluations and
+    the expected seconds of the ``"full"``, ``"sampled"`` and ``"directional"`` modes, each
+    with its ``setup`` (the part spent before the first coordinate or probe); ``print`` shows
+    a table. For the built-in network the set-up is validation and the engine's preparation
+    or the forward pass (a deep network is prepared here and the preparation timed, as the
+    explicit path's share depends on the data). For a user's cost the model is "evaluations
+    x one evaluation's measured time / threads": the cost is evaluated (and an njit cost
+    compiled) here; the threads are the parallel loop's for an njit cost, one for a Python
+    cost and for the directional probes.
 
     Examples
     --------
@@ -272,14 +282,68 @@ def estimate_cost(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
     (1002002, 301, 64)
     >>> cost.directional.seconds < cost.full.seconds
     True
+
+    A user's cost (here a Python function of a dict of parameters):
+
+    >>> import numpy as np
+    >>> params = {"w": np.ones((30, 20)), "b": np.zeros(20)}
+    >>> def loss(p):
+    ...     return float(np.sum(np.tanh(p["w"]) ** 2) + p["b"] @ p["b"])
+    >>> cost = estimate_cost(loss, params, n_per_block=10)
+    >>> cost.full.evaluations, cost.sampled.evaluations, cost.directional.evaluations
+    (1240, 40, 32)
+    >>> cost.full.seconds > cost.sampled.seconds
+    True
     """
+    if arguments and callable(arguments[0]):
+        if len(arguments) > 1 and callable(arguments[1]):
+            return _estimate_layer(*arguments, **options)
+        return _estimate_check(*arguments, **options)
+    return _estimate_network(*arguments, **options)
+
+
+def _estimate_network(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
+                      **options: Any) -> CostEstimate:
+    """:func:`estimate_cost` of :func:`check_gradients`."""
     inputs = prepare_inputs(parameters, gradients, X, Y, options.pop("model", None))
-    unknown = set(options) - set(DEFAULTS)
+    return estimate(inputs, check_options(low_precision=bool(inputs.low_precision),
+                                          **_known_options(options, DEFAULTS)))
+
+
+def _known_options(options: dict, defaults: Mapping) -> dict:
+    """``defaults`` updated with ``options``, refused by name if one is not an option."""
+    unknown = set(options) - set(defaults)
     if unknown:
         raise TypeError(f"estimate_cost() got an unexpected keyword argument "
                         f"{sorted(unknown)[0]!r}")
-    return estimate(inputs, check_options(low_precision=bool(inputs.low_precision),
-                                          **{**DEFAULTS, **options}))
+    return {**defaults, **options}
+
+
+#: The options of check and check_layer that estimate_cost takes (the rest are the check's
+#: arguments).
+_COST_OPTIONS = ("epsilon", "threshold", "rtol", "atol", "mode", "n_per_block",
+                 "n_directions", "seed", "method", "budget_s", "n_threads", "progress")
+
+
+def _estimate_check(cost, theta, grad=None, args=(), *, in_place=False, layout=None,
+                    **options: Any) -> CostEstimate:
+    """:func:`estimate_cost` of :func:`check`."""
+    problem = _cost_problem(cost, theta, grad, args, in_place, layout, need_grad=False)
+    return _estimate_problem(problem, options)
+
+
+def _estimate_layer(forward, backward, inputs, *, dout=None, seed=0, args=(),
+                    **options: Any) -> CostEstimate:
+    """:func:`estimate_cost` of :func:`check_layer`."""
+    problem = _layer_problem(forward, backward, inputs, dout, seed, args)
+    return _estimate_problem(problem, {**options, "seed": seed})
+
+
+def _estimate_problem(problem: _CostProblem, options: dict) -> CostEstimate:
+    settings = _known_options(options, {name: DEFAULTS[name] for name in _COST_OPTIONS})
+    with problem.guard:
+        return estimate_cost_check(problem.cost, problem.theta, problem.args,
+                                   problem.layout, _cost_options(problem, settings))
 
 
 def step_sweep(
@@ -428,10 +492,12 @@ def check(
     n_per_block: int = 1000,
     n_directions: int = 8,
     seed: int = 0,
-    epsilon: float = 1e-7,
+    epsilon: float | None = None,
     threshold: float = 2e-7,
     rtol: float | None = None,
     atol: float | None = None,
+    method: str = "central",
+    budget_s: float | None = None,
     n_threads: int | None = None,
     progress: bool = False,
 ) -> GradientCheckReport:
@@ -484,8 +550,14 @@ def check(
     layout : Layout or dict of arrays, optional
         Names the blocks of theta (a dict is read for its keys and shapes, in order): the
         report then has a row per block (``'dW1'`` for ``'W1'``); default one block, 'theta'.
-    epsilon, threshold, rtol, atol, n_threads, progress
-        As for :func:`gradcheck_fast.check_gradients`.
+    epsilon, threshold, rtol, atol, method, n_threads, progress
+        As for :func:`gradcheck_fast.check_gradients` (``method="richardson"``: two central
+        differences, at epsilon and 2 epsilon, extrapolated).
+    budget_s : float, optional
+        A time budget in seconds: the most thorough mode expected to fit runs (full, else
+        sampled with as many coordinates per block as fit, else directional), by the time
+        model "evaluations x one evaluation's measured time / threads" of
+        :func:`estimate_cost`; the report's ``notes`` say what was chosen and why.
 
     Returns
     -------
@@ -527,28 +599,82 @@ def check(
     >>> check(lambda: model.loss(A, y), model.params, in_place=True).passed
     True
     """
-    settings = {"mode": mode, "n_per_block": n_per_block, "n_directions": n_directions,
-                "seed": seed, "epsilon": epsilon, "threshold": threshold, "rtol": rtol,
-                "atol": atol, "n_threads": n_threads, "progress": progress}
+    started = time.perf_counter()
+    settings = _cost_settings(locals())
+    return _run_problem(_cost_problem(cost, theta, grad, args, in_place, layout), settings,
+                        started)
+
+
+def _cost_settings(arguments: dict) -> dict:
+    """The options among a check's ``arguments`` (its ``locals()``)."""
+    return {name: arguments[name] for name in _COST_OPTIONS}
+
+
+def _run_problem(problem: _CostProblem, settings: dict, started: float
+                 ) -> GradientCheckReport:
+    """Check a user's cost: the options resolved, arrays perturbed in place restored."""
+    options = _cost_options(problem, settings)
+    with problem.guard:
+        problem = problem.with_gradient()
+        return run_cost_check(problem.cost, problem.theta, problem.grad, problem.args,
+                              problem.layout, options, problem.low_precision, started)
+
+
+class _CostProblem(NamedTuple):
+    """A user's cost ready for the black-box engine: ``cost`` called as ``cost(theta,
+    *args)`` (a dict cost adapted), the flat ``theta`` and ``grad`` (None: the cost's own, by
+    :meth:`with_gradient`), the ``layout``, the arguments that came in float32/float16, and
+    the context that restores arrays perturbed in place."""
+
+    cost: Callable
+    theta: np.ndarray
+    grad: np.ndarray | None
+    args: tuple
+    layout: Layout
+    low_precision: tuple[str, ...]
+    guard: Any
+
+    def with_gradient(self) -> _CostProblem:
+        """The problem with its gradient: the one given, else the one the cost returns with
+        its loss at theta (inside the guard: an in-place cost reads the caller's arrays)."""
+        if self.grad is not None:
+            return self
+        loss, grads = self.cost.loss_and_grads(*self.args)
+        if grads is None:
+            raise TypeError("grad is None, so the cost must return (loss, grads), grads a dict "
+                            f"keyed like params; it returned {type(loss).__name__}")
+        return self._replace(grad=pack_grads(grads, self.layout, "the cost's grads"))
+
+
+def _cost_options(problem: _CostProblem, settings: dict):
+    """The options of a check of a user's cost (``settings``: check's keywords)."""
+    return check_options(**{**DEFAULTS, **settings}, low_precision=bool(problem.low_precision))
+
+
+def _cost_problem(cost, theta, grad, args, in_place, layout,
+                  need_grad: bool = True) -> _CostProblem:
+    """:func:`check`'s arguments validated: a flat theta, or a dict of parameters (on copies
+    or in place); ``need_grad`` False: a flat theta's gradient may be missing (an
+    estimate)."""
     if isinstance(theta, Mapping):
-        return _check_params(cost, theta, grad, args, in_place, **settings)
+        return _params_problem(cost, theta, grad, args, in_place, need_grad)
     if in_place:
         raise TypeError("in_place=True perturbs a dict of parameter arrays where they are; "
                         f"theta is a {type(theta).__name__}: pass the model's dict of arrays")
+    if grad is None and not need_grad:
+        grad = np.zeros(np.shape(theta))
     if grad is None:
         raise TypeError("grad is None: pass the gradient to check (or give the parameters as "
                         "a dict and a cost that returns (loss, grads))")
     if not callable(cost):
         raise TypeError(f"cost must be callable, cost(theta, *args) -> float; got "
                         f"{type(cost).__name__}")
-    args = _as_args(args)
     low_precision = tuple(name for name, value in (("theta", theta), ("grad", grad))
                           if np.asarray(value).dtype.kind == "f"
                           and np.asarray(value).dtype.itemsize < 8)
     theta, grad = _point_and_gradient(theta, grad)
-    layout = _layout_for(layout, theta.size)
-    options = check_options(**{**DEFAULTS, **settings}, low_precision=bool(low_precision))
-    return run_cost_check(cost, theta, grad, args, layout, options, low_precision)
+    return _CostProblem(cost, theta, grad, _as_args(args), _layout_for(layout, theta.size),
+                        low_precision, contextlib.nullcontext())
 
 
 def check_layer(
@@ -562,10 +688,12 @@ def check_layer(
     mode: str = "full",
     n_per_block: int = 1000,
     n_directions: int = 8,
-    epsilon: float = 1e-7,
+    epsilon: float | None = None,
     threshold: float = 2e-7,
     rtol: float | None = None,
     atol: float | None = None,
+    method: str = "central",
+    budget_s: float | None = None,
     n_threads: int | None = None,
     progress: bool = False,
 ) -> GradientCheckReport:
@@ -595,7 +723,7 @@ def check_layer(
     mode, n_per_block, n_directions
         As for :func:`check`: every coordinate, ``n_per_block`` of each input, or
         ``n_directions`` probes of each input.
-    epsilon, threshold, rtol, atol, n_threads, progress
+    epsilon, threshold, rtol, atol, method, budget_s, n_threads, progress
         As for :func:`check`.
 
     Examples
@@ -619,6 +747,15 @@ def check_layer(
     >>> check_layer(affine_forward, wrong_backward, inputs).failed_blocks
     ['db']
     """
+    started = time.perf_counter()
+    settings = _cost_settings(locals())
+    return _run_problem(_layer_problem(forward, backward, inputs, dout, seed, args), settings,
+                        started)
+
+
+def _layer_problem(forward, backward, inputs, dout, seed, args) -> _CostProblem:
+    """:func:`check_layer`'s arguments as the problem of checking the cost ``sum(dout *
+    forward(*inputs))``: forward and backward run once, ``dout`` drawn if not given."""
     if not callable(forward) or not callable(backward):
         raise TypeError("forward and backward must be callable")
     seed = check_count(seed, "seed", minimum=0)
@@ -628,15 +765,12 @@ def check_layer(
     out = outputs(out)
     dout = draw_dout(out, seed) if dout is None else check_dout(dout, out)
     grads = gradients_dict(backward(dout if len(dout) > 1 else dout[0], cache), list(params))
-    return _check_params(vjp_cost(forward, dout, args), params, grads, (), False, mode=mode,
-                         n_per_block=n_per_block, n_directions=n_directions, seed=seed,
-                         epsilon=epsilon, threshold=threshold, rtol=rtol, atol=atol,
-                         n_threads=n_threads, progress=progress)
+    return _params_problem(vjp_cost(forward, dout, args), params, grads, (), False)
 
 
-def _check_params(cost, params: Mapping, grads, args, in_place, **settings
-                  ) -> GradientCheckReport:
-    """:func:`check` of a dict of parameters, on copies or in place."""
+def _params_problem(cost, params: Mapping, grads, args, in_place,
+                    need_grad: bool = True) -> _CostProblem:
+    """:func:`check`'s problem for a dict of parameters, on copies or in place."""
     if not callable(cost):
         raise TypeError(f"cost must be callable; got {type(cost).__name__}")
     in_place = check_flag(in_place, "in_place")
@@ -645,29 +779,19 @@ def _check_params(cost, params: Mapping, grads, args, in_place, **settings
     theta = flatten(params, layout)
     low_precision = tuple(name for name, value in params.items()
                           if np.asarray(value).dtype.itemsize < 8)
-    options = check_options(**{**DEFAULTS, **settings}, low_precision=bool(low_precision))
+    grad = None if grads is None else pack_grads(grads, layout)
     if is_njit(cost):
         # Compiled code takes no dict: an njit cost reads the flat vector (the parameters in
         # the dict's order, each in C order), evaluated in parallel as with a flat theta.
-        if in_place or grads is None:
+        if in_place or (grads is None and need_grad):
             raise TypeError("an @numba.njit cost takes the flat parameter vector (the dict's "
                             "arrays one after the other, each in C order): it cannot be "
                             "checked in place nor return its gradients as a dict; pass grads")
-        return run_cost_check(cost, theta, pack_grads(grads, layout), args, layout, options,
-                              low_precision)
-    adapted = DictCost(cost, layout, theta, in_place, params)
+        return _CostProblem(cost, theta, grad, args, layout, low_precision,
+                            contextlib.nullcontext())
     guard = restoring(params) if in_place else contextlib.nullcontext()
-    with guard:
-        if grads is None:
-            loss, grads = adapted.loss_and_grads(*args)
-            if grads is None:
-                raise TypeError("grad is None, so the cost must return (loss, grads), grads a "
-                                "dict keyed like params; it returned "
-                                f"{type(loss).__name__}")
-            grad = pack_grads(grads, layout, "the cost's grads")
-        else:
-            grad = pack_grads(grads, layout)
-        return run_cost_check(adapted, theta, grad, args, layout, options, low_precision)
+    return _CostProblem(DictCost(cost, layout, theta, in_place, params), theta, grad, args,
+                        layout, low_precision, guard)
 
 
 def _as_args(args) -> tuple:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import replace
 
 import numpy as np
 
@@ -21,7 +20,13 @@ from .report import (
     build_directional_report,
     build_report,
 )
-from .truncation import SMALLER_STEPS, TRUNCATION_STEP, with_truncation
+from .truncation import (
+    RICHARDSON_FACTOR,
+    SMALLER_STEPS,
+    TRUNCATION_STEP,
+    richardson,
+    with_truncation,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,21 +62,9 @@ def numerical_gradient(inputs: Inputs, options: Options,
         half, quarter = (mlp_costs(layout, theta, X, Y, f * h, first.engine, options.progress,
                                    indices, model, prepared) for f in SMALLER_STEPS)
         return with_truncation(first, half, quarter, options.atol, options.rtol)
-    # Richardson: (4 D(h) - D(2h)) / 3 = (8 (J+h - J-h) - (J+2h - J-2h)) / 12h cancels the
-    # h**2 term of the central difference D; what remains is O(h**4).
-    second = mlp_costs(layout, theta, X, Y, 2 * h, first.engine, options.progress, indices,
-                       model, prepared)
-    finite = np.isfinite(second.J_plus) & np.isfinite(second.J_minus)
-    return replace(
-        first,
-        J_plus=np.where(finite, first.J_plus, second.J_plus),
-        J_minus=np.where(finite, first.J_minus, second.J_minus),
-        gradapprox=(4.0 * first.gradapprox - second.gradapprox) / 3.0,
-        # In J units at step h: (4 R1 / 2h + R2 / 4h) / 3 = R / 2h with
-        resolution=(4.0 * first.resolution + 0.5 * second.resolution) / 3.0,
-        noise_source=(4.0 * first.noise + second.noise) / 3.0,
-        kinks=first.kinks + second.kinks,
-    )
+    second = mlp_costs(layout, theta, X, Y, RICHARDSON_FACTOR * h, first.engine,
+                       options.progress, indices, model, prepared)
+    return richardson(first, second)
 
 
 def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = (),

@@ -5,21 +5,25 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 
-from ._threads import n_threads_set
+from ._threads import n_threads_set, num_threads
 from .engines import Costs, all_indices, blackbox
 from .layout import Layout
 from .modes import Probes, sample_indices
 from .noise import SIGMA_FACTOR
 from .options import LowPrecisionWarning
+from .planning import CostEstimate, CostModel, cost_estimate, cost_plan
 from .report import GradientCheckReport, build_directional_report, build_report
 from .report.diagnosis import _U, allowance
 from .truncation import (
+    RICHARDSON_FACTOR,
     SMALLER_STEPS,
     TRUNCATION_STEP,
     propagated_rounding,
+    richardson,
     truncation_bound,
     with_truncation,
 )
@@ -75,6 +79,10 @@ KINK_EXPLAINS_K = 11.0
 #: the statistics explain, an element is unverified rather than wrong.
 KINK_MARGIN = 2.0
 
+#: Richardson's extrapolation moves by at most this multiple of D(2h)'s move for a kink within
+#: 2h: (4 |move of D(h)| + |move of D(2h)|) / 3 with |move of D(h)| <= |move of D(2h)|.
+RICHARDSON_KINK = 5.0 / 3.0
+
 #: Sums of the absolute coefficients of the J values in h * Q_far, h * Q_near (small steps)
 #: and h * K_far, h * K_near (large steps).
 _KINK_WEIGHTS = {"Q": (8.0, 16.0), "K": (130.0, 260.0)}
@@ -118,8 +126,16 @@ def _kink_verdicts(evaluate, theta, J, indices, grad, costs, central, sigma, flo
     """For the failing coordinates ``indices``: which a kink of the cost within the step
     explains (reported as kinks), and which it might (unverified); the rest stay wrong (see
     the comment above). ``evaluate(step, indices)`` gives the cost's J(theta +- step e_i) for
-    those coordinates (the engine's parallel loop: a wrong block may fail in every element)."""
-    h = options.epsilon
+    those coordinates (the engine's parallel loop: a wrong block may fail in every element).
+
+    Richardson's extrapolation ``(4 D(h) - D(2h)) / 3`` reaches 2h: the statistics are taken
+    at the base step 2h, and a kink at distance d, which moves D(2h) by ``D (1 - d/2h) / 2``
+    and D(h) by at most that much, moves the extrapolation by at most 5/3 of D(2h)'s move
+    (:data:`RICHARDSON_KINK`)."""
+    base, spread = ((RICHARDSON_FACTOR, RICHARDSON_KINK) if options.method == "richardson"
+                    else (1.0, 1.0))
+    h = base * options.epsilon
+    central = {f / base: values for f, values in central.items()}
     large = h > TRUNCATION_STEP
     (s_far, s_near), largest = _kink_statistics(evaluate, J, indices, central, h, large)
     # The rounding of one J value: ECnoise (times the report's safety factor), the final sum
@@ -131,10 +147,10 @@ def _kink_verdicts(evaluate, theta, J, indices, grad, costs, central, sigma, flo
     rounding = rounding + np.abs(costs.gradapprox[indices]) * np.spacing(
         np.abs(theta[indices]) + h)
     w_far, w_near = _KINK_WEIGHTS["K" if large else "Q"]
-    explains = KINK_EXPLAINS_K if large else KINK_EXPLAINS_Q
+    explains = spread * (KINK_EXPLAINS_K if large else KINK_EXPLAINS_Q)
     beyond = (np.abs(s_far) > w_far * rounding / h) | (np.abs(s_near) > w_near * rounding / h)
     size = np.maximum(np.abs(s_far), np.abs(s_near))
-    tolerance, noise = allowance(costs, theta, epsilon=h, rtol=options.rtol,
+    tolerance, noise = allowance(costs, theta, epsilon=options.epsilon, rtol=options.rtol,
                                  atol=options.atol)
     error = np.abs(grad[indices] - costs.gradapprox[indices])
     allowed = tolerance[indices] + noise[indices]
@@ -147,8 +163,9 @@ def _kink_verdicts(evaluate, theta, J, indices, grad, costs, central, sigma, flo
 def low_precision_warning(names, options) -> tuple[str, ...]:
     note = (f"{', '.join(names)} in float32/float16: compared in float64 with "
             f"rtol={options.rtol:g}, atol={options.atol:g} to allow for a float32 gradient")
-    # low_precision_warning <- run_cost_check <- api.check <- the caller
-    warnings.warn(note, LowPrecisionWarning, stacklevel=4)
+    # low_precision_warning <- _coordinate_check or _directional_check <- run_cost_check <-
+    # api._run_problem <- api.check or api.check_layer <- the caller
+    warnings.warn(note, LowPrecisionWarning, stacklevel=6)
     return (note,)
 
 
@@ -210,52 +227,109 @@ def cost_probes(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: 
     return probes
 
 
+class Evaluation(NamedTuple):
+    """A user's cost at the point: its value ``J``, whether it is njit (evaluated in
+    parallel), and ``seconds``, one compiled evaluation's time (for the threads, the pieces
+    and the time model)."""
+
+    J: float
+    njit: bool
+    seconds: float
+
+
+def first_evaluation(cost, theta: np.ndarray, args: tuple) -> Evaluation:
+    """The cost at theta, checked (:func:`blackbox.first_value`: compiled, a finite scalar,
+    theta left alone), and one more evaluation timed."""
+    J = blackbox.first_value(cost, theta, args)
+    timed = time.perf_counter()
+    cost(theta.copy(), *args)
+    return Evaluation(J, blackbox.is_njit(cost), time.perf_counter() - timed)
+
+
+def cost_model(layout: Layout, options, evaluation: Evaluation,
+               spent_s: float = 0.0) -> CostModel:
+    """The time model of the check of a user's cost: its evaluations on the loop's threads
+    (an njit cost's), one at a time otherwise."""
+    threads = (options.n_threads or num_threads()) if evaluation.njit else 1
+    return CostModel(layout, evaluation.seconds, threads, spent_s)
+
+
+def estimate_cost_check(cost, theta: np.ndarray, args: tuple, layout: Layout,
+                        options) -> CostEstimate:
+    """:func:`gradcheck_fast.api.estimate_cost` of a user's cost: the evaluations of each
+    mode times one evaluation's measured time, over the threads."""
+    evaluation = first_evaluation(cost, theta, args)
+    return cost_estimate(cost_model(layout, options, evaluation), options,
+                         "numba" if evaluation.njit else "python")
+
+
 def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: Layout,
-                   options, low_precision: tuple[str, ...]) -> GradientCheckReport:
+                   options, low_precision: tuple[str, ...],
+                   started: float | None = None) -> GradientCheckReport:
     """The check of :func:`gradcheck_fast.api.check` on validated inputs: ``theta`` and
     ``grad`` flat float64 (theta finite), ``layout`` of theta's size, ``options`` resolved
     (mode "full"; "sampled": ``options.n_per_block`` coordinates of each block drawn with
     ``options.seed``, :func:`gradcheck_fast.modes.sample_indices`; "directional":
-    :func:`cost_probes`); ``low_precision`` names the arguments that came in
-    float32/float16."""
+    :func:`cost_probes`; a budget: the mode :func:`~gradcheck_fast.planning.cost_plan`
+    picks); ``low_precision`` names the arguments that came in float32/float16; ``started``:
+    the ``time.perf_counter()`` at which the call began (the budget counts the validation)."""
+    spent = 0.0 if started is None else time.perf_counter() - started
+    evaluation = first_evaluation(cost, theta, args)
+    notes = ()
+    if options.budget_s is not None:
+        options, note = cost_plan(cost_model(layout, options, evaluation, spent), options)
+        notes += (note,)
     if options.mode == "directional":
-        if options.method != "central":
-            raise ValueError("method='richardson' applies to mode='full' and mode='sampled'")
-        J = blackbox.first_value(cost, theta, args)
-        with n_threads_set(options.n_threads):
-            probes = cost_probes(cost, theta, grad, args, layout,
-                                 blackbox.cost_noise(cost, theta, args), options)
-        notes = low_precision_warning(low_precision, options) if low_precision else ()
-        return build_directional_report(layout, grad, probes, cost=J, epsilon=options.epsilon,
-                                        threshold=options.threshold, rtol=options.rtol,
-                                        atol=options.atol, probability=options.probability,
-                                        notes=notes)
+        return _directional_check(cost, theta, grad, args, layout, options, evaluation.J,
+                                  low_precision, notes)
+    return _coordinate_check(cost, theta, grad, args, layout, options, evaluation,
+                             low_precision, notes)
+
+
+def _directional_check(cost, theta, grad, args, layout, options, J, low_precision, notes):
+    """The directional probes of a user's cost (:func:`cost_probes`), and their report."""
+    if options.method != "central":
+        raise ValueError("method='richardson' applies to mode='full' and mode='sampled'")
+    with n_threads_set(options.n_threads):
+        probes = cost_probes(cost, theta, grad, args, layout,
+                             blackbox.cost_noise(cost, theta, args), options)
+    if low_precision:
+        notes += low_precision_warning(low_precision, options)
+    return build_directional_report(layout, grad, probes, cost=J, epsilon=options.epsilon,
+                                    threshold=options.threshold, rtol=options.rtol,
+                                    atol=options.atol, probability=options.probability,
+                                    notes=notes)
+
+
+def _step_factors(options) -> tuple[float, ...]:
+    """The steps, as multiples of epsilon, whose central differences a coordinate check
+    takes: Richardson's second step, or a large step's two smaller ones (truncation bound)."""
+    if options.method == "richardson":
+        return (1.0, RICHARDSON_FACTOR)
+    return (1.0,) + (SMALLER_STEPS if options.epsilon > TRUNCATION_STEP else ())
+
+
+def _coordinate_check(cost, theta, grad, args, layout, options, evaluation, low_precision,
+                      notes):
+    """The full or sampled check of a user's cost: the central differences of every step
+    (:func:`_step_factors`) in the black-box engine's loop, the kink verdicts of the elements
+    that fail, and the report."""
     sampled = options.mode == "sampled"
     indices = (sample_indices(layout, options.n_per_block, options.seed) if sampled
                else all_indices(theta.size))
-    J = blackbox.first_value(cost, theta, args)
-    njit = blackbox.is_njit(cost)
-    timed = time.perf_counter()
-    cost(theta.copy(), *args)  # compiled by now: one evaluation's time, for threads and pieces
-    seconds = time.perf_counter() - timed
+    J, njit, seconds = evaluation
     P = indices.size
     started = time.perf_counter()
     with n_threads_set(options.n_threads):
-        central = {1.0: blackbox.central(cost, theta, args, options.epsilon, njit, seconds,
-                                         options.progress, indices)}
-        if options.epsilon > TRUNCATION_STEP:
-            # As check_gradients does: the steps eps/2 and eps/4 bound the truncation error
-            # (and their J+- serve the kink test).
-            for f in SMALLER_STEPS:
-                central[f] = blackbox.central(cost, theta, args, f * options.epsilon, njit,
-                                              seconds, options.progress, indices)
+        central = {f: blackbox.central(cost, theta, args, f * options.epsilon, njit, seconds,
+                                       options.progress, indices)
+                   for f in _step_factors(options)}
     elapsed = time.perf_counter() - started
     J_plus, J_minus, _ = central[1.0]
     # A cost computed in lower precision (float32 inside) is quantised far above float64's
     # rounding: its spacing, seen in J and J+-, bounds how far J+- can be off.
     values = np.concatenate(([J], J_plus, J_minus))
     float32 = bool(np.all(values.astype(np.float32) == values))
-    notes = ()
     if float32:
         notes += ("cost returns float32 values: its quantisation (an ulp of float32, ~6e-8 "
                   "relative) divided by 2 epsilon is allowed for, so elements the step cannot "
@@ -268,7 +342,9 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
                                indices)
              for f, arrays in central.items()}
     first = costs[1.0]
-    if options.epsilon > TRUNCATION_STEP:
+    if options.method == "richardson":
+        first = richardson(first, costs[RICHARDSON_FACTOR])
+    elif options.epsilon > TRUNCATION_STEP:
         first = with_truncation(first, *(costs[f] for f in SMALLER_STEPS), options.atol,
                                 options.rtol)
     candidates = _needs_excuse(first, grad_at, sigma, at, options)
@@ -290,9 +366,9 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
     if low_precision:
         notes += low_precision_warning(low_precision, options)
     if not njit:
-        notes += (f"cost is a plain Python callable: its {2 * P} evaluations ran one at a time "
-                 f"in {elapsed:.3g} s; decorated with @numba.njit they would run compiled and "
-                 f"in parallel",)
+        notes += (f"cost is a plain Python callable: its {len(central) * 2 * P} evaluations ran "
+                  f"one at a time in {elapsed:.3g} s; decorated with @numba.njit they would "
+                  f"run compiled and in parallel",)
     return build_report(layout, theta, grad, first, epsilon=options.epsilon,
                         threshold=options.threshold, rtol=options.rtol, atol=options.atol,
-                        notes=notes, mode=options.mode)
+                        notes=notes, mode=options.mode, method=options.method)

@@ -27,7 +27,7 @@ from .engines.costmodel import (
 from .engines.incremental import slow_fractions
 from .engines.layer_sweep import explicit_parameters
 from .noise import N_POINTS
-from .truncation import SMALLER_STEPS, TRUNCATION_STEP
+from .truncation import RICHARDSON_FACTOR, SMALLER_STEPS, TRUNCATION_STEP
 
 #: Seconds per parameter of validating and packing the inputs (used when they were not timed).
 PYTHON_S_PER_PARAM = 8e-9
@@ -133,7 +133,7 @@ def _steps(options) -> tuple[float, ...]:
     :func:`gradcheck_fast.checker.numerical_gradient`)."""
     h = options.epsilon
     if options.method == "richardson":
-        return (h, 2 * h)
+        return (h, RICHARDSON_FACTOR * h)
     if h > TRUNCATION_STEP:
         return (h,) + tuple(f * h for f in SMALLER_STEPS)
     return (h,)
@@ -302,6 +302,17 @@ def _most_that_fit(seconds, low: int, high: int, available: float) -> int | None
     return best
 
 
+def _probes_options(options, k: int, over: str):
+    """The options of ``k`` directional probes per block, and the plan's note ``over`` with,
+    for Richardson, why the probes take the central difference: they form their steps
+    exactly and take central differences (with a large step's truncation bound);
+    extrapolation is for the coordinate-wise checks."""
+    if options.method != "central":
+        over += (f"; method={options.method!r} applies to coordinates, the probes take the "
+                 f"central difference at epsilon={options.epsilon:g}")
+    return replace(options, mode="directional", n_directions=k, method="central"), over
+
+
 def plan(inputs, options, spent_s: float | None = None):
     """The most thorough check that fits ``options.budget_s``: full, else sampled with the
     most coordinates per block that fit (at least MIN_PER_BLOCK, at most
@@ -378,12 +389,8 @@ def plan(inputs, options, spent_s: float | None = None):
         k = 1
     unused = f", the unused preparation {sunk:.3g} s" if sunk else ""
     smallest = validation + setup.seconds + coordinates(low)
-    if options.method != "central":
-        # The probes form their steps exactly and take central differences (with a large
-        # step's truncation bound): extrapolation is for the coordinate-wise checks.
-        over += (f"; method={options.method!r} applies to coordinates, the probes take the "
-                 f"central difference at epsilon={options.epsilon:g}")
-    return replace(options, mode="directional", n_directions=k, method="central"), (
+    chosen, over = _probes_options(options, k, over)
+    return chosen, (
         f"budget {budget:g} s: full ~{validation + setup.seconds + full:.3g} s and sampled "
         f"({low} per block) ~{smallest:.3g} s do not fit; directional with {k} "
         f"probe{'s' if k > 1 else ''} per block (expected "
@@ -391,3 +398,92 @@ def plan(inputs, options, spent_s: float | None = None):
         f"{validation + sunk + forward:.3g} s, validation {validation:.3g} s{unused} and the "
         f"forward pass ~{forward:.3g} s; then {probes(k) - forward:.3g} s{over})"), None
 
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's cost (check, check_layer): evaluations x one evaluation's measured time / threads
+# ---------------------------------------------------------------------------------------------
+#: Evaluations of a user's cost outside the coordinates and probes: the first (it compiles an
+#: njit cost and is checked), one timed, and the ECnoise line (:data:`noise.N_POINTS`).
+COST_SETUP_EVALUATIONS = 2 + N_POINTS
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """What the time model of a user's cost needs: ``seconds`` of one evaluation (measured,
+    compiled), ``threads`` the evaluations of the coordinate loop run on (1 for a Python
+    cost; the directional probes run one at a time), ``spent_s`` the validation (timed)."""
+
+    layout: object
+    seconds: float
+    threads: int
+    spent_s: float
+
+    def setup(self) -> float:
+        """Seconds before the first coordinate or probe: validation and the set-up
+        evaluations (the first one's compilation is not counted: it is paid once)."""
+        return self.spent_s + COST_SETUP_EVALUATIONS * self.seconds
+
+    def coordinates(self, options, n_per_block: int | None) -> tuple[int, int, float]:
+        """(coordinates, evaluations, seconds after the set-up) of a full check
+        (``n_per_block`` None) or a sampled one, every step of ``options.method``."""
+        sizes = [int(np.prod(shape)) for shape in self.layout.shapes]
+        n = sum(sizes) if n_per_block is None else sum(min(s, n_per_block) for s in sizes)
+        evaluations = 2 * len(_steps(options)) * n
+        return n, evaluations, (evaluations * self.seconds / self.threads
+                                + REPORT_S_PER_COORDINATE * n + CALL_S)
+
+    def probes(self, options, k: int) -> tuple[int, float]:
+        """(evaluations, seconds after the set-up) of ``k`` directional probes per block."""
+        blocks = len(self.layout.names)
+        evaluations = 2 * len(_steps(replace(options, method="central"))) * k * blocks
+        return evaluations, evaluations * self.seconds + blocks * DIRECTIONAL_BLOCK_S + CALL_S
+
+
+def cost_estimate(model: CostModel, options, engine: str) -> CostEstimate:
+    """The expected cost of each mode of the check of a user's cost."""
+    setup = model.setup()
+    n, full_evaluations, full = model.coordinates(options, None)
+    s, sampled_evaluations, sampled = model.coordinates(options, options.n_per_block)
+    probe_evaluations, probes = model.probes(options, options.n_directions)
+    return CostEstimate(ModeCost("full", full_evaluations, n, setup + full, setup),
+                        ModeCost("sampled", sampled_evaluations, s, setup + sampled, setup),
+                        ModeCost("directional", probe_evaluations, 0, setup + probes, setup),
+                        model.layout.n_params, engine)
+
+
+def cost_plan(model: CostModel, options) -> tuple[object, str]:
+    """The most thorough check of a user's cost that fits ``options.budget_s`` (as
+    :func:`plan` for the built-in network): full, else sampled with the most coordinates per
+    block that fit (from MIN_PER_BLOCK up to ``options.n_per_block``), else directional with
+    the most probes that fit (at least 1). Returns the options to run and the note saying
+    what was chosen, the expected time and one evaluation's."""
+    budget = options.budget_s
+    setup = model.setup()
+    available = budget - setup
+    per_evaluation = (f"one evaluation {model.seconds:.3g} s on {model.threads} thread"
+                      f"{'s' if model.threads > 1 else ''}")
+    full = model.coordinates(options, None)
+    if full[2] <= available:
+        return replace(options, mode="full"), (
+            f"budget {budget:g} s: full check, {full[1]:,} evaluations (expected "
+            f"{setup + full[2]:.3g} s: set-up {setup:.3g} s; {per_evaluation})")
+    low, high = MIN_PER_BLOCK, max(MIN_PER_BLOCK, int(options.n_per_block))
+    n = _most_that_fit(lambda n: model.coordinates(options, n)[2], low, high, available)
+    if n is not None:
+        _, evaluations, work = model.coordinates(options, n)
+        return replace(options, mode="sampled", n_per_block=n), (
+            f"budget {budget:g} s: a full check would take ~{setup + full[2]:.3g} s; sampled "
+            f"{n} coordinates per block instead, {evaluations:,} evaluations (expected "
+            f"{setup + work:.3g} s; {per_evaluation})")
+    k = _most_that_fit(lambda k: model.probes(options, k)[1], 1, int(options.n_directions),
+                       available)
+    over = "" if k is not None else "; over budget: nothing cheaper checks every block"
+    k = k or 1
+    evaluations, work = model.probes(options, k)
+    chosen, over = _probes_options(options, k, over)
+    return chosen, (
+        f"budget {budget:g} s: full ~{setup + full[2]:.3g} s and sampled ({low} per block) "
+        f"~{setup + model.coordinates(options, low)[2]:.3g} s do not fit; directional with "
+        f"{k} probe{'s' if k > 1 else ''} per block, {evaluations:,} evaluations (expected "
+        f"{setup + work:.3g} s; {per_evaluation}{over})")

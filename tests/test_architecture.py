@@ -228,6 +228,11 @@ _WARNING_CALLS = {
     "step_sweep": lambda X, Y, p, g: gradcheck_fast.step_sweep(p, g, X, Y, steps=(1e-4,)),
     "check": lambda X, Y, p, g: gradcheck_fast.check(
         lambda theta: float(theta @ theta), p["b2"].ravel(), 2.0 * p["b2"].ravel()),
+    "check directional": lambda X, Y, p, g: gradcheck_fast.check(
+        lambda theta: float(theta @ theta), p["b2"].ravel(), 2.0 * p["b2"].ravel(),
+        mode="directional"),
+    "check of a dict": lambda X, Y, p, g: gradcheck_fast.check(
+        lambda q: float(np.sum(q["b2"] ** 2)), {"b2": p["b2"]}, {"b2": 2.0 * p["b2"]}),
 }
 
 
