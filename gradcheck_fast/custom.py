@@ -98,15 +98,15 @@ def _needs_excuse(costs: Costs, grad, sigma: float, theta, options) -> np.ndarra
     return np.flatnonzero(finite & ~(np.abs(grad - costs.gradapprox) <= tolerance + noise))
 
 
-def _kink_statistics(evaluate, J, indices, central, h, large: bool):
+def _kink_statistics(evaluate, J, central, h, large: bool):
     """(S_far, S_near): Q_far, Q_near for a small step, K_far, K_near for a large one (see the
-    comment above), for the coordinates ``indices``; the J values come from ``central`` where
-    the check took them already, else from ``evaluate(step, indices)``."""
+    comment above), for the lines (coordinates or probe directions) being looked at; the J
+    values at ``f * h`` come from ``central[f]`` (J+, J- of those lines) where the check took
+    them already, else from ``evaluate(f * h)``."""
     fractions = (1.0, 0.5, 0.25, 0.125) if large else (1.0, 0.5, 0.25)
     G = {}
     for f in fractions:
-        plus, minus = ((central[f][0][indices], central[f][1][indices]) if f in central
-                       else evaluate(f * h, indices))
+        plus, minus = central[f] if f in central else evaluate(f * h)
         with np.errstate(invalid="ignore", over="ignore"):
             G[f] = (plus + minus - 2.0 * J) / (f * h)
         G[f, "largest"] = np.maximum(np.abs(plus), np.abs(minus))
@@ -116,48 +116,77 @@ def _kink_statistics(evaluate, J, indices, central, h, large: bool):
             statistics = (Q[1.0], Q[0.5])
         else:
             statistics = (Q[1.0] - 8.0 * Q[0.5], Q[0.5] - 8.0 * Q[0.25])
-    largest = np.max([G[f, "largest"] for f in fractions] + [np.full(indices.size, abs(J))],
+    largest = np.max([G[f, "largest"] for f in fractions] + [np.full(G[1.0].size, abs(J))],
                      axis=0)
     return statistics, largest
 
 
-def _kink_verdicts(evaluate, theta, J, indices, grad, costs, central, sigma, float32,
-                   options) -> tuple[np.ndarray, np.ndarray]:
-    """For the failing coordinates ``indices``: which a kink of the cost within the step
-    explains (reported as kinks), and which it might (unverified); the rest stay wrong (see
-    the comment above). ``evaluate(step, indices)`` gives the cost's J(theta +- step e_i) for
-    those coordinates (the engine's parallel loop: a wrong block may fail in every element).
+class Disagreement(NamedTuple):
+    """The lines (coordinates or probe directions) that fail the elementwise test, as the kink
+    test sees them: ``error`` ``|analytic - numerical|``, ``allowed`` the tolerance plus the
+    noise bound, ``shift`` how far the rounding of the points the steps reach can move J."""
 
-    Richardson's extrapolation ``(4 D(h) - D(2h)) / 3`` reaches 2h: the statistics are taken
-    at the base step 2h, and a kink at distance d, which moves D(2h) by ``D (1 - d/2h) / 2``
-    and D(h) by at most that much, moves the extrapolation by at most 5/3 of D(2h)'s move
-    (:data:`RICHARDSON_KINK`)."""
-    base, spread = ((RICHARDSON_FACTOR, RICHARDSON_KINK) if options.method == "richardson"
-                    else (1.0, 1.0))
-    h = base * options.epsilon
-    central = {f / base: values for f, values in central.items()}
+    error: np.ndarray
+    allowed: np.ndarray
+    shift: np.ndarray | float
+
+
+def _kink_verdicts(evaluate, J: float, central: dict, lines: Disagreement, sigma: float,
+                   float32: bool, h: float, spread: float = 1.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """For failing lines: which a kink of the cost within the step ``h`` explains (reported as
+    kinks), and which it might (unverified); the rest stay wrong (see the comment above).
+    ``central[f]`` holds J+- at ``f * h`` where known, ``evaluate(step)`` gives them for the
+    other steps (the engine's parallel loop for coordinates: a wrong block may fail in every
+    element). ``spread``: how many times the move of D(h) the checked difference can move
+    (:data:`RICHARDSON_KINK` for Richardson's, whose statistics are taken at 2h)."""
     large = h > TRUNCATION_STEP
-    (s_far, s_near), largest = _kink_statistics(evaluate, J, indices, central, h, large)
+    (s_far, s_near), largest = _kink_statistics(evaluate, J, central, h, large)
     # The rounding of one J value: ECnoise (times the report's safety factor), the final sum
-    # of a float64 cost (2 ulps), a float32 cost's spacing, and what an ulp of theta_i in the
-    # step taken moves J by.
+    # of a float64 cost (2 ulps), a float32 cost's spacing, and what the rounding of the
+    # point reached moves J by.
     rounding = SIGMA_FACTOR * sigma + 4.0 * _U * largest
     if float32:
         rounding = rounding + np.spacing(largest.astype(np.float32)).astype(np.float64)
-    rounding = rounding + np.abs(costs.gradapprox[indices]) * np.spacing(
-        np.abs(theta[indices]) + h)
+    rounding = rounding + lines.shift
     w_far, w_near = _KINK_WEIGHTS["K" if large else "Q"]
     explains = spread * (KINK_EXPLAINS_K if large else KINK_EXPLAINS_Q)
     beyond = (np.abs(s_far) > w_far * rounding / h) | (np.abs(s_near) > w_near * rounding / h)
     size = np.maximum(np.abs(s_far), np.abs(s_near))
-    tolerance, noise = allowance(costs, theta, epsilon=options.epsilon, rtol=options.rtol,
-                                 atol=options.atol)
-    error = np.abs(grad[indices] - costs.gradapprox[indices])
-    allowed = tolerance[indices] + noise[indices]
-    kink = beyond & (error <= explains * size + allowed)
+    kink = beyond & (lines.error <= explains * size + lines.allowed)
     hidden = w_near * rounding / h  # the largest statistic its rounding could hide
-    maybe = ~kink & (error <= KINK_MARGIN * explains * (size + hidden) + allowed)
+    maybe = ~kink & (lines.error <= KINK_MARGIN * explains * (size + hidden) + lines.allowed)
     return kink, maybe
+
+
+def _coordinate_kinks(first: Costs, candidates, evaluate, at, grad_at, J, central, sigma,
+                      float32, options) -> Costs:
+    """``first`` with the kink verdicts of the failing coordinates ``candidates`` (slots):
+    kinks counted, the coordinates a kink might explain unverified (an infinite truncation
+    bound: never wrong, never ok). Richardson's extrapolation reaches 2h: the statistics are
+    taken at that base step, and a kink at distance d, which moves D(2h) by ``D (1 - d/2h) /
+    2`` and D(h) by at most that much, moves the extrapolation by at most 5/3 of D(2h)'s
+    move (:data:`RICHARDSON_KINK`)."""
+    base, spread = ((RICHARDSON_FACTOR, RICHARDSON_KINK) if options.method == "richardson"
+                    else (1.0, 1.0))
+    h = base * options.epsilon
+    tolerance, noise = allowance(first, at, epsilon=options.epsilon, rtol=options.rtol,
+                                 atol=options.atol)
+    lines = Disagreement(
+        error=np.abs(grad_at[candidates] - first.gradapprox[candidates]),
+        allowed=tolerance[candidates] + noise[candidates],
+        # An ulp of theta_i in the step taken, times the slope.
+        shift=np.abs(first.gradapprox[candidates]) * np.spacing(np.abs(at[candidates]) + h))
+    known = {f / base: (plus[candidates], minus[candidates])
+             for f, (plus, minus, _) in central.items()}
+    with n_threads_set(options.n_threads):
+        kink, maybe = _kink_verdicts(evaluate, J, known, lines, sigma, float32, h, spread)
+    P = first.gradapprox.size
+    kinks = np.zeros(P, dtype=np.int64)
+    kinks[candidates[kink]] = 1
+    truncation = (np.zeros(P) if first.truncation is None else first.truncation.copy())
+    truncation[candidates[maybe]] = np.inf
+    return replace(first, kinks=kinks, truncation=truncation)
 
 
 def low_precision_warning(names, options) -> tuple[str, ...]:
@@ -179,14 +208,17 @@ def _probe_steps(theta: np.ndarray, v: np.ndarray, h: float) -> tuple[np.ndarray
 
 
 def cost_probes(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: Layout,
-                sigma: float, options) -> dict:
+                J: float, sigma: float, options) -> dict:
     """Directional probes of a custom cost: per block, ``options.n_directions`` seeded unit
     directions v (zero outside the block), ``(J(theta + eps v) - J(theta - eps v)) / 2 eps``
     against the gradient along the steps really taken, ``grad . (fl(theta + eps v) -
     fl(theta - eps v)) / 2 eps`` (the step's rounding is not left to excuse). Noise: the
     cost's ECnoise (:data:`~gradcheck_fast.noise.SIGMA_FACTOR` sigma per J) and the final
     sums' ulps; for a step above the truncation step, the truncation bound from the same
-    directions at eps/2 and eps/4, as in the full check."""
+    directions at eps/2 and eps/4, as in the full check. A probe that fails is looked at
+    along its direction as a failing coordinate is (:func:`_kink_verdicts`): a kink of the
+    cost within the step that explains it sets the probe aside as a kink, one that might
+    leaves it unverified."""
     rng = np.random.default_rng(options.seed)
     h = options.epsilon
     steps = (1.0,) + (SMALLER_STEPS if h > TRUNCATION_STEP else ())
@@ -197,32 +229,57 @@ def cost_probes(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: 
         v = rng.standard_normal((k, n))
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         G = grad[start:stop]
-        differences, noises, analytic = {}, {}, None
-        for f in steps:
-            values = np.empty((k, 2))
-            taken = np.empty(k)
-            for p in range(k):
+
+        def along(step, which, start=start, stop=stop, v=v):
+            """J(theta +- step v_p) for the probes ``which``, and the steps really taken."""
+            values = np.empty((len(which), 2))
+            taken = np.empty((len(which), stop - start))
+            for row, p in enumerate(which):
                 direction = np.zeros_like(theta)
                 direction[start:stop] = v[p]
-                points, step = _probe_steps(theta, direction, f * h)
-                values[p] = [blackbox.scalar(cost(point, *args)) for point in points]
-                taken[p] = G @ step[start:stop] / (2 * f * h)
+                points, difference = _probe_steps(theta, direction, step)
+                values[row] = [blackbox.scalar(cost(point, *args)) for point in points]
+                taken[row] = difference[start:stop]
+            return values, taken
+
+        differences, noises, central = {}, {}, {}
+        for f in steps:
+            values, taken = along(f * h, range(k))
+            central[f] = (values[:, 0], values[:, 1])
             with np.errstate(invalid="ignore", over="ignore"):
                 differences[f] = (values[:, 0] - values[:, 1]) / (2 * f * h)
                 noises[f] = ((SIGMA_FACTOR * sigma + 4.0 * _U * np.abs(values).max(axis=1))
                              / (f * h))
             if f == 1.0:
-                analytic = taken
+                analytic = taken @ G / (2 * h)
         noise = noises[1.0]
+        numerical = differences[1.0]
         if len(steps) > 1:
             half, quarter = differences[0.5], differences[0.25]
             rounding = noise + 2.0 * noises[0.5] + noises[0.25]
             noise = (noise + propagated_rounding(noise, noises[0.5], noises[0.25])
-                     + truncation_bound(differences[1.0], half, quarter,
-                                        options.atol + options.rtol * np.abs(differences[1.0]),
+                     + truncation_bound(numerical, half, quarter,
+                                        options.atol + options.rtol * np.abs(numerical),
                                         rounding))
-        probes["d" + name] = Probes(analytic=analytic, numerical=differences[1.0], noise=noise,
-                                    kinks=np.zeros(k, dtype=np.int64), rank_one=False, size=n,
+        kinks = np.zeros(k, dtype=np.int64)
+        allowed = options.atol + options.rtol * np.abs(numerical) + noise
+        with np.errstate(invalid="ignore"):
+            failing = np.flatnonzero(np.isfinite(numerical)
+                                     & ~(np.abs(analytic - numerical) <= allowed))
+        if failing.size:
+            lines = Disagreement(
+                error=np.abs(analytic - numerical)[failing], allowed=allowed[failing],
+                # The points' rounding: at most half an ulp of each theta_i, times its slope.
+                shift=float(np.abs(G) @ np.spacing(np.abs(theta[start:stop]) + h)))
+            known = {f: (plus[failing], minus[failing]) for f, (plus, minus) in central.items()}
+            kink, maybe = _kink_verdicts(
+                lambda step, failing=failing: tuple(along(step, failing)[0].T), J, known,
+                lines, sigma, False, h)
+            kinks[failing[kink]] = 1
+            noise = noise.copy()
+            noise[failing[maybe]] = np.inf
+        probes["d" + name] = Probes(analytic=analytic, numerical=numerical, noise=noise,
+                                    kinks=kinks, rank_one=False, size=n,
                                     grad_norm=float(np.linalg.norm(G)))
     return probes
 
@@ -280,25 +337,27 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
         options, note = cost_plan(cost_model(layout, options, evaluation, spent), options)
         notes += (note,)
     if options.mode == "directional":
-        return _directional_check(cost, theta, grad, args, layout, options, evaluation.J,
+        return _directional_check(cost, theta, grad, args, layout, options, evaluation,
                                   low_precision, notes)
     return _coordinate_check(cost, theta, grad, args, layout, options, evaluation,
                              low_precision, notes)
 
 
-def _directional_check(cost, theta, grad, args, layout, options, J, low_precision, notes):
+def _directional_check(cost, theta, grad, args, layout, options, evaluation, low_precision,
+                       notes):
     """The directional probes of a user's cost (:func:`cost_probes`), and their report."""
     if options.method != "central":
         raise ValueError("method='richardson' applies to mode='full' and mode='sampled'")
     with n_threads_set(options.n_threads):
-        probes = cost_probes(cost, theta, grad, args, layout,
+        probes = cost_probes(cost, theta, grad, args, layout, evaluation.J,
                              blackbox.cost_noise(cost, theta, args), options)
     if low_precision:
         notes += low_precision_warning(low_precision, options)
-    return build_directional_report(layout, grad, probes, cost=J, epsilon=options.epsilon,
-                                    threshold=options.threshold, rtol=options.rtol,
-                                    atol=options.atol, probability=options.probability,
-                                    notes=notes)
+    return build_directional_report(
+        layout, grad, probes, cost=evaluation.J, epsilon=options.epsilon,
+        threshold=options.threshold, rtol=options.rtol, atol=options.atol,
+        probability=options.probability, notes=notes,
+        engine="numba" if evaluation.njit else "python", kink=blackbox.KINK)
 
 
 def _step_factors(options) -> tuple[float, ...]:
@@ -349,20 +408,12 @@ def _coordinate_check(cost, theta, grad, args, layout, options, evaluation, low_
                                 options.rtol)
     candidates = _needs_excuse(first, grad_at, sigma, at, options)
     if candidates.size:
-        def evaluate(step, slots):
+        def evaluate(step):
             return blackbox.central(cost, theta, args, step, njit, seconds, False,
-                                    indices[slots])[:2]
+                                    indices[candidates])[:2]
 
-        with n_threads_set(options.n_threads):
-            kink, maybe = _kink_verdicts(evaluate, at, J, candidates, grad_at, first, central,
-                                         sigma, float32, options)
-        kinks = np.zeros(P, dtype=np.int64)
-        kinks[candidates[kink]] = 1
-        # Where a kink might explain the disagreement, no bound on the element's error can be
-        # claimed: an infinite truncation bound makes it unverified (never wrong, never ok).
-        truncation = (np.zeros(P) if first.truncation is None else first.truncation.copy())
-        truncation[candidates[maybe]] = np.inf
-        first = replace(first, kinks=kinks, truncation=truncation)
+        first = _coordinate_kinks(first, candidates, evaluate, at, grad_at, J, central, sigma,
+                                  float32, options)
     if low_precision:
         notes += low_precision_warning(low_precision, options)
     if not njit:

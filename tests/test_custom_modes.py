@@ -118,3 +118,30 @@ def test_a_layer_check_can_probe_its_inputs():
               "b": rng.normal(size=15)}
     report = check_layer(affine_forward, affine_backward, inputs, mode="directional")
     assert report.mode == "directional" and report.failed_blocks == ["dw"]
+
+
+@pytest.mark.parametrize("h", [1e-7, 1e-3])
+def test_a_probe_across_a_kink_is_set_aside_and_a_wrong_gradient_still_fails(h):
+    """sum |theta - c| with a kink c_0 within the probes' step of theta_0: the central
+    difference along a direction that crosses a kink is no directional derivative, and a
+    right gradient must not be called wrong there (the probe is a kink, or unverified); a
+    gradient off by 10 % in the same block still fails on the probes no kink explains. At the
+    large step the truncation bound alone leaves such probes unverified; at the small one only
+    the kink test can set them aside."""
+    rng = np.random.default_rng(4)
+    n = 6
+    theta = rng.normal(size=n)
+    c = theta + 1.0  # kinks far away, but the first: a probe crosses it when |v_0| > 0.2
+    c[0] = theta[0] + 0.2 * h
+
+    def cost(t):
+        return float(np.sum(np.abs(t - c)))
+
+    right = np.sign(theta - c)
+    report = check(cost, theta, right, mode="directional", epsilon=h, n_directions=16)
+    assert report.blocks["dtheta"].verdict != "wrong"
+    block = report.blocks["dtheta"]
+    assert 0 < block.n_kinks + block.n_unverified < 16  # some probes cross it, some do not
+    wrong = right * np.array([1.0, 1.0, 1.0, 1.1, 1.1, 1.1])
+    report = check(cost, theta, wrong, mode="directional", epsilon=h, n_directions=16)
+    assert report.failed_blocks == ["dtheta"]

@@ -13,6 +13,9 @@ from .._schedule import claim
 from ..noise import N_POINTS, ecnoise_step, sigma_from_values
 from ._common import Costs, all_indices, full_cost_noise, run_kernel
 
+#: What a kink is for a user's cost, as the report says it.
+KINK = "a kink of the cost (a ReLU kink or other non-smooth point)"
+
 
 # The work is cut into evaluations, not coordinates: item k is J(theta + eps e_i) for k = 2i
 # and J(theta - eps e_i) for k = 2i + 1. A cost that takes seconds per evaluation still keeps
@@ -158,7 +161,7 @@ def costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str, theta: np.
     return Costs(J, J_plus, J_minus, dJ_plus, dJ_minus, gradapprox, resolution,
                  np.zeros(P, dtype=np.int64), engine,
                  all_indices(P) if indices is None else indices, noise,
-                 kink="a kink of the cost (a ReLU kink or other non-smooth point)")
+                 kink=KINK)
 
 
 def cost_noise(cost, theta, args) -> float:

@@ -97,7 +97,8 @@ def measure_coordinates(layout: Layout, theta: np.ndarray, grad: np.ndarray, cos
 
 
 def measure_probes(layout: Layout, probes: dict[str, Probes], cost: float, *, rtol: float,
-                   atol: float) -> Measurements:
+                   atol: float, engine: str = "incremental",
+                   kink: str = "a ReLU kink") -> Measurements:
     """The directional probes of every block, in layout order.
 
     A probe whose ``J(theta +- eps v)`` is NaN or Inf (a non-finite J, or a change that is)
@@ -114,7 +115,7 @@ def measure_probes(layout: Layout, probes: dict[str, Probes], cost: float, *, rt
                                                       for column in zip(*parts))
     ends = np.cumsum([part[0].size for part in parts]).tolist()
     return Measurements(
-        mode="directional", engine="incremental", cost=float(cost), analytic=analytic,
+        mode="directional", engine=engine, kink=kink, cost=float(cost), analytic=analytic,
         numerical=numerical, tolerance=atol + rtol * np.abs(numerical), noise=noise,
         at_kink=at_kink, nonfinite=nonfinite,
         spans=tuple(slice(lo, hi) for lo, hi in zip([0, *ends[:-1]], ends)), probes=probes,
@@ -263,8 +264,9 @@ def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, *,
 
 def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, cost: float,
                              epsilon: float, threshold: float, rtol: float, atol: float,
-                             probability: float,
-                             notes: tuple[str, ...] = ()) -> GradientCheckReport:
+                             probability: float, notes: tuple[str, ...] = (),
+                             engine: str = "incremental",
+                             kink: str = "a ReLU kink") -> GradientCheckReport:
     """The report of a directional check from its :class:`gradcheck_fast.modes.Probes`.
 
     A probe fails when ``|v.grad - numerical| > atol + rtol |numerical| + noise`` (the
@@ -274,7 +276,9 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
     "unverified". One that passes only within a noise bound above ``UNVERIFIABLE_FRACTION`` of
     its size (a large step) is unverified. ``detectable_error`` follows from the largest
     tolerance among the block's verified probes (:func:`gradcheck_fast.modes.detectable_error`).
+    ``engine`` and ``kink`` name the engine that took the probes and what a kink is for it.
     """
-    items = measure_probes(layout, probes, cost, rtol=rtol, atol=atol)
+    items = measure_probes(layout, probes, cost, rtol=rtol, atol=atol, engine=engine,
+                           kink=kink)
     return build(layout, grad, items, epsilon=epsilon, threshold=threshold, rtol=rtol,
                  atol=atol, probability=probability, notes=notes)
