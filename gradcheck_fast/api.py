@@ -41,7 +41,14 @@ from .options import (
 from .parameters import DictCost, flatten, pack_grads, params_layout, restoring
 from .planning import CostEstimate, estimate
 from .reference import backward_propagation_n, forward_propagation_n
-from .report import GradientCheckReport, relative_difference
+from .report import (
+    NO_HINTS,
+    GradientCheckReport,
+    Hints,
+    layer_numbers,
+    relative_difference,
+    shape_factors,
+)
 from .sweep import DEFAULT_STEPS, SweepReport, check_steps, run_sweep
 from .validation import (
     check_count,
@@ -210,7 +217,7 @@ def check_gradients(
     >>> report.failed_blocks
     ['dW2', 'db1']
     >>> report.blocks["dW2"].diagnosis
-    'dW2 ≈ 2.00 × numerical'
+    'dW2 ≈ 2.00 × numerical: an extra factor 2?'
     """
     started = time.perf_counter()
     inputs = prepare_inputs(parameters, gradients, X, Y, model)
@@ -584,7 +591,7 @@ def check(
     >>> check(cost, theta, grad, (A, y)).passed
     True
     >>> check(cost, theta, 2 * grad, (A, y)).blocks["dtheta"].diagnosis
-    'dtheta ≈ 2.00 × numerical'
+    'dtheta ≈ 2.00 × numerical: an extra factor 2?'
 
     A model that holds its parameters in a dict, with a ``loss`` method returning the loss
     and its gradients, checked in place in one call:
@@ -617,14 +624,16 @@ def _run_problem(problem: _CostProblem, settings: dict, started: float
     with problem.guard:
         problem = problem.with_gradient()
         return run_cost_check(problem.cost, problem.theta, problem.grad, problem.args,
-                              problem.layout, options, problem.low_precision, started)
+                              problem.layout, options, problem.low_precision, started,
+                              problem.hints)
 
 
 class _CostProblem(NamedTuple):
     """A user's cost ready for the black-box engine: ``cost`` called as ``cost(theta,
     *args)`` (a dict cost adapted), the flat ``theta`` and ``grad`` (None: the cost's own, by
-    :meth:`with_gradient`), the ``layout``, the arguments that came in float32/float16, and
-    the context that restores arrays perturbed in place."""
+    :meth:`with_gradient`), the ``layout``, the arguments that came in float32/float16, the
+    context that restores arrays perturbed in place, and the hints that name a wrong block's
+    mistake (the data's batch sizes, the layers the block names give)."""
 
     cost: Callable
     theta: np.ndarray
@@ -633,6 +642,7 @@ class _CostProblem(NamedTuple):
     layout: Layout
     low_precision: tuple[str, ...]
     guard: Any
+    hints: Hints = NO_HINTS
 
     def with_gradient(self) -> _CostProblem:
         """The problem with its gradient: the one given, else the one the cost returns with
@@ -673,8 +683,10 @@ def _cost_problem(cost, theta, grad, args, in_place, layout,
                           if np.asarray(value).dtype.kind == "f"
                           and np.asarray(value).dtype.itemsize < 8)
     theta, grad = _point_and_gradient(theta, grad)
-    return _CostProblem(cost, theta, grad, _as_args(args), _layout_for(layout, theta.size),
-                        low_precision, contextlib.nullcontext())
+    args = _as_args(args)
+    layout = _layout_for(layout, theta.size)
+    return _CostProblem(cost, theta, grad, args, layout, low_precision,
+                        contextlib.nullcontext(), _hints(layout, _labelled_args(args)))
 
 
 def check_layer(
@@ -765,7 +777,9 @@ def _layer_problem(forward, backward, inputs, dout, seed, args) -> _CostProblem:
     out = outputs(out)
     dout = draw_dout(out, seed) if dout is None else check_dout(dout, out)
     grads = gradients_dict(backward(dout if len(dout) > 1 else dout[0], cache), list(params))
-    return _params_problem(vjp_cost(forward, dout, args), params, grads, (), False)
+    problem = _params_problem(vjp_cost(forward, dout, args), params, grads, (), False)
+    return problem._replace(hints=_hints(problem.layout,
+                                         {**params, **_labelled_args(args)}))
 
 
 def _params_problem(cost, params: Mapping, grads, args, in_place,
@@ -788,10 +802,21 @@ def _params_problem(cost, params: Mapping, grads, args, in_place,
                             "arrays one after the other, each in C order): it cannot be "
                             "checked in place nor return its gradients as a dict; pass grads")
         return _CostProblem(cost, theta, grad, args, layout, low_precision,
-                            contextlib.nullcontext())
+                            contextlib.nullcontext(), _hints(layout, _labelled_args(args)))
     guard = restoring(params) if in_place else contextlib.nullcontext()
     return _CostProblem(DictCost(cost, layout, theta, in_place, params), theta, grad, args,
-                        layout, low_precision, guard)
+                        layout, low_precision, guard, _hints(layout, _labelled_args(args)))
+
+
+def _labelled_args(args: tuple) -> dict:
+    """A cost's further arguments by the names a diagnosis gives them: ``args[0]``, ..."""
+    return {f"args[{k}]": value for k, value in enumerate(args)}
+
+
+def _hints(layout: Layout, data: Mapping) -> Hints:
+    """What names a wrong block of a user's cost: the batch sizes of its ``data`` (label to
+    array), and layers read off block names that end in a number."""
+    return Hints(factors=shape_factors(data), layers=layer_numbers(layout.grad_names))
 
 
 def _as_args(args) -> tuple:

@@ -4,6 +4,7 @@ options and call :func:`run_check`."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 
@@ -13,10 +14,12 @@ from . import modes
 from ._threads import n_threads_set
 from .engines import Costs, mlp_costs, prepare_engine
 from .engines.incremental import Prepared
+from .models import HIDDEN
 from .options import Inputs, LowPrecisionWarning, Options
 from .planning import plan
 from .report import (
     GradientCheckReport,
+    Hints,
     build_directional_report,
     build_report,
 )
@@ -82,6 +85,48 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = (),
         raise ValueError("method='richardson' applies to mode='full' and mode='sampled'; the "
                          "directional probes use the central difference (their steps are "
                          "formed exactly, so epsilon=1e-7 leaves no truncation to remove)")
+    report = _run(inputs, options, notes, prepared)
+    if len(report.failed_blocks) == len(layout.grad_names) > 1:
+        report = dataclasses.replace(report, notes=report.notes + (model_hint(inputs,
+                                                                              options),))
+    return report
+
+
+#: Coordinates per block of the sampled checks that try other hidden activations when every
+#: block is wrong (:func:`model_hint`).
+HINT_PER_BLOCK = 8
+
+
+def model_hint(inputs: Inputs, options: Options) -> str:
+    """The note for a check whose every block is wrong: which other hidden activations the
+    gradients match (a sampled check of :data:`HINT_PER_BLOCK` coordinates per block passes
+    with them), else what else to suspect. A network checked with the wrong ``model=`` fails
+    everywhere; so does a mistake at the output, which backprop carries to every block."""
+    current = inputs.model.hidden_for(inputs.layout.n_layers)
+    sampled = dataclasses.replace(options, mode="sampled", n_per_block=HINT_PER_BLOCK,
+                                  seed=0, budget_s=None, progress=False)
+    matches = []
+    for name in HIDDEN:
+        if (name,) * len(current) == current:
+            continue
+        model = dataclasses.replace(inputs.model, hidden=name)
+        if _run(dataclasses.replace(inputs, model=model), sampled, (), None).passed:
+            matches.append(name)
+    if matches:
+        names = " or ".join(repr(name) for name in matches)
+        return (f"every block is wrong, but the gradients match hidden={names} (a sampled "
+                f"check, {HINT_PER_BLOCK} coordinates per block, passes): a "
+                f"{matches[0]} network checked as {'/'.join(sorted(set(current)))}? Pass "
+                f"model=MLP(hidden={matches[0]!r}, ...)")
+    return ("every block is wrong: does model= match the backward pass (the hidden "
+            "activations, the output and its loss, L2)? Otherwise the mistake comes early in "
+            "backprop (at the output), which carries it to every block")
+
+
+def _run(inputs: Inputs, options: Options, notes: tuple[str, ...],
+         prepared: Prepared | None) -> GradientCheckReport:
+    """The check ``options`` describe (mode and engine resolved) and its report."""
+    layout = inputs.layout
     with n_threads_set(options.n_threads):
         if options.mode == "directional":
             cost, probes = modes.directional_probes(layout, inputs.theta, inputs.grad, inputs.X,
@@ -93,14 +138,25 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = (),
             return build_directional_report(
                 layout, inputs.grad, probes, cost=cost, epsilon=options.epsilon,
                 threshold=options.threshold, rtol=options.rtol, atol=options.atol,
-                probability=options.probability, notes=notes)
+                probability=options.probability, notes=notes, hints=mlp_hints(inputs))
         indices = None
         if options.mode == "sampled":
             indices = modes.sample_indices(layout, options.n_per_block, options.seed)
         costs = numerical_gradient(inputs, options, indices, prepared=prepared)
     return build_report(layout, inputs.theta, inputs.grad, costs, epsilon=options.epsilon,
                         threshold=options.threshold, rtol=options.rtol, atol=options.atol,
-                        mode=options.mode, method=options.method, notes=notes)
+                        mode=options.mode, method=options.method, notes=notes,
+                        hints=mlp_hints(inputs))
+
+
+def mlp_hints(inputs: Inputs) -> Hints:
+    """What names a wrong block of the built-in network: m (a missing or extra 1/m), the L2
+    term's weight in each ``dWl``, and the layers (backprop runs from L down)."""
+    layout, m = inputs.layout, inputs.m
+    l2 = inputs.model.l2_gradient(m)
+    return Hints(factors=((float(m), "m"),),
+                 l2={f"dW{l}": l2 for l in range(1, layout.n_layers + 1)} if l2 > 0 else {},
+                 layers={name: int(name[2:]) for name in layout.grad_names})
 
 
 def low_precision_note(inputs: Inputs, options: Options) -> tuple[str, ...]:

@@ -16,8 +16,8 @@ from .modes import Probes, sample_indices
 from .noise import SIGMA_FACTOR
 from .options import LowPrecisionWarning
 from .planning import CostEstimate, CostModel, cost_estimate, cost_plan
-from .report import GradientCheckReport, build_directional_report, build_report
-from .report.diagnosis import _U, allowance
+from .report import GradientCheckReport, Hints, build_directional_report, build_report
+from .report.diagnosis import _U, NO_HINTS, allowance
 from .truncation import (
     RICHARDSON_FACTOR,
     SMALLER_STEPS,
@@ -321,15 +321,16 @@ def estimate_cost_check(cost, theta: np.ndarray, args: tuple, layout: Layout,
 
 
 def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: Layout,
-                   options, low_precision: tuple[str, ...],
-                   started: float | None = None) -> GradientCheckReport:
+                   options, low_precision: tuple[str, ...], started: float | None = None,
+                   hints: Hints = NO_HINTS) -> GradientCheckReport:
     """The check of :func:`gradcheck_fast.api.check` on validated inputs: ``theta`` and
     ``grad`` flat float64 (theta finite), ``layout`` of theta's size, ``options`` resolved
     (mode "full"; "sampled": ``options.n_per_block`` coordinates of each block drawn with
     ``options.seed``, :func:`gradcheck_fast.modes.sample_indices`; "directional":
     :func:`cost_probes`; a budget: the mode :func:`~gradcheck_fast.planning.cost_plan`
     picks); ``low_precision`` names the arguments that came in float32/float16; ``started``:
-    the ``time.perf_counter()`` at which the call began (the budget counts the validation)."""
+    the ``time.perf_counter()`` at which the call began (the budget counts the validation);
+    ``hints`` name mistakes in the report (:class:`~gradcheck_fast.report.Hints`)."""
     spent = 0.0 if started is None else time.perf_counter() - started
     evaluation = first_evaluation(cost, theta, args)
     notes = ()
@@ -338,13 +339,13 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
         notes += (note,)
     if options.mode == "directional":
         return _directional_check(cost, theta, grad, args, layout, options, evaluation,
-                                  low_precision, notes)
+                                  low_precision, notes, hints)
     return _coordinate_check(cost, theta, grad, args, layout, options, evaluation,
-                             low_precision, notes)
+                             low_precision, notes, hints)
 
 
 def _directional_check(cost, theta, grad, args, layout, options, evaluation, low_precision,
-                       notes):
+                       notes, hints):
     """The directional probes of a user's cost (:func:`cost_probes`), and their report."""
     if options.method != "central":
         raise ValueError("method='richardson' applies to mode='full' and mode='sampled'")
@@ -357,7 +358,7 @@ def _directional_check(cost, theta, grad, args, layout, options, evaluation, low
         layout, grad, probes, cost=evaluation.J, epsilon=options.epsilon,
         threshold=options.threshold, rtol=options.rtol, atol=options.atol,
         probability=options.probability, notes=notes,
-        engine="numba" if evaluation.njit else "python", kink=blackbox.KINK)
+        engine="numba" if evaluation.njit else "python", kink=blackbox.KINK, hints=hints)
 
 
 def _step_factors(options) -> tuple[float, ...]:
@@ -369,7 +370,7 @@ def _step_factors(options) -> tuple[float, ...]:
 
 
 def _coordinate_check(cost, theta, grad, args, layout, options, evaluation, low_precision,
-                      notes):
+                      notes, hints):
     """The full or sampled check of a user's cost: the central differences of every step
     (:func:`_step_factors`) in the black-box engine's loop, the kink verdicts of the elements
     that fail, and the report."""
@@ -422,4 +423,4 @@ def _coordinate_check(cost, theta, grad, args, layout, options, evaluation, low_
                   f"run compiled and in parallel",)
     return build_report(layout, theta, grad, first, epsilon=options.epsilon,
                         threshold=options.threshold, rtol=options.rtol, atol=options.atol,
-                        notes=notes, mode=options.mode, method=options.method)
+                        notes=notes, mode=options.mode, method=options.method, hints=hints)

@@ -93,6 +93,10 @@ class MLP:
         1 is the identity: :func:`gradcheck_fast.activations.resolve`)."""
         return _activations(self, n_layers)
 
+    def l2_gradient(self, m: int) -> float:
+        """The weight of the L2 term in each ``dWl``: ``lambda / m``."""
+        return self.l2 / m
+
     @property
     def loss(self) -> losses.Loss:
         """The registry entry of the output and its loss."""

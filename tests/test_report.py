@@ -121,7 +121,7 @@ def test_probes_go_through_the_same_builder():
     report = _build(items, grad=np.zeros(6), probability=0.999)
     W, b = report.blocks["dW"], report.blocks["db"]
     assert W.verdict == "wrong" and W.n_failing == 3 and W.n_probes == 3 and W.n_checked == 0
-    assert W.diagnosis == "dW ≈ 2.00 × numerical (along random directions)"
+    assert W.diagnosis == "dW ≈ 2.00 × numerical: an extra factor 2? (along random directions)"
     # Every probe of db set aside: it verified nothing, so it is not "ok".
     assert b.verdict == "unverified" and b.n_kinks == 2 and b.n_failing == 0
     assert b.detectable_error == math.inf and math.isfinite(W.detectable_error)
@@ -199,7 +199,7 @@ def test_the_seed_faulty_report_names_the_wrong_blocks_in_every_mode(mode):
     unit = "probes" if mode == "directional" else "elements"
     suffix = " (along random directions)" if mode == "directional" else ""
     assert lines[4].startswith("  dW2  ") and lines[4].endswith(
-        f"{unit} wrong: dW2 ≈ 2.00 × numerical{suffix}")
+        f"{unit} wrong: dW2 ≈ 2.00 × numerical: an extra factor 2?{suffix}")
     assert lines[5].startswith("  db1  ") and lines[5].endswith(
         f"{unit} wrong: db1 ≈ 4.00 × numerical{suffix}")
     assert _table_names(text) == ["dW1", "db1", "dW2", "db2", "dW3", "db3"]

@@ -17,23 +17,29 @@ from __future__ import annotations
 
 from .build import N_WORST, build, build_directional_report, build_report
 from .diagnosis import (
+    NO_HINTS,
     SIGMA_FACTOR,
     TIGHT_FIT,
     UNVERIFIABLE_FRACTION,
+    Hints,
     allowance,
     diagnose,
+    layer_numbers,
     noise_bound,
     relative_difference,
+    shape_factors,
 )
 from .types import BlockResult, Element, GradientCheckFailed, GradientCheckReport
 
 __all__ = [
+    "NO_HINTS",
     "N_WORST",
     "SIGMA_FACTOR",
     "TIGHT_FIT",
     "UNVERIFIABLE_FRACTION",
     "BlockResult",
     "Element",
+    "Hints",
     "GradientCheckFailed",
     "GradientCheckReport",
     "allowance",
@@ -41,6 +47,8 @@ __all__ = [
     "build_directional_report",
     "build_report",
     "diagnose",
+    "layer_numbers",
     "noise_bound",
     "relative_difference",
+    "shape_factors",
 ]

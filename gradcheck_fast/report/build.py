@@ -11,7 +11,7 @@ and assembles the report once for all of them. :func:`build_report` and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,10 +19,13 @@ from ..layout import Layout
 from ..modes import Probes, detectable_error
 from ..options import ATOL, RTOL
 from .diagnosis import (
+    NO_HINTS,
+    Hints,
     Judgement,
     allowance,
     block_verdict,
     diagnose,
+    inherited,
     judge,
     relative_difference,
 )
@@ -128,12 +131,14 @@ def measure_probes(layout: Layout, probes: dict[str, Probes], cost: float, *, rt
 def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: float,
           threshold: float, rtol: float, atol: float, method: str = "central",
           probability: float | None = None, notes: tuple[str, ...] = (),
-          n_worst: int = N_WORST) -> GradientCheckReport:
+          n_worst: int = N_WORST, hints: Hints = NO_HINTS) -> GradientCheckReport:
     """The report of a check from the analytic gradient (flat, ``layout`` order) and what the
     check measured: every item judged by the elementwise criterion (:func:`.diagnosis.judge`),
     a :class:`BlockResult` per block, and, for coordinates, the worst and flagged elements.
 
     ``probability``: directional mode, the detection probability of ``detectable_error``.
+    ``hints``: what names a wrong block's mistake (:class:`.diagnosis.Hints`); a wrong block
+    under a wrong layer is marked as likely inheriting its error (:func:`.diagnosis.inherited`).
     """
     judged = judge(items.analytic, items.numerical, items.tolerance, items.noise,
                    items.at_kink | items.nonfinite, atol)
@@ -146,8 +151,11 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
         worst = (() if items.indices is None else
                  tuple(element_at(layout, grad, numerical_full, int(i))
                        for i in _worst_of_block(items, judged, span, n_worst)))
+        params = (None if hints.theta is None or items.indices is None
+                  else hints.theta[items.indices[span]])
         blocks[name] = _block_result(items, judged, relative, name, shape, span, worst,
-                                     probability)
+                                     probability, hints, params)
+    blocks = _with_inheritance(blocks, hints.layers)
     flagged = _flagged(items, judged, n_worst)
     return GradientCheckReport(
         difference=relative_difference(items.analytic, items.numerical),
@@ -161,10 +169,23 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
     )
 
 
+def _with_inheritance(blocks: dict[str, BlockResult], layers: dict) -> dict[str, BlockResult]:
+    """The blocks, a wrong block that likely inherits its error from a layer above it so
+    marked in its diagnosis."""
+    notes = inherited({name: block.verdict for name, block in blocks.items()}, layers)
+    for name, note in notes.items():
+        diagnosis = blocks[name].diagnosis
+        blocks[name] = replace(blocks[name], diagnosis=(f"{name}: {note}" if diagnosis is None
+                                                        else f"{diagnosis}; {note}"))
+    return blocks
+
+
 def _block_result(items: Measurements, judged: Judgement, relative: np.ndarray, name: str,
                   shape: tuple[int, ...], span: slice, worst: tuple,
-                  probability: float | None) -> BlockResult:
-    """One block's result from its items ``span``."""
+                  probability: float | None, hints: Hints = NO_HINTS,
+                  params: np.ndarray | None = None) -> BlockResult:
+    """One block's result from its items ``span`` (``params``: the parameters they perturb,
+    for coordinates)."""
     analytic, numerical = items.analytic[span], items.numerical[span]
     valid, failing = judged.valid[span], judged.failing[span]
     unverified = judged.unverified[span]
@@ -180,7 +201,7 @@ def _block_result(items: Measurements, judged: Judgement, relative: np.ndarray, 
         # A transposition can only be recognised on a whole block of coordinates.
         whole = not items.directional and n_items == int(np.prod(shape, dtype=np.int64))
         diagnosis, scale = diagnose(name, shape if whole else (n_items,), analytic, numerical,
-                                    valid, failing, judged.allowed[span])
+                                    valid, failing, judged.allowed[span], hints, params)
         if diagnosis is not None and items.directional:
             diagnosis += " (along random directions)"
     # The largest errors: of elements, over those with finite J+- (kinks included: the table
@@ -252,21 +273,24 @@ def _top(key: np.ndarray, n: int, minimum: float) -> np.ndarray:
 def build_report(layout: Layout, theta: np.ndarray, grad: np.ndarray, costs, *,
                  epsilon: float, threshold: float, rtol: float = RTOL,
                  atol: float = ATOL, n_worst: int = N_WORST, mode: str = "full",
-                 method: str = "central", notes: tuple[str, ...] = ()) -> GradientCheckReport:
+                 method: str = "central", notes: tuple[str, ...] = (),
+                 hints: Hints = NO_HINTS) -> GradientCheckReport:
     """The report of a full or sampled check: the analytic gradient (flat, ``layout`` order)
     and the engine's :class:`~gradcheck_fast.engines.Costs` for the coordinates
-    ``costs.indices`` (all of them, or a sample), each with the engine's own noise bound."""
+    ``costs.indices`` (all of them, or a sample), each with the engine's own noise bound;
+    ``hints`` name mistakes (theta is added to them)."""
     items = measure_coordinates(layout, theta, grad, costs, epsilon=epsilon, rtol=rtol,
                                 atol=atol, mode=mode)
     return build(layout, grad, items, epsilon=epsilon, threshold=threshold, rtol=rtol,
-                 atol=atol, method=method, notes=notes, n_worst=n_worst)
+                 atol=atol, method=method, notes=notes, n_worst=n_worst,
+                 hints=hints._replace(theta=theta))
 
 
 def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, cost: float,
                              epsilon: float, threshold: float, rtol: float, atol: float,
                              probability: float, notes: tuple[str, ...] = (),
-                             engine: str = "incremental",
-                             kink: str = "a ReLU kink") -> GradientCheckReport:
+                             engine: str = "incremental", kink: str = "a ReLU kink",
+                             hints: Hints = NO_HINTS) -> GradientCheckReport:
     """The report of a directional check from its :class:`gradcheck_fast.modes.Probes`.
 
     A probe fails when ``|v.grad - numerical| > atol + rtol |numerical| + noise`` (the
@@ -276,9 +300,10 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
     "unverified". One that passes only within a noise bound above ``UNVERIFIABLE_FRACTION`` of
     its size (a large step) is unverified. ``detectable_error`` follows from the largest
     tolerance among the block's verified probes (:func:`gradcheck_fast.modes.detectable_error`).
-    ``engine`` and ``kink`` name the engine that took the probes and what a kink is for it.
+    ``engine`` and ``kink`` name the engine that took the probes and what a kink is for it;
+    ``hints`` name mistakes (:class:`.diagnosis.Hints`).
     """
     items = measure_probes(layout, probes, cost, rtol=rtol, atol=atol, engine=engine,
                            kink=kink)
     return build(layout, grad, items, epsilon=epsilon, threshold=threshold, rtol=rtol,
-                 atol=atol, probability=probability, notes=notes)
+                 atol=atol, probability=probability, notes=notes, hints=hints)

@@ -188,8 +188,116 @@ def block_verdict(n_failing: int, n_nonfinite: int, n_unverified: int,
     return "ok"
 
 
+class Hints(NamedTuple):
+    """What the caller knows that can name a wrong block's mistake (:func:`diagnose`).
+
+    Attributes
+    ----------
+    factors : ``(value, label)`` pairs a scale may equal besides 2 and 1/2: the number of
+        samples ``(64.0, "m")``, an input's batch size ``(32.0, "x.shape[0]")``.
+    theta : the parameters, flat in layout order (an error proportional to a block's own
+        parameters is a regularisation term), or None.
+    l2 : per block name, the gradient weight of the cost's L2 term on that block (the
+        built-in MLP: ``lambda / m`` on each ``Wl``): an error of exactly minus, plus or minus
+        half that is named; empty when there is no known L2 term.
+    layers : per block name, its layer's number, backprop running from the highest (a wrong
+        block under a wrong layer may inherit its error); empty when unknown.
+    """
+
+    factors: tuple[tuple[float, str], ...] = ()
+    theta: np.ndarray | None = None
+    l2: dict = {}
+    layers: dict = {}
+
+
+def shape_factors(arrays) -> tuple[tuple[float, str], ...]:
+    """:attr:`Hints.factors` from the data a cost or layer takes (``arrays``: label to
+    value, non-arrays ignored): the lengths of the first axis (a batch in rows) and, of 2-D
+    arrays, of the last (a batch in columns), above 2, each value once (its first label)."""
+    factors, seen = [], set()
+    for label, value in arrays.items():
+        shape = getattr(value, "shape", None)
+        if not shape:
+            continue
+        axes = [0] if len(shape) != 2 else [0, 1]
+        for axis in axes:
+            size = int(shape[axis])
+            if size > 2 and size not in seen:
+                seen.add(size)
+                factors.append((float(size), f"{label}.shape[{axis}]"))
+    return tuple(factors)
+
+
+def layer_numbers(names) -> dict[str, int]:
+    """:attr:`Hints.layers` from block names that end in a layer number (``dW1``, ``db1``,
+    ``dW2``, ...; at least two layers), else empty."""
+    layers = {}
+    for name in names:
+        digits = len(name) - len(name.rstrip("0123456789"))
+        if digits == 0 or digits == len(name):
+            return {}
+        layers[name] = int(name[len(name) - digits:])
+    return layers if len(set(layers.values())) > 1 else {}
+
+
+#: No hints: nothing known beyond the numbers.
+NO_HINTS = Hints()
+
+#: A fitted scale or factor "equals" a named value within this relative distance.
+NAMED_FACTOR_RTOL = 0.01
+
+#: An error is "proportional to the parameters" when a multiple of them leaves at most this
+#: fraction of it unexplained.
+PROPORTIONAL_FIT = 0.02
+
+
+def _named_scale(s: float, factors) -> str:
+    """What a fitted scale ``s`` likely is, when it equals a factor people drop or add: m,
+    1/m (or another named size), 2 or 1/2; else ''."""
+    def near(value):
+        return abs(s - value) <= NAMED_FACTOR_RTOL * abs(value)
+
+    for value, label in factors:
+        if value > 2.0 and near(value):
+            return f" = {label}: a missing 1/{label}?"
+        if value > 2.0 and near(1.0 / value):
+            return f" = 1/{label}: an extra 1/{label}?"
+    if near(2.0):
+        return ": an extra factor 2?"
+    if near(0.5):
+        return ": a missing factor 2 (or an extra 1/2)?"
+    return ""
+
+
+def _regularisation(name: str, a: np.ndarray, n: np.ndarray, w: np.ndarray | None,
+                    l2: float | None) -> str | None:
+    """The error ``a - n`` as a multiple of the block's own parameters ``w`` (a regularisation
+    term with the wrong factor), named against the known L2 weight ``l2`` when there is one."""
+    if w is None:
+        return None
+    r = a - n
+    ww = float(w @ w)
+    rr = float(r @ r)
+    if ww == 0.0 or rr == 0.0:
+        return None
+    c = float(r @ w) / ww
+    left = r - c * w
+    if float(left @ left) > PROPORTIONAL_FIT**2 * rr:
+        return None
+    param = name[1:] if name.startswith("d") else name
+    if l2:
+        for ratio, text in ((-1.0, "lacks the L2 term"), (1.0, "counts the L2 term twice"),
+                            (-0.5, "has half the L2 term")):
+            if abs(c - ratio * l2) <= NAMED_FACTOR_RTOL * l2:
+                return (f"{name} {text}: analytic - numerical ≈ {c:.3g} × {param} "
+                        f"(the L2 term's gradient is {l2:.3g} × {param})")
+    return (f"{name} - numerical ≈ {c:.3g} × {param}: a regularisation term with the wrong "
+            f"factor (reg·{param} where 2·reg·{param} is due, or the reverse)?")
+
+
 def diagnose(name: str, shape: tuple[int, ...], analytic: np.ndarray, numerical: np.ndarray,
-             usable: np.ndarray, failing: np.ndarray, allowed: np.ndarray
+             usable: np.ndarray, failing: np.ndarray, allowed: np.ndarray,
+             hints: Hints = NO_HINTS, params: np.ndarray | None = None
              ) -> tuple[str | None, float | None]:
     """What a wrong block's mistake looks like, when the evidence supports it.
 
@@ -197,10 +305,13 @@ def diagnose(name: str, shape: tuple[int, ...], analytic: np.ndarray, numerical:
 
     1. a constant factor: the least-squares ``s`` of ``analytic ≈ s * numerical`` with a
        residual below ``TIGHT_FIT`` of the analytic norm (s ≈ -1: a sign flip; s ≈ 0: zeros);
-    2. a transposition: a square block equal to the numerical block's transpose, or any 2-D
+       a factor equal to 2, 1/2 or one of ``hints.factors`` (m, 1/m) is named;
+    2. an error proportional to the block's own parameters ``params``: a regularisation term
+       with the wrong factor (named against ``hints.l2`` when known);
+    3. a transposition: a square block equal to the numerical block's transpose, or any 2-D
        block equal to it transposed and reshaped (a ravel-order mix-up);
-    3. zeros: the analytic block is 0 wherever it fails;
-    4. a few wrong elements among many.
+    4. zeros: the analytic block is 0 wherever it fails;
+    5. a few wrong elements among many.
 
     Returns ``(diagnosis, scale)``; either may be None.
 
@@ -210,9 +321,16 @@ def diagnose(name: str, shape: tuple[int, ...], analytic: np.ndarray, numerical:
     >>> ok = np.ones(3, bool)
     >>> text, scale = diagnose("dW2", (3,), 2 * n, n, ok, ok, np.full(3, 1e-8))
     >>> text, round(scale, 12)
-    ('dW2 ≈ 2.00 × numerical', 2.0)
+    ('dW2 ≈ 2.00 × numerical: an extra factor 2?', 2.0)
     >>> diagnose("db1", (3,), -n, n, ok, ok, np.full(3, 1e-8))[0]
     'db1 has the wrong sign: ≈ -1.00 × numerical'
+    >>> diagnose("dW1", (3,), 64 * n, n, ok, ok, np.full(3, 1e-8), Hints(((64.0, "m"),)))[0]
+    'dW1 ≈ 64.00 × numerical = m: a missing 1/m?'
+    >>> W = np.array([0.5, 0.1, -0.3])
+    >>> print(diagnose("dW1", (3,), n + 0.1 * W, n, ok, ok, np.full(3, 1e-8), params=W)[0])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    dW1 - numerical ≈ 0.1 × W1: a regularisation term with the wrong factor
+    (reg·W1 where 2·reg·W1 is due, or the reverse)?
     """
     if not np.all(np.isfinite(analytic[failing])):
         bad = int(np.count_nonzero(~np.isfinite(analytic)))
@@ -230,7 +348,11 @@ def diagnose(name: str, shape: tuple[int, ...], analytic: np.ndarray, numerical:
         if math.sqrt(residual @ residual) <= TIGHT_FIT * norm_a and abs(s - 1.0) > TIGHT_FIT:
             if abs(s + 1.0) <= 0.01:
                 return f"{name} has the wrong sign: ≈ {s:.2f} × numerical", s
-            return f"{name} ≈ {s:.2f} × numerical", s
+            return f"{name} ≈ {s:.2f} × numerical{_named_scale(s, hints.factors)}", s
+    w = None if params is None else np.where(usable, params, 0.0)
+    regularisation = _regularisation(name, a, n, w, hints.l2.get(name))
+    if regularisation is not None:
+        return regularisation, None
     if len(shape) == 2 and nn > 0.0:
         n2 = n.reshape(shape)
         candidates = []
@@ -253,3 +375,47 @@ def diagnose(name: str, shape: tuple[int, ...], analytic: np.ndarray, numerical:
     if n_failing <= 10 and n_failing * 10 <= analytic.size:
         return f"{n_failing} of {analytic.size} elements of {name} are wrong", None
     return None, None
+
+
+def inherited(verdicts: dict[str, str], layers: dict[str, int]) -> dict[str, str]:
+    """Per wrong block that likely inherits its error from a layer backprop reaches first:
+    the note to add. When every block of the highest layer k with a wrong block is wrong (the
+    error of dZ_k, which backprop carries down), each layer below k whose blocks are all wrong
+    too, down to the first that is not, inherits from layer k. ``verdicts``: per block name
+    its verdict; ``layers``: per block name its layer (backprop runs from the highest).
+
+    Examples
+    --------
+    >>> notes = inherited({"dW1": "wrong", "db1": "wrong", "dW2": "wrong", "db2": "wrong",
+    ...                    "dW3": "ok", "db3": "ok"},
+    ...                   {"dW1": 1, "db1": 1, "dW2": 2, "db2": 2, "dW3": 3, "db3": 3})
+    >>> sorted(notes)
+    ['dW1', 'db1']
+    >>> notes["dW1"]
+    'likely inherited from layer 2 (dW2, db2 are wrong too): fix that layer first'
+    """
+    if not layers or set(layers) != set(verdicts):
+        return {}
+    by_layer: dict[int, list[str]] = {}
+    for name, layer in layers.items():
+        by_layer.setdefault(layer, []).append(name)
+
+    def all_wrong(layer):
+        return all(verdicts[name] == "wrong" for name in by_layer.get(layer, ()))
+
+    wrong_layers = [layer for layer in by_layer
+                    if any(verdicts[name] == "wrong" for name in by_layer[layer])]
+    if not wrong_layers:
+        return {}
+    top = max(wrong_layers)
+    if not all_wrong(top):
+        return {}
+    origin = ", ".join(by_layer[top])
+    notes = {}
+    for layer in sorted((layer for layer in by_layer if layer < top), reverse=True):
+        if not all_wrong(layer):
+            break
+        for name in by_layer[layer]:
+            notes[name] = (f"likely inherited from layer {top} ({origin} are wrong too): fix "
+                           f"that layer first")
+    return notes
