@@ -23,6 +23,7 @@ from .report import (
     build_directional_report,
     build_report,
 )
+from .rows import engine_indices, user_costs
 from .truncation import (
     RICHARDSON_FACTOR,
     SMALLER_STEPS,
@@ -125,8 +126,10 @@ def model_hint(inputs: Inputs, options: Options) -> str:
 
 def _run(inputs: Inputs, options: Options, notes: tuple[str, ...],
          prepared: Prepared | None) -> GradientCheckReport:
-    """The check ``options`` describe (mode and engine resolved) and its report."""
+    """The check ``options`` describe (mode and engine resolved) and its report, in the
+    user's layout (a network written with samples in rows: :mod:`gradcheck_fast.rows`)."""
     layout = inputs.layout
+    shown, theta, grad = _user_layout(inputs)
     with n_threads_set(options.n_threads):
         if options.mode == "directional":
             cost, probes = modes.directional_probes(layout, inputs.theta, inputs.grad, inputs.X,
@@ -136,17 +139,32 @@ def _run(inputs: Inputs, options: Options, notes: tuple[str, ...],
                                                     options.epsilon > TRUNCATION_STEP,
                                                     atol=options.atol, rtol=options.rtol)
             return build_directional_report(
-                layout, inputs.grad, probes, cost=cost, epsilon=options.epsilon,
+                shown, grad, probes, cost=cost, epsilon=options.epsilon,
                 threshold=options.threshold, rtol=options.rtol, atol=options.atol,
                 probability=options.probability, notes=notes, hints=mlp_hints(inputs))
         indices = None
         if options.mode == "sampled":
-            indices = modes.sample_indices(layout, options.n_per_block, options.seed)
+            # Drawn in the user's layout: the same seed picks the same elements of the user's
+            # arrays whichever way the network is written.
+            indices = modes.sample_indices(shown, options.n_per_block, options.seed)
+            if inputs.rows is not None:
+                indices = engine_indices(indices, inputs.rows)
         costs = numerical_gradient(inputs, options, indices, prepared=prepared)
-    return build_report(layout, inputs.theta, inputs.grad, costs, epsilon=options.epsilon,
+    if inputs.rows is not None:
+        costs = user_costs(costs, inputs.rows)
+    return build_report(shown, theta, grad, costs, epsilon=options.epsilon,
                         threshold=options.threshold, rtol=options.rtol, atol=options.atol,
                         mode=options.mode, method=options.method, notes=notes,
                         hints=mlp_hints(inputs))
+
+
+def _user_layout(inputs: Inputs):
+    """The layout, theta and gradient as the user wrote them (samples in rows: the user's
+    blocks and flat order; else the engines' own)."""
+    if inputs.rows is None:
+        return inputs.layout, inputs.theta, inputs.grad
+    to_engine = inputs.rows.to_engine
+    return inputs.rows.layout, inputs.theta[to_engine], inputs.grad[to_engine]
 
 
 def mlp_hints(inputs: Inputs) -> Hints:

@@ -44,11 +44,20 @@ class MLP:
         ``dWl`` gains ``lambda / m * Wl``.
     leaky_slope : float, default 0.01
         The slope of ``"leaky_relu"`` for z <= 0.
+    layout : {"columns", "rows"}, default "columns"
+        How the network is written. "columns" is the seed's: X ``(n0, m)``, ``Wl`` of shape
+        ``(n_l, n_{l-1})``, ``bl`` of shape ``(n_l, 1)``, gradients ``dWl``/``dbl``. "rows" is
+        the other widespread convention: X ``(N, D)`` (one sample per row), ``Wl`` of shape
+        ``(n_{l-1}, n_l)``, 1-D biases, Y one row (or class label) per sample, gradients keyed
+        like the parameters (or with a ``d`` prefix), and L2 written ``l2 * sum_l
+        ||Wl||_F**2`` (so ``dWl`` gains ``2 * l2 * Wl``). The report is in the user's layout
+        (its shapes and element indices); the engines run on the same numbers, transposed
+        (:mod:`gradcheck_fast.rows`).
 
     Examples
     --------
     >>> MLP()                       # the seed's network
-    MLP(hidden='relu', output='sigmoid', l2=0.0, leaky_slope=0.01)
+    MLP(hidden='relu', output='sigmoid', l2=0.0, leaky_slope=0.01, layout='columns')
     >>> MLP(hidden=["tanh", "relu"], output="softmax", l2=0.1).hidden_for(3)
     ('tanh', 'relu')
     """
@@ -57,6 +66,7 @@ class MLP:
     output: str = "sigmoid"
     l2: float = 0.0
     leaky_slope: float = 0.01
+    layout: str = "columns"
 
     def __post_init__(self):
         hidden = self.hidden
@@ -71,6 +81,7 @@ class MLP:
             raise TypeError(f"hidden must be an activation name or a sequence of them; got "
                             f"{type(hidden).__name__}")
         _check_name(self.output, "output", OUTPUTS)
+        _check_name(self.layout, "layout", {"columns": 0, "rows": 1})
         for name in ("l2", "leaky_slope"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):

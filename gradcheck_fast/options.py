@@ -17,6 +17,7 @@ import numpy as np
 
 from .layout import MLPLayout
 from .models import MLP, SEED_MODEL
+from .rows import RowsView, to_columns
 from .truncation import TRUNCATION_STEP  # noqa: F401 (a step constant: re-exported here)
 from .validation import (
     all_float64,
@@ -80,6 +81,7 @@ class Inputs:
     Y: np.ndarray
     low_precision: tuple[str, ...]  # keys whose arrays were float32/float16
     model: MLP = SEED_MODEL
+    rows: RowsView | None = None  # a network written with samples in rows: the user's layout
 
     @property
     def m(self) -> int:
@@ -88,7 +90,12 @@ class Inputs:
 
 def prepare_inputs(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
                    model: MLP | None = None) -> Inputs:
-    """validation -> layout: every input check, then flat float64 vectors."""
+    """validation -> layout: every input check, then flat float64 vectors (a network written
+    with samples in rows, ``MLP(layout="rows")``, read into the engines' columns)."""
+    rows = None
+    if model is not None and getattr(model, "layout", "columns") == "rows":
+        parameters, gradients, X, Y, model, rows = to_columns(parameters, gradients, X, Y,
+                                                              model)
     layout, theta = mlp_layout_and_theta(parameters)
     grad = pack_gradients(gradients, layout)
     model = check_model(model, layout)
@@ -97,7 +104,7 @@ def prepare_inputs(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
         gradients, layout.grad_names) else tuple(
         key for source, keys in ((parameters, layout.names), (gradients, layout.grad_names))
         for key in keys if _itemsize(source[key]) < 8)
-    return Inputs(layout, theta, grad, X, Y, low, model)
+    return Inputs(layout, theta, grad, X, Y, low, model, rows)
 
 
 def _itemsize(value) -> int:
