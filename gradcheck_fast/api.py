@@ -25,6 +25,7 @@ from .layers import (
     draw_dout,
     gradients_dict,
     inputs_dict,
+    njit_vjp_cost,
     outputs,
     split_forward,
     vjp_cost,
@@ -773,11 +774,17 @@ def _layer_problem(forward, backward, inputs, dout, seed, args) -> _CostProblem:
     seed = check_count(seed, "seed", minimum=0)
     args = _as_args(args)
     params = inputs_dict(inputs)
-    out, cache = split_forward(forward(*params.values(), *args))
+    result = forward(*params.values(), *args)
+    out, cache = split_forward(result)
     out = outputs(out)
     dout = draw_dout(out, seed) if dout is None else check_dout(dout, out)
     grads = gradients_dict(backward(dout if len(dout) > 1 else dout[0], cache), list(params))
     problem = _params_problem(vjp_cost(forward, dout, args), params, grads, (), False)
+    if is_njit(forward):
+        # Compiled: the cost of the flat vector, evaluated in the engine's parallel loop.
+        kernel, kernel_args = njit_vjp_cost(forward, dout, args, problem.layout.shapes,
+                                            problem.layout.offsets, cache is not None)
+        problem = problem._replace(cost=kernel, args=kernel_args)
     return problem._replace(hints=_hints(problem.layout,
                                          {**params, **_labelled_args(args)}))
 

@@ -9,8 +9,10 @@ with that scalar as the cost: one report block per input.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
+import numba
 import numpy as np
 
 from .parameters import float_arrays
@@ -100,3 +102,71 @@ def vjp_cost(forward: Callable, dout: tuple[np.ndarray, ...], args: tuple) -> Ca
         return float(sum(np.sum(d * o) for d, o in zip(dout, out)))
 
     return cost
+
+
+# ---------------------------------------------------------------------------------------------
+# An njit forward: the vector-Jacobian cost compiled, for the black-box engine's parallel loop
+# ---------------------------------------------------------------------------------------------
+# Compiled code takes no dict and no variable number of inputs: the cost is generated for the
+# layer's arity (the inputs' dimensions, the outputs, the further arguments, whether forward
+# returns a cache) and compiled by numba, once per forward function; it splits the flat
+# vector into the inputs (views of the thread's private copy), runs forward and sums
+# dout * out.
+_VJP_SOURCE = """
+def vjp_cost(theta, shapes, offsets, {douts}{args}):
+{inputs}
+    result = forward({names}{args})
+{outputs}
+    total = 0.0
+{sums}
+    return total
+"""
+
+
+@functools.lru_cache(maxsize=64)
+def _vjp_kernel(forward, ndims: tuple[int, ...], n_outputs: int, n_args: int, cached: bool):
+    """The compiled ``sum_k sum(dout_k * out_k)`` of a flat vector, for ``forward`` of inputs
+    of ``ndims`` dimensions, ``n_outputs`` outputs and ``n_args`` further arguments, returning
+    ``(out, cache)`` if ``cached``. ``forward`` is a global of the generated code (a constant
+    to numba: called directly, where an argument would be a first-class function value, an
+    experimental numba feature). Every other argument is passed on its own: a parallel
+    kernel cannot pass nested tuples (numba 0.68), so shapes are the rows of an int64
+    array."""
+    inputs = "\n".join(
+        f"    x{k} = theta[offsets[{k}]:offsets[{k + 1}]].reshape(("
+        + "".join(f"shapes[{k}, {d}], " for d in range(ndim)) + "))"
+        for k, ndim in enumerate(ndims))
+    out = "result[0]" if cached else "result"
+    if n_outputs == 1:
+        outputs = f"    out0 = {out}"
+    else:
+        outputs = "\n".join(f"    out{k} = {out}[{k}]" for k in range(n_outputs))
+    sums = "\n".join(f"    total += np.sum(dout{k} * out{k})" for k in range(n_outputs))
+    args = "".join(f", arg{k}" for k in range(n_args))
+    source = _VJP_SOURCE.format(
+        douts=", ".join(f"dout{k}" for k in range(n_outputs)), args=args, inputs=inputs,
+        names=", ".join(f"x{k}" for k in range(len(ndims))), outputs=outputs, sums=sums)
+    namespace = {"np": np, "forward": forward}
+    exec(compile(source, f"<gradcheck_fast vjp cost {ndims}-{n_outputs}-{n_args}>", "exec"),
+         namespace)
+    return numba.njit(namespace["vjp_cost"])
+
+
+def njit_vjp_cost(forward, dout: tuple[np.ndarray, ...], args: tuple,
+                  shapes: Sequence[tuple[int, ...]], offsets: np.ndarray,
+                  cached: bool) -> tuple[Callable, tuple]:
+    """For an njit ``forward``: the compiled cost of the flat vector (the inputs one after
+    the other, each in C order) and the further arguments the black-box engine passes it."""
+    ndims = tuple(len(shape) for shape in shapes)
+    if 0 in ndims:
+        raise TypeError("an @numba.njit forward takes array inputs: pass each input as an "
+                        "array of at least one dimension (a 0-d input cannot be a view of the "
+                        "flat parameter vector)")
+    kernel = _vjp_kernel(forward, ndims, len(dout), len(args), cached)
+    table = np.zeros((len(shapes), max(max(ndims), 1)), dtype=np.int64)
+    for k, shape in enumerate(shapes):
+        table[k, :len(shape)] = shape
+    # A scalar output's dout goes in as one element (numba's 0-d arrays are limited).
+    douts = tuple(np.ascontiguousarray(d).reshape(-1) if d.ndim == 0
+                  else np.ascontiguousarray(d) for d in dout)
+    return kernel, (table, np.asarray(offsets, dtype=np.int64), *douts, *args)
