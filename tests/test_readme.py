@@ -22,6 +22,7 @@ def test_readme_examples_run(capsys):
     assert in_place.passed and list(in_place.blocks) == ["dW1", "db1", "dW2", "db2"]
     layer = namespace["layer"]
     assert layer.passed and list(layer.blocks) == ["dx", "dw", "db"]
+    assert namespace["conv"].passed and namespace["conv"].blocks["dw"].shape == (4, 3, 3, 3)
     rows = namespace["rows"]
     assert rows.failed_blocks == ["dW1"] and rows.blocks["dW1"].shape == (5, 4)
     assert rows.blocks["dW1"].diagnosis.startswith("dW1 has half the L2 term")
