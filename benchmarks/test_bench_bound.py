@@ -159,8 +159,11 @@ class MLPModel:
         return grad
 
 
-def _load():
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+def _load() -> str:
+    """The machine's load, printed beside each ratio: a busy machine slows the parallel loop
+    (another process holds a core) more than the one-thread t_eval."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 # ---------------------------------------------------------------------------------------------
