@@ -145,3 +145,31 @@ def test_a_probe_across_a_kink_is_set_aside_and_a_wrong_gradient_still_fails(h):
     wrong = right * np.array([1.0, 1.0, 1.0, 1.1, 1.1, 1.1])
     report = check(cost, theta, wrong, mode="directional", epsilon=h, n_directions=16)
     assert report.failed_blocks == ["dtheta"]
+
+
+def test_directional_probes_evaluate_the_cost_exactly_at_theta_plus_minus_eps_v():
+    """The probe points are fl(theta + eps v) and fl(theta - eps v) bit for bit, v the seeded
+    unit direction of the block and exactly 0 elsewhere: -0.0 outside the block becomes +0.0
+    in the plus point (-0.0 + 0.0) and stays -0.0 in the minus point, as NumPy gives them."""
+    theta = np.array([-0.0, 0.0, 1.5, -0.0, -2.0, 0.0, 0.25, -0.0, 3.0])
+    layout = Layout({"a": (2, 2), "b": (5,)})
+    seen = []
+
+    def cost(point):
+        seen.append(point.copy())
+        return float(np.sum(np.sin(point)) + np.sum(np.copysign(1e-3, point)))
+
+    check(cost, theta, np.cos(theta), layout=layout, mode="directional", n_directions=3,
+          seed=7)
+    rng = np.random.default_rng(7)
+    expected = []
+    for start, stop in [(0, 4), (4, 9)]:
+        v = rng.standard_normal((3, stop - start))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        for row in v:
+            direction = np.zeros_like(theta)
+            direction[start:stop] = row
+            expected += [theta + 1e-7 * direction, theta - 1e-7 * direction]
+    probes = seen[-len(expected):]
+    assert all(point.tobytes() == want.tobytes() for point, want in zip(probes, expected))
+    assert np.signbit(probes[-2][0]) == 0 and np.signbit(probes[-1][0]) == 1  # block b's probe

@@ -10,6 +10,7 @@ from numba.core.errors import NumbaError
 
 from .._jit import jit
 from .._schedule import claim
+from .._threads import num_threads
 from ..noise import N_POINTS, ecnoise_step, sigma_from_values
 from ._common import Costs, all_indices, full_cost_noise, run_kernel
 
@@ -25,13 +26,12 @@ KINK = "a kink of the cost (a ReLU kink or other non-smooth point)"
 # The kernels take the user's njit function as an argument: numba compiles them anew for
 # each distinct cost function (about half a second) and cannot cache that on disk.
 @jit(cache=False)
-def _user_costs_range(lo, hi, request, cost, args, J):
+def _user_costs_into(local, lo, hi, request, cost, args, J):
     """For lo <= k < hi: J at theta with theta[i] + epsilon (k even) or - epsilon (k odd),
     i = idx[k // 2] (``request``: idx, theta, epsilon), into ``J[k % 2, k // 2]`` (J+ in row 0,
-    J- in row 1), on a private copy of theta that is perturbed and restored (the caller's theta
-    is never written)."""
+    J- in row 1), on ``local``, a private copy of theta that each evaluation perturbs and
+    restores (the caller's theta is never written)."""
     idx, theta, epsilon = request
-    local = theta.copy()
     for k in range(lo, hi):
         i = idx[k // 2]
         t = theta[i]
@@ -40,28 +40,36 @@ def _user_costs_range(lo, hi, request, cost, args, J):
         local[i] = t
 
 
+@jit(cache=False)
+def _user_costs_range(lo, hi, request, scratch, cost, args, J):
+    """:func:`_user_costs_into` on one thread, on ``scratch[0]`` (see :func:`central`)."""
+    _user_costs_into(scratch[0], lo, hi, request, cost, args, J)
+
+
 @jit(parallel=True, cache=False)
-def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, request, cost, args, J):
-    """:func:`_user_costs_range` over chunks claimed by ``n_workers`` threads (see
-    :mod:`gradcheck_fast._schedule`); each chunk has its own copy of theta and each evaluation
-    writes only its own slot."""
+def _user_costs_parallel(start, stop, n_chunks, n_workers, schedule, request, scratch, cost,
+                         args, J):
+    """:func:`_user_costs_into` over chunks claimed by ``n_workers`` threads (see
+    :mod:`gradcheck_fast._schedule`); worker w perturbs its own copy of theta,
+    ``scratch[w]``, and each evaluation writes only its own slot."""
     n = stop - start
     for w in prange(n_workers):
         worker = np.int64(w)
+        local = scratch[worker]
         ch = claim(schedule, worker, n_chunks)
         while ch < n_chunks:
-            _user_costs_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks,
-                              request, cost, args, J)
+            _user_costs_into(local, start + ch * n // n_chunks,
+                             start + (ch + 1) * n // n_chunks, request, cost, args, J)
             ch = claim(schedule, worker, n_chunks)
 
 
-def _python_costs_range(lo, hi, request, cost, args, J):
+def _python_costs_range(lo, hi, request, scratch, cost, args, J):
     """:func:`_user_costs_range` for any callable, in Python (its values checked to be real
     scalars). A cost with an ``at(i, value, *args)`` method (a dict of parameters,
     :class:`gradcheck_fast.parameters.DictCost`) sets the one coordinate itself."""
     idx, theta, epsilon = request
     at = getattr(cost, "at", None)
-    local = theta.copy()
+    local = scratch[0]
     for k in range(lo, hi):
         i = idx[k // 2]
         t = theta[i]
@@ -132,7 +140,13 @@ def central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
     P = indices.size
     J = np.empty((2, P))
     J_plus, J_minus = J
-    kernel_args = ((indices, theta, epsilon), cost, args, J)
+    # One copy of theta per thread for the whole call, each evaluation perturbing and
+    # restoring one element of it: a copy per chunk or piece cost more than the evaluations
+    # themselves for a large model (a 2 M-parameter theta is 16 MB, a fresh one mostly page
+    # faults, and each chunk held about one evaluation).
+    scratch = np.empty((num_threads() if njit else 1, theta.size))
+    scratch[:] = theta
+    kernel_args = ((indices, theta, epsilon), scratch, cost, args, J)
     if njit:
         run_kernel(_user_costs_range, _user_costs_parallel, 2 * P, seconds, kernel_args,
                     progress, params_before=_half)
