@@ -8,6 +8,7 @@ Data flows one way: this module imports the rooms, and no room imports it (only 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from . import reference
 from ._threads import n_threads_set
 from .checker import low_precision_note, numerical_gradient, run_check
 from .custom import estimate_cost_check, run_cost_check
+from .distributed import executor_pool, spread_estimate
 from .engines.blackbox import is_njit
 from .layers import (
     check_dout,
@@ -104,6 +106,7 @@ def check_gradients(
     engine: str = "auto",
     progress: bool = False,
     model: MLP | None = None,
+    executor: Any = None,
 ) -> GradientCheckReport:
     """Check a backward pass of a fully connected network against finite differences.
 
@@ -176,6 +179,12 @@ def check_gradients(
         The network's activations, output, loss and L2 (:class:`gradcheck_fast.MLP`); default
         the seed's. Y for a softmax output may be integer class labels of shape (m,). Every
         engine and mode handles every model.
+    executor : dask.distributed.Client or concurrent.futures.Executor, optional
+        Run the full or sampled check's coordinates in shards on the executor's workers
+        (:mod:`gradcheck_fast.distributed`): the data is sent once per worker, each shard runs
+        the local engine, and the report is bitwise the local one's. A check expected to take
+        under a second here runs locally (the report's notes say so), as do directional
+        probes. Install with ``pip install 'gradcheck-fast[dask]'`` for a dask cluster.
 
     Returns
     -------
@@ -227,7 +236,8 @@ def check_gradients(
                             seed=seed, probability=probability, method=method, engine=engine,
                             progress=progress, n_threads=n_threads, budget_s=budget_s,
                             low_precision=bool(inputs.low_precision))
-    return run_check(inputs, options, low_precision_note(inputs, options), started)
+    return run_check(inputs, options, low_precision_note(inputs, options), started,
+                     executor_pool(executor))
 
 
 def assert_gradients_close(
@@ -310,12 +320,18 @@ def estimate_cost(*arguments: Any, **options: Any) -> CostEstimate:
     return _estimate_network(*arguments, **options)
 
 
-def _estimate_network(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any,
+def _estimate_network(parameters: ArrayDict, gradients: ArrayDict, X: Any, Y: Any, *,
+                      model: MLP | None = None, executor: Any = None,
                       **options: Any) -> CostEstimate:
     """:func:`estimate_cost` of :func:`check_gradients`."""
-    inputs = prepare_inputs(parameters, gradients, X, Y, options.pop("model", None))
-    return estimate(inputs, check_options(low_precision=bool(inputs.low_precision),
-                                          **_known_options(options, DEFAULTS)))
+    inputs = prepare_inputs(parameters, gradients, X, Y, model)
+    resolved = check_options(low_precision=bool(inputs.low_precision),
+                             **_known_options(options, DEFAULTS))
+    pool = executor_pool(executor)
+    if pool is None:
+        return estimate(inputs, resolved)
+    return spread_estimate(estimate(inputs, dataclasses.replace(resolved, n_threads=1)),
+                           pool.workers)
 
 
 def _known_options(options: dict, defaults: Mapping) -> dict:
@@ -334,24 +350,26 @@ _COST_OPTIONS = ("epsilon", "threshold", "rtol", "atol", "mode", "n_per_block",
 
 
 def _estimate_check(cost, theta, grad=None, args=(), *, in_place=False, layout=None,
-                    **options: Any) -> CostEstimate:
+                    executor=None, **options: Any) -> CostEstimate:
     """:func:`estimate_cost` of :func:`check`."""
     problem = _cost_problem(cost, theta, grad, args, in_place, layout, need_grad=False)
-    return _estimate_problem(problem, options)
+    return _estimate_problem(problem, options, executor)
 
 
-def _estimate_layer(forward, backward, inputs, *, dout=None, seed=0, args=(),
+def _estimate_layer(forward, backward, inputs, *, dout=None, seed=0, args=(), executor=None,
                     **options: Any) -> CostEstimate:
     """:func:`estimate_cost` of :func:`check_layer`."""
     problem = _layer_problem(forward, backward, inputs, dout, seed, args)
-    return _estimate_problem(problem, {**options, "seed": seed})
+    return _estimate_problem(problem, {**options, "seed": seed}, executor)
 
 
-def _estimate_problem(problem: _CostProblem, options: dict) -> CostEstimate:
+def _estimate_problem(problem: _CostProblem, options: dict, executor) -> CostEstimate:
     settings = _known_options(options, {name: DEFAULTS[name] for name in _COST_OPTIONS})
+    pool = executor_pool(executor)
     with problem.guard:
         return estimate_cost_check(problem.cost, problem.theta, problem.args,
-                                   problem.layout, _cost_options(problem, settings))
+                                   problem.layout, _cost_options(problem, settings),
+                                   None if pool is None else pool.workers)
 
 
 def step_sweep(
@@ -508,6 +526,7 @@ def check(
     budget_s: float | None = None,
     n_threads: int | None = None,
     progress: bool = False,
+    executor: Any = None,
 ) -> GradientCheckReport:
     """Check the gradient ``grad`` of any cost ``cost(theta, *args) -> float`` at ``theta``.
 
@@ -566,6 +585,12 @@ def check(
         sampled with as many coordinates per block as fit, else directional), by the time
         model "evaluations x one evaluation's measured time / threads" of
         :func:`estimate_cost`; the report's ``notes`` say what was chosen and why.
+    executor : dask.distributed.Client or concurrent.futures.Executor, optional
+        As for :func:`check_gradients`: the evaluations in shards on the executor's workers.
+        The cost and its arguments must pickle: a cost defined in an importable module
+        travels by reference; one defined in ``__main__`` or a notebook by value
+        (cloudpickle, which ``gradcheck-fast[dask]`` brings). An njit cost is compiled once
+        per worker process.
 
     Returns
     -------
@@ -610,7 +635,7 @@ def check(
     started = time.perf_counter()
     settings = _cost_settings(locals())
     return _run_problem(_cost_problem(cost, theta, grad, args, in_place, layout), settings,
-                        started)
+                        started, executor)
 
 
 def _cost_settings(arguments: dict) -> dict:
@@ -618,15 +643,16 @@ def _cost_settings(arguments: dict) -> dict:
     return {name: arguments[name] for name in _COST_OPTIONS}
 
 
-def _run_problem(problem: _CostProblem, settings: dict, started: float
+def _run_problem(problem: _CostProblem, settings: dict, started: float, executor=None
                  ) -> GradientCheckReport:
     """Check a user's cost: the options resolved, arrays perturbed in place restored."""
     options = _cost_options(problem, settings)
+    pool = executor_pool(executor)
     with problem.guard:
         problem = problem.with_gradient()
         return run_cost_check(problem.cost, problem.theta, problem.grad, problem.args,
                               problem.layout, options, problem.low_precision, started,
-                              problem.hints)
+                              problem.hints, pool)
 
 
 class _CostProblem(NamedTuple):
@@ -709,6 +735,7 @@ def check_layer(
     budget_s: float | None = None,
     n_threads: int | None = None,
     progress: bool = False,
+    executor: Any = None,
 ) -> GradientCheckReport:
     """Check a layer's backward pass: each gradient it returns against the numerical
     vector-Jacobian product ``d(sum(dout * forward(*inputs))) / d input``.
@@ -736,7 +763,7 @@ def check_layer(
     mode, n_per_block, n_directions
         As for :func:`check`: every coordinate, ``n_per_block`` of each input, or
         ``n_directions`` probes of each input.
-    epsilon, threshold, rtol, atol, method, budget_s, n_threads, progress
+    epsilon, threshold, rtol, atol, method, budget_s, n_threads, progress, executor
         As for :func:`check`.
 
     Examples
@@ -763,7 +790,7 @@ def check_layer(
     started = time.perf_counter()
     settings = _cost_settings(locals())
     return _run_problem(_layer_problem(forward, backward, inputs, dout, seed, args), settings,
-                        started)
+                        started, executor)
 
 
 def _layer_problem(forward, backward, inputs, dout, seed, args) -> _CostProblem:

@@ -11,12 +11,13 @@ import warnings
 import numpy as np
 
 from . import modes
-from ._threads import n_threads_set
-from .engines import Costs, mlp_costs, prepare_engine
+from ._threads import n_threads_set, num_threads
+from .distributed import Pool, merge_costs, run_sharded, runs_locally, shards_of
+from .engines import Costs, all_indices, mlp_costs, prepare_engine
 from .engines.incremental import Prepared
 from .models import HIDDEN
 from .options import Inputs, LowPrecisionWarning, Options
-from .planning import plan
+from .planning import coordinate_setup, estimate, plan, thread_speed
 from .report import (
     GradientCheckReport,
     Hints,
@@ -72,9 +73,11 @@ def numerical_gradient(inputs: Inputs, options: Options,
 
 
 def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = (),
-              started: float | None = None) -> GradientCheckReport:
+              started: float | None = None, pool: Pool | None = None) -> GradientCheckReport:
     """Run the check ``options`` describe on ``inputs`` and build its report (``started``: the
-    ``time.perf_counter()`` at which the call began, so that a budget counts the validation)."""
+    ``time.perf_counter()`` at which the call began, so that a budget counts the validation;
+    ``pool``: the executor that runs the coordinates' shards, :mod:`gradcheck_fast.distributed`,
+    or None)."""
     layout = inputs.layout
     prepared = None
     if options.budget_s is not None:
@@ -86,7 +89,7 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = (),
         raise ValueError("method='richardson' applies to mode='full' and mode='sampled'; the "
                          "directional probes use the central difference (their steps are "
                          "formed exactly, so epsilon=1e-7 leaves no truncation to remove)")
-    report = _run(inputs, options, notes, prepared)
+    report = _run(inputs, options, notes, prepared, pool)
     if len(report.failed_blocks) == len(layout.grad_names) > 1:
         report = dataclasses.replace(report, notes=report.notes + (model_hint(inputs,
                                                                               options),))
@@ -125,7 +128,7 @@ def model_hint(inputs: Inputs, options: Options) -> str:
 
 
 def _run(inputs: Inputs, options: Options, notes: tuple[str, ...],
-         prepared: Prepared | None) -> GradientCheckReport:
+         prepared: Prepared | None, pool: Pool | None = None) -> GradientCheckReport:
     """The check ``options`` describe (mode and engine resolved) and its report, in the
     user's layout (a network written with samples in rows: :mod:`gradcheck_fast.rows`)."""
     layout = inputs.layout
@@ -138,6 +141,9 @@ def _run(inputs: Inputs, options: Options, notes: tuple[str, ...],
                                                     inputs.model,
                                                     options.epsilon > TRUNCATION_STEP,
                                                     atol=options.atol, rtol=options.rtol)
+            if pool is not None:
+                notes = notes + ("executor: the directional probes (a few BLAS products per "
+                                 "block) ran locally",)
             return build_directional_report(
                 shown, grad, probes, cost=cost, epsilon=options.epsilon,
                 threshold=options.threshold, rtol=options.rtol, atol=options.atol,
@@ -149,13 +155,66 @@ def _run(inputs: Inputs, options: Options, notes: tuple[str, ...],
             indices = modes.sample_indices(shown, options.n_per_block, options.seed)
             if inputs.rows is not None:
                 indices = engine_indices(indices, inputs.rows)
-        costs = numerical_gradient(inputs, options, indices, prepared=prepared)
+        if pool is None:
+            costs = numerical_gradient(inputs, options, indices, prepared=prepared)
+        else:
+            costs, note = sharded_gradient(inputs, options, indices, prepared, pool)
+            notes = notes + (note,)
     if inputs.rows is not None:
         costs = user_costs(costs, inputs.rows)
     return build_report(shown, theta, grad, costs, epsilon=options.epsilon,
                         threshold=options.threshold, rtol=options.rtol, atol=options.atol,
                         mode=options.mode, method=options.method, notes=notes,
                         hints=mlp_hints(inputs))
+
+
+def sharded_gradient(inputs: Inputs, options: Options, indices: np.ndarray | None,
+                     prepared: Prepared | None, pool: Pool) -> tuple[Costs, str]:
+    """:func:`numerical_gradient` with the coordinates cut into shards run on ``pool``'s
+    workers (:mod:`gradcheck_fast.distributed`), merged by index: bitwise the local values.
+    A check the time model expects to take under a second here runs locally."""
+    if indices is None:
+        indices = all_indices(inputs.layout.n_params)
+    one_thread = dataclasses.replace(options, n_threads=1)
+    expected = estimate(inputs, one_thread,
+                        coordinate_setup(inputs, one_thread, prepare=False))[options.mode]
+    local = runs_locally(expected.seconds / _local_speed(options))
+    if local is not None:
+        return numerical_gradient(inputs, options, indices, prepared=prepared), local
+    per_index = (expected.seconds - expected.setup) / max(1, indices.size)
+    shards = shards_of(indices, per_index, pool.workers)
+    work = NetworkShards(inputs, dataclasses.replace(options, progress=False, budget_s=None,
+                                                     n_threads=None))
+    run = run_sharded(pool, work, shards, (), options.progress, "the network's data")
+    return merge_costs(run.results), run.note()
+
+
+@dataclasses.dataclass
+class NetworkShards:
+    """The built-in network's check as the work of a shard (:mod:`gradcheck_fast.distributed`):
+    sent once to each worker process and prepared there (the engine's forward pass), then
+    :func:`numerical_gradient` of any coordinates, as the local check computes them."""
+
+    inputs: Inputs
+    options: Options
+    prepared: Prepared | None = None
+
+    def prepare(self) -> NetworkShards:
+        engine, prepared = prepare_engine(self.inputs.layout, self.inputs.theta, self.inputs.X,
+                                          self.inputs.Y, self.options.engine, self.inputs.model)
+        return dataclasses.replace(self, options=dataclasses.replace(self.options,
+                                                                     engine=engine),
+                                   prepared=prepared)
+
+    def run(self, indices: np.ndarray) -> Costs:
+        costs = numerical_gradient(self.inputs, self.options, indices, prepared=self.prepared)
+        return dataclasses.replace(costs, noise_source=costs.noise)  # a bound function does
+        # not travel back
+
+
+def _local_speed(options: Options) -> float:
+    """How many times faster than one thread the caller's threads run a check."""
+    return thread_speed(options.n_threads or num_threads())
 
 
 def _user_layout(inputs: Inputs):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 
 from ._threads import n_threads_set, num_threads
+from .distributed import Pool, run_sharded, runs_locally, shards_of
 from .engines import Costs, all_indices, blackbox
 from .layout import Layout
 from .modes import Probes, sample_indices
@@ -321,18 +322,21 @@ def cost_model(layout: Layout, options, evaluation: Evaluation,
     return CostModel(layout, evaluation.seconds, threads, spent_s)
 
 
-def estimate_cost_check(cost, theta: np.ndarray, args: tuple, layout: Layout,
-                        options) -> CostEstimate:
+def estimate_cost_check(cost, theta: np.ndarray, args: tuple, layout: Layout, options,
+                        workers: int | None = None) -> CostEstimate:
     """:func:`gradcheck_fast.api.estimate_cost` of a user's cost: the evaluations of each
-    mode times one evaluation's measured time, over the threads."""
+    mode times one evaluation's measured time, over the threads (``workers``: an executor's
+    worker threads, which run the coordinates of any cost in parallel)."""
     evaluation = first_evaluation(cost, theta, args)
-    return cost_estimate(cost_model(layout, options, evaluation), options,
-                         "numba" if evaluation.njit else "python")
+    model = cost_model(layout, options, evaluation)
+    if workers is not None:
+        model = replace(model, threads=workers)
+    return cost_estimate(model, options, "numba" if evaluation.njit else "python")
 
 
 def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: Layout,
                    options, low_precision: tuple[str, ...], started: float | None = None,
-                   hints: Hints = NO_HINTS) -> GradientCheckReport:
+                   hints: Hints = NO_HINTS, pool: Pool | None = None) -> GradientCheckReport:
     """The check of :func:`gradcheck_fast.api.check` on validated inputs: ``theta`` and
     ``grad`` flat float64 (theta finite), ``layout`` of theta's size, ``options`` resolved
     (mode "full"; "sampled": ``options.n_per_block`` coordinates of each block drawn with
@@ -340,7 +344,8 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
     :func:`cost_probes`; a budget: the mode :func:`~gradcheck_fast.planning.cost_plan`
     picks); ``low_precision`` names the arguments that came in float32/float16; ``started``:
     the ``time.perf_counter()`` at which the call began (the budget counts the validation);
-    ``hints`` name mistakes in the report (:class:`~gradcheck_fast.report.Hints`)."""
+    ``hints`` name mistakes in the report (:class:`~gradcheck_fast.report.Hints`); ``pool``
+    runs the coordinates in shards on an executor's workers (None: here)."""
     spent = 0.0 if started is None else time.perf_counter() - started
     evaluation = first_evaluation(cost, theta, args)
     notes = ()
@@ -348,10 +353,12 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
         options, note = cost_plan(cost_model(layout, options, evaluation, spent), options)
         notes += (note,)
     if options.mode == "directional":
+        if pool is not None:
+            notes += ("executor: the directional probes (two evaluations each) ran locally",)
         return _directional_check(cost, theta, grad, args, layout, options, evaluation,
                                   low_precision, notes, hints)
     return _coordinate_check(cost, theta, grad, args, layout, options, evaluation,
-                             low_precision, notes, hints)
+                             low_precision, notes, hints, pool)
 
 
 def _directional_check(cost, theta, grad, args, layout, options, evaluation, low_precision,
@@ -379,8 +386,61 @@ def _step_factors(options) -> tuple[float, ...]:
     return (1.0,) + (SMALLER_STEPS if options.epsilon > TRUNCATION_STEP else ())
 
 
+@dataclass
+class CostShards:
+    """A user's cost as the work of a shard (:mod:`gradcheck_fast.distributed`): sent once to
+    each worker process and compiled there (an njit cost, and the engine's loop for it), then
+    J+- of any coordinates at any steps, by the black-box engine's loop as here."""
+
+    cost: object
+    theta: np.ndarray
+    args: tuple
+    njit: bool
+    seconds: float
+
+    def prepare(self) -> CostShards:
+        blackbox.first_value(self.cost, self.theta, self.args)
+        # the loop compiled for this cost (two evaluations, their values unused)
+        blackbox.central(self.cost, self.theta, self.args, 1.0, self.njit, self.seconds,
+                         False, np.zeros(1, dtype=np.int64))
+        return self
+
+    def run(self, indices: np.ndarray, steps) -> list:
+        return [blackbox.central(self.cost, self.theta, self.args, step, self.njit,
+                                 self.seconds, False, indices)[:2] for step in steps]
+
+
+def _central_values(cost, theta, args, factors, indices, evaluation, options, pool,
+                    progress) -> tuple[dict, str | None]:
+    """Per step factor f: J+- at ``f * epsilon`` for the coordinates ``indices`` and their
+    central differences, by the black-box engine's loop here, or in shards on ``pool``'s
+    workers (:mod:`gradcheck_fast.distributed`: the same loop, the same bits) when the work
+    is expected to take a second or more here; and the note saying which."""
+    steps = [f * options.epsilon for f in factors]
+    per_index = 2 * len(steps) * evaluation.seconds
+    note = None
+    if pool is not None:
+        threads = (options.n_threads or num_threads()) if evaluation.njit else 1
+        note = runs_locally(indices.size * per_index / threads)
+        if note is None:
+            shards = shards_of(indices, per_index, pool.workers)
+            work = CostShards(cost, theta, args, evaluation.njit, evaluation.seconds)
+            run = run_sharded(pool, work, shards, (steps,), progress,
+                              "the cost and its arguments")
+            values = {}
+            for k, (f, step) in enumerate(zip(factors, steps)):
+                J_plus = np.concatenate([part[k][0] for part in run.results])
+                J_minus = np.concatenate([part[k][1] for part in run.results])
+                values[f] = (J_plus, J_minus, blackbox.difference(J_plus, J_minus, step))
+            return values, run.note()
+    with n_threads_set(options.n_threads):
+        return {f: blackbox.central(cost, theta, args, step, evaluation.njit,
+                                    evaluation.seconds, progress, indices)
+                for f, step in zip(factors, steps)}, note
+
+
 def _coordinate_check(cost, theta, grad, args, layout, options, evaluation, low_precision,
-                      notes, hints):
+                      notes, hints, pool):
     """The full or sampled check of a user's cost: the central differences of every step
     (:func:`_step_factors`) in the black-box engine's loop, the kink verdicts of the elements
     that fail, and the report."""
@@ -390,10 +450,9 @@ def _coordinate_check(cost, theta, grad, args, layout, options, evaluation, low_
     J, njit, seconds = evaluation
     P = indices.size
     started = time.perf_counter()
-    with n_threads_set(options.n_threads):
-        central = {f: blackbox.central(cost, theta, args, f * options.epsilon, njit, seconds,
-                                       options.progress, indices)
-                   for f in _step_factors(options)}
+    central, note = _central_values(cost, theta, args, _step_factors(options), indices,
+                                    evaluation, options, pool, options.progress)
+    notes += (note,) if note else ()
     elapsed = time.perf_counter() - started
     J_plus, J_minus, _ = central[1.0]
     # A cost computed in lower precision (float32 inside) is quantised far above float64's
@@ -420,8 +479,9 @@ def _coordinate_check(cost, theta, grad, args, layout, options, evaluation, low_
     candidates = _needs_excuse(first, grad_at, sigma, at, options)
     if candidates.size:
         def evaluate(step):
-            return blackbox.central(cost, theta, args, step, njit, seconds, False,
-                                    indices[candidates])[:2]
+            values, _ = _central_values(cost, theta, args, (step / options.epsilon,),
+                                        indices[candidates], evaluation, options, pool, False)
+            return values[step / options.epsilon][:2]
 
         first = _coordinate_kinks(first, candidates, evaluate, at, grad_at, J, central, sigma,
                                   float32, options)

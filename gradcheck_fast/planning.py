@@ -123,7 +123,7 @@ class SetUp:
     explicit: tuple | None = None
 
 
-def _speed(n_threads: int) -> float:
+def thread_speed(n_threads: int) -> float:
     return 1.0 + THREAD_GAIN * (n_threads - 1)
 
 
@@ -156,7 +156,8 @@ def coordinate_setup(inputs, options, prepare: bool) -> SetUp:
     n_threads = options.n_threads or num_threads()
     hidden = inputs.model.hidden_for(layout.n_layers)
     if not prepare:
-        return SetUp(engine, None, prepare_seconds(sizes, m, hidden, _speed(n_threads)), False)
+        return SetUp(engine, None, prepare_seconds(sizes, m, hidden, thread_speed(n_threads)),
+                     False)
     started = time.perf_counter()
     engine, prepared = prepare_engine(layout, inputs.theta, inputs.X, inputs.Y, engine,
                                       inputs.model)
@@ -214,7 +215,7 @@ def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None,
             explicit = None if setup.explicit is None else setup.explicit[k]
             loop = sweep_check_seconds(sizes, m, counts, n_per_block is None, explicit, slow)
         threads = n_threads if loop >= SERIAL_SECONDS else 1  # as the engine decides
-        total += loop / _speed(threads)
+        total += loop / thread_speed(threads)
     n = int(counts.sum())
     return n, total + REPORT_S_PER_COORDINATE * n + _fixed_seconds(inputs, spent_s, 2)
 

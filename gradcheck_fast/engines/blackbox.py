@@ -153,9 +153,13 @@ def central(cost, theta, args, epsilon, njit, seconds, progress, indices=None):
     else:
         run_kernel(_python_costs_range, None, 2 * P, seconds, kernel_args, progress,
                     params_before=_half)
+    return J_plus, J_minus, difference(J_plus, J_minus, epsilon)
+
+
+def difference(J_plus: np.ndarray, J_minus: np.ndarray, epsilon: float) -> np.ndarray:
+    """The central difference ``(J_plus - J_minus) / (2 epsilon)`` (the seed's gradapprox)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        gradapprox = (J_plus - J_minus) / (2 * epsilon)
-    return J_plus, J_minus, gradapprox
+        return (J_plus - J_minus) / (2 * epsilon)
 
 
 def costs(J, J_plus, J_minus, gradapprox, float32: bool, engine: str, theta: np.ndarray,

@@ -1,0 +1,35 @@
+"""Costs for the sharded checks' tests, in an importable module (a worker process imports it to
+unpickle a cost by reference, as it would a user's module)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit
+def coupled(theta, a, reps):
+    """sum(sin(theta_i) a_i) + 1/2 sum(theta_i theta_(i+1)), evaluated ``reps`` times over (a
+    cost whose evaluation takes a measurable time)."""
+    total = 0.0
+    for _ in range(reps):
+        total = 0.0
+        for i in range(theta.shape[0]):
+            total += np.sin(theta[i]) * a[i]
+            if i + 1 < theta.shape[0]:
+                total += 0.5 * theta[i] * theta[i + 1]
+    return total
+
+
+def coupled_grad(theta, a):
+    grad = np.cos(theta) * a
+    grad[:-1] += 0.5 * theta[1:]
+    grad[1:] += 0.5 * theta[:-1]
+    return grad
+
+
+def raising(theta):
+    """A cost that fails at one coordinate's perturbation (theta[7] moved up)."""
+    if theta[7] > 0.5:
+        raise FloatingPointError("the user's cost failed")
+    return float(np.sum(theta**2))
