@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import reference
+from ._console import coloured
 from ._threads import n_threads_set
 from .checker import low_precision_note, numerical_gradient, run_check
 from .custom import estimate_cost_check, run_cost_check
@@ -450,9 +451,9 @@ def gradient_check_n(
     difference = relative_difference(inputs.grad, costs.gradapprox)
     if verbose:
         if difference <= 2e-7:
-            print(reference.SUCCESS_MESSAGE.format(difference))
+            print(coloured(reference.SUCCESS_MESSAGE.format(difference)))
         else:
-            print(reference.MISTAKE_MESSAGE.format(difference))
+            print(coloured(reference.MISTAKE_MESSAGE.format(difference)))
             print(run_check(inputs, options))
     return difference
 
