@@ -206,7 +206,7 @@ def test_html_of_the_seed_faulty_case_names_the_wrong_blocks_and_their_diagnoses
         name, verdict = row[0].text, row[-1]
         assert verdict.text == ("wrong" if name in {"dW2", "db1"} else "ok"), name
         colour = RED if name in {"dW2", "db1"} else GREEN
-        assert f"color: {colour}" in verdict.find_all("span")[0].attrs["style"], name
+        assert f"color: {colour}" in verdict.find_all("strong")[0].attrs["style"], name
         # the numbers are the report's (the text table's format)
         block = faulty_report.blocks[name]
         assert row[1].text == "x".join(map(str, block.shape))
@@ -446,3 +446,38 @@ def test_progress_in_a_notebook_updates_one_output_without_warnings(notebook, ca
     assert notebook[0]["text/plain"].startswith("gradient check: 100%")
     assert "\r" not in notebook[0]["text/plain"]
     assert capsys.readouterr().err == ""
+
+
+def test_in_a_real_kernel_the_bar_ends_at_n_of_n_and_the_report_is_html():
+    # Needs a Jupyter kernel and a client to run it (not core or test dependencies of the
+    # package: the notebook's tests bring them); the fake kernel above covers the logic.
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    cells = [
+        "import gradcheck_fast\n"
+        "from gradcheck_fast import reference as r\n"
+        "from gradcheck_fast.networks import random_mlp\n"
+        "X, Y, p = r.seed_case()\n"
+        "g = r.backward_propagation_n_faulty(X, Y, r.forward_propagation_n(X, Y, p)[1])\n"
+        "difference = gradcheck_fast.gradient_check_n(p, g, X, Y)",
+        "X2, Y2, p2, g2 = random_mlp((30, 20, 1), m=16)\n"
+        "gradcheck_fast.check_gradients(p2, g2, X2, Y2, progress=True).n_params",
+        "gradcheck_fast.check_gradients(p, g, X, Y)",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    messages, bar, report = (cell.outputs for cell in notebook.cells)
+    # The seed's message keeps its colour: notebooks render it.
+    assert messages[0].name == "stdout" and messages[0].text.startswith("\x1b[93mThere is")
+    # One output for the bar, holding its last state; nothing on stderr (no TqdmWarning).
+    n_params = int(bar[-1].data["text/plain"])
+    displays = [out for out in bar if out.output_type == "display_data"]
+    assert len(displays) == 1 and [o for o in bar if o.output_type == "stream"] == []
+    assert f" {n_params}/{n_params} " in displays[0].data["text/plain"]
+    # The report: the short repr and the HTML.
+    data = report[0].data
+    assert data["text/plain"].startswith("<GradientCheckReport FAILED: 2 of 6 blocks wrong")
+    _, rows = table_rows(parse(data["text/html"]), "block")
+    assert [row[-1].text for row in rows] == ["ok", "wrong", "wrong", "ok", "ok", "ok"]

@@ -2,10 +2,11 @@
 notebook shows.
 
 Self-contained: inline styles only, no ``<style>`` block, no JavaScript, nothing fetched, so
-that JupyterLab, VS Code and GitHub's notebook viewer (which sanitises HTML) show the same
-thing. Colours are semi-transparent backgrounds and mid-tone text, readable on light and dark
-themes, and never the only cue: every verdict is also written out. Every text that can come
-from the user (block names, diagnoses that quote them, notes) is escaped.
+that JupyterLab, VS Code and GitHub's notebook viewer show it alike. Colours are
+semi-transparent backgrounds and mid-tone text, readable on light and dark themes, and never
+the only cue: every verdict is also written out, in bold (``<strong>``), so a viewer that strips
+style attributes (GitHub's sanitiser has) still shows the table and the verdicts. Every text
+that can come from the user (block names, diagnoses that quote them, notes) is escaped.
 
 Reads the objects' attributes only, and takes the words of the text report from
 :mod:`.formatting` (one home for each sentence); it imports nothing else of the package, so
@@ -47,8 +48,8 @@ _MONO = "font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace"
 def _badge(verdict: str) -> str:
     """The verdict as a coloured word."""
     colour, background = _COLOURS.get(verdict.lower(), _NEUTRAL)
-    return (f'<span style="color: {colour}; background: {background}; font-weight: 600; '
-            f'padding: 0 5px; border-radius: 3px">{escape(verdict)}</span>')
+    return (f'<strong style="color: {colour}; background: {background}; '
+            f'padding: 0 5px; border-radius: 3px">{escape(verdict)}</strong>')
 
 
 def _verdict_bar(verdict: str, text: str) -> str:
