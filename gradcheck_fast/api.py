@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import reference
+from ._console import coloured
 from ._threads import n_threads_set
 from .checker import low_precision_note, numerical_gradient, run_check
 from .custom import estimate_cost_check, run_cost_check
@@ -173,8 +174,10 @@ def check_gradients(
         J+ - J-, and far faster on large networks). "auto" takes "exact" for tiny checks
         (coordinates x samples <= 2048, the seed's among them) and "incremental" otherwise.
     progress : bool, default False
-        Show a tqdm progress bar (needs ``tqdm``: ``pip install 'gradcheck-fast[progress]'``).
-        Large checks run in ~100 pieces either way, so Ctrl-C stops them within a piece.
+        Show a tqdm progress bar (needs ``tqdm``: ``pip install 'gradcheck-fast[progress]'``):
+        redrawn in place on a terminal, one output updated in place in a notebook (no
+        ipywidgets needed), a line every 10 s in a pipe or a log file. Large checks run in
+        ~100 pieces either way, so Ctrl-C stops them within a piece.
     model : MLP, optional
         The network's activations, output, loss and L2 (:class:`gradcheck_fast.MLP`); default
         the seed's. Y for a softmax output may be integer class labels of shape (m,). Every
@@ -468,9 +471,9 @@ def gradient_check_n(
     difference = relative_difference(inputs.grad, costs.gradapprox)
     if verbose:
         if difference <= 2e-7:
-            print(reference.SUCCESS_MESSAGE.format(difference))
+            print(coloured(reference.SUCCESS_MESSAGE.format(difference)))
         else:
-            print(reference.MISTAKE_MESSAGE.format(difference))
+            print(coloured(reference.MISTAKE_MESSAGE.format(difference)))
             print(run_check(inputs, options))
     return difference
 

@@ -27,6 +27,7 @@ from .engines.costmodel import (
 from .engines.incremental import slow_fractions
 from .engines.layer_sweep import explicit_parameters
 from .noise import N_POINTS
+from .report.html import estimate_html
 from .truncation import RICHARDSON_FACTOR, SMALLER_STEPS, TRUNCATION_STEP
 
 #: Seconds per parameter of validating and packing the inputs (used when they were not timed).
@@ -95,6 +96,14 @@ class CostEstimate:
                          f"{m.coordinates:>10,} coordinates  ~{m.seconds:.3g} s "
                          f"(set-up {m.setup:.3g} s)")
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        modes = ", ".join(f"{m.mode} ~{m.seconds:.3g} s"
+                          for m in (self.full, self.sampled, self.directional))
+        return f"<CostEstimate for {self.n_params} parameters ({self.engine} engine): {modes}>"
+
+    def _repr_html_(self) -> str:
+        return estimate_html(self)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._console import coloured
+
 __all__ = [
     "relu",
     "sigmoid",
@@ -47,7 +49,8 @@ __all__ = [
     "SUCCESS_MESSAGE",
 ]
 
-#: The seed's messages for the N-dimensional check (ANSI colours included, as in the seed).
+#: The seed's messages for the N-dimensional check (ANSI colours included, as in the seed; they
+#: are printed with their colours only where colours render, see :mod:`gradcheck_fast._console`).
 MISTAKE_MESSAGE = "\033[93mThere is a mistake in the backward propagation! difference = {}\033[0m"
 SUCCESS_MESSAGE = "\033[92mYour backward propagation works perfectly fine! difference = {}\033[0m"
 
@@ -277,9 +280,9 @@ def gradient_check_n(parameters, gradients, X, Y, epsilon=1e-7, *, verbose=True)
 
     if verbose:
         if difference > 2e-7:
-            print(MISTAKE_MESSAGE.format(difference))
+            print(coloured(MISTAKE_MESSAGE.format(difference)))
         else:
-            print(SUCCESS_MESSAGE.format(difference))
+            print(coloured(SUCCESS_MESSAGE.format(difference)))
     return difference
 
 

@@ -12,6 +12,7 @@ from ._threads import n_threads_set
 from .checker import numerical_gradient
 from .engines import prepare_engine
 from .report import relative_difference
+from .report.html import sweep_html
 from .validation import check_epsilon
 
 #: The default steps: 1e-2, 1e-3, ..., 1e-10.
@@ -63,6 +64,15 @@ class SweepReport:
             lines.append(f"  {row.epsilon:>9.0e}  {row.difference:>11.3e}  "
                          f"{row.max_rel_error:>11.3e}  {slope:>6}{mark}")
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        best = [row for row in self.rows if row.epsilon == self.best_epsilon]
+        at = (f"difference {best[0].difference:.3g} at epsilon {self.best_epsilon:.0e}"
+              if best else "no finite difference")
+        return f"<SweepReport {self.verdict.upper()}: {at} (best of {len(self.rows)} steps)>"
+
+    def _repr_html_(self) -> str:
+        return sweep_html(self)
 
 
 def _verdict(rows, threshold: float) -> tuple[str, float, str]:

@@ -127,13 +127,16 @@ def test_the_import_graph_sees_into_subpackages():
 
 
 def test_the_report_rooms_import_one_way():
-    # formatting and diagnosis read plain data and import nothing of the report; the types
-    # use them; only the builder assembles (and knows the modes' probes at run time).
+    # formatting and diagnosis read plain data and import nothing of the report; the HTML takes
+    # its sentences from formatting only; the types use them; only the builder assembles (and
+    # knows the modes' probes at run time).
     graph = _graph()
     report_rooms = {name for name in graph if name.startswith("report")}
     assert graph["report.formatting"] == set()
     assert graph["report.diagnosis"] & report_rooms == set()
-    assert graph["report.types"] & report_rooms == {"report.diagnosis", "report.formatting"}
+    assert graph["report.html"] == {"report.formatting"}
+    assert graph["report.types"] & report_rooms == {"report.diagnosis", "report.formatting",
+                                                    "report.html"}
     assert graph["report.build"] & report_rooms == {"report.diagnosis", "report.types"}
 
 

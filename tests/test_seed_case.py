@@ -7,6 +7,7 @@ import pytest
 
 import gradcheck_fast
 from gradcheck_fast import reference
+from gradcheck_fast._console import strip_ansi
 
 #: The published difference of the seed's faulty backward pass (NumPy legacy seed 1).
 PUBLISHED_FAULTY = 0.2850931568
@@ -24,19 +25,20 @@ def test_faulty_prints_the_seed_mistake_message(seed_faulty, capsys):
     difference = gradcheck_fast.gradient_check_n(parameters, gradients, X, Y)
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0] == reference.MISTAKE_MESSAGE.format(difference)
+    assert lines[0] == strip_ansi(reference.MISTAKE_MESSAGE.format(difference))
     assert "There is a mistake in the backward propagation!" in lines[0]
     # The per-block table follows and names the two wrong blocks.
     table = "\n".join(lines[1:])
     assert "dW2" in table and "db1" in table
-    assert reference.SUCCESS_MESSAGE.format(difference) not in out
+    assert strip_ansi(reference.SUCCESS_MESSAGE.format(difference)) not in out
 
 
 def test_correct_backward_passes_and_prints_success(seed_correct, capsys):
     X, Y, parameters, gradients = seed_correct
     difference = gradcheck_fast.gradient_check_n(parameters, gradients, X, Y)
     assert difference < 2e-7
-    assert capsys.readouterr().out == reference.SUCCESS_MESSAGE.format(difference) + "\n"
+    expected = strip_ansi(reference.SUCCESS_MESSAGE.format(difference))
+    assert capsys.readouterr().out == expected + "\n"
 
 
 @pytest.mark.parametrize("which", ["seed_faulty", "seed_correct"])
@@ -82,7 +84,7 @@ def test_reference_loop_prints_the_same_messages(seed_faulty, seed_correct, caps
     for (X, Y, parameters, gradients), message in [(seed_faulty, reference.MISTAKE_MESSAGE),
                                                    (seed_correct, reference.SUCCESS_MESSAGE)]:
         difference = reference.gradient_check_n(parameters, gradients, X, Y)
-        assert capsys.readouterr().out == message.format(difference) + "\n"
+        assert capsys.readouterr().out == strip_ansi(message.format(difference)) + "\n"
 
 
 def test_check_gradients_finds_exactly_the_two_seed_mistakes(seed_faulty):

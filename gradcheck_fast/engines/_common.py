@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _schedule
+from .._console import progress_bar
 from .._jit import jit
 from .._schedule import bare, run_on, threads_for
 from ..noise import SIGMA_FACTOR
@@ -213,13 +214,7 @@ def runs_at_once(P: int, seconds: float, progress: bool) -> bool:
 
 
 def _progress_bar(total: int):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as exc:
-        raise ImportError(
-            "progress=True needs tqdm: pip install 'gradcheck-fast[progress]' (or tqdm)"
-        ) from exc
-    return tqdm(total=total, unit="param", desc="gradient check")
+    return progress_bar(total)
 
 
 @jit

@@ -14,6 +14,12 @@ _WHAT = {"full": "gradient check", "sampled": "sampled gradient check",
          "directional": "directional gradient check"}
 
 
+#: What the directional table's 'detects' column means.
+DETECTS_NOTE = ("'detects' is the smallest relative error ||E|| / ||G|| of the block the probes "
+                "catch with that probability (rank-one errors, the hardest case for rank-one "
+                "probes, for weight blocks)")
+
+
 def format_report(report) -> str:
     """The text of ``str(report)`` (``report``: a :class:`.types.GradientCheckReport`): the
     verdict, the two criteria, the wrong blocks with their diagnoses, a row per block, notes
@@ -68,17 +74,24 @@ def _criteria(report) -> list[str]:
 
 def _wrong_blocks(report, unit: str) -> list[str]:
     """The wrong blocks in backprop order, each with its diagnosis."""
-    wrong = report.failed_blocks
+    wrong = wrong_block_lines(report, unit)
     if not wrong:
         return []
-    lines = ["wrong blocks, in backprop order:"]
-    width = max(len(name) for name in wrong)
-    for name in wrong:
+    width = max(len(name) for name, _, _ in wrong)
+    return ["wrong blocks, in backprop order:"] + [
+        f"  {name:<{width}}  {count}: {text}" for name, count, text in wrong]
+
+
+def wrong_block_lines(report, unit: str) -> list[tuple[str, str, str]]:
+    """Per wrong block, in backprop order: its name, ``"4 of 15 elements wrong"`` and its
+    diagnosis (or where to look instead)."""
+    lines = []
+    for name in report.failed_blocks:
         b = report.blocks[name]
         total = b.n_probes if report.mode == "directional" else (
             b.n_checked if report.mode == "sampled" else b.size)
         text = b.diagnosis or "no simple pattern (see the worst elements)"
-        lines.append(f"  {name:<{width}}  {b.n_failing} of {total} {unit} wrong: {text}")
+        lines.append((name, f"{b.n_failing} of {total} {unit} wrong", text))
     return lines
 
 
@@ -114,9 +127,7 @@ def _directional_table(report) -> list[str]:
         detects = f">= {b.detectable_error:.1e}" if math.isfinite(b.detectable_error) else "-"
         lines.append(f"  {name:<{width}}  {shape:<10} {b.difference:>11.3e} {b.n_probes:>7} "
                      f"{b.n_failing:>8} {b.n_kinks:>6}  {detects:>16}  {b.verdict}")
-    lines.append("note: 'detects' is the smallest relative error ||E|| / ||G|| of the block "
-                 "the probes catch with that probability (rank-one errors, the hardest case "
-                 "for rank-one probes, for weight blocks)")
+    lines.append("note: " + DETECTS_NOTE)
     return lines
 
 
@@ -144,3 +155,58 @@ def _set_aside_notes(report, unit: str) -> list[str]:
                      f"their size (saturated outputs, a step that rounds away, a coarse cost): "
                      f"not verified (report.unverified)")
     return notes
+
+
+# -- reprs: one line that states the verdict (what a notebook cell's last line shows) ----------
+#: The longest repr; longer texts (many wrong blocks, a long diagnosis) are cut with "...".
+REPR_CHARS = 160
+
+
+def _shorten(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters (ending with "...") if longer."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _names(names, limit: int = 60) -> str:
+    """``"dW2, db1"``: the names, cut if the list is long."""
+    return _shorten(", ".join(names), limit)
+
+
+def report_repr(report) -> str:
+    """``<GradientCheckReport FAILED: 2 of 6 blocks wrong (dW2, db1); difference 0.285>``,
+    with the mode when it is not the full check."""
+    blocks = report.blocks
+    wrong = report.failed_blocks
+    if report.passed:
+        verdict = f"PASSED: {'the block' if len(blocks) == 1 else f'all {len(blocks)} blocks'} ok"
+    elif wrong:
+        verdict = f"FAILED: {len(wrong)} of {len(blocks)} blocks wrong ({_names(wrong)})"
+    else:
+        unverified = [name for name, b in blocks.items() if b.verdict == "unverified"]
+        verdict = (f"INCONCLUSIVE: {len(unverified)} of {len(blocks)} blocks unverified "
+                   f"({_names(unverified)})")
+    mode = {"full": "",
+            "sampled": f"; sampled, {report.n_checked} of {report.n_params} parameters",
+            "directional": "; directional"}[report.mode]
+    return f"<GradientCheckReport {verdict}; difference {report.difference:.3g}{mode}>"
+
+
+def block_repr(block) -> str:
+    """``<BlockResult dW2 3x5 wrong: 4 of 15 elements failing; dW2 ≈ 2.00 × numerical: ...>``."""
+    shape = "x".join(map(str, block.shape)) or "scalar"
+    head = f"<BlockResult {_shorten(block.name, 40)} {shape} {block.verdict}"
+    if block.n_probes:
+        counts = f"{block.n_failing} of {block.n_probes} probes failing"
+    else:
+        counts = f"{block.n_failing} of {block.n_checked} elements failing"
+    text = f"{head}: {counts}, max rel err {block.max_rel_error:.3g}"
+    if block.diagnosis:
+        text += "; " + block.diagnosis
+    return _shorten(text, REPR_CHARS - 1) + ">"
+
+
+def element_repr(element) -> str:
+    """``<Element dW2[2, 0]: analytic 1.8316, numerical 0.915802, relative error 0.5>``."""
+    return (f"<Element {_shorten(element.label, 60)}: analytic {element.analytic:.6g}, "
+            f"numerical {element.numerical:.6g}, relative error {element.relative_error:.3g}>")

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..layout import Layout
 from .diagnosis import relative_error
-from .formatting import format_report
+from .formatting import block_repr, element_repr, format_report, report_repr
+from .html import report_html
 
 if TYPE_CHECKING:
     from ..modes import Probes
@@ -38,6 +39,9 @@ class Element:
         return {"block": self.block, "index": list(self.index), "flat_index": self.flat_index,
                 "analytic": self.analytic, "numerical": self.numerical,
                 "relative_error": self.relative_error}
+
+    def __repr__(self) -> str:
+        return element_repr(self)
 
     def __str__(self) -> str:
         return (f"{self.label}: analytic {self.analytic:.6g}, numerical {self.numerical:.6g}, "
@@ -122,6 +126,9 @@ class BlockResult:
             "n_checked": self.n_checked, "n_probes": self.n_probes,
             "detectable_error": self.detectable_error,
         }
+
+    def __repr__(self) -> str:
+        return block_repr(self)
 
 
 def _backprop_order(names) -> list[str]:
@@ -295,5 +302,11 @@ class GradientCheckReport:
             "gradapprox": {k: v.tolist() for k, v in self.gradapprox.items()},
         }
 
+    def __repr__(self) -> str:
+        return report_repr(self)
+
     def __str__(self) -> str:
         return format_report(self)
+
+    def _repr_html_(self) -> str:
+        return report_html(self)
