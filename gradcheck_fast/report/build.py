@@ -247,14 +247,16 @@ def _flagged(items: Measurements, judged: Judgement,
     """The flat coordinates of the report's element lists (none for probes)."""
     if items.indices is None:
         return {"_worst_indices": _NO_INDICES, "_kink_indices": _NO_INDICES,
-                "_nonfinite_indices": _NO_INDICES, "_unverified_indices": _NO_INDICES}
+                "_nonfinite_indices": _NO_INDICES, "_unverified_indices": _NO_INDICES,
+                "_failing_indices": _NO_INDICES}
     idx = items.indices
     # Worst overall: failing elements by how far past their allowed error, then the rest by
     # relative error (kinks and non-finite ones have their own lists): judged.rank.
     return {"_worst_indices": idx[_top(judged.rank, n_worst, minimum=0.0)],
             "_kink_indices": idx[np.flatnonzero(items.at_kink)],
             "_nonfinite_indices": idx[np.flatnonzero(items.nonfinite)],
-            "_unverified_indices": idx[np.flatnonzero(judged.unverified)]}
+            "_unverified_indices": idx[np.flatnonzero(judged.unverified)],
+            "_failing_indices": idx[np.flatnonzero(judged.failing)]}
 
 
 def _top(key: np.ndarray, n: int, minimum: float) -> np.ndarray:

@@ -177,6 +177,22 @@ def relative_error(analytic: float, numerical: float) -> float:
     return float(_relative(a, x, abs(a - x)))
 
 
+def relative_errors(analytic: np.ndarray, numerical: np.ndarray) -> np.ndarray:
+    """:func:`relative_error` of each element of two equal-length 1-D float64 arrays (NaN
+    where either is NaN, e.g. a coordinate a sampled check did not take)."""
+    out = np.empty(analytic.shape[0])
+    _relative_errors(analytic, numerical, out)
+    return out
+
+
+@jit
+def _relative_errors(analytic, numerical, out):
+    for i in range(analytic.shape[0]):
+        a = analytic[i]
+        x = numerical[i]
+        out[i] = _relative(a, x, abs(a - x))
+
+
 def block_verdict(n_failing: int, n_nonfinite: int, n_unverified: int,
                   nothing_verified: bool = False) -> str:
     """A block's verdict from its counts: "wrong" if any element fails, else "unverified" if

@@ -187,7 +187,8 @@ class GradientCheckReport:
     not checked), ``_checked_indices`` (the coordinates checked, ascending; empty in
     directional mode) and ``_worst_indices``, ``_kink_indices``, ``_nonfinite_indices``,
     ``_unverified_indices`` (the flat coordinates of ``worst``, ``kinks``, ``nonfinite``,
-    ``unverified``, in their order).
+    ``unverified``, in their order) and ``_failing_indices`` (every failing coordinate,
+    ascending: the pictures outline them).
     """
 
     difference: float
@@ -216,6 +217,7 @@ class GradientCheckReport:
     _kink_indices: np.ndarray = field(repr=False)
     _nonfinite_indices: np.ndarray = field(repr=False)
     _unverified_indices: np.ndarray = field(repr=False)
+    _failing_indices: np.ndarray = field(repr=False)
 
     # -- verdicts ------------------------------------------------------------------------------
     @property
@@ -297,3 +299,14 @@ class GradientCheckReport:
 
     def __str__(self) -> str:
         return format_report(self)
+
+    # -- pictures (optional matplotlib, see gradcheck_fast.report.plot) -------------------------
+    def plot(self, blocks=None, ax=None):
+        """Per block, a heat map of each element's relative error: :func:`.plot.plot_report`."""
+        from .plot import plot_report
+        return plot_report(self, blocks=blocks, ax=ax)
+
+    def plot_scatter(self, blocks=None, ax=None):
+        """Per block, analytic against numerical: :func:`.plot.plot_scatter`."""
+        from .plot import plot_scatter
+        return plot_scatter(self, blocks=blocks, ax=ax)
