@@ -22,7 +22,7 @@ import textwrap
 
 import numpy as np
 
-from .diagnosis import judge, relative_errors
+from .diagnosis import judge, probe_items, relative_errors
 from .formatting import format_report
 
 #: What to install when matplotlib is missing.
@@ -338,19 +338,15 @@ def probe_status(report, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A directional report's block ``name``: each probe's relative disagreement
     ``|v.grad - numerical| / max(...)`` and flag code (as the builder judged it: 0 agrees,
     1 kink, 2 non-finite or unverified, 3 wrong)."""
-    from .build import measure_probes
-
-    k = list(report.blocks).index(name)
-    items = measure_probes(report.layout, report.probes, report.cost, rtol=report.rtol,
-                           atol=report.atol)
-    span = items.spans[k]
-    judged = judge(items.analytic, items.numerical, items.tolerance, items.noise,
+    p = report.probes[name]
+    items = probe_items(p.numerical, p.kinks, report.cost, rtol=report.rtol, atol=report.atol)
+    judged = judge(p.analytic, items.numerical, items.tolerance, p.noise,
                    items.at_kink | items.nonfinite, report.atol)
-    flags = np.zeros(span.stop - span.start, dtype=np.int8)
-    flags[items.at_kink[span]] = 1
-    flags[items.nonfinite[span] | judged.unverified[span]] = 2
-    flags[judged.failing[span]] = 3
-    return judged.relative[span], flags
+    flags = np.zeros(p.analytic.size, dtype=np.int8)
+    flags[items.at_kink] = 1
+    flags[items.nonfinite | judged.unverified] = 2
+    flags[judged.failing] = 3
+    return judged.relative, flags
 
 
 def plot_probes(report, blocks=None, ax=None):
