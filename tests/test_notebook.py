@@ -77,7 +77,11 @@ def test_the_notebook_runs_and_shows_the_seeds_numbers(executed):
     assert "gradient check FAILED: 2 of 6 blocks disagree with the numerical gradient " \
            "(dW2, db1)" in text
     assert "step sweep (exact engine): FINE" in text
+    # One element of 235,146 wrong by 2e-5 of its value: the seed's criterion passes, the
+    # elementwise one names the element.
     assert "checked 235,146 parameters" in text and "dW1[100, 501]" in text
+    assert re.search(r"seed criterion: difference = 4\.8\d*e-08 <= threshold 2e-07 \(passed\)",
+                     text)
     assert "checked 1,579,530 parameters along 48 directions" in text
     assert "directional gradient check FAILED: 1 of 6 blocks" in text
     pictures = sum("image/png" in kinds for _, kinds in cells)
