@@ -5,12 +5,10 @@ issue 13), one wrong element of dW1 included. The check itself is timed beside i
 from __future__ import annotations
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # the test extra brings matplotlib
 
 from gradcheck_fast import check_gradients
 from gradcheck_fast.networks import example
-
-matplotlib = pytest.importorskip("matplotlib")  # the plot extra
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
 TARGET_S = 2.0
 

@@ -7,21 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image  # the test extra brings matplotlib (the package's "plot" extra)
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
 
 import gradcheck_fast
 from gradcheck_fast import reference
 from gradcheck_fast.layout import Layout
 from gradcheck_fast.networks import example
+from gradcheck_fast.report import plot
 from gradcheck_fast.report.build import Measurements, build
-
-matplotlib = pytest.importorskip("matplotlib")  # the test extra installs it
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from gradcheck_fast.report import plot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -394,3 +392,23 @@ def test_the_readme_picture_is_committed_small_and_the_clis_size():
     assert len(data) < 150_000
     fig = gradcheck_fast.check_gradients(*_seed(faulty=True)).plot()
     assert _png_size(data) == (round(fig.bbox.width), round(fig.bbox.height))
+
+
+def test_any_layout_is_drawn_a_3d_block_folded_and_a_scalar_as_a_strip():
+    """A custom cost's dict parameters: a (2, 3, 4) block (its last two axes folded into the
+    columns), a scalar, and one wrong element, drawn where it is."""
+    params = {"T": np.linspace(-1.0, 1.0, 24).reshape(2, 3, 4), "s": np.array(0.5)}
+
+    def cost(p):
+        return float(np.sum(p["T"] ** 2) * p["s"])
+
+    grads = {"T": 2.0 * params["T"] * params["s"], "s": np.array(np.sum(params["T"] ** 2))}
+    grads["T"][1, 2, 3] *= 3.0
+    report = gradcheck_fast.check(cost, params, grads)
+    assert report.failed_blocks == ["dT"]
+    fig = report.plot()
+    overlay = _axes_titled(fig, "dT").images[1].get_array()
+    assert overlay.shape == (2, 12, 4)  # rows: the first axis; columns: 3 x 4
+    red = np.all(np.isclose(overlay, to_rgba(plot.WRONG)), axis=-1)
+    assert np.argwhere(red).tolist() == [[1, 2 * 4 + 3]]
+    assert _axes_titled(fig, "ds").images[0].get_array().shape == (1, 1)
