@@ -4,7 +4,7 @@ gradient."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,6 +25,7 @@ class SweepRow:
     difference: float  # the seed's eq. (3) at this step
     max_rel_error: float  # the largest elementwise relative error at this step
     slope: float | None  # d log(difference) / d log(epsilon) from the previous (larger) step
+    blocks: dict[str, float] = field(default_factory=dict)  # eq. (3) of each block at this step
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class SweepReport:
                 "explanation": self.explanation, "threshold": self.threshold,
                 "engine": self.engine,
                 "rows": [row.__dict__ for row in self.rows]}
+
+    def plot(self, ax=None):
+        """The V-curve of each block against epsilon: :func:`.report.plot.plot_sweep`."""
+        from .report.plot import plot_sweep
+        return plot_sweep(self, ax=ax)
 
     def __str__(self) -> str:
         lines = [f"step sweep ({self.engine} engine): {self.verdict.upper()} — {self.explanation}",
@@ -125,6 +131,8 @@ def run_sweep(inputs, base, steps: list[float]) -> SweepReport:
     resolved options (its epsilon replaced by each step), ``steps`` from :func:`check_steps`."""
     rows = []
     used = "exact"
+    offsets = inputs.layout.offsets
+    spans = [slice(int(lo), int(hi)) for lo, hi in zip(offsets[:-1], offsets[1:])]
     with n_threads_set(base.n_threads):
         # One preparation serves every step (the engine's state does not depend on it).
         engine_used, prepared = prepare_engine(inputs.layout, inputs.theta, inputs.X, inputs.Y,
@@ -143,7 +151,9 @@ def run_sweep(inputs, base, steps: list[float]) -> SweepReport:
             if k and difference > 0 and rows[-1].difference > 0:
                 slope = (math.log(rows[-1].difference) - math.log(difference)) / (
                     math.log(rows[-1].epsilon) - math.log(step))
-            rows.append(SweepRow(step, difference, float(np.nanmax(relative)), slope))
+            blocks = {name: relative_difference(inputs.grad[span], costs.gradapprox[span])
+                      for name, span in zip(inputs.layout.grad_names, spans)}
+            rows.append(SweepRow(step, difference, float(np.nanmax(relative)), slope, blocks))
     verdict, best, text = _verdict(rows, base.threshold)
     return SweepReport(tuple(rows), verdict, best, text, base.threshold, used)
 

@@ -128,7 +128,8 @@ def test_the_import_graph_sees_into_subpackages():
 
 def test_the_report_rooms_import_one_way():
     # formatting and diagnosis read plain data and import nothing of the report; the HTML takes
-    # its sentences from formatting only; the types use them; only the builder assembles (and
+    # its sentences from formatting only; the types use them (and hand pictures to plot, which
+    # reads the types' data through diagnosis and formatting); only the builder assembles (and
     # knows the modes' probes at run time).
     graph = _graph()
     report_rooms = {name for name in graph if name.startswith("report")}
@@ -136,7 +137,8 @@ def test_the_report_rooms_import_one_way():
     assert graph["report.diagnosis"] & report_rooms == set()
     assert graph["report.html"] == {"report.formatting"}
     assert graph["report.types"] & report_rooms == {"report.diagnosis", "report.formatting",
-                                                    "report.html"}
+                                                    "report.html", "report.plot"}
+    assert graph["report.plot"] & report_rooms == {"report.diagnosis", "report.formatting"}
     assert graph["report.build"] & report_rooms == {"report.diagnosis", "report.types"}
 
 

@@ -156,7 +156,7 @@ def test_the_report_has_typed_fields_not_a_bag():
     fields = {f.name: f for f in dataclasses.fields(GradientCheckReport)}
     assert "_flags" not in fields
     private = ["_grad_flat", "_gradapprox_flat", "_checked_indices", "_worst_indices",
-               "_kink_indices", "_nonfinite_indices", "_unverified_indices"]
+               "_kink_indices", "_nonfinite_indices", "_unverified_indices", "_failing_indices"]
     for name in private:
         assert fields[name].type == "np.ndarray" and fields[name].kw_only, name
         assert not fields[name].repr, name

@@ -27,6 +27,7 @@ from .diagnosis import (
     diagnose,
     inherited,
     judge,
+    probe_items,
     relative_difference,
 )
 from .types import BlockResult, GradientCheckReport, element_at
@@ -102,24 +103,20 @@ def measure_coordinates(layout: Layout, theta: np.ndarray, grad: np.ndarray, cos
 def measure_probes(layout: Layout, probes: dict[str, Probes], cost: float, *, rtol: float,
                    atol: float, engine: str = "incremental",
                    kink: str = "a ReLU kink") -> Measurements:
-    """The directional probes of every block, in layout order.
-
-    A probe whose ``J(theta +- eps v)`` is NaN or Inf (a non-finite J, or a change that is)
-    is non-finite and its numerical value NaN, as in the full check: the probes' changes are
-    formed without J, so they stay finite when J is not.
-    """
+    """The directional probes of every block, in layout order, each block's as
+    :func:`.diagnosis.probe_items` takes them (a non-finite probe's numerical value NaN)."""
     parts = []
     for name in layout.grad_names:
         p = probes[name]
-        nonfinite = ~np.isfinite(p.numerical) | (not math.isfinite(cost))
-        parts.append((p.analytic, np.where(nonfinite, np.nan, p.numerical), p.noise,
-                      (p.kinks != 0) & ~nonfinite, nonfinite))
-    analytic, numerical, noise, at_kink, nonfinite = (np.concatenate(column)
-                                                      for column in zip(*parts))
+        items = probe_items(p.numerical, p.kinks, cost, rtol=rtol, atol=atol)
+        parts.append((p.analytic, items.numerical, items.tolerance, p.noise, items.at_kink,
+                      items.nonfinite))
+    analytic, numerical, tolerance, noise, at_kink, nonfinite = (np.concatenate(column)
+                                                                 for column in zip(*parts))
     ends = np.cumsum([part[0].size for part in parts]).tolist()
     return Measurements(
         mode="directional", engine=engine, kink=kink, cost=float(cost), analytic=analytic,
-        numerical=numerical, tolerance=atol + rtol * np.abs(numerical), noise=noise,
+        numerical=numerical, tolerance=tolerance, noise=noise,
         at_kink=at_kink, nonfinite=nonfinite,
         spans=tuple(slice(lo, hi) for lo, hi in zip([0, *ends[:-1]], ends)), probes=probes,
     )
@@ -247,14 +244,16 @@ def _flagged(items: Measurements, judged: Judgement,
     """The flat coordinates of the report's element lists (none for probes)."""
     if items.indices is None:
         return {"_worst_indices": _NO_INDICES, "_kink_indices": _NO_INDICES,
-                "_nonfinite_indices": _NO_INDICES, "_unverified_indices": _NO_INDICES}
+                "_nonfinite_indices": _NO_INDICES, "_unverified_indices": _NO_INDICES,
+                "_failing_indices": _NO_INDICES}
     idx = items.indices
     # Worst overall: failing elements by how far past their allowed error, then the rest by
     # relative error (kinks and non-finite ones have their own lists): judged.rank.
     return {"_worst_indices": idx[_top(judged.rank, n_worst, minimum=0.0)],
             "_kink_indices": idx[np.flatnonzero(items.at_kink)],
             "_nonfinite_indices": idx[np.flatnonzero(items.nonfinite)],
-            "_unverified_indices": idx[np.flatnonzero(judged.unverified)]}
+            "_unverified_indices": idx[np.flatnonzero(judged.unverified)],
+            "_failing_indices": idx[np.flatnonzero(judged.failing)]}
 
 
 def _top(key: np.ndarray, n: int, minimum: float) -> np.ndarray:

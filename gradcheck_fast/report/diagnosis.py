@@ -79,6 +79,27 @@ def allowance(costs, theta: np.ndarray, *, epsilon: float, rtol: float,
     return atol + rtol * np.abs(costs.gradapprox), noise
 
 
+class ProbeItems(NamedTuple):
+    """One block's directional probes as the criterion takes them (:func:`probe_items`)."""
+
+    numerical: np.ndarray  # the central difference, NaN where the probe is non-finite
+    tolerance: np.ndarray  # atol + rtol |numerical|
+    at_kink: np.ndarray  # its steps cross a kink (and it is finite): set aside
+    nonfinite: np.ndarray  # a J(theta +- eps v) is NaN or Inf: set aside, not verified
+
+
+def probe_items(numerical: np.ndarray, kinks: np.ndarray, cost: float, *, rtol: float,
+                atol: float) -> ProbeItems:
+    """A block's probes ready for :func:`judge`: a probe whose ``J(theta +- eps v)`` is NaN
+    or Inf (a non-finite J, or a change that is) is non-finite and its numerical value NaN,
+    as in the full check (the probes' changes are formed without J, so they stay finite when
+    J is not); a finite probe whose steps cross a kink is set aside as one."""
+    nonfinite = ~np.isfinite(numerical) | (not math.isfinite(cost))
+    numerical = np.where(nonfinite, np.nan, numerical)
+    return ProbeItems(numerical, atol + rtol * np.abs(numerical), (kinks != 0) & ~nonfinite,
+                      nonfinite)
+
+
 class Judgement(NamedTuple):
     """Each element's (or probe's) standing under the elementwise criterion."""
 
@@ -175,6 +196,22 @@ def relative_error(analytic: float, numerical: float) -> float:
     nan for nan (as :func:`judge` gives it per element)."""
     a, x = float(analytic), float(numerical)
     return float(_relative(a, x, abs(a - x)))
+
+
+def relative_errors(analytic: np.ndarray, numerical: np.ndarray) -> np.ndarray:
+    """:func:`relative_error` of each element of two equal-length 1-D float64 arrays (NaN
+    where either is NaN, e.g. a coordinate a sampled check did not take)."""
+    out = np.empty(analytic.shape[0])
+    _relative_errors(analytic, numerical, out)
+    return out
+
+
+@jit
+def _relative_errors(analytic, numerical, out):
+    for i in range(analytic.shape[0]):
+        a = analytic[i]
+        x = numerical[i]
+        out[i] = _relative(a, x, abs(a - x))
 
 
 def block_verdict(n_failing: int, n_nonfinite: int, n_unverified: int,

@@ -194,7 +194,8 @@ class GradientCheckReport:
     not checked), ``_checked_indices`` (the coordinates checked, ascending; empty in
     directional mode) and ``_worst_indices``, ``_kink_indices``, ``_nonfinite_indices``,
     ``_unverified_indices`` (the flat coordinates of ``worst``, ``kinks``, ``nonfinite``,
-    ``unverified``, in their order).
+    ``unverified``, in their order) and ``_failing_indices`` (every failing coordinate,
+    ascending: the pictures outline them).
     """
 
     difference: float
@@ -223,6 +224,7 @@ class GradientCheckReport:
     _kink_indices: np.ndarray = field(repr=False)
     _nonfinite_indices: np.ndarray = field(repr=False)
     _unverified_indices: np.ndarray = field(repr=False)
+    _failing_indices: np.ndarray = field(repr=False)
 
     # -- verdicts ------------------------------------------------------------------------------
     @property
@@ -310,3 +312,14 @@ class GradientCheckReport:
 
     def _repr_html_(self) -> str:
         return report_html(self)
+
+    # -- pictures (optional matplotlib, see gradcheck_fast.report.plot) -------------------------
+    def plot(self, blocks=None, ax=None):
+        """Per block, a heat map of each element's relative error: :func:`.plot.plot_report`."""
+        from .plot import plot_report
+        return plot_report(self, blocks=blocks, ax=ax)
+
+    def plot_scatter(self, blocks=None, ax=None):
+        """Per block, analytic against numerical: :func:`.plot.plot_scatter`."""
+        from .plot import plot_scatter
+        return plot_scatter(self, blocks=blocks, ax=ax)
