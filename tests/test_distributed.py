@@ -191,3 +191,11 @@ def test_a_process_pool_worker_killed_mid_check_loses_nothing():
         killer.join()
     _same_report(local, sharded)
     assert "re-run after a worker was lost" in sharded.notes[-1]
+
+
+def test_the_progress_bar_counts_the_finished_shards_coordinates(pool, always_shard, capsys):
+    theta, a, grad = _problem(120)
+    report = gradcheck_fast.check(coupled, theta, grad, (a, 1), executor=pool, progress=True)
+    assert report.passed
+    err = capsys.readouterr().err
+    assert "120/120" in err.splitlines()[-1]
