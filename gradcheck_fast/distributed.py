@@ -63,6 +63,7 @@ def runs_locally(seconds: float) -> str | None:
                 f"{LOCAL_SECONDS:g} s: it ran locally")
     return None
 
+
 #: A plain process pool that breaks (a worker died) is replaced at most this many times.
 MAX_RESUBMITS = 3
 
@@ -73,8 +74,6 @@ MAX_RESUBMITS = 3
 class Pool:
     """What a sharded check needs of an executor: its worker threads, a way to send the data
     once per worker, submit, wait, cancel."""
-
-    kind = "executor"
 
     def __init__(self, executor):
         self.executor = executor
@@ -140,8 +139,6 @@ class Pool:
 class DaskPool(Pool):
     """A ``dask.distributed.Client``: data scattered to every worker, the scheduler re-runs
     the shards of a lost worker; each shard logs its start, so re-runs are counted."""
-
-    kind = "dask"
 
     @property
     def workers(self) -> int:
@@ -324,6 +321,9 @@ class Run:
                 f"up to {max(setups, default=0.0):.3g} s)")
         if self.retried:
             note += f"; {self.retried} shard(s) re-run after a worker was lost"
+        if self.pool.owned:
+            note += ("; the executor broke when its worker died (it stays broken): the rest "
+                     "ran on a fresh pool of the same size")
         return note
 
 

@@ -138,15 +138,19 @@ def test_bad_executors_and_unpicklable_costs_are_named(client, always_shard):
         gradcheck_fast.check(cost, theta, 2 * theta, executor=client)
 
 
-def test_estimates_count_the_workers(client):
+def test_estimates_count_the_workers(client, monkeypatch):
+    from gradcheck_fast import custom
+
     theta, a, grad = _problem(200)
-    here = gradcheck_fast.estimate_cost(coupled, theta, grad, (a, 1000), n_threads=1)
-    spread = gradcheck_fast.estimate_cost(coupled, theta, grad, (a, 1000), executor=client)
-    # 2 single-threaded workers: the coordinates' share of the time halves (each estimate
-    # times one evaluation afresh, hence the margin).
-    work_here = here.full.seconds - here.full.setup
-    work_spread = spread.full.seconds - spread.full.setup
-    assert 0.25 < work_spread / work_here < 1.0
+    # One evaluation's time fixed (each estimate would time it afresh, noisily).
+    monkeypatch.setattr(custom, "first_evaluation",
+                        lambda cost, theta, args: custom.Evaluation(1.0, True, 1e-3))
+    here = gradcheck_fast.estimate_cost(coupled, theta, grad, (a, 1), n_threads=1)
+    spread = gradcheck_fast.estimate_cost(coupled, theta, grad, (a, 1), executor=client)
+    # 2 single-threaded workers: the coordinates' evaluations take half the time.
+    assert here.full.evaluations == spread.full.evaluations == 400
+    assert here.full.seconds - here.full.setup == pytest.approx(400 * 1e-3, rel=0.01)
+    assert spread.full.seconds - spread.full.setup == pytest.approx(400 * 1e-3 / 2, rel=0.01)
     X, Y, parameters, gradients = random_mlp((30, 20, 1), m=16)
     one = gradcheck_fast.estimate_cost(parameters, gradients, X, Y, n_threads=1)
     two = gradcheck_fast.estimate_cost(parameters, gradients, X, Y, executor=client)
