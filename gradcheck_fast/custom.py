@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -305,13 +306,16 @@ class Evaluation(NamedTuple):
     seconds: float
 
 
-def first_evaluation(cost, theta: np.ndarray, args: tuple) -> Evaluation:
+def first_evaluation(cost, theta: np.ndarray, args: tuple, timed: bool = True) -> Evaluation:
     """The cost at theta, checked (:func:`blackbox.first_value`: compiled, a finite scalar,
-    theta left alone), and one more evaluation timed."""
+    theta left alone), and, ``timed``, one more evaluation timed (``seconds`` NaN
+    otherwise: directional probes without a budget need no time)."""
     J = blackbox.first_value(cost, theta, args)
-    timed = time.perf_counter()
+    if not timed:
+        return Evaluation(J, blackbox.is_njit(cost), math.nan)
+    started = time.perf_counter()
     cost(theta.copy(), *args)
-    return Evaluation(J, blackbox.is_njit(cost), time.perf_counter() - timed)
+    return Evaluation(J, blackbox.is_njit(cost), time.perf_counter() - started)
 
 
 def cost_model(layout: Layout, options, evaluation: Evaluation,
@@ -347,7 +351,8 @@ def run_cost_check(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layou
     ``hints`` name mistakes in the report (:class:`~gradcheck_fast.report.Hints`); ``pool``
     runs the coordinates in shards on an executor's workers (None: here)."""
     spent = 0.0 if started is None else time.perf_counter() - started
-    evaluation = first_evaluation(cost, theta, args)
+    evaluation = first_evaluation(cost, theta, args, timed=options.budget_s is not None
+                                  or options.mode != "directional")
     notes = ()
     if options.budget_s is not None:
         options, note = cost_plan(cost_model(layout, options, evaluation, spent), options)
