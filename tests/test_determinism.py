@@ -62,9 +62,14 @@ def assert_reports_bitwise_equal(a, b):
     assert a.blocks == b.blocks
 
 
-def test_big_case_takes_the_parallel_path(big_case, all_threads):
+def test_big_case_takes_the_parallel_path(big_case, all_threads, monkeypatch):
+    # The row loops' and the per-coordinate kernel's thresholds (the matrix sweep, which a
+    # network this size takes otherwise, does this work in a few milliseconds on one thread;
+    # its blocks spread over threads are tested in test_layer_sweep and below).
     from gradcheck_fast import _threads
+    from gradcheck_fast.engines import layer_sweep
 
+    monkeypatch.setattr(layer_sweep, "MATRIX_SWEEP", False)
     X, Y, parameters, gradients = big_case
     n_params = sum(v.size for v in parameters.values())
     assert n_params * X.shape[1] >= engines._SERIAL_WORK

@@ -52,9 +52,21 @@ def _both(model, seed, epsilon, **network):
     return values, explicit, kernel, kinks
 
 
+@pytest.fixture(params=["rows", "matrix"])
+def sweep_path(request, monkeypatch):
+    """The full sweep by the jitted row loops, or by matrix products (which the time model
+    takes for larger networks than these): each must hold every bound."""
+    if request.param == "matrix":
+        monkeypatch.setattr(layer_sweep, "MATRIX_MACS", 0)
+    else:
+        monkeypatch.setattr(layer_sweep, "MATRIX_SWEEP", False)
+    return request.param
+
+
 @pytest.mark.parametrize("epsilon", [1e-7, 5e-7, 1e-2])
 @pytest.mark.parametrize("model", MODELS, ids=repr)
-def test_the_sweep_is_the_per_coordinate_kernel_within_both_bounds(model, epsilon):
+def test_the_sweep_is_the_per_coordinate_kernel_within_both_bounds(model, epsilon,
+                                                                   sweep_path):
     """Each J+- - J of the sweep against the kernel's, held to the sum of their rounding
     bounds (each covers its own side's rounding and series remainder, so two correct values
     differ by less). At eps = 5e-7 a sample's unit moves by up to ~1e-6, the cubics' limit:
@@ -76,7 +88,7 @@ def test_the_sweep_is_the_per_coordinate_kernel_within_both_bounds(model, epsilo
         assert np.all(kernel[:2, taken] == 0) and np.all(values[:2, taken] == 0)
 
 
-def test_a_parameter_with_a_sample_across_a_kink_is_explicit():
+def test_a_parameter_with_a_sample_across_a_kink_is_explicit(sweep_path):
     """Unit 2 of layer 1 sits 3e-8 from its kink on sample 4: a 1e-7 step of its bias or of a
     weight with |x| > 0.3 crosses it, which no cubic describes; those parameters go to the
     per-coordinate kernel, which counts the crossing."""
@@ -113,6 +125,46 @@ def test_a_full_check_runs_no_per_coordinate_loop_when_nothing_is_explicit(monke
     # A subset of coordinates (sampled mode) too.
     incremental.costs(layout, theta, prepared.Y, 1e-7, prepared, np.arange(5), False, model)
     assert calls == []
+
+
+@pytest.mark.parametrize("model", [MLP(hidden="gelu", output="softmax"), MLP()], ids=repr)
+def test_the_matrix_sweep_gives_the_same_bits_on_any_threads_and_the_rows_values(model,
+                                                                                monkeypatch):
+    """The products' blocks are a fixed cut of the unit rows, each block's products on one
+    BLAS thread and its assembly by one thread: the same bits on one thread and spread over
+    several (forced, whatever the size). Against the row loops (another order of the same
+    sums) the values agree within the two bounds, and the same parameters are explicit."""
+    import numba
+
+    layout, theta, prepared, _ = _setup(model, 2, sizes=(40, 70, 33, 4), m=23, scale=0.25)
+    everything = np.arange(theta.size)
+    monkeypatch.setattr(layer_sweep, "MATRIX_MACS", 0)
+    monkeypatch.setattr(layer_sweep, "BLOCK_ROWS", 8)  # several blocks per layer
+    monkeypatch.setattr(layer_sweep, "BLOCK_BYTES", 1)
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one, one_explicit = layer_sweep.changes(layout, theta, 5e-7, prepared, model,
+                                                everything, True)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        from gradcheck_fast import _schedule
+
+        monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
+        spread_calls = count_calls(monkeypatch, layer_sweep, "_pool")
+        many, many_explicit = layer_sweep.changes(layout, theta, 5e-7, prepared, model,
+                                                  everything, True)
+    finally:
+        numba.set_num_threads(previous)
+    assert numba.config.NUMBA_NUM_THREADS == 1 or len(spread_calls) >= 1
+    assert np.array_equal(one, many, equal_nan=True)
+    assert np.array_equal(one_explicit, many_explicit) and one_explicit.size > 0
+    monkeypatch.setattr(layer_sweep, "MATRIX_SWEEP", False)
+    rows, rows_explicit = layer_sweep.changes(layout, theta, 5e-7, prepared, model,
+                                              everything, True)
+    assert np.array_equal(rows_explicit, one_explicit)
+    taken = np.setdiff1d(everything, one_explicit)
+    assert np.all(np.abs(one[:2, taken] - rows[:2, taken]) <= one[2, taken] + rows[2, taken])
+    assert not np.array_equal(one[:2, taken], rows[:2, taken])  # truly another path
 
 
 def test_the_parallel_sweep_is_bitwise_the_serial_one(monkeypatch):

@@ -82,10 +82,14 @@ def test_a_small_check_launches_no_parallel_region(regions, name, mode):
 
 
 @needs_threads
-def test_a_large_check_launches_few_regions_each_with_every_thread(regions):
+def test_a_large_check_launches_few_regions_each_with_every_thread(regions, monkeypatch):
     # Some 50 ms of work on one thread by the time model: one region (before the fix, 100
     # pieces of ~0.5 ms, each a region waiting for a late thread). Every region gets all
-    # threads and several chunks per thread, which the threads claim one at a time.
+    # threads and several chunks per thread, which the threads claim one at a time. (The row
+    # loops' regions: a network this size takes the matrix sweep otherwise.)
+    from gradcheck_fast.engines import layer_sweep
+
+    monkeypatch.setattr(layer_sweep, "MATRIX_SWEEP", False)
     sizes = (256, 128, 64, 1)
     per_sample = sum(sizes[1:]) * costmodel.sweep_row_seconds(sizes, 1)
     m = int(2.5 * _schedule.SERIAL_SECONDS / per_sample)

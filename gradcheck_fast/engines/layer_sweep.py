@@ -34,13 +34,17 @@ count.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 from numba import prange
 
+from .. import _schedule
 from .._jit import jit
 from .._schedule import claim
+from .._threads import num_threads, single_blas_thread
 from ..activations import LINEAR, has_kink, series
 from ..losses import COMPOSED_FIELDS, composed_terms
 from ._common import Request, locate, run_kernel
@@ -445,19 +449,53 @@ def changes(net, theta: np.ndarray, epsilon: float, prepared, model, indices: np
     is every parameter in order (then the whole layer sweep runs, in parallel where it pays;
     a subset takes its units' records and its inputs' sums, on one thread)."""
     n = indices.shape[0]
-    values = np.full((3, n), np.nan)
-    explicit = np.zeros(n, dtype=np.int8)
+    m = prepared.Y.shape[1]
     table = tables(net, theta, epsilon, prepared, model)
+    if not full and _is_range(indices) and matrix_pays(net.size_tuple, m):
+        # A range of coordinates (a shard of a full check on an executor's worker): the
+        # blocks of the full sweep that hold it, so the full sweep's bits. The arrays are by
+        # parameter; the pages of the blocks not computed are never touched.
+        values = np.empty((3, theta.shape[0]))
+        explicit = np.zeros(theta.shape[0], dtype=np.int8)
+        a, b = int(indices[0]), int(indices[-1]) + 1
+        _matrix_sweep(Request(indices, theta, float(epsilon)), prepared.network,
+                      prepared.state, table, SweepOut(values, explicit), m, (a, b))
+        values, explicit = values[:, a:b].copy(), explicit[a:b]
+        left = np.flatnonzero(explicit)
+        values[:, left] = np.nan
+        return values, left
+    # Every slot is written, or left explicit (then NaN, below): no need to fill it first
+    # (5.6 MB for the mnist-size check, in page faults).
+    values = np.empty((3, n))
+    explicit = np.zeros(n, dtype=np.int8)
     args = (Request(indices, theta, float(epsilon)), prepared.network, prepared.state, table,
             SweepOut(values, explicit))
-    m = prepared.Y.shape[1]
-    if full:
+    if full and matrix_pays(net.size_tuple, m):
+        _matrix_sweep(*args, m)
+    elif full:
         before = _parameters_before_row(net.size_tuple)
         run_kernel(_sweep_rows, _sweep_parallel, rows(net), sweep_row_seconds(net.size_tuple, m),
                    args, progress, params_before=lambda k: int(before[k]))
     else:
         run_kernel(_sweep_slots, None, n, sweep_slot_seconds(m), args, progress)
-    return values, np.flatnonzero(explicit)
+    left = np.flatnonzero(explicit)
+    values[:, left] = np.nan
+    return values, left
+
+
+def _is_range(indices: np.ndarray) -> bool:
+    """Whether ``indices`` are consecutive parameters, ascending."""
+    n = indices.shape[0]
+    return n > 1 and int(indices[-1]) - int(indices[0]) == n - 1 and bool(
+        np.all(np.diff(indices) == 1))
+
+
+def matrix_pays(sizes: tuple[int, ...], m: int) -> bool:
+    """Whether the full sweep runs as matrix products (:func:`_matrix_sweep`): for networks
+    of at least ``MATRIX_MACS`` multiply-adds per product set (below, the row loops'
+    single call costs less than the products' and blocks' overheads)."""
+    return MATRIX_SWEEP and m * sum(n * (n_prev + 1) for n_prev, n in zip(sizes[:-1],
+                                                                        sizes[1:])) >= MATRIX_MACS
 
 
 def explicit_parameters(net, theta: np.ndarray, epsilon: float, prepared, model) -> np.ndarray:
@@ -480,3 +518,193 @@ def _parameters_before_row(sizes: tuple[int, ...]) -> np.ndarray:
     weights and a bias), for the progress bar."""
     per_row = np.repeat(np.asarray(sizes[:-1]) + 1, sizes[1:])
     return np.concatenate(([0], np.cumsum(per_row)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The full sweep as matrix products
+# ---------------------------------------------------------------------------------------------
+# The five sums of a layer, P_q[r, c] = sum_j c_q[r, j] x_cj**q (q = 1, 2, 3), Q1 = sum_j
+# R1[r, j] |x_cj| and Q2 = sum_j H[r, j] x_cj**2, are five matrix products (units x samples)
+# times (samples x inputs), the bias a column of ones: BLAS-3, on one BLAS thread (its
+# rounding then depends on the shapes alone, never on a thread count), rows in blocks of at
+# most BLOCK_BYTES of sums. The records and the assembly of each unit row stay jitted; a row's
+# sums are the same sums as :func:`_row_sums`', in BLAS's order of operations (so the values
+# of a sampled check, which takes :func:`_column_sums`, agree with them within the sums'
+# rounding, which the bound ``kappa`` carries, rather than bitwise).
+
+#: Whether the full sweep may run as matrix products (else always the jitted row loops), and
+#: from how many multiply-adds on (:func:`matrix_pays`; measured on this machine: see the
+#: README's benchmark notes).
+MATRIX_SWEEP = True
+MATRIX_MACS = 2**18
+
+#: The sums of one block of unit rows take at most this much memory.
+BLOCK_BYTES = 16 * 2**20
+
+
+@jit
+def _records_range(lo, hi, where, net, state, tables, records):
+    """For the rows lo <= k < hi of layer l's units from unit ``base`` on (``where``: l, base,
+    kappa; unit r = base + k): their records' c1, c2, c3, R1 and H (:func:`_weight`) on every
+    sample into ``W[:, k, :]``; their explicit parameters marked in ``explicit`` (by
+    parameter; ``records``: W, explicit)."""
+    l, base, kappa = where
+    W, explicit = records
+    m = state[3].shape[1]
+    rec = np.empty((m, RECORD_FIELDS))
+    for k in range(lo, hi):
+        r = base + k
+        _row_records(l, r, state, tables, net, rec)
+        _mark_row(l, r, rec, net, tables, explicit)
+        for j in range(m):
+            W[0, k, j] = rec[j, 0]
+            W[1, k, j] = rec[j, 1]
+            W[2, k, j] = rec[j, 2]
+            W[3, k, j] = rec[j, 3]
+            W[4, k, j] = _weight(rec, j, kappa)
+
+
+@jit(parallel=True)
+def _records_parallel(start, stop, n_chunks, n_workers, schedule, where, net, state, tables,
+                      records):
+    """:func:`_records_range` over chunks of the rows claimed by ``n_workers`` threads."""
+    n = stop - start
+    for w in prange(n_workers):
+        worker = np.int64(w)
+        ch = claim(schedule, worker, n_chunks)
+        while ch < n_chunks:
+            _records_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, where,
+                           net, state, tables, records)
+            ch = claim(schedule, worker, n_chunks)
+
+
+@jit
+def _layer_powers(Xt, off, n_prev, m):
+    """The inputs of layer l (``Xt[off + j n_prev + c]``) as x, x**2, x**3 (= x**2 x, as the
+    loops form it) and |x|, each (m, n_prev + 1) with a last column of ones (the bias)."""
+    X = np.empty((4, m, n_prev + 1))
+    for j in range(m):
+        for c in range(n_prev):
+            x = Xt[off + j * n_prev + c]
+            x2 = x * x
+            X[0, j, c] = x
+            X[1, j, c] = x2
+            X[2, j, c] = x2 * x
+            X[3, j, c] = abs(x)
+        for k in range(4):
+            X[k, j, n_prev] = 1.0
+    return X
+
+
+@jit
+def _assemble_range(lo, hi, l, base, S, request, net, kappa, m, out):
+    """The parameters of the rows lo <= k < hi of a block of layer l's units (unit r = base +
+    k) from their sums ``S`` (P1, P2, P3, Q1, Q2 by row k and input, the bias last):
+    :func:`_assemble`, unless explicit."""
+    _, theta, epsilon = request
+    sizes, w_off, b_off, _ = net
+    values, explicit = out
+    n_prev = sizes[l - 1]
+    for k in range(lo, hi):
+        r = base + k
+        for c in range(n_prev + 1):
+            i = w_off[l] + r * n_prev + c if c < n_prev else b_off[l] + r
+            if not explicit[i]:
+                _assemble(values, i, theta[i], epsilon, (S[0, k, c], S[1, k, c], S[2, k, c],
+                                                         S[3, k, c], S[4, k, c]), kappa, m)
+
+
+#: The five products of a block: (record field, power of x) of P1, P2, P3, Q1, Q2.
+_PRODUCTS = ((0, 0), (1, 1), (2, 2), (3, 3), (4, 1))
+
+#: Unit rows per block of products (at least; more for narrow layers, up to BLOCK_BYTES of
+#: sums): enough rows for BLAS-3 speed, few enough that a block's sums stay in cache for its
+#: assembly.
+BLOCK_ROWS = 32
+
+
+def _block_rows(n_prev: int) -> int:
+    return max(BLOCK_ROWS, BLOCK_BYTES // (5 * 8 * (n_prev + 1)))
+
+
+def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
+    """The full sweep of every layer by matrix products (see above), into ``out`` (by
+    parameter): the records of a layer's units in the engine's parallel loop, then blocks of
+    unit rows (a fixed cut, whatever the threads), each block's five products (one BLAS
+    thread) and its assembly by one thread. ``span = (a, b)``: only the blocks that hold a
+    parameter a <= i < b (the same blocks as the full sweep's, so the same bits)."""
+    sizes = [int(s) for s in net[0]]
+    kappa = float(_kappa(sizes[-1], m))
+    with single_blas_thread():
+        for l in range(1, len(sizes)):
+            n, n_prev = sizes[l], sizes[l - 1]
+            rows = _block_rows(n_prev)
+            blocks = [(lo, min(n, lo + rows)) for lo in range(0, n, rows)
+                      if span is None or _block_in_span(net, l, lo, min(n, lo + rows), span)]
+            if not blocks:
+                continue
+            first, last = blocks[0][0], blocks[-1][1]
+            X = _layer_powers(table.Xt, int(net[3][l - 1]), n_prev, m)
+            W = np.empty((5, last - first, m))
+            run_kernel(_records_range, _records_parallel, last - first, m * RECORD_SECONDS,
+                       ((l, first, kappa), net, state, table, (W, out.explicit)), False)
+
+            def run_blocks(group, l=l, X=X, W=W, rows=rows, n_prev=n_prev, first=first):
+                S = np.empty((5, rows, n_prev + 1))
+                for lo, hi in group:
+                    for k, power in _PRODUCTS:
+                        np.matmul(W[k, lo - first:hi - first], X[power], out=S[k, :hi - lo])
+                    _assemble_range(0, hi - lo, l, lo, S, request, net, kappa, m, out)
+
+            _spread(run_blocks, blocks, (last - first) * m * (n_prev + 1) * PRODUCT_SECONDS)
+
+
+def _block_in_span(net, l: int, lo: int, hi: int, span) -> bool:
+    """Whether the units lo <= r < hi of layer l own a parameter a <= i < b (their weights
+    are one range, their biases another)."""
+    a, b = span
+    n_prev = int(net[0][l - 1])
+    w_lo, w_hi = int(net[1][l]) + lo * n_prev, int(net[1][l]) + hi * n_prev
+    b_lo, b_hi = int(net[2][l]) + lo, int(net[2][l]) + hi
+    return (w_lo < b and a < w_hi) or (b_lo < b and a < b_hi)
+
+
+def _spread(run, blocks: list, seconds: float) -> None:
+    """``run(group)`` for contiguous groups of ``blocks``, one group per thread of the
+    caller's numba thread count (one group when the work is small): which thread runs a block
+    never changes its values."""
+    n_threads = min(len(blocks), num_threads())
+    if n_threads <= 1 or seconds < _schedule.SERIAL_SECONDS:
+        run(blocks)
+        return
+    groups = [blocks[k * len(blocks) // n_threads:(k + 1) * len(blocks) // n_threads]
+              for k in range(n_threads)]
+    for future in [_pool(n_threads).submit(run, group) for group in groups]:
+        future.result()
+
+
+#: The threads that run blocks of products (made on first use, again after a fork).
+_POOLS: dict = {}
+
+
+def _pool(n_threads: int) -> ThreadPoolExecutor:
+    pool = _POOLS.get(n_threads)
+    if pool is None:
+        pool = _POOLS[n_threads] = ThreadPoolExecutor(n_threads,
+                                                      thread_name_prefix="gradcheck_fast")
+    return pool
+
+
+def _forget_pools() -> None:
+    """In a forked child the parent's threads do not exist: make new ones when needed."""
+    _POOLS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
+#: Seconds per (unit, sample) record and per multiply-add of the products with their
+#: assembly (one thread; for the choice between one thread and several).
+RECORD_SECONDS = 3e-8
+PRODUCT_SECONDS = 1e-10
