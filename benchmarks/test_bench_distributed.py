@@ -48,7 +48,7 @@ def _problem(P, seed=0):
 
 
 def test_a_long_custom_check_through_the_cluster(benchmark, client, monkeypatch):
-    P, reps = (2000, 80) if not benchmark.disabled else (300, 30)
+    P, reps = (2000, 160) if not benchmark.disabled else (300, 30)
     if benchmark.disabled:  # small: sharded all the same
         monkeypatch.setattr(distributed, "LOCAL_SECONDS", 0.0)
     theta, a, grad = _problem(P)

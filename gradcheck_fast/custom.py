@@ -134,14 +134,18 @@ class Disagreement(NamedTuple):
 
 
 def _kink_verdicts(evaluate, J: float, central: dict, lines: Disagreement, sigma: float,
-                   float32: bool, h: float, spread: float = 1.0
+                   float32: bool, h: float, spread: float = 1.0, evidence: bool = False
                    ) -> tuple[np.ndarray, np.ndarray]:
     """For failing lines: which a kink of the cost within the step ``h`` explains (reported as
     kinks), and which it might (unverified); the rest stay wrong (see the comment above).
     ``central[f]`` holds J+- at ``f * h`` where known, ``evaluate(step)`` gives them for the
     other steps (the engine's parallel loop for coordinates: a wrong block may fail in every
     element). ``spread``: how many times the move of D(h) the checked difference can move
-    (:data:`RICHARDSON_KINK` for Richardson's, whose statistics are taken at 2h)."""
+    (:data:`RICHARDSON_KINK` for Richardson's, whose statistics are taken at 2h).
+    ``evidence``: a line is unverified only when its statistics show a kink (beyond their
+    rounding), never for a kink their rounding might hide (the probes of a large block, whose
+    J carries far more rounding than one element's difference: that excuse would unverify
+    real mistakes)."""
     large = h > TRUNCATION_STEP
     (s_far, s_near), largest = _kink_statistics(evaluate, J, central, h, large)
     # The rounding of one J value: ECnoise (times the report's safety factor), the final sum
@@ -156,8 +160,11 @@ def _kink_verdicts(evaluate, J: float, central: dict, lines: Disagreement, sigma
     beyond = (np.abs(s_far) > w_far * rounding / h) | (np.abs(s_near) > w_near * rounding / h)
     size = np.maximum(np.abs(s_far), np.abs(s_near))
     kink = beyond & (lines.error <= explains * size + lines.allowed)
-    hidden = w_near * rounding / h  # the largest statistic its rounding could hide
+    hidden = 0.0 if evidence else w_near * rounding / h  # the largest statistic its
+    # rounding could hide
     maybe = ~kink & (lines.error <= KINK_MARGIN * explains * (size + hidden) + lines.allowed)
+    if evidence:
+        maybe &= beyond
     return kink, maybe
 
 
@@ -286,7 +293,7 @@ def cost_probes(cost, theta: np.ndarray, grad: np.ndarray, args: tuple, layout: 
                      for f, (J_plus, J_minus) in central.items()}
             kink, maybe = _kink_verdicts(
                 lambda step, failing=failing: tuple(along(step, failing)[0].T), J, known,
-                lines, sigma, False, h)
+                lines, sigma, False, h, evidence=True)
             kinks[failing[kink]] = 1
             noise = noise.copy()
             noise[failing[maybe]] = np.inf

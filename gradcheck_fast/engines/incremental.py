@@ -398,10 +398,8 @@ def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_of
         for start in range(0, m, chunk):
             cols = slice(start, min(m, start + chunk))
             k = cols.stop - cols.start
-            A1 = np.repeat(weights[l + 1][:, :, None], k, axis=2)
-            A2 = np.zeros_like(A1)
-            A3 = np.zeros_like(A1)
-            for q in range(l + 1, n_layers):
+            A1, A2, A3 = _first_step(Z, act_off, weights, sizes, hidden, alpha, m, l, cols)
+            for q in range(l + 2, n_layers):
                 z = Z[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)[:, None, cols]
                 D1, D2, D3 = hidden[q - 1].taylor(z, alpha)
                 B1 = D1 * A1
@@ -416,6 +414,36 @@ def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_of
             C3_l[:, cols, :, 1] = A2.transpose(1, 2, 0)
             C3_l[:, cols, :, 2] = A3.transpose(1, 2, 0)
     return C3, series, radius, s_off
+
+
+def _first_step(Z, act_off, weights, sizes, hidden, alpha, m, l, cols):
+    """The series' coefficients (A1, A2, A3), each (n_{l+2}, n_l, samples), after the first
+    layer q = l + 1 behind layer l, for the samples ``cols``: there the unit's change enters
+    layer q through the column of W_{l+1} alone, so with (D1, D2, D3) the Taylor terms of
+    layer q's activation,
+
+        A1[p, r, s] = sum_o W_{q+1}[p, o] D1[o, s] W_{l+1}[o, r]
+
+    (and D2 with W_{l+1}**2, D3 with W_{l+1}**3): per sample one matrix product (the same
+    sums the general step forms from repeated columns, in BLAS's order)."""
+    q = l + 1
+    Wl = weights[q]
+    W = weights[q + 1]
+    z = Z[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)[:, cols]
+    D1, D2, D3 = hidden[q - 1].taylor(z, alpha)
+
+    k = D1.shape[1]
+
+    def through(D, power):  # (p, r, s) = sum_o W[p, o] D[o, s] Wl[o, r]**power
+        scaled = (W[None, :, :] * D.T[:, None, :]).reshape(k * W.shape[0], W.shape[1])
+        product = scaled @ (Wl if power == 1 else Wl**power)  # one product for the samples
+        return product.reshape(k, W.shape[0], Wl.shape[1]).transpose(1, 2, 0)
+
+    A1 = through(D1, 1)
+    if D2 is None:  # a piecewise-linear layer: no curvature to carry
+        zeros = np.zeros_like(A1)
+        return A1, zeros, zeros.copy()
+    return A1, through(D2, 2), through(D3, 3)
 
 
 @functools.lru_cache(maxsize=64)
