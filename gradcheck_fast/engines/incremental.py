@@ -395,10 +395,20 @@ def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_of
         chunk = max(1, (1 << 20) // max(1, n_l * int(max(sizes[1:]))))
         C3_l = C3[3 * v_off[l] : 3 * (v_off[l] + n_l * m * n_out)].reshape(n_l, m, n_out, 3)
         C3_l[..., 0] = V[v_off[l] : v_off[l] + n_l * m * n_out].reshape(n_l, m, n_out)
+        Wl = np.ascontiguousarray(weights[l + 1])
+        powers = (Wl, Wl * Wl, Wl * Wl * Wl)
+        # The first step's coefficients are (n_{l+2}, n_l) per sample: as many samples at
+        # once as 2**20 of them take (the later steps', (n_q, n_l) per sample, set ``chunk``).
+        first = chunk * max(1, (1 << 20) // max(1, n_l * int(sizes[l + 2])) // chunk)
         for start in range(0, m, chunk):
+            if start % first == 0:
+                span = slice(start, min(m, start + first))
+                series_1 = _first_step(Z, act_off, weights, sizes, hidden, alpha, m, l, span,
+                                       powers)
             cols = slice(start, min(m, start + chunk))
             k = cols.stop - cols.start
-            A1, A2, A3 = _first_step(Z, act_off, weights, sizes, hidden, alpha, m, l, cols)
+            A1, A2, A3 = (A[:, :, cols.start - span.start : cols.stop - span.start]
+                          for A in series_1)
             for q in range(l + 2, n_layers):
                 z = Z[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)[:, None, cols]
                 D1, D2, D3 = hidden[q - 1].taylor(z, alpha)
@@ -416,7 +426,7 @@ def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_of
     return C3, series, radius, s_off
 
 
-def _first_step(Z, act_off, weights, sizes, hidden, alpha, m, l, cols):
+def _first_step(Z, act_off, weights, sizes, hidden, alpha, m, l, cols, powers):
     """The series' coefficients (A1, A2, A3), each (n_{l+2}, n_l, samples), after the first
     layer q = l + 1 behind layer l, for the samples ``cols``: there the unit's change enters
     layer q through the column of W_{l+1} alone, so with (D1, D2, D3) the Taylor terms of
@@ -424,26 +434,25 @@ def _first_step(Z, act_off, weights, sizes, hidden, alpha, m, l, cols):
 
         A1[p, r, s] = sum_o W_{q+1}[p, o] D1[o, s] W_{l+1}[o, r]
 
-    (and D2 with W_{l+1}**2, D3 with W_{l+1}**3): per sample one matrix product (the same
-    sums the general step forms from repeated columns, in BLAS's order)."""
+    (and D2 with W_{l+1}**2, D3 with W_{l+1}**3; ``powers``: W_{l+1} and those, made once per
+    layer): one matrix product each for the samples (the same sums the general step forms
+    from repeated columns, in BLAS's order)."""
     q = l + 1
-    Wl = weights[q]
     W = weights[q + 1]
     z = Z[act_off[q] : act_off[q + 1]].reshape(int(sizes[q]), m)[:, cols]
     D1, D2, D3 = hidden[q - 1].taylor(z, alpha)
-
     k = D1.shape[1]
+    n_l = powers[0].shape[1]
 
     def through(D, power):  # (p, r, s) = sum_o W[p, o] D[o, s] Wl[o, r]**power
         scaled = (W[None, :, :] * D.T[:, None, :]).reshape(k * W.shape[0], W.shape[1])
-        product = scaled @ (Wl if power == 1 else Wl**power)  # one product for the samples
-        return product.reshape(k, W.shape[0], Wl.shape[1]).transpose(1, 2, 0)
+        return (scaled @ power).reshape(k, W.shape[0], n_l).transpose(1, 2, 0)
 
-    A1 = through(D1, 1)
+    A1 = through(D1, powers[0])
     if D2 is None:  # a piecewise-linear layer: no curvature to carry
         zeros = np.zeros_like(A1)
         return A1, zeros, zeros.copy()
-    return A1, through(D2, 2), through(D3, 3)
+    return A1, through(D2, powers[1]), through(D3, powers[2])
 
 
 @functools.lru_cache(maxsize=64)
