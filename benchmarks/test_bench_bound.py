@@ -391,9 +391,9 @@ def test_large_model_directional_within_the_bound(benchmark):
         run()  # compile, and bring the model's pages in
     benchmark.group = "black-box bound: 2 M-parameter njit model"
     report, evaluations = benchmark.pedantic(run, rounds=3, warmup_rounds=0)
-    # A correct gradient is never called wrong (a block can be unverified: a probe nearly
-    # orthogonal to the gradient passes within a bound above 1 % of its size).
-    assert not report.failed_blocks and report.mode == "directional"
+    # A correct gradient passes: every probe's noise is held to its block's RMS of v . grad
+    # (a probe nearly orthogonal to the gradient once made its block unverified).
+    assert report.passed and report.mode == "directional"
     assert evaluations == 2 * 8 * n_blocks + 1 + NOISE_EVALUATIONS
     if benchmark.disabled:
         return

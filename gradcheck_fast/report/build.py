@@ -58,6 +58,8 @@ class Measurements:
     probes : probes: per block, its :class:`gradcheck_fast.modes.Probes`; None otherwise.
     explicit : the coordinates the incremental engine's layer sweep left to its
         per-coordinate path (None: another engine, or probes).
+    scale : probes: per item the size its noise is held to for "unverified" (its block's RMS
+        of ``v . grad``, :func:`.diagnosis.probe_items`); None: the values' own.
     """
 
     mode: str
@@ -74,6 +76,7 @@ class Measurements:
     probes: dict[str, Probes] | None = None
     explicit: int | None = None
     kink: str = "a ReLU kink"
+    scale: np.ndarray | None = None
 
     @property
     def directional(self) -> bool:
@@ -108,17 +111,19 @@ def measure_probes(layout: Layout, probes: dict[str, Probes], cost: float, *, rt
     parts = []
     for name in layout.grad_names:
         p = probes[name]
-        items = probe_items(p.numerical, p.kinks, cost, rtol=rtol, atol=atol)
+        items = probe_items(p.numerical, p.kinks, cost, rtol=rtol, atol=atol,
+                            grad_norm=p.grad_norm, size=p.size)
         parts.append((p.analytic, items.numerical, items.tolerance, p.noise, items.at_kink,
-                      items.nonfinite))
-    analytic, numerical, tolerance, noise, at_kink, nonfinite = (np.concatenate(column)
-                                                                 for column in zip(*parts))
+                      items.nonfinite, items.scale))
+    analytic, numerical, tolerance, noise, at_kink, nonfinite, scale = (
+        np.concatenate(column) for column in zip(*parts))
     ends = np.cumsum([part[0].size for part in parts]).tolist()
     return Measurements(
         mode="directional", engine=engine, kink=kink, cost=float(cost), analytic=analytic,
         numerical=numerical, tolerance=tolerance, noise=noise,
         at_kink=at_kink, nonfinite=nonfinite,
         spans=tuple(slice(lo, hi) for lo, hi in zip([0, *ends[:-1]], ends)), probes=probes,
+        scale=scale,
     )
 
 
@@ -138,7 +143,7 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
     under a wrong layer is marked as likely inheriting its error (:func:`.diagnosis.inherited`).
     """
     judged = judge(items.analytic, items.numerical, items.tolerance, items.noise,
-                   items.at_kink | items.nonfinite, atol)
+                   items.at_kink | items.nonfinite, atol, items.scale)
     relative = judged.relative
     numerical_full = np.full(layout.n_params, np.nan)
     if items.indices is not None:

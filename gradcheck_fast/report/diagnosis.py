@@ -86,18 +86,26 @@ class ProbeItems(NamedTuple):
     tolerance: np.ndarray  # atol + rtol |numerical|
     at_kink: np.ndarray  # its steps cross a kink (and it is finite): set aside
     nonfinite: np.ndarray  # a J(theta +- eps v) is NaN or Inf: set aside, not verified
+    scale: np.ndarray  # the size a probe's noise is held to: the block's RMS of v . grad
 
 
 def probe_items(numerical: np.ndarray, kinks: np.ndarray, cost: float, *, rtol: float,
-                atol: float) -> ProbeItems:
+                atol: float, grad_norm: float, size: int) -> ProbeItems:
     """A block's probes ready for :func:`judge`: a probe whose ``J(theta +- eps v)`` is NaN
     or Inf (a non-finite J, or a change that is) is non-finite and its numerical value NaN,
     as in the full check (the probes' changes are formed without J, so they stay finite when
-    J is not); a finite probe whose steps cross a kink is set aside as one."""
+    J is not); a finite probe whose steps cross a kink is set aside as one.
+
+    A probe is unverified when its noise exceeds ``UNVERIFIABLE_FRACTION`` of the block's RMS
+    of ``v . grad`` over random unit directions, ``||grad|| / sqrt(size)``, not of its own
+    ``|v . grad|``: a direction that happens to be nearly orthogonal to the gradient is no less
+    a test of the block (the detectable error says how strong), and judging it by its own
+    small projection left most correct checks of a large block inconclusive."""
     nonfinite = ~np.isfinite(numerical) | (not math.isfinite(cost))
     numerical = np.where(nonfinite, np.nan, numerical)
+    scale = np.full(numerical.shape, grad_norm / math.sqrt(max(size, 1)))
     return ProbeItems(numerical, atol + rtol * np.abs(numerical), (kinks != 0) & ~nonfinite,
-                      nonfinite)
+                      nonfinite, scale)
 
 
 class Judgement(NamedTuple):
@@ -114,28 +122,32 @@ class Judgement(NamedTuple):
 
 
 def judge(analytic: np.ndarray, numerical: np.ndarray, tolerance: np.ndarray,
-          noise: np.ndarray, set_aside: np.ndarray, atol: float) -> Judgement:
+          noise: np.ndarray, set_aside: np.ndarray, atol: float,
+          scale: np.ndarray | None = None) -> Judgement:
     """The elementwise criterion ``|analytic - numerical| <= tolerance + noise`` per element
     (or probe), ``tolerance`` being ``atol + rtol |numerical|``; elements in ``set_aside``
     are neither failing nor unverified (their own lists say why). An element that passes only
     because its noise bound exceeds ``UNVERIFIABLE_FRACTION`` of the values' size (and
-    ``atol``) is unverified: a mistake that large could hide in it. One jitted pass (on the
+    ``atol``) is unverified: a mistake that large could hide in it; ``scale`` gives that size
+    per item instead (directional probes: :func:`probe_items`). One jitted pass (on the
     mnist-size check, ten NumPy passes took 8 ms)."""
     n = analytic.shape[0]
     floats = np.empty((4, n))
     flags = np.empty((2, n), dtype=np.bool_)
+    sizes = np.full(n, np.nan) if scale is None else scale
     _judge_elements(analytic, numerical, tolerance, noise, set_aside, float(atol),
-                    UNVERIFIABLE_FRACTION, floats, flags)
+                    UNVERIFIABLE_FRACTION, sizes, floats, flags)
     error, allowed, relative, rank = floats
     failing, unverified = flags
     return Judgement(error, allowed, ~set_aside, failing, unverified, relative, rank)
 
 
 @jit
-def _judge_elements(analytic, numerical, tolerance, noise, set_aside, atol, fraction, floats,
-                    flags):
+def _judge_elements(analytic, numerical, tolerance, noise, set_aside, atol, fraction, sizes,
+                    floats, flags):
     """:func:`judge` element by element, into ``floats`` (error, allowed, relative, rank) and
-    ``flags`` (failing, unverified); comparisons with NaN are false, as in NumPy."""
+    ``flags`` (failing, unverified); ``sizes[i]`` the size the noise is held to (NaN: the
+    values' own); comparisons with NaN are false, as in NumPy."""
     for i in range(analytic.shape[0]):
         a = analytic[i]
         x = numerical[i]
@@ -149,7 +161,9 @@ def _judge_elements(analytic, numerical, tolerance, noise, set_aside, atol, frac
         failing = valid and not error <= allowed
         flags[0, i] = failing
         floats[3, i] = _rank(failing, valid, error, allowed, relative)
-        size = _magnitude(a, x)
+        size = sizes[i]
+        if size != size:
+            size = _magnitude(a, x)
         flags[1, i] = (valid and not failing and error > tolerance[i] and noise[i] > atol
                        and noise[i] > fraction * size)
 

@@ -339,9 +339,10 @@ def probe_status(report, name: str) -> tuple[np.ndarray, np.ndarray]:
     ``|v.grad - numerical| / max(...)`` and flag code (as the builder judged it: 0 agrees,
     1 kink, 2 non-finite or unverified, 3 wrong)."""
     p = report.probes[name]
-    items = probe_items(p.numerical, p.kinks, report.cost, rtol=report.rtol, atol=report.atol)
+    items = probe_items(p.numerical, p.kinks, report.cost, rtol=report.rtol, atol=report.atol,
+                        grad_norm=p.grad_norm, size=p.size)
     judged = judge(p.analytic, items.numerical, items.tolerance, p.noise,
-                   items.at_kink | items.nonfinite, report.atol)
+                   items.at_kink | items.nonfinite, report.atol, items.scale)
     flags = np.zeros(p.analytic.size, dtype=np.int8)
     flags[items.at_kink] = 1
     flags[items.nonfinite | judged.unverified] = 2
