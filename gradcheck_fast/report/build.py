@@ -302,7 +302,8 @@ def build_directional_report(layout: Layout, grad: np.ndarray, probes: dict, *, 
     is set aside, and so, as in the full check, is a probe whose ``J(theta +- eps v)`` is NaN
     or Inf (a non-finite J, or a change that is): its numerical value is NaN, the block
     "unverified". One that passes only within a noise bound above ``UNVERIFIABLE_FRACTION`` of
-    its size (a large step) is unverified. ``detectable_error`` follows from the largest
+    its block's RMS of ``v . grad`` (a large step, a coarse cost) is unverified
+    (:func:`.diagnosis.probe_items`). ``detectable_error`` follows from the largest
     tolerance among the block's verified probes (:func:`gradcheck_fast.modes.detectable_error`).
     ``engine`` and ``kink`` name the engine that took the probes and what a kink is for it;
     ``hints`` name mistakes (:class:`.diagnosis.Hints`).
