@@ -100,7 +100,22 @@ def _python_slow(theta):
     return float(_slow_sum(theta, 200))
 
 
-def test_a_budget_picks_the_most_thorough_mode_that_fits():
+@pytest.fixture
+def fixed_evaluation_time(monkeypatch):
+    """One evaluation's time fixed at 1 ms for the plans (the estimate and each check would
+    time it afresh: on a busy machine two timings differ by more than any budget's margin);
+    the checks still evaluate the real cost."""
+    from gradcheck_fast import custom
+
+    real = custom.first_evaluation
+
+    def fixed(cost, theta, args, timed=True):
+        return real(cost, theta, args, timed=False)._replace(seconds=1e-3)
+
+    monkeypatch.setattr(custom, "first_evaluation", fixed)
+
+
+def test_a_budget_picks_the_most_thorough_mode_that_fits(fixed_evaluation_time):
     # Small parameters keep the cost's rounding (4000 terms) far below the tolerance: J ~ 2e-3
     # carries ~1e-18, 1e-11 of the gradient's ~1e-3 after the division by 2 epsilon.
     theta = 1e-3 * np.random.default_rng(0).normal(size=4000)
@@ -109,8 +124,9 @@ def test_a_budget_picks_the_most_thorough_mode_that_fits():
     per_evaluation = (estimate.full.seconds - estimate.full.setup) / estimate.full.evaluations
     assert estimate.full.evaluations == 8000 and estimate.sampled.evaluations == 800
     assert estimate.directional.evaluations == 2 * 8 * 2
-    # Budgets placed between the modes' estimates: each picks its mode. The estimate and the
-    # check time the cost afresh, so the budgets keep a factor 3 from every boundary.
+    assert per_evaluation == pytest.approx(1e-3, rel=0.01)
+    # Budgets placed between the modes' estimates: each picks its mode (a factor 3 from every
+    # boundary, for the validation each check times).
     sampled = check(_python_slow, theta, theta, layout=layout, n_per_block=200,
                     budget_s=estimate.sampled.setup + 3 * 200 * 2 * 2 * per_evaluation)
     assert sampled.mode == "sampled" and sampled.passed
@@ -128,7 +144,7 @@ def test_a_budget_picks_the_most_thorough_mode_that_fits():
     assert full.mode == "full" and full.passed
 
 
-def test_a_budget_for_a_layer_check_and_the_estimate_of_a_layer():
+def test_a_budget_for_a_layer_check_and_the_estimate_of_a_layer(fixed_evaluation_time):
     rng = np.random.default_rng(1)
     inputs = {"x": rng.normal(size=(20, 30)), "w": rng.normal(size=(30, 40))}
 

@@ -169,10 +169,10 @@ def _kill_one_worker_soon(pids, delay):
 
 
 def test_a_dask_worker_killed_mid_check_loses_nothing(client):
-    """~2 s of evaluations in 8+ shards; one worker process is killed after 0.8 s: dask
+    """~4 s of evaluations in 8+ shards; one worker process is killed after 0.8 s: dask
     re-runs its shards on the other (its nanny restarts it), the report is the local one."""
     theta, a, grad = _problem(400)
-    reps = 800  # ~1.2 ms per evaluation: ~1 s of work per worker
+    reps = 1600  # ~2.4 ms per evaluation: ~2 s of work per worker, the kill well inside it
     local = gradcheck_fast.check(coupled, theta, grad, (a, reps))
     pids = list(client.run(os.getpid).values())
     killer = _kill_one_worker_soon(pids, 0.8)
@@ -185,7 +185,7 @@ def test_a_dask_worker_killed_mid_check_loses_nothing(client):
 
 def test_a_process_pool_worker_killed_mid_check_loses_nothing():
     theta, a, grad = _problem(400)
-    reps = 800
+    reps = 1600
     local = gradcheck_fast.check(coupled, theta, grad, (a, reps))
     with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         pool.submit(os.getpid).result()  # the workers are up
