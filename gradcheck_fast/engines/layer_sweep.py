@@ -527,8 +527,8 @@ def _parameters_before_row(sizes: tuple[int, ...]) -> np.ndarray:
 # R1[r, j] |x_cj| and Q2 = sum_j H[r, j] x_cj**2, are five matrix products (units x samples)
 # times (samples x inputs), the bias a column of ones: BLAS-3, on one BLAS thread (its
 # rounding then depends on the shapes alone, never on a thread count), unit rows in blocks of
-# BLOCK_ROWS or more, as many as BLOCK_BYTES of sums hold. The records and the assembly of each unit row stay jitted; a row's
-# sums are the same sums as :func:`_row_sums`', in BLAS's order of operations (so the values
+# BLOCK_ROWS or more, as many as BLOCK_BYTES of sums hold. The records and the assembly of
+# each unit row stay jitted; a row's sums are the same sums as :func:`_row_sums`', in BLAS's order of operations (so the values
 # of a sampled check, which takes :func:`_column_sums`, agree with them within the sums'
 # rounding, which the bound ``kappa`` carries, rather than bitwise).
 
