@@ -528,9 +528,10 @@ def _parameters_before_row(sizes: tuple[int, ...]) -> np.ndarray:
 # times (samples x inputs), the bias a column of ones: BLAS-3, on one BLAS thread (its
 # rounding then depends on the shapes alone, never on a thread count), unit rows in blocks of
 # BLOCK_ROWS or more, as many as BLOCK_BYTES of sums hold. The records and the assembly of
-# each unit row stay jitted; a row's sums are the same sums as :func:`_row_sums`', in BLAS's order of operations (so the values
-# of a sampled check, which takes :func:`_column_sums`, agree with them within the sums'
-# rounding, which the bound ``kappa`` carries, rather than bitwise).
+# each unit row stay jitted; a row's sums are the same sums as :func:`_row_sums`', in BLAS's
+# order of operations (so the values of a sampled check, which takes :func:`_column_sums`,
+# agree with them within the sums' rounding, which the bound ``kappa`` carries, rather than
+# bitwise).
 
 #: Whether the full sweep may run as matrix products (else always the jitted row loops), and
 #: from how many multiply-adds on (:func:`matrix_pays`; measured on this machine: see the
