@@ -24,34 +24,22 @@ import pytest
 import gradcheck_fast
 from gradcheck_fast import distributed
 from gradcheck_fast.networks import random_mlp
-from tests.distributed_costs import coupled, coupled_grad
-
-distributed_module = pytest.importorskip("distributed")
+from tests.distributed_costs import coupled, coupled_problem, local_cluster
 
 TARGET = 1.3
 
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed_module.LocalCluster(n_workers=2, threads_per_worker=1,
-                                              processes=True, dashboard_address=None)
-    client = distributed_module.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
-def _problem(P, seed=0):
-    rng = np.random.default_rng(seed)
-    theta, a = 0.5 * rng.normal(size=P), rng.normal(size=P)
-    return theta, a, coupled_grad(theta, a)
+    with local_cluster() as client:
+        yield client
 
 
 def test_a_long_custom_check_through_the_cluster(benchmark, client, monkeypatch):
     P, reps = (2000, 160) if not benchmark.disabled else (300, 30)
     if benchmark.disabled:  # small: sharded all the same
         monkeypatch.setattr(distributed, "LOCAL_SECONDS", 0.0)
-    theta, a, grad = _problem(P)
+    theta, a, grad = coupled_problem(P)
     gradcheck_fast.check(coupled, theta, grad, (a, 1))  # compiled here before timing
     started = time.perf_counter()
     local = gradcheck_fast.check(coupled, theta, grad, (a, reps), n_threads=2)
@@ -85,7 +73,7 @@ def test_the_schedulers_overhead_per_shard(benchmark, client, monkeypatch):
     monkeypatch.setattr(distributed, "LOCAL_SECONDS", 0.0)
     monkeypatch.setattr(distributed, "SHARD_SECONDS", 1e-9)  # one coordinate per shard
     P = 200 if not benchmark.disabled else 20
-    theta, a, grad = _problem(P)
+    theta, a, grad = coupled_problem(P)
     gradcheck_fast.check(coupled, theta, grad, (a, 1), executor=client)  # workers warm
     benchmark.group = "many machines"
     benchmark.name = f"check[{P} one-coordinate shards] on a LocalCluster"

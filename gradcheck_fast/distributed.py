@@ -93,12 +93,13 @@ class Pool:
     def describe(self) -> str:
         return f"{type(self.executor).__name__} of {self.workers} worker(s)"
 
-    def share(self, payload) -> Any:
-        """Send ``payload`` towards the workers once; returns what the shards receive."""
+    def share(self, data: bytes) -> Any:
+        """Send the pickled work ``data`` towards the workers once; returns what the shards
+        receive (here the path of a file in shared memory, read once per worker process)."""
         directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
         handle, path = tempfile.mkstemp(prefix="gradcheck_fast-", suffix=".pkl", dir=directory)
         with os.fdopen(handle, "wb") as file:
-            _dump(payload, file)
+            file.write(data)
         return path
 
     def release(self, shared) -> None:
@@ -152,8 +153,8 @@ class DaskPool(Pool):
         n = len(self.executor.nthreads())
         return f"dask cluster of {n} worker(s), {self.workers} thread(s)"
 
-    def share(self, payload) -> Any:
-        return self.executor.scatter(payload, broadcast=True, hash=False)
+    def share(self, data: bytes) -> Any:
+        return self.executor.scatter(data, broadcast=True, hash=False)
 
     def release(self, shared) -> None:
         self.executor.cancel([shared])
@@ -197,31 +198,23 @@ def _topic(token: str) -> str:
     return f"gradcheck_fast-{token}"
 
 
-def _dump(payload, file) -> None:
-    """Pickle with cloudpickle when available (closures and functions defined in __main__ or
-    a notebook travel by value), else with pickle."""
+def pickled(work, what: str) -> bytes:
+    """``work`` pickled once, for every executor: with cloudpickle when available (closures
+    and functions defined in __main__ or a notebook travel by value), else with pickle; a
+    clear error, before any shard is sent, when the check's data or cost cannot travel
+    (``what`` names them)."""
     try:
         import cloudpickle
-    except ImportError:
-        pickle.dump(payload, file, protocol=pickle.HIGHEST_PROTOCOL)
-    else:
-        cloudpickle.dump(payload, file, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def check_picklable(payload, what: str) -> None:
-    """A clear error before any shard is sent when the check's data or cost cannot travel."""
-    try:
-        import cloudpickle
-
-        cloudpickle.dumps(payload)
     except ImportError:
         try:
-            pickle.dumps(payload)
+            return pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise TypeError(f"{what} cannot be sent to the workers ({exc}); define it in an "
                             f"importable module, or install cloudpickle (pip install "
                             f"'gradcheck-fast[dask]'), which carries functions defined in "
                             f"__main__ or a notebook") from exc
+    try:
+        return cloudpickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise TypeError(f"{what} cannot be sent to the workers: it cannot be pickled "
                         f"({type(exc).__name__}: {exc})") from exc
@@ -246,9 +239,9 @@ _KEPT = 2
 
 
 def _state(shared, token: str) -> tuple[Any, float]:
-    """This process's work for the check ``token``: the shared work (a dask-resolved object,
-    or the path of its pickle file), prepared once; and the seconds that took (0 when it was
-    there already)."""
+    """This process's work for the check ``token``: the shared work (its pickle, as dask
+    delivers it, or the path of the file holding it), unpickled and prepared once; and the
+    seconds that took (0 when it was there already)."""
     state = _STATE.get(token)
     if state is not None:
         _STATE.move_to_end(token)
@@ -256,8 +249,8 @@ def _state(shared, token: str) -> tuple[Any, float]:
     started = time.perf_counter()
     if isinstance(shared, str):
         with open(shared, "rb") as file:
-            shared = pickle.load(file)
-    state = shared.prepare()
+            shared = file.read()
+    state = pickle.loads(shared).prepare()
     _STATE[token] = state
     while len(_STATE) > _KEPT:
         _STATE.popitem(last=False)
@@ -275,9 +268,10 @@ def _log_start(token: str, shard: int) -> None:
 
 def run_shard(shared, token: str, shard: int, indices: np.ndarray, extra: tuple,
               n_threads: int):
-    """A shard on a worker: the check's work (``shared``: an object with ``prepare()``,
-    returning itself ready, e.g. the engine prepared or the cost compiled, and ``run(indices,
-    *extra)``; the built-in network's :class:`gradcheck_fast.checker.NetworkShards`, a
+    """A shard on a worker: the check's work (``shared``: its pickle, or the path of the file
+    holding it, :meth:`Pool.share`; an object with ``prepare()``, returning itself ready,
+    e.g. the engine prepared or the cost compiled, and ``run(indices, *extra)``; the built-in
+    network's :class:`gradcheck_fast.checker.NetworkShards`, a
     user's cost's :class:`gradcheck_fast.custom.CostShards`), prepared once per process and
     check, run on the coordinates ``indices`` on ``n_threads`` threads."""
     _log_start(token, shard)
@@ -333,10 +327,10 @@ def run_sharded(pool: Pool, work, shards: list[np.ndarray], extra: tuple, progre
     (:func:`run_shard`); the results in shard order. ``work`` is sent once per worker and
     prepared there once; ``what`` names the check's data in errors (work that cannot be
     pickled)."""
-    check_picklable(work, what)
-    token = uuid.uuid4().hex
     started = time.perf_counter()
-    shared = pool.share(work)
+    data = pickled(work, what)
+    token = uuid.uuid4().hex
+    shared = pool.share(data)
     results: list = [None] * len(shards)
     infos: list = [None] * len(shards)
     bar = _bar(sum(int(s.size) for s in shards)) if progress else None

@@ -1,7 +1,10 @@
-"""Costs for the sharded checks' tests, in an importable module (a worker process imports it to
-unpickle a cost by reference, as it would a user's module)."""
+"""Costs for the sharded checks' tests and benchmarks, in an importable module (a worker process
+imports it to unpickle a cost by reference, as it would a user's module), and the cluster that
+stands in for many machines."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numba
 import numpy as np
@@ -33,3 +36,22 @@ def raising(theta):
     if theta[7] > 0.5:
         raise FloatingPointError("the user's cost failed")
     return float(np.sum(theta**2))
+
+
+def coupled_problem(P: int = 600, seed: int = 0):
+    """A point, the cost's data and its gradient: ``theta``, ``a``, ``coupled_grad``."""
+    rng = np.random.default_rng(seed)
+    theta, a = 0.5 * rng.normal(size=P), rng.normal(size=P)
+    return theta, a, coupled_grad(theta, a)
+
+
+@contextlib.contextmanager
+def local_cluster():
+    """A dask LocalCluster of 2 single-threaded worker processes and its Client (a cluster
+    stands in for many machines), closed after."""
+    import distributed
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            yield client

@@ -21,19 +21,13 @@ import pytest
 import gradcheck_fast
 from gradcheck_fast import distributed
 from gradcheck_fast.networks import random_mlp
-from tests.distributed_costs import coupled, coupled_grad, raising
-
-distributed_module = pytest.importorskip("distributed")
+from tests.distributed_costs import coupled, coupled_problem, local_cluster, raising
 
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed_module.LocalCluster(n_workers=2, threads_per_worker=1,
-                                              processes=True, dashboard_address=None)
-    client = distributed_module.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    with local_cluster() as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +50,10 @@ def _same_report(a, b):
         assert a.blocks[name].verdict == b.blocks[name].verdict
 
 
-def _problem(P=600, seed=0):
-    rng = np.random.default_rng(seed)
-    theta, a = 0.5 * rng.normal(size=P), rng.normal(size=P)
-    return theta, a, coupled_grad(theta, a)
-
-
 @pytest.mark.parametrize("executor", ["client", "pool"])
 def test_a_custom_njit_cost_gives_the_local_report_bitwise(executor, request, always_shard):
     executor = request.getfixturevalue(executor)
-    theta, a, grad = _problem()
+    theta, a, grad = coupled_problem()
     wrong = grad.copy()
     wrong[100] *= 1.1
     layout = gradcheck_fast.Layout({"u": (400,), "v": (20, 10)})
@@ -110,7 +98,7 @@ def test_a_layer_check_with_a_python_forward_gives_the_local_report(pool, always
 
 
 def test_a_small_check_runs_locally_and_says_so(client):
-    theta, a, grad = _problem(50)
+    theta, a, grad = coupled_problem(50)
     report = gradcheck_fast.check(coupled, theta, grad, (a, 1), executor=client)
     assert report.notes[-1].startswith("executor: the check was expected to take")
     assert "ran locally" in report.notes[-1]
@@ -125,7 +113,7 @@ def test_an_error_in_the_users_cost_names_its_shard(pool, always_shard):
 
 
 def test_bad_executors_and_unpicklable_costs_are_named(client, always_shard):
-    theta, a, grad = _problem(30)
+    theta, a, grad = coupled_problem(30)
     with pytest.raises(TypeError, match="executor must be"):
         gradcheck_fast.check(coupled, theta, grad, (a, 1), executor="localhost:8786")
     lock = threading.Lock()
@@ -141,7 +129,7 @@ def test_bad_executors_and_unpicklable_costs_are_named(client, always_shard):
 def test_estimates_count_the_workers(client, monkeypatch):
     from gradcheck_fast import custom
 
-    theta, a, grad = _problem(200)
+    theta, a, grad = coupled_problem(200)
     # One evaluation's time fixed (each estimate would time it afresh, noisily).
     monkeypatch.setattr(custom, "first_evaluation",
                         lambda cost, theta, args: custom.Evaluation(1.0, True, 1e-3))
@@ -171,7 +159,7 @@ def _kill_one_worker_soon(pids, delay):
 def test_a_dask_worker_killed_mid_check_loses_nothing(client):
     """~4 s of evaluations in 8+ shards; one worker process is killed after 0.8 s: dask
     re-runs its shards on the other (its nanny restarts it), the report is the local one."""
-    theta, a, grad = _problem(400)
+    theta, a, grad = coupled_problem(400)
     reps = 1600  # ~2.4 ms per evaluation: ~2 s of work per worker, the kill well inside it
     local = gradcheck_fast.check(coupled, theta, grad, (a, reps))
     pids = list(client.run(os.getpid).values())
@@ -184,7 +172,7 @@ def test_a_dask_worker_killed_mid_check_loses_nothing(client):
 
 
 def test_a_process_pool_worker_killed_mid_check_loses_nothing():
-    theta, a, grad = _problem(400)
+    theta, a, grad = coupled_problem(400)
     reps = 1600
     local = gradcheck_fast.check(coupled, theta, grad, (a, reps))
     with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -198,7 +186,7 @@ def test_a_process_pool_worker_killed_mid_check_loses_nothing():
 
 
 def test_the_progress_bar_counts_the_finished_shards_coordinates(pool, always_shard, capsys):
-    theta, a, grad = _problem(120)
+    theta, a, grad = coupled_problem(120)
     report = gradcheck_fast.check(coupled, theta, grad, (a, 1), executor=pool, progress=True)
     assert report.passed
     err = capsys.readouterr().err

@@ -15,25 +15,17 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 import gradcheck_fast
-from gradcheck_fast import reference
 from gradcheck_fast.layout import Layout
 from gradcheck_fast.networks import example
 from gradcheck_fast.report import plot
 from gradcheck_fast.report.build import Measurements, build
+from tests.test_report import _seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The flag colours as 8-bit RGB, as Agg writes them.
 WRONG_RGB = tuple(round(255 * c) for c in to_rgba(plot.WRONG)[:3])
 KINK_RGB = tuple(round(255 * c) for c in to_rgba(plot.KINK)[:3])
-
-
-def _seed(faulty: bool):
-    X, Y, parameters = reference.seed_case()
-    _, cache = reference.forward_propagation_n(X, Y, parameters)
-    backward = (reference.backward_propagation_n_faulty if faulty
-                else reference.backward_propagation_n)
-    return parameters, backward(X, Y, cache), X, Y
 
 
 def _pixels(fig) -> np.ndarray:

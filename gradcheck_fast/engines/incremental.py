@@ -396,7 +396,8 @@ def _series(Z, act_off, weights, sizes, hidden, alpha, m, bound, bound_off, v_of
         C3_l = C3[3 * v_off[l] : 3 * (v_off[l] + n_l * m * n_out)].reshape(n_l, m, n_out, 3)
         C3_l[..., 0] = V[v_off[l] : v_off[l] + n_l * m * n_out].reshape(n_l, m, n_out)
         Wl = np.ascontiguousarray(weights[l + 1])
-        powers = (Wl, Wl * Wl, Wl * Wl * Wl)
+        # (layer l + 1's activation is hidden[l]; a piecewise-linear one carries no curvature)
+        powers = (Wl, Wl * Wl, Wl * Wl * Wl) if hidden[l].curved else (Wl, None, None)
         # The first step's coefficients are (n_{l+2}, n_l) per sample: as many samples at
         # once as 2**20 of them take (the later steps', (n_q, n_l) per sample, set ``chunk``).
         first = chunk * max(1, (1 << 20) // max(1, n_l * int(sizes[l + 2])) // chunk)
