@@ -96,7 +96,7 @@ def _needs_excuse(costs: Costs, grad, sigma: float, theta, options) -> np.ndarra
     asks for a kink)."""
     tolerance, noise = allowance(costs, theta, epsilon=options.epsilon,
                                  rtol=options.rtol, atol=options.atol)
-    finite = np.isfinite(costs.J_plus) & np.isfinite(costs.J_minus)
+    finite = costs.finite()
     return np.flatnonzero(finite & ~(np.abs(grad - costs.gradapprox) <= tolerance + noise))
 
 

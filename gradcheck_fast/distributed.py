@@ -393,7 +393,8 @@ def merge_costs(parts: list[Costs]) -> Costs:
         return np.concatenate([getattr(part, name) for part in parts])
 
     return replace(
-        first, J_plus=joined("J_plus"), J_minus=joined("J_minus"), dJ_plus=joined("dJ_plus"),
+        first, _J_plus=None if first._J_plus is None else joined("J_plus"),
+        _J_minus=None if first._J_minus is None else joined("J_minus"), dJ_plus=joined("dJ_plus"),
         dJ_minus=joined("dJ_minus"), gradapprox=joined("gradapprox"),
         resolution=joined("resolution"), kinks=joined("kinks"), indices=joined("indices"),
         noise_source=np.concatenate([part.noise for part in parts]),

@@ -169,11 +169,16 @@ def user_costs(costs: Costs, view: RowsView) -> Costs:
     order = np.argsort(user, kind="stable")
     noise = costs.noise[order]
     return dataclasses.replace(
-        costs, J_plus=costs.J_plus[order], J_minus=costs.J_minus[order],
+        costs, _J_plus=_taken(costs._J_plus, order), _J_minus=_taken(costs._J_minus, order),
         dJ_plus=costs.dJ_plus[order], dJ_minus=costs.dJ_minus[order],
         gradapprox=costs.gradapprox[order], resolution=costs.resolution[order],
         kinks=costs.kinks[order], indices=user[order], noise_source=noise,
         truncation=None if costs.truncation is None else costs.truncation[order])
+
+
+def _taken(values: np.ndarray | None, order: np.ndarray) -> np.ndarray | None:
+    """``values[order]``, None kept (a Costs' J+- formed from its changes when read)."""
+    return None if values is None else values[order]
 
 
 def engine_indices(user_indices: np.ndarray, view: RowsView) -> np.ndarray:

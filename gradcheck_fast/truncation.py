@@ -150,11 +150,11 @@ def richardson(first, second):
     the central difference; what remains is O(h**4). Its rounding bound is the same
     combination of the two differences' bounds; J+- are those at h (at 2h where h's are not
     finite), and the kinks crossed by either step count."""
-    finite = np.isfinite(second.J_plus) & np.isfinite(second.J_minus)
+    finite = second.finite()
     return replace(
         first,
-        J_plus=np.where(finite, first.J_plus, second.J_plus),
-        J_minus=np.where(finite, first.J_minus, second.J_minus),
+        _J_plus=np.where(finite, first.J_plus, second.J_plus),
+        _J_minus=np.where(finite, first.J_minus, second.J_minus),
         gradapprox=(4.0 * first.gradapprox - second.gradapprox) / 3.0,
         # In J units at step h: (4 R1 / 2h + R2 / 4h) / 3 = R / 2h with
         resolution=(4.0 * first.resolution + 0.5 * second.resolution) / 3.0,

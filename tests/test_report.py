@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gradcheck_fast
 from gradcheck_fast import reference
@@ -285,3 +287,55 @@ def test_the_jitted_judgement_is_the_criterion_element_by_element():
                            ("relative", relative), ("rank", rank)):
         assert np.array_equal(getattr(judged, name), expected, equal_nan=True), name
     assert failing.any() and unverified.any() and np.isnan(relative).any()
+
+
+# -- the jitted reductions against their NumPy definitions ----------------------------------------
+_SPECIALS = st.sampled_from([0.0, -0.0, 1.0, 2.5, 1e-300, 1e300, math.inf, -math.inf, math.nan])
+_KEYS = st.lists(st.one_of(_SPECIALS, st.floats(-10, 10), st.integers(-3, 3).map(float)),
+                 max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=_KEYS, n=st.integers(0, 7), minimum=st.sampled_from([0.0, -1.0, 1.0]))
+def test_top_takes_the_n_largest_keys_largest_first_ties_by_index(key, n, minimum):
+    from gradcheck_fast.report.build import _top
+
+    key = np.array(key, dtype=float)
+    # The definition: every key >= minimum (NaN never), sorted by (-key, index), the first n.
+    expected = sorted((-k, i) for i, k in enumerate(key) if k >= minimum)[:n]
+    assert _top(key, n, minimum).tolist() == [i for _, i in expected]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), directional=st.booleans())
+def test_block_statistics_are_numpys_reductions(data, directional):
+    from gradcheck_fast.report.build import _block_statistics
+    from gradcheck_fast.report.diagnosis import judge, relative_difference
+
+    n = data.draw(st.integers(1, 30))
+    floats = st.one_of(_SPECIALS, st.floats(-5, 5))
+    analytic, numerical = (np.array(data.draw(st.lists(floats, min_size=n, max_size=n)))
+                           for _ in range(2))
+    nonfinite = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    at_kink = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n))) & ~nonfinite
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), min_size=1, max_size=3)))
+    edges = [0, *cuts, n]
+    spans = tuple(slice(a, b) for a, b in zip(edges[:-1], edges[1:]))
+    items = Measurements(mode="full", engine="exact", cost=1.0, analytic=analytic,
+                         numerical=numerical, tolerance=np.full(n, 1e-3),
+                         noise=np.full(n, 1e-9), at_kink=at_kink, nonfinite=nonfinite,
+                         spans=spans, indices=None if directional else np.arange(n),
+                         probes={} if directional else None)
+    judged = judge(analytic, numerical, items.tolerance, items.noise, at_kink | nonfinite, 1e-8)
+    stats = _block_statistics(items, judged)
+    for row, span in zip(stats, spans):
+        measured = judged.valid[span] if directional else ~nonfinite[span]
+        expected = [np.count_nonzero(judged.failing[span]), np.count_nonzero(nonfinite[span]),
+                    np.count_nonzero(judged.unverified[span]), np.count_nonzero(at_kink[span]),
+                    np.count_nonzero(judged.valid[span]),
+                    np.max(judged.error[span][measured], initial=0.0),
+                    np.max(judged.relative[span][measured], initial=0.0),
+                    relative_difference(analytic[span], numerical[span])]
+        np.testing.assert_array_equal(row, expected)  # NaN where NumPy's max gives NaN
+    assert np.array_equal(stats[-1, -1], relative_difference(analytic, numerical),
+                          equal_nan=True)

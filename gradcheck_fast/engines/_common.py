@@ -73,7 +73,9 @@ class Costs:
     Attributes
     ----------
     J : the unperturbed cost.
-    J_plus, J_minus : J(theta + epsilon e_i) and J(theta - epsilon e_i).
+    J_plus, J_minus : J(theta + epsilon e_i) and J(theta - epsilon e_i) (properties: stored
+        as ``_J_plus``/``_J_minus``, or None where they are ``J + dJ_plus`` and ``J +
+        dJ_minus``, formed when first read; the incremental engine keeps only the changes).
     dJ_plus, dJ_minus : their changes from J. The incremental engine computes these directly
         (accurate relative to the change); the exact engine by subtraction.
     gradapprox : ``(dJ_plus - dJ_minus) / (2 epsilon)``; for the exact engine this is the
@@ -98,8 +100,8 @@ class Costs:
     """
 
     J: float
-    J_plus: np.ndarray
-    J_minus: np.ndarray
+    _J_plus: np.ndarray | None
+    _J_minus: np.ndarray | None
     dJ_plus: np.ndarray
     dJ_minus: np.ndarray
     gradapprox: np.ndarray
@@ -112,11 +114,39 @@ class Costs:
     truncation: np.ndarray | None = None
     explicit: int | None = None
 
+    @property
+    def J_plus(self) -> np.ndarray:
+        if self._J_plus is None:
+            self._J_plus = self.J + self.dJ_plus
+        return self._J_plus
+
+    @property
+    def J_minus(self) -> np.ndarray:
+        if self._J_minus is None:
+            self._J_minus = self.J + self.dJ_minus
+        return self._J_minus
+
+    def finite(self) -> np.ndarray:
+        """Per index, whether J_plus and J_minus are both finite (formed without them when
+        they are J + dJ)."""
+        if self._J_plus is None and self._J_minus is None:
+            finite = np.empty(self.dJ_plus.shape[0], dtype=np.bool_)
+            _finite_sums(float(self.J), self.dJ_plus, self.dJ_minus, finite)
+            return finite
+        return np.isfinite(self.J_plus) & np.isfinite(self.J_minus)
+
     @functools.cached_property
     def noise(self) -> np.ndarray:
         """The engine's rounding bound of gradapprox per index (see ``noise_source``)."""
         source = self.noise_source
         return source() if callable(source) else source
+
+
+@jit
+def _finite_sums(J, dJ_plus, dJ_minus, finite):
+    """``finite[i]``: J + dJ_plus[i] and J + dJ_minus[i] are both finite."""
+    for i in range(finite.shape[0]):
+        finite[i] = math.isfinite(J + dJ_plus[i]) and math.isfinite(J + dJ_minus[i])
 
 
 def full_cost_noise(J_plus: np.ndarray, J_minus: np.ndarray, resolution: np.ndarray,

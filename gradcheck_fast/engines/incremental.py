@@ -747,26 +747,45 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     if explicit.size:
         values[:, explicit], kinks[explicit] = _kernel_changes(
             net, theta, epsilon, p, codes, indices[explicit], progress)
-    dJ_plus, dJ_minus, resolution = values
     # Divided by the steps really taken, fl(theta_i +- epsilon) - theta_i, not by 2 epsilon:
     # the changes are exact to rounding, so the step's own rounding (up to an ulp of theta_i,
     # ~1e-9 relative at epsilon = 1e-7) would otherwise be the largest error left. A step that
-    # rounds to 0 gives 0 (J did not move), which the report marks as unverified.
+    # rounds to 0 gives 0 (J did not move), which the report marks as unverified. The changes
+    # are formed directly: their rounding is what resolution bounds, no J's.
     t = theta if full else theta[indices]
-    if model.l2:
-        # The L2 term's change, exact: l2/(2m) d (2w + d) for a weight moved by d.
-        weight = np.zeros(theta.shape[0], dtype=bool)
-        for name, start, stop in zip(net.names, net.offsets[:-1], net.offsets[1:]):
-            weight[start:stop] = name[0] == "W"
-        is_weight = weight[indices]
-        for changes, sign in ((dJ_plus, 1.0), (dJ_minus, -1.0)):
-            d = (t + sign * epsilon) - t
-            changes += np.where(is_weight, model.l2 / (2.0 * m) * (d * (2.0 * t + d)), 0.0)
-    step = ((t + epsilon) - t) - ((t - epsilon) - t)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gradapprox = np.where(step > 0, (dJ_plus - dJ_minus) / step, 0.0)
-    J = p.J
-    # The changes are formed directly: their rounding is what resolution bounds, no J's.
-    noise = resolution / (2.0 * epsilon)
-    return Costs(J, J + dJ_plus, J + dJ_minus, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
+    gradapprox, noise = np.empty((2, n))
+    _finish(values, t, float(epsilon), model.l2 / (2.0 * m), _is_weight(net),
+            indices, gradapprox, noise)
+    dJ_plus, dJ_minus, resolution = values
+    return Costs(p.J, None, None, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
                  "incremental", indices, noise, explicit=int(explicit.size))
+
+
+@functools.lru_cache(maxsize=16)
+def _is_weight(net) -> np.ndarray:
+    """Per parameter of the layout ``net``, whether it is a weight (the L2 term's),
+    read-only."""
+    weight = np.zeros(net.n_params, dtype=np.bool_)
+    for name, start, stop in zip(net.names, net.offsets[:-1], net.offsets[1:]):
+        weight[start:stop] = name[0] == "W"
+    weight.flags.writeable = False
+    return weight
+
+
+@jit
+def _finish(values, t, epsilon, l2_scale, weight, indices, gradapprox, noise):
+    """One pass over the slots of :func:`costs`: the L2 term's change added to the changes
+    ``values[0:2]``, exactly ``l2 / (2 m) d (2 w + d)`` for a weight moved by d (``l2_scale``
+    = l2 / (2 m); 0: none); then ``gradapprox`` = their difference over the steps really
+    taken (0 where the step rounds to 0) and ``noise`` = ``values[2] / (2 epsilon)``."""
+    for k in range(t.shape[0]):
+        w = t[k]
+        d_plus = (w + epsilon) - w
+        d_minus = (w - epsilon) - w
+        if l2_scale != 0.0:
+            is_weight = weight[indices[k]]
+            values[0, k] += l2_scale * (d_plus * (2.0 * w + d_plus)) if is_weight else 0.0
+            values[1, k] += l2_scale * (d_minus * (2.0 * w + d_minus)) if is_weight else 0.0
+        step = d_plus - d_minus
+        gradapprox[k] = (values[0, k] - values[1, k]) / step if step > 0 else 0.0
+        noise[k] = values[2, k] / (2.0 * epsilon)

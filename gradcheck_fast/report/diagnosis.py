@@ -49,6 +49,14 @@ def _relative_difference(grad, gradapprox):
         error2 += d * d
         grad2 += grad[i] * grad[i]
         approx2 += gradapprox[i] * gradapprox[i]
+    return difference_of_sums(error2, grad2, approx2)
+
+
+@jit(inline=True)
+def difference_of_sums(error2, grad2, approx2):
+    """Eq. (3) from the sums of squares of ``grad - gradapprox``, ``grad`` and
+    ``gradapprox``: nan if the numerator is (or the denominator infinite), 0 for two zero
+    vectors."""
     numerator = math.sqrt(error2)
     denominator = math.sqrt(grad2) + math.sqrt(approx2)
     if math.isnan(numerator) or math.isinf(denominator):
@@ -62,21 +70,38 @@ def noise_bound(costs, epsilon: float, theta: np.ndarray) -> np.ndarray:
     """Per coordinate, how far a correct gradient may sit from ``gradapprox``: the engine's own
     rounding bound (``costs.noise``, each engine knows what its J+- carry) plus the truncation
     bound of a large step (``costs.truncation``). Where the step rounds to 0 (epsilon below
-    theta_i's spacing) nothing can be claimed: the bound is infinite (unverified)."""
-    bound = costs.noise if costs.truncation is None else costs.noise + costs.truncation
-    step = ((theta + epsilon) - theta) - ((theta - epsilon) - theta)
-    bound = np.where(step > 0, bound, np.inf)
-    return np.where(np.isnan(bound), 0.0, bound)
+    theta_i's spacing) nothing can be claimed: the bound is infinite (unverified). A NaN
+    bound counts as 0 (the value itself is then NaN, which fails or is set aside)."""
+    return allowance(costs, theta, epsilon=epsilon, rtol=0.0, atol=0.0)[1]
 
 
 def allowance(costs, theta: np.ndarray, *, epsilon: float, rtol: float,
               atol: float) -> tuple[np.ndarray, np.ndarray]:
     """The elementwise criterion's two parts per coordinate of ``costs``: the tolerance
     ``atol + rtol |numerical|`` and the noise bound (:func:`noise_bound`); an element fails
-    when ``|analytic - numerical|`` exceeds their sum (``theta``: the checked coordinates)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        noise = noise_bound(costs, epsilon, theta)
-    return atol + rtol * np.abs(costs.gradapprox), noise
+    when ``|analytic - numerical|`` exceeds their sum (``theta``: the checked coordinates).
+    One jitted pass."""
+    truncation = costs.truncation
+    parts = np.empty((2, theta.shape[0]))
+    _allowance(costs.gradapprox, costs.noise, _NO_TRUNCATION if truncation is None
+               else truncation, truncation is not None, theta, float(epsilon), float(rtol),
+               float(atol), parts)
+    return parts[0], parts[1]
+
+
+_NO_TRUNCATION = np.zeros(1)
+
+
+@jit
+def _allowance(numerical, noise, truncation, truncated, theta, epsilon, rtol, atol, parts):
+    """:func:`allowance` element by element into ``parts`` (tolerance, noise bound)."""
+    for i in range(theta.shape[0]):
+        parts[0, i] = atol + rtol * abs(numerical[i])
+        bound = noise[i] + truncation[i] if truncated else noise[i]
+        t = theta[i]
+        if not ((t + epsilon) - t) - ((t - epsilon) - t) > 0.0:
+            bound = math.inf
+        parts[1, i] = 0.0 if bound != bound else bound
 
 
 class ProbeItems(NamedTuple):
