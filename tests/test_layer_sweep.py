@@ -165,6 +165,10 @@ def test_the_matrix_sweep_gives_the_same_bits_on_any_threads_and_the_rows_values
     taken = np.setdiff1d(everything, one_explicit)
     assert np.all(np.abs(one[:2, taken] - rows[:2, taken]) <= one[2, taken] + rows[2, taken])
     assert not np.array_equal(one[:2, taken], rows[:2, taken])  # truly another path
+    # The products bound the bound's two sums by Cauchy-Schwarz: never below the row loops'
+    # exact sums (up to those sums' own rounding, m u ~ 3e-15 relative here).
+    assert np.all(one[2, taken] >= rows[2, taken] * (1.0 - 1e-12))
+    assert np.any(one[2, taken] > rows[2, taken] * 1.01)  # and truly a bound of them
 
 
 def test_the_parallel_sweep_is_bitwise_the_serial_one(monkeypatch):

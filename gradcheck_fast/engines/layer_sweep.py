@@ -34,6 +34,7 @@ count.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -523,15 +524,20 @@ def _parameters_before_row(sizes: tuple[int, ...]) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # The full sweep as matrix products
 # ---------------------------------------------------------------------------------------------
-# The five sums of a layer, P_q[r, c] = sum_j c_q[r, j] x_cj**q (q = 1, 2, 3), Q1 = sum_j
-# R1[r, j] |x_cj| and Q2 = sum_j H[r, j] x_cj**2, are five matrix products (units x samples)
-# times (samples x inputs), the bias a column of ones: BLAS-3, on one BLAS thread (its
-# rounding then depends on the shapes alone, never on a thread count), unit rows in blocks of
-# BLOCK_ROWS or more, as many as BLOCK_BYTES of sums hold. The records and the assembly of
-# each unit row stay jitted; a row's sums are the same sums as :func:`_row_sums`', in BLAS's
-# order of operations (so the values of a sampled check, which takes :func:`_column_sums`,
-# agree with them within the sums' rounding, which the bound ``kappa`` carries, rather than
-# bitwise).
+# The three sums of a layer's values, P_q[r, c] = sum_j c_q[r, j] x_cj**q (q = 1, 2, 3), are
+# three matrix products (units x samples) times (samples x inputs), the bias a column of ones:
+# BLAS-3, on one BLAS thread (its rounding then depends on the shapes alone, never on a thread
+# count), unit rows in blocks of BLOCK_ROWS or more, as many as BLOCK_BYTES of sums hold. The
+# two sums of the bound, Q1 = sum_j R1[r, j] |x_cj| and Q2 = sum_j H[r, j] x_cj**2, are
+# bounded by Cauchy-Schwarz instead, ||R1[r]|| ||x_c|| and ||H[r]|| ||x_c**2|| (norms over
+# the samples, raised by (m + 8) u for their own rounding): an outer product of norms, not two
+# more products. The bound then stays below kappa |d| max_j R1 max_j |x| (+ the like for Q2):
+# the rounding of one sample's largest term, ~1e-14 of it: far below every tolerance and the
+# 1 % of an element's size at which it would count as unverified. The records and the
+# assembly of each unit row stay jitted; a row's sums are the same sums as
+# :func:`_row_sums`', in BLAS's order of operations (so the values of a sampled check, which
+# takes :func:`_column_sums`, agree with them within the sums' rounding, which the bound
+# ``kappa`` carries, rather than bitwise).
 
 #: Whether the full sweep may run as matrix products (else always the jitted row loops), and
 #: from how many multiply-adds on (:func:`matrix_pays`; measured on this machine: see the
@@ -581,9 +587,10 @@ def _records_parallel(start, stop, n_chunks, n_workers, schedule, where, net, st
 
 @jit
 def _layer_powers(Xt, off, n_prev, m):
-    """The inputs of layer l (``Xt[off + j n_prev + c]``) as x, x**2, x**3 (= x**2 x, as the
-    loops form it) and |x|, each (m, n_prev + 1) with a last column of ones (the bias)."""
-    X = np.empty((4, m, n_prev + 1))
+    """The inputs of layer l (``Xt[off + j n_prev + c]``) as x, x**2 and x**3 (= x**2 x, as
+    the loops form it), each (m, n_prev + 1) with a last column of ones (the bias), and per
+    input the norms over the samples of x and x**2 (:func:`_column_norms`)."""
+    X = np.empty((3, m, n_prev + 1))
     for j in range(m):
         for c in range(n_prev):
             x = Xt[off + j * n_prev + c]
@@ -591,32 +598,56 @@ def _layer_powers(Xt, off, n_prev, m):
             X[0, j, c] = x
             X[1, j, c] = x2
             X[2, j, c] = x2 * x
-            X[3, j, c] = abs(x)
-        for k in range(4):
+        for k in range(3):
             X[k, j, n_prev] = 1.0
-    return X
+    return X, _column_norms(X, m)
 
 
 @jit
-def _assemble_range(lo, hi, l, base, S, request, net, kappa, m, out):
-    """The parameters of the rows lo <= k < hi of a block of layer l's units (unit r = base +
-    k) from their sums ``S`` (P1, P2, P3, Q1, Q2 by row k and input, the bias last):
-    :func:`_assemble`, unless explicit."""
+def _column_norms(X, m):
+    """Per input c (the bias last), ``||x_c||`` and ``||x_c**2||`` over the samples, raised by
+    (m + 8) u so that they bound the exact norms despite their own rounding."""
+    n = X.shape[2]
+    norms = np.zeros((2, n))
+    for j in range(m):
+        for c in range(n):
+            norms[0, c] += X[1, j, c]
+            norms[1, c] += X[1, j, c] * X[1, j, c]
+    grow = 1.0 + (m + 8.0) * _U
+    for c in range(n):
+        norms[0, c] = math.sqrt(norms[0, c]) * grow
+        norms[1, c] = math.sqrt(norms[1, c]) * grow
+    return norms
+
+
+@jit
+def _assemble_range(lo, hi, where, S, W, norms, request, net, out):
+    """The parameters of the rows lo <= k < hi of a block of layer l's units (``where``: l,
+    the block's first unit ``base`` (unit r = base + k), kappa, m) from their sums ``S`` (P1,
+    P2, P3 by row k and input, the bias last), the bound's sums by Cauchy-Schwarz from the
+    rows' records ``W`` (R1, H: ``W[3:5, k]``) and the inputs' ``norms``
+    (:func:`_column_norms`): :func:`_assemble`, unless explicit."""
+    l, base, kappa, m = where
     _, theta, epsilon = request
     sizes, w_off, b_off, _ = net
     values, explicit = out
     n_prev = sizes[l - 1]
+    grow = 1.0 + (m + 8.0) * _U
     for k in range(lo, hi):
         r = base + k
+        r1 = h = 0.0
+        for j in range(m):
+            r1 += W[3, k, j] * W[3, k, j]
+            h += W[4, k, j] * W[4, k, j]
+        r1 = math.sqrt(r1) * grow
+        h = math.sqrt(h) * grow
         for c in range(n_prev + 1):
             i = w_off[l] + r * n_prev + c if c < n_prev else b_off[l] + r
             if not explicit[i]:
                 _assemble(values, i, theta[i], epsilon, (S[0, k, c], S[1, k, c], S[2, k, c],
-                                                         S[3, k, c], S[4, k, c]), kappa, m)
+                                                         r1 * norms[0, c], h * norms[1, c]),
+                          kappa, m)
 
-
-#: The five products of a block: (record field, power of x) of P1, P2, P3, Q1, Q2.
-_PRODUCTS = ((0, 0), (1, 1), (2, 2), (3, 3), (4, 1))
 
 #: Unit rows per block of products (at least; more for narrow layers, up to BLOCK_BYTES of
 #: sums): enough rows for BLAS-3 speed, few enough that a block's sums stay in cache for its
@@ -625,7 +656,7 @@ BLOCK_ROWS = 32
 
 
 def _block_rows(n_prev: int) -> int:
-    return max(BLOCK_ROWS, BLOCK_BYTES // (5 * 8 * (n_prev + 1)))
+    return max(BLOCK_ROWS, BLOCK_BYTES // (3 * 8 * (n_prev + 1)))
 
 
 def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
@@ -645,17 +676,20 @@ def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
             if not blocks:
                 continue
             first, last = blocks[0][0], blocks[-1][1]
-            X = _layer_powers(table.Xt, int(net[3][l - 1]), n_prev, m)
+            X, norms = _layer_powers(table.Xt, int(net[3][l - 1]), n_prev, m)
             W = np.empty((5, last - first, m))
             run_kernel(_records_range, _records_parallel, last - first, m * RECORD_SECONDS,
                        ((l, first, kappa), net, state, table, (W, out.explicit)), False)
 
-            def run_blocks(group, l=l, X=X, W=W, rows=rows, n_prev=n_prev, first=first):
-                S = np.empty((5, rows, n_prev + 1))
+            def run_blocks(group, l=l, X=X, W=W, norms=norms, rows=rows, n_prev=n_prev,
+                           first=first):
+                S = np.empty((3, rows, n_prev + 1))
                 for lo, hi in group:
-                    for k, power in _PRODUCTS:
-                        np.matmul(W[k, lo - first:hi - first], X[power], out=S[k, :hi - lo])
-                    _assemble_range(0, hi - lo, l, lo, S, request, net, kappa, m, out)
+                    block = W[:, lo - first:hi - first]
+                    for q in range(3):
+                        np.matmul(block[q], X[q], out=S[q, :hi - lo])
+                    _assemble_range(0, hi - lo, (l, lo, kappa, m), S, block, norms, request,
+                                    net, out)
 
             _spread(run_blocks, blocks, (last - first) * m * (n_prev + 1) * PRODUCT_SECONDS)
 
