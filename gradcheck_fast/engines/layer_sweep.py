@@ -696,7 +696,7 @@ def _block_rows(n_prev: int) -> int:
 def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
     """The full sweep of every layer by matrix products (see above), into ``out`` (by
     parameter): the records of a layer's units in the engine's parallel loop, then blocks of
-    unit rows (a fixed cut, whatever the threads), each block's five products (one BLAS
+    unit rows (a fixed cut, whatever the threads), each block's three products (one BLAS
     thread) and its assembly by one thread. ``span = (a, b)``: only the blocks that hold a
     parameter a <= i < b (the same blocks as the full sweep's, so the same bits)."""
     sizes = [int(s) for s in net[0]]
