@@ -756,14 +756,17 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     # are formed directly: their rounding is what resolution bounds, no J's.
     t = theta if full else theta[indices]
     gradapprox, noise = np.empty((2, n))
-    _finish(values, t, float(epsilon), model.l2 / (2.0 * m), _is_weight(net),
-            indices, gradapprox, noise)
+    _finish(values, t, float(epsilon), model.l2 / (2.0 * m),
+            _is_weight(net) if model.l2 else _NO_WEIGHTS, indices, gradapprox, noise)
     dJ_plus, dJ_minus, resolution = values
     return Costs(p.J, None, None, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
                  "incremental", indices, noise, explicit=int(explicit.size))
 
 
-@functools.lru_cache(maxsize=16)
+_NO_WEIGHTS = np.zeros(1, dtype=np.bool_)  # no L2 term: _finish never reads it
+
+
+@functools.lru_cache(maxsize=4)
 def _is_weight(net) -> np.ndarray:
     """Per parameter of the layout ``net``, whether it is a weight (the L2 term's),
     read-only."""
@@ -779,8 +782,7 @@ def _finish(values, t, epsilon, l2_scale, weight, indices, gradapprox, noise):
     """The passes over the slots of :func:`costs`: the L2 term's change added to the changes
     ``values[0:2]``, exactly ``l2 / (2 m) d (2 w + d)`` for a weight moved by d (``l2_scale``
     = l2 / (2 m); 0: none); then ``gradapprox`` = their difference over the steps really
-    taken (0 where the step rounds to 0) and ``noise`` = ``values[2] / (2 epsilon)``, in a
-    loop over rows of ``values`` (slices: it vectorises)."""
+    taken (0 where the step rounds to 0) and ``noise`` = ``values[2] / (2 epsilon)``."""
     plus, minus, resolution = values[0], values[1], values[2]
     if l2_scale != 0.0:
         for k in range(t.shape[0]):
