@@ -129,7 +129,7 @@ def _mnist_check(benchmark):
 
 
 @pytest.mark.xfail(strict=False, reason="issue 14's 10x is met only on a quiet machine: "
-                   "9.6x measured (7.2 ms against 69 ms; the per-coordinate engine gained "
+                   "9.6x measured (7.5 ms against 72 ms; the per-coordinate engine gained "
                    "from this session's vectorised radii too)")
 def test_full_check_against_the_per_coordinate_engine(benchmark):
     benchmark.group = "issue 14: the mnist-size full check"
@@ -145,7 +145,7 @@ def test_full_check_against_the_per_coordinate_engine(benchmark):
     now = report.layout.pack(report.gradapprox, prefix="d")
     assert not np.any(kinks) and np.all(np.abs(now - before) <= 1e-10 * np.max(np.abs(now)))
     if benchmark.disabled:
-        return
+        pytest.xfail("timing disabled: the speed-up cannot be measured")
     slow = best_time(old, repeat=3)
     fast = benchmark.stats.stats.min
     benchmark.extra_info.update(per_coordinate_s=slow, speedup=slow / fast)
