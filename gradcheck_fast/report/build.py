@@ -196,8 +196,8 @@ def _block_statistics(items: Measurements, judged: Judgement) -> np.ndarray:
     """Per block (a row each, in layout order) and for all items (the last row): the counts
     of failing, non-finite, unverified, at-kink and valid items, the largest absolute and
     relative errors over the measured items and the relative difference of eq. (3). One
-    jitted pass (NumPy's per-block reductions took a third of the report on the mnist-size
-    check)."""
+    jitted pass (NumPy's per-block reductions took 0.7 ms of the mnist-size report's 4.4 ms,
+    cProfile)."""
     bounds = np.array([(span.start, span.stop) for span in items.spans], dtype=np.int64)
     stats = np.empty((len(items.spans) + 1, 8))
     _statistics(bounds.reshape(-1, 2),
