@@ -307,9 +307,12 @@ def test_top_takes_the_n_largest_keys_largest_first_ties_by_index(key, n, minimu
 
 
 @settings(max_examples=150, deadline=None)
-@given(data=st.data(), directional=st.booleans())
-def test_block_statistics_are_numpys_reductions(data, directional):
-    from gradcheck_fast.report.build import _block_statistics
+@given(data=st.data(), directional=st.booleans(), chunk=st.sampled_from([1, 3, 1024]))
+def test_summary_is_numpys_reductions_of_the_judgement(data, directional, chunk):
+    """build.summarise (one chunked pass, nothing per item kept) against NumPy's reductions
+    of judge's arrays: counts, largest errors, eq. (3) (bitwise relative_difference), the
+    flagged lists and the worst items, for chunks that cut the blocks anywhere."""
+    from gradcheck_fast.report.build import summarise
     from gradcheck_fast.report.diagnosis import judge, relative_difference
 
     n = data.draw(st.integers(1, 30))
@@ -321,14 +324,17 @@ def test_block_statistics_are_numpys_reductions(data, directional):
     cuts = sorted(data.draw(st.lists(st.integers(0, n), min_size=1, max_size=3)))
     edges = [0, *cuts, n]
     spans = tuple(slice(a, b) for a, b in zip(edges[:-1], edges[1:]))
+    scale = np.array(data.draw(st.lists(st.floats(0, 2), min_size=n, max_size=n)))
     items = Measurements(mode="full", engine="exact", cost=1.0, analytic=analytic,
                          numerical=numerical, tolerance=np.full(n, 1e-3),
                          noise=np.full(n, 1e-9), at_kink=at_kink, nonfinite=nonfinite,
                          spans=spans, indices=None if directional else np.arange(n),
-                         probes={} if directional else None)
-    judged = judge(analytic, numerical, items.tolerance, items.noise, at_kink | nonfinite, 1e-8)
-    stats = _block_statistics(items, judged)
-    for row, span in zip(stats, spans):
+                         probes={} if directional else None,
+                         scale=scale if directional else None)
+    judged = judge(analytic, numerical, items.tolerance, items.noise, at_kink | nonfinite, 1e-8,
+                   items.scale)
+    summary = summarise(items, 1e-8, n_worst=3, chunk=chunk)
+    for row, span in zip(summary.stats, spans):
         measured = judged.valid[span] if directional else ~nonfinite[span]
         expected = [np.count_nonzero(judged.failing[span]), np.count_nonzero(nonfinite[span]),
                     np.count_nonzero(judged.unverified[span]), np.count_nonzero(at_kink[span]),
@@ -337,5 +343,10 @@ def test_block_statistics_are_numpys_reductions(data, directional):
                     np.max(judged.relative[span][measured], initial=0.0),
                     relative_difference(analytic[span], numerical[span])]
         np.testing.assert_array_equal(row, expected)  # NaN where NumPy's max gives NaN
-    assert np.array_equal(stats[-1, -1], relative_difference(analytic, numerical),
+    assert np.array_equal(summary.stats[-1, -1], relative_difference(analytic, numerical),
                           equal_nan=True)
+    for listed, flags in zip(summary.lists, (judged.failing, judged.unverified, at_kink,
+                                             nonfinite)):
+        assert listed.tolist() == np.flatnonzero(flags).tolist()
+    expected = sorted((-k, i) for i, k in enumerate(judged.rank) if k >= 0)[:3]
+    assert summary.worst.tolist() == [i for _, i in expected]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,14 +22,16 @@ from ..modes import Probes, detectable_error
 from ..options import ATOL, RTOL
 from .diagnosis import (
     NO_HINTS,
+    UNVERIFIABLE_FRACTION,
     Hints,
     Judgement,
-    allowance,
+    allowance_elements,
     block_verdict,
     diagnose,
     difference_of_sums,
     inherited,
     judge,
+    judge_elements,
     probe_items,
 )
 from .types import BlockResult, GradientCheckReport, element_at
@@ -54,6 +57,8 @@ class Measurements:
     noise : per item, the bound on the rounding (and truncation) error of ``numerical``.
     at_kink : per item, its steps cross a kink: set aside, counted in ``kinks``.
     nonfinite : per item, a J(theta +- eps ...) is NaN or Inf: set aside, not verified.
+        These four are None when ``source`` gives them instead, a chunk at a time
+        (:meth:`parts`): a full check then holds no array of them.
     spans : per block of the layout, the slice of its items.
     indices : coordinates: the flat coordinate of each item (ascending); None for probes.
     probes : probes: per block, its :class:`gradcheck_fast.modes.Probes`; None otherwise.
@@ -61,6 +66,8 @@ class Measurements:
         per-coordinate path (None: another engine, or probes).
     scale : probes: per item the size its noise is held to for "unverified" (its block's RMS
         of ``v . grad``, :func:`.diagnosis.probe_items`); None: the values' own.
+    source : coordinates: what their tolerances, noise bounds and flags are computed from
+        (:class:`CoordinateSource`), or None (then the arrays above hold them).
     """
 
     mode: str
@@ -68,20 +75,59 @@ class Measurements:
     cost: float
     analytic: np.ndarray
     numerical: np.ndarray
-    tolerance: np.ndarray
-    noise: np.ndarray
-    at_kink: np.ndarray
-    nonfinite: np.ndarray
+    tolerance: np.ndarray | None
+    noise: np.ndarray | None
+    at_kink: np.ndarray | None
+    nonfinite: np.ndarray | None
     spans: tuple[slice, ...]
     indices: np.ndarray | None = None
     probes: dict[str, Probes] | None = None
     explicit: int | None = None
     kink: str = "a ReLU kink"
     scale: np.ndarray | None = None
+    source: CoordinateSource | None = None
 
     @property
     def directional(self) -> bool:
         return self.probes is not None
+
+    def parts(self, span: slice) -> ItemParts:
+        """The items ``span``'s tolerances, noise bounds, flags and sizes (:class:`ItemParts`),
+        from the arrays or from ``source``."""
+        n = span.stop - span.start
+        out = ItemParts(np.empty(n), np.empty(n), np.empty(n, dtype=np.bool_),
+                        np.empty(n, dtype=np.bool_), np.empty(n))
+        _fill_parts(span.start, span.stop, self.numerical, _kernel_inputs(self), out)
+        return out
+
+
+class ItemParts(NamedTuple):
+    """A run of items' parts of the criterion: tolerance, noise bound, at a kink, non-finite
+    and the size their noise is held to (NaN: the values' own)."""
+
+    tolerance: np.ndarray
+    noise: np.ndarray
+    at_kink: np.ndarray
+    nonfinite: np.ndarray
+    sizes: np.ndarray
+
+
+class CoordinateSource(NamedTuple):
+    """What a coordinate's tolerance, noise bound and flags follow from
+    (:func:`.diagnosis.allowance` and the kink and finiteness flags), one item at a time:
+    the engine's ``kinks``, ``finite`` (J+- both finite), ``noise`` and ``truncation`` bounds
+    (a dummy when ``truncated`` is False), the checked coordinates' ``theta`` and the
+    criterion's ``epsilon``, ``rtol`` and ``atol``."""
+
+    kinks: np.ndarray
+    finite: np.ndarray
+    noise: np.ndarray
+    truncation: np.ndarray
+    truncated: bool
+    theta: np.ndarray
+    epsilon: float
+    rtol: float
+    atol: float
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,16 +139,18 @@ def measure_coordinates(layout: Layout, theta: np.ndarray, grad: np.ndarray, cos
     :class:`~gradcheck_fast.engines.Costs` measured, with their tolerances and noise bounds."""
     idx = costs.indices
     every = idx.shape[0] == grad.shape[0]  # ascending, distinct: every coordinate, in order
-    finite = costs.finite()
-    tolerance, noise = allowance(costs, theta if every else theta[idx], epsilon=epsilon,
-                                 rtol=rtol, atol=atol)
+    truncation = costs.truncation
+    source = CoordinateSource(
+        costs.kinks, costs.finite(), costs.noise,
+        _NO_TRUNCATION if truncation is None else truncation, truncation is not None,
+        theta if every else theta[idx], float(epsilon), float(rtol), float(atol))
     bounds = [np.searchsorted(idx, layout.offsets[k : k + 2]) for k in range(len(layout.names))]
     return Measurements(
         mode=mode, engine=costs.engine, kink=costs.kink, cost=float(costs.J),
-        analytic=grad if every else grad[idx], numerical=costs.gradapprox, tolerance=tolerance,
-        noise=noise, at_kink=(costs.kinks > 0) & finite, nonfinite=~finite,
+        analytic=grad if every else grad[idx], numerical=costs.gradapprox, tolerance=None,
+        noise=None, at_kink=None, nonfinite=None,
         spans=tuple(slice(int(lo), int(hi)) for lo, hi in bounds), indices=idx,
-        explicit=costs.explicit,
+        explicit=costs.explicit, source=source,
     )
 
 
@@ -138,25 +186,28 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
           probability: float | None = None, notes: tuple[str, ...] = (),
           n_worst: int = N_WORST, hints: Hints = NO_HINTS) -> GradientCheckReport:
     """The report of a check from the analytic gradient (flat, ``layout`` order) and what the
-    check measured: every item judged by the elementwise criterion (:func:`.diagnosis.judge`),
-    a :class:`BlockResult` per block, and, for coordinates, the worst and flagged elements.
+    check measured: every item judged by the elementwise criterion (:func:`.diagnosis.judge`)
+    and summed up per block in one pass (:func:`summarise`), a :class:`BlockResult` per
+    block, and, for coordinates, the worst and flagged elements. A wrong block (and a block
+    of probes) is judged again on its own for its diagnosis and worst elements.
 
     ``probability``: directional mode, the detection probability of ``detectable_error``.
     ``hints``: what names a wrong block's mistake (:class:`.diagnosis.Hints`); a wrong block
     under a wrong layer is marked as likely inheriting its error (:func:`.diagnosis.inherited`).
     """
-    judged = judge(items.analytic, items.numerical, items.tolerance, items.noise,
-                   items.at_kink | items.nonfinite, atol, items.scale)
+    summary = summarise(items, atol, n_worst)
     if items.indices is not None and items.indices.shape[0] == layout.n_params:
         numerical_full = items.numerical  # every coordinate, in order
     else:
         numerical_full = np.full(layout.n_params, np.nan)
         if items.indices is not None:
             numerical_full[items.indices] = items.numerical
-    stats = _block_statistics(items, judged)
+    stats = summary.stats
     blocks = {}
     for k, (name, shape, span) in enumerate(zip(layout.grad_names, layout.shapes, items.spans)):
-        worst = (() if items.indices is None else
+        judged = (judge_items(items, span, atol)
+                  if items.directional or stats[k, _FAILING] else None)
+        worst = (() if items.indices is None or judged is None else
                  tuple(element_at(layout, grad, numerical_full, int(i))
                        for i in _worst_of_block(items, judged, span, n_worst)))
         params = (None if hints.theta is None or items.indices is None
@@ -164,7 +215,6 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
         blocks[name] = _block_result(items, judged, stats[k], name, shape, span, worst,
                                      probability, hints, params)
     blocks = _with_inheritance(blocks, hints.layers)
-    flagged = _flagged(items, judged, n_worst)
     return GradientCheckReport(
         difference=float(stats[-1, _DIFFERENCE]),
         threshold=threshold, epsilon=epsilon, rtol=rtol, atol=atol, cost=items.cost,
@@ -173,8 +223,17 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
         blocks=blocks, layout=layout, engine=items.engine, mode=items.mode, method=method,
         probability=probability, notes=tuple(notes), probes=items.probes or {}, kink=items.kink,
         n_explicit=items.explicit, _grad_flat=grad, _gradapprox_flat=numerical_full,
-        _checked_indices=_NO_INDICES if items.indices is None else items.indices, **flagged,
+        _checked_indices=_NO_INDICES if items.indices is None else items.indices,
+        **_flagged(items, summary),
     )
+
+
+def judge_items(items: Measurements, span: slice, atol: float) -> Judgement:
+    """The :class:`.diagnosis.Judgement` of the items ``span`` (arrays of the span's length):
+    bitwise the judgement :func:`summarise` makes of them."""
+    parts = items.parts(span)
+    return judge(items.analytic[span], items.numerical[span], parts.tolerance, parts.noise,
+                 parts.at_kink | parts.nonfinite, atol, parts.sizes)
 
 
 def _with_inheritance(blocks: dict[str, BlockResult], layers: dict) -> dict[str, BlockResult]:
@@ -188,62 +247,181 @@ def _with_inheritance(blocks: dict[str, BlockResult], layers: dict) -> dict[str,
     return blocks
 
 
-# The columns of :func:`_block_statistics`' rows.
+# ---------------------------------------------------------------------------------------------
+# The summary: every item judged and counted in one pass
+# ---------------------------------------------------------------------------------------------
+# The columns of :attr:`Summary.stats`' rows.
 _FAILING, _NONFINITE, _UNVERIFIED, _KINKS, _VALID, _MAX_ABS, _MAX_REL, _DIFFERENCE = range(8)
 
+# The lists of :attr:`Summary.lists`' rows.
+_LIST_FAILING, _LIST_UNVERIFIED, _LIST_KINKS, _LIST_NONFINITE = range(4)
 
-def _block_statistics(items: Measurements, judged: Judgement) -> np.ndarray:
-    """Per block (a row each, in layout order) and for all items (the last row): the counts
-    of failing, non-finite, unverified, at-kink and valid items, the largest absolute and
-    relative errors over the measured items and the relative difference of eq. (3). One
-    jitted pass (NumPy's per-block reductions took 0.7 ms of the mnist-size report's 4.4 ms,
-    cProfile)."""
-    bounds = np.array([(span.start, span.stop) for span in items.spans], dtype=np.int64)
-    stats = np.empty((len(items.spans) + 1, 8))
-    _statistics(bounds.reshape(-1, 2),
-                (items.analytic, items.numerical, judged.error, judged.relative),
-                (judged.failing, judged.unverified, items.nonfinite, items.at_kink),
-                items.directional, stats)
-    return stats
+#: Items judged at a time by :func:`summarise`: their parts and judgement (~40 bytes an item)
+#: stay in the core's cache between the passes over them.
+CHUNK = 1024
+
+
+class Summary(NamedTuple):
+    """What the report keeps of every item's judgement (:func:`summarise`).
+
+    stats : per block (a row each, in layout order) and for all items (the last row), the
+        counts of failing, non-finite, unverified, at-kink and valid items, the largest
+        absolute and relative errors and the relative difference of eq. (3) (columns
+        ``_FAILING`` ... ``_DIFFERENCE``).
+    worst : the items of the n worst (:attr:`.diagnosis.Judgement.rank` >= 0), worst first,
+        ties by position.
+    lists : the failing, unverified, at-kink and non-finite items, each ascending.
+    """
+
+    stats: np.ndarray
+    worst: np.ndarray
+    lists: tuple[np.ndarray, ...]
+
+
+def summarise(items: Measurements, atol: float, n_worst: int = N_WORST,
+              chunk: int = CHUNK) -> Summary:
+    """Every item judged (:func:`.diagnosis.judge`, the same bits) and summed up, one pass
+    over chunks of ``chunk`` items: no per-item array is kept but the lists of flagged
+    items (a full check of 33.6M coordinates would otherwise hold ten arrays of them).
+
+    The largest errors are taken over the valid items (probes) or the finite ones
+    (coordinates: kinks included, the table shows how far off a kink's central difference
+    is), NaN if any is NaN (as NumPy's max), 0 for none; the sums of eq. (3) run in item
+    order, as :func:`.diagnosis.relative_difference`'s."""
+    bounds = np.array([(span.start, span.stop) for span in items.spans],
+                      dtype=np.int64).reshape(-1, 2)
+    n = items.analytic.shape[0]
+    stats = np.empty((bounds.shape[0] + 1, 8))
+    worst = np.empty(max(n_worst, 0), dtype=np.int64)
+    lists = np.empty((4, n), dtype=np.int64)  # pages only for the items listed
+    counts = np.zeros(5, dtype=np.int64)
+    _summarise(bounds, (items.analytic, items.numerical), _kernel_inputs(items),
+               (float(atol), UNVERIFIABLE_FRACTION, items.directional), int(chunk),
+               (stats, worst, lists, counts))
+    return Summary(stats, worst[: counts[4]],
+                   tuple(lists[k, : counts[k]].copy() for k in range(4)))
+
+
+_NO_FLOATS = np.zeros(1)
+_NO_FLAGS = np.zeros(1, dtype=np.bool_)
+_NO_KINKS = np.zeros(1, dtype=np.int64)
+_NO_TRUNCATION = _NO_FLOATS
+_NO_ARRAYS = (_NO_FLOATS, _NO_FLOATS, _NO_FLAGS, _NO_FLAGS, _NO_FLOATS, False)
+_NO_SOURCE = CoordinateSource(_NO_KINKS, _NO_FLAGS, _NO_FLOATS, _NO_FLOATS, False, _NO_FLOATS,
+                              0.0, 0.0, 0.0)
+
+
+def _kernel_inputs(items: Measurements) -> tuple:
+    """``(arrays, source, from_source)``, what :func:`_fill_parts` fills the parts from (the
+    unused one a dummy of the same types)."""
+    if items.source is not None:
+        return _NO_ARRAYS, items.source, True
+    scale = items.scale
+    return ((items.tolerance, items.noise, items.at_kink, items.nonfinite,
+             _NO_FLOATS if scale is None else scale, scale is not None), _NO_SOURCE, False)
 
 
 @jit
-def _statistics(bounds, values, flags, directional, stats):
-    """:func:`_block_statistics` into ``stats`` (``values``: the analytic and numerical
-    values, the errors and the relative errors; ``flags``: failing, unverified, non-finite,
-    at a kink; ``bounds``: each block's first and last + 1 item). The largest errors are
-    taken over the valid items (probes) or the finite ones (coordinates: kinks included, the
-    table shows how far off a kink's central difference is), NaN if any is NaN (as NumPy's
-    max), 0 for none; the relative differences sum in item order, as
-    :func:`.diagnosis.relative_difference`."""
-    analytic, numerical, error, relative = values
-    failing, unverified, nonfinite, at_kink = flags
+def _fill_parts(lo, hi, numerical, measured, out):
+    """The parts (:class:`ItemParts`) of the items lo <= i < hi into ``out[k]``, k = i - lo
+    (``measured``: :func:`_kernel_inputs`): from a :class:`CoordinateSource`
+    (:func:`.diagnosis.allowance`'s values, at a kink where the engine counted kinks and J+-
+    are finite) or copied from ``arrays`` (tolerance, noise, at_kink, nonfinite, scale,
+    whether there is a scale)."""
+    arrays, source, from_source = measured
+    tolerance, noise, at_kink, nonfinite, sizes = out
+    if from_source:
+        kinks, finite, bound, truncation, truncated, theta, epsilon, rtol, atol = source
+        allowance_elements(numerical[lo:hi], bound[lo:hi], truncation[lo:hi] if truncated
+                           else truncation, truncated, theta[lo:hi], epsilon, rtol, atol,
+                           (tolerance, noise))
+        for k in range(hi - lo):
+            nonfinite[k] = not finite[lo + k]
+            at_kink[k] = kinks[lo + k] > 0 and finite[lo + k]
+            sizes[k] = math.nan
+        return
+    tolerance_in, noise_in, at_kink_in, nonfinite_in, scale, scaled = arrays
+    for k in range(hi - lo):
+        tolerance[k] = tolerance_in[lo + k]
+        noise[k] = noise_in[lo + k]
+        at_kink[k] = at_kink_in[lo + k]
+        nonfinite[k] = nonfinite_in[lo + k]
+        sizes[k] = scale[lo + k] if scaled else math.nan
+
+
+@jit
+def _summarise(bounds, values, measured, criterion, size, out):
+    """:func:`summarise` into ``out``: ``stats``, ``worst``, ``lists`` and ``counts`` (how
+    many items each list and ``worst`` got). ``bounds``: each block's first and last + 1
+    item; ``values``: the analytic and numerical values; ``measured``: the parts' source
+    (:func:`_kernel_inputs`); ``criterion``: atol, the unverifiable fraction and whether the
+    items are probes; ``size``: the chunk's."""
+    analytic, numerical = values
+    atol, fraction, directional = criterion
+    stats, worst, lists, counts = out
+    chunk = ItemParts(np.empty(size), np.empty(size), np.empty(size, dtype=np.bool_),
+                      np.empty(size, dtype=np.bool_), np.empty(size))
+    set_aside = np.empty(size, dtype=np.bool_)
+    counted = np.empty(size, dtype=np.bool_)  # in the largest errors
+    every = np.ones(size, dtype=np.bool_)
+    floats = np.empty((4, size))  # error, allowed, relative, rank
+    flags = np.empty((2, size), dtype=np.bool_)  # failing, unverified
+    worst_key = np.empty(worst.shape[0])
     n_blocks = bounds.shape[0]
     stats[:, :] = 0.0
+    counts[:] = 0
+    n_worst = 0  # a local: a count kept in ``counts`` would be a store and a load per item
     total_error2 = total_analytic2 = total_numerical2 = 0.0
     for b in range(n_blocks):
         n_failing = n_nonfinite = n_unverified = n_kinks = n_valid = 0
         largest_abs = largest_rel = 0.0
         error2 = analytic2 = numerical2 = 0.0
-        for i in range(bounds[b, 0], bounds[b, 1]):
-            valid = not (at_kink[i] or nonfinite[i])
-            n_failing += failing[i]
-            n_nonfinite += nonfinite[i]
-            n_unverified += unverified[i]
-            n_kinks += at_kink[i]
-            n_valid += valid
-            if valid if directional else not nonfinite[i]:
-                largest_abs = _larger(largest_abs, error[i])
-                largest_rel = _larger(largest_rel, relative[i])
-            a = analytic[i]
-            x = numerical[i]
-            d = a - x
-            error2 += d * d
-            analytic2 += a * a
-            numerical2 += x * x
-            total_error2 += d * d
-            total_analytic2 += a * a
-            total_numerical2 += x * x
+        for lo in range(bounds[b, 0], bounds[b, 1], size):
+            hi = min(lo + size, bounds[b, 1])
+            n = hi - lo
+            part = ItemParts(chunk[0][:n], chunk[1][:n], chunk[2][:n], chunk[3][:n],
+                             chunk[4][:n])
+            _fill_parts(lo, hi, numerical, measured, part)
+            at_kink, nonfinite = part[2], part[3]
+            for k in range(n):
+                set_aside[k] = at_kink[k] or nonfinite[k]
+            judge_elements(analytic[lo:hi], numerical[lo:hi], part[0], part[1],
+                           set_aside[:n], atol, fraction, part[4], floats[:, :n],
+                           flags[:, :n])
+            # Loops of one kind each: the sums' chains, then counts and maxima without a
+            # branch, then the lists, for the few chunks that have flagged items.
+            for k in range(n):
+                a = analytic[lo + k]
+                x = numerical[lo + k]
+                d = a - x
+                error2 += d * d
+                analytic2 += a * a
+                numerical2 += x * x
+                total_error2 += d * d
+                total_analytic2 += a * a
+                total_numerical2 += x * x
+            flagged = 0
+            for k in range(n):
+                valid = not set_aside[k]
+                n_failing += flags[0, k]
+                n_nonfinite += nonfinite[k]
+                n_unverified += flags[1, k]
+                n_kinks += at_kink[k]
+                n_valid += valid
+                flagged += flags[0, k] | flags[1, k] | set_aside[k]
+                counted[k] = valid if directional else not nonfinite[k]
+            largest_abs = _larger(largest_abs, _largest(floats[0, :n], counted))
+            largest_rel = _larger(largest_rel, _largest(floats[2, :n], counted))
+            if flagged:
+                for k in range(n):
+                    _list(lists, counts, _LIST_FAILING, lo + k, flags[0, k])
+                    _list(lists, counts, _LIST_UNVERIFIED, lo + k, flags[1, k])
+                    _list(lists, counts, _LIST_KINKS, lo + k, at_kink[k])
+                    _list(lists, counts, _LIST_NONFINITE, lo + k, nonfinite[k])
+            if worst.shape[0] and (n_worst < worst.shape[0]
+                                   or _largest(floats[3, :n], every) > worst_key[-1]):
+                for k in range(n):
+                    n_worst = _offer(worst, worst_key, n_worst, lo + k, floats[3, k], 0.0)
         stats[b, _FAILING] = n_failing
         stats[b, _NONFINITE] = n_nonfinite
         stats[b, _UNVERIFIED] = n_unverified
@@ -254,6 +432,35 @@ def _statistics(bounds, values, flags, directional, stats):
         stats[b, _DIFFERENCE] = difference_of_sums(error2, analytic2, numerical2)
     stats[n_blocks, _DIFFERENCE] = difference_of_sums(total_error2, total_analytic2,
                                                        total_numerical2)
+    counts[4] = n_worst
+
+
+@jit(inline=True)
+def _list(lists, counts, which, i, flagged):
+    """Append item i to list ``which`` if ``flagged``."""
+    if flagged:
+        lists[which, counts[which]] = i
+        counts[which] += 1
+
+
+@jit(inline=True)
+def _largest(values, mask):
+    """The largest of ``values`` where ``mask`` (0 for none), NaN if any is NaN (as NumPy's
+    max): four running maxima, as a max is exact in any order and four chains run four
+    times as fast as one."""
+    lanes = np.zeros(4)
+    nan = False
+    n = values.shape[0]
+    for i in range(0, n - n % 4, 4):
+        for k in range(4):
+            v = values[i + k] if mask[i + k] else 0.0
+            nan |= v != v
+            lanes[k] = v if v > lanes[k] else lanes[k]
+    for i in range(n - n % 4, n):
+        v = values[i] if mask[i] else 0.0
+        nan |= v != v
+        lanes[0] = v if v > lanes[0] else lanes[0]
+    return math.nan if nan else max(max(lanes[0], lanes[1]), max(lanes[2], lanes[3]))
 
 
 @jit(inline=True)
@@ -264,12 +471,13 @@ def _larger(largest, value):
     return value if value > largest else largest
 
 
-def _block_result(items: Measurements, judged: Judgement, stats: np.ndarray, name: str,
+def _block_result(items: Measurements, judged: Judgement | None, stats: np.ndarray, name: str,
                   shape: tuple[int, ...], span: slice, worst: tuple,
                   probability: float | None, hints: Hints = NO_HINTS,
                   params: np.ndarray | None = None) -> BlockResult:
-    """One block's result from its items ``span`` and their statistics (a row of
-    :func:`_block_statistics`; ``params``: the parameters they perturb, for coordinates)."""
+    """One block's result from its items ``span``, their statistics (a row of
+    :attr:`Summary.stats`) and, for a wrong block or probes, their judgement (``judged``,
+    :func:`judge_items`; ``params``: the parameters they perturb, for coordinates)."""
     analytic, numerical = items.analytic[span], items.numerical[span]
     n_items = span.stop - span.start
     n_failing, n_nonfinite, n_unverified, n_kinks, n_valid = (int(c) for c in stats[:_MAX_ABS])
@@ -281,15 +489,15 @@ def _block_result(items: Measurements, judged: Judgement, stats: np.ndarray, nam
         # A transposition can only be recognised on a whole block of coordinates.
         whole = not items.directional and n_items == int(np.prod(shape, dtype=np.int64))
         diagnosis, scale = diagnose(name, shape if whole else (n_items,), analytic, numerical,
-                                    judged.valid[span], judged.failing[span],
-                                    judged.allowed[span], hints, params)
+                                    judged.valid, judged.failing, judged.allowed, hints,
+                                    params)
         if diagnosis is not None and items.directional:
             diagnosis += " (along random directions)"
     detectable = None
     if items.directional:
-        verified = judged.valid[span] & ~judged.unverified[span]
+        verified = judged.valid & ~judged.unverified
         p = items.probes[name]
-        detectable = (detectable_error(float(np.max(judged.allowed[span][verified])), p.size,
+        detectable = (detectable_error(float(np.max(judged.allowed[verified])), p.size,
                                        p.grad_norm, int(np.count_nonzero(verified)),
                                        p.rank_one, probability)
                       if np.any(verified) else math.inf)
@@ -308,31 +516,31 @@ def _block_result(items: Measurements, judged: Judgement, stats: np.ndarray, nam
 def _worst_of_block(items: Measurements, judged: Judgement, span: slice,
                     n_worst: int) -> np.ndarray:
     """The flat coordinates of a block's worst failing elements (by how far past their
-    allowed error), worst first; empty if none fails."""
-    failing = judged.failing[span]
+    allowed error), worst first; empty if none fails (``judged``: the block's items)."""
+    failing = judged.failing
     if not np.any(failing):
         return _NO_INDICES
     with np.errstate(invalid="ignore", divide="ignore"):
-        excess = np.where(failing, judged.error[span] / judged.allowed[span], -1.0)
+        excess = np.where(failing, judged.error / judged.allowed, -1.0)
     excess = np.where(np.isnan(excess), np.inf, excess)
     return items.indices[_top(excess, n_worst, minimum=0.0) + span.start]
 
 
-def _flagged(items: Measurements, judged: Judgement,
-             n_worst: int) -> dict[str, np.ndarray]:
+def _flagged(items: Measurements, summary: Summary) -> dict[str, np.ndarray]:
     """The flat coordinates of the report's element lists (none for probes)."""
     if items.indices is None:
         return {"_worst_indices": _NO_INDICES, "_kink_indices": _NO_INDICES,
                 "_nonfinite_indices": _NO_INDICES, "_unverified_indices": _NO_INDICES,
                 "_failing_indices": _NO_INDICES}
     idx = items.indices
+    lists = summary.lists
     # Worst overall: failing elements by how far past their allowed error, then the rest by
-    # relative error (kinks and non-finite ones have their own lists): judged.rank.
-    return {"_worst_indices": idx[_top(judged.rank, n_worst, minimum=0.0)],
-            "_kink_indices": idx[np.flatnonzero(items.at_kink)],
-            "_nonfinite_indices": idx[np.flatnonzero(items.nonfinite)],
-            "_unverified_indices": idx[np.flatnonzero(judged.unverified)],
-            "_failing_indices": idx[np.flatnonzero(judged.failing)]}
+    # relative error (kinks and non-finite ones have their own lists): Judgement.rank.
+    return {"_worst_indices": idx[summary.worst],
+            "_kink_indices": idx[lists[_LIST_KINKS]],
+            "_nonfinite_indices": idx[lists[_LIST_NONFINITE]],
+            "_unverified_indices": idx[lists[_LIST_UNVERIFIED]],
+            "_failing_indices": idx[lists[_LIST_FAILING]]}
 
 
 def _top(key: np.ndarray, n: int, minimum: float) -> np.ndarray:
@@ -345,21 +553,30 @@ def _top(key: np.ndarray, n: int, minimum: float) -> np.ndarray:
 @jit
 def _top_keys(key, minimum, best):
     """:func:`_top` into ``best`` (its length is n); returns how many were found."""
-    n = best.shape[0]
+    best_key = np.empty(best.shape[0])
     count = 0
     for i in range(key.shape[0]):
-        k = key[i]
-        if not k >= minimum or n == 0 or (count == n and not k > key[best[n - 1]]):
-            continue
-        place = count if count < n else n - 1  # the new one's slot, the last one dropped
-        # Equal keys keep their index order: the new one (a larger index) goes after them.
-        while place > 0 and key[best[place - 1]] < k:
-            best[place] = best[place - 1]
-            place -= 1
-        best[place] = i
-        count = min(count + 1, n)
+        count = _offer(best, best_key, count, i, key[i], minimum)
     return count
 
+
+@jit(inline=True)
+def _offer(best, best_key, count, i, k, minimum):
+    """Offer item i with key k to the ``count`` best so far (``best``, their keys
+    ``best_key``, largest first; n = len(best) kept): returns the new count. A key below
+    ``minimum`` (or NaN) is never taken; equal keys keep their index order (a later item goes
+    after them)."""
+    n = best.shape[0]
+    if not k >= minimum or n == 0 or (count == n and not k > best_key[n - 1]):
+        return count
+    place = count if count < n else n - 1  # the new one's slot, the last one dropped
+    while place > 0 and best_key[place - 1] < k:
+        best[place] = best[place - 1]
+        best_key[place] = best_key[place - 1]
+        place -= 1
+    best[place] = i
+    best_key[place] = k
+    return min(count + 1, n)
 
 # ---------------------------------------------------------------------------------------------
 # The front doors, one per kind of measurement

@@ -83,9 +83,9 @@ def allowance(costs, theta: np.ndarray, *, epsilon: float, rtol: float,
     One jitted pass."""
     truncation = costs.truncation
     parts = np.empty((2, theta.shape[0]))
-    _allowance(costs.gradapprox, costs.noise, _NO_TRUNCATION if truncation is None
-               else truncation, truncation is not None, theta, float(epsilon), float(rtol),
-               float(atol), parts)
+    allowance_elements(costs.gradapprox, costs.noise, _NO_TRUNCATION if truncation is None
+                       else truncation, truncation is not None, theta, float(epsilon),
+                       float(rtol), float(atol), (parts[0], parts[1]))
     return parts[0], parts[1]
 
 
@@ -93,15 +93,18 @@ _NO_TRUNCATION = np.zeros(1)
 
 
 @jit
-def _allowance(numerical, noise, truncation, truncated, theta, epsilon, rtol, atol, parts):
-    """:func:`allowance` element by element into ``parts`` (tolerance, noise bound)."""
+def allowance_elements(numerical, noise, truncation, truncated, theta, epsilon, rtol, atol,
+                       parts):
+    """:func:`allowance` element by element into ``parts`` (tolerance, noise bound: two
+    arrays)."""
+    tolerance, bounds = parts
     for i in range(theta.shape[0]):
-        parts[0, i] = atol + rtol * abs(numerical[i])
+        tolerance[i] = atol + rtol * abs(numerical[i])
         bound = noise[i] + truncation[i] if truncated else noise[i]
         t = theta[i]
         if not ((t + epsilon) - t) - ((t - epsilon) - t) > 0.0:
             bound = math.inf
-        parts[1, i] = 0.0 if bound != bound else bound
+        bounds[i] = 0.0 if bound != bound else bound
 
 
 class ProbeItems(NamedTuple):
@@ -160,7 +163,7 @@ def judge(analytic: np.ndarray, numerical: np.ndarray, tolerance: np.ndarray,
     floats = np.empty((4, n))
     flags = np.empty((2, n), dtype=np.bool_)
     sizes = np.full(n, np.nan) if scale is None else scale
-    _judge_elements(analytic, numerical, tolerance, noise, set_aside, float(atol),
+    judge_elements(analytic, numerical, tolerance, noise, set_aside, float(atol),
                     UNVERIFIABLE_FRACTION, sizes, floats, flags)
     error, allowed, relative, rank = floats
     failing, unverified = flags
@@ -168,7 +171,7 @@ def judge(analytic: np.ndarray, numerical: np.ndarray, tolerance: np.ndarray,
 
 
 @jit
-def _judge_elements(analytic, numerical, tolerance, noise, set_aside, atol, fraction, sizes,
+def judge_elements(analytic, numerical, tolerance, noise, set_aside, atol, fraction, sizes,
                     floats, flags):
     """:func:`judge` element by element, into ``floats`` (error, allowed, relative, rank) and
     ``flags`` (failing, unverified); ``sizes[i]`` the size the noise is held to (NaN: the
