@@ -16,12 +16,18 @@ workqueue layers join every thread of the region). Three rules follow.
   :data:`PROBE_EVERY` pieces.
 
 Which thread computes a chunk never changes a result: every index writes only its own slots.
+
+BLAS products run on Python threads instead (:func:`spread`, :func:`blocked_matmul`): cut
+into blocks by their shapes alone, each block a product on one BLAS thread, so that the
+rounding never depends on how many threads ran them.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba.core import cgutils, types
@@ -146,3 +152,71 @@ def run_on(serial, parallel, lo: int, hi: int, n_threads: int, args: tuple,
         return True
     _last_late = time.monotonic()
     return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks of BLAS products on Python threads
+# ---------------------------------------------------------------------------------------------
+#: Seconds per multiply-add of a product on one thread (for the choice between one thread and
+#: several).
+PRODUCT_SECONDS = 1e-10
+
+#: :func:`blocked_matmul` cuts a product into blocks of rows from this many multiply-adds on
+#: (~7 ms on one thread), into at most MAX_BLOCKS.
+BLOCK_MACS = 2**26
+MAX_BLOCKS = 8
+
+
+def spread(run, blocks: list, seconds: float) -> None:
+    """``run(group)`` for contiguous groups of ``blocks``, one group per thread
+    (:func:`threads_for` ``seconds`` of one-thread work; one group when that is one thread):
+    which thread runs a block never changes its values."""
+    n_threads = min(len(blocks), threads_for(seconds))
+    if n_threads <= 1:
+        run(blocks)
+        return
+    groups = [blocks[k * len(blocks) // n_threads:(k + 1) * len(blocks) // n_threads]
+              for k in range(n_threads)]
+    for future in [_pool(n_threads).submit(run, group) for group in groups]:
+        future.result()
+
+
+def blocked_matmul(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = A @ B`` (2-D, ``out`` C-contiguous), in blocks of A's rows fixed by the shapes
+    alone (one block below :data:`BLOCK_MACS` multiply-adds), spread over threads
+    (:func:`spread`): bitwise the same for any thread count. Call under
+    :func:`gradcheck_fast._threads.single_blas_thread`."""
+    M, K = A.shape
+    macs = M * K * B.shape[1]
+    n_blocks = int(min(MAX_BLOCKS, M, max(1, macs // BLOCK_MACS)))
+    if n_blocks == 1:
+        return np.matmul(A, B, out=out)
+    cuts = [M * k // n_blocks for k in range(n_blocks + 1)]
+
+    def run(group):
+        for lo, hi in group:
+            np.matmul(A[lo:hi], B, out=out[lo:hi])
+
+    spread(run, list(zip(cuts[:-1], cuts[1:])), macs * PRODUCT_SECONDS)
+    return out
+
+
+#: The threads that run blocks of products (made on first use, again after a fork).
+_POOLS: dict = {}
+
+
+def _pool(n_threads: int) -> ThreadPoolExecutor:
+    pool = _POOLS.get(n_threads)
+    if pool is None:
+        pool = _POOLS[n_threads] = ThreadPoolExecutor(n_threads,
+                                                      thread_name_prefix="gradcheck_fast")
+    return pool
+
+
+def _forget_pools() -> None:
+    """In a forked child the parent's threads do not exist: make new ones when needed."""
+    _POOLS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)

@@ -876,7 +876,8 @@ def _point_and_gradient(theta: Any, grad: Any) -> tuple[np.ndarray, np.ndarray]:
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     if not np.isfinite(theta).all():
         raise ValueError(f"theta contains NaN or Inf at index {int(np.argmin(np.isfinite(theta)))}")
-    grad = np.ascontiguousarray(float_parameter_array(grad, "grad"), dtype=np.float64).ravel()
+    # A copy: the report keeps it (the caller's array may change after the check).
+    grad = np.array(float_parameter_array(grad, "grad"), dtype=np.float64).ravel()
     if grad.size != theta.size:
         raise ValueError(f"grad has {grad.size} elements but theta has {theta.size}")
     return theta, grad

@@ -72,13 +72,20 @@ class Layout:
             [np.ravel(arrays[prefix + name]) for name in self.names], dtype=np.float64
         )
 
-    def unpack(self, theta: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
-        """Split a flat vector into ``{prefix + name: block}`` (copies, shaped like the blocks)."""
+    def unpack(self, theta: np.ndarray, prefix: str = "",
+               copy: bool = True) -> dict[str, np.ndarray]:
+        """Split a flat vector into ``{prefix + name: block}``, shaped like the blocks: copies,
+        or (``copy=False``) read-only views of ``theta``."""
         flat = np.ravel(theta)
-        return {
-            prefix + name: flat[self.offsets[k] : self.offsets[k + 1]].reshape(shape).copy()
-            for k, (name, shape) in enumerate(zip(self.names, self.shapes))
-        }
+        blocks = {}
+        for k, (name, shape) in enumerate(zip(self.names, self.shapes)):
+            block = flat[self.offsets[k] : self.offsets[k + 1]].reshape(shape)
+            if copy:
+                block = block.copy()
+            else:
+                block.flags.writeable = False
+            blocks[prefix + name] = block
+        return blocks
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Layout):

@@ -94,6 +94,27 @@ def test_every_parallel_region_gives_the_serial_bits(big_case, all_threads, monk
     assert_reports_bitwise_equal(serial, parallel)
 
 
+def test_the_blocked_products_of_the_set_up_give_the_serial_bits(all_threads, monkeypatch):
+    """The engine's forward pass and sensitivities (V) as products cut into blocks of rows by
+    the shapes (_schedule.blocked_matmul), run on one thread and spread over several: the same
+    report, bit for bit."""
+    from gradcheck_fast import _schedule
+    from gradcheck_fast.networks import example
+
+    X, Y, parameters, gradients = example("mnist")
+    monkeypatch.setattr(_schedule, "BLOCK_MACS", 2**12)  # every product in blocks
+    serial = gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=1)
+    monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
+    calls = []
+    original = _schedule.spread
+    monkeypatch.setattr(_schedule, "spread", lambda run, blocks, seconds: (
+        calls.append(len(blocks)), original(run, blocks, seconds)))
+    parallel = gradcheck_fast.check_gradients(parameters, gradients, X, Y,
+                                              n_threads=all_threads)
+    assert calls and max(calls) == _schedule.MAX_BLOCKS
+    assert_reports_bitwise_equal(serial, parallel)
+
+
 def test_one_and_several_threads_give_identical_bits(big_case, all_threads):
     X, Y, parameters, gradients = big_case
     one = gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=1)
@@ -203,12 +224,25 @@ def test_caller_arrays_are_not_modified(big_case, helpers):
             assert np.array_equal(new, old) and new.dtype == old.dtype
 
 
-def test_report_arrays_do_not_alias_the_inputs(seed_correct):
+def test_report_arrays_do_not_alias_the_inputs_and_are_read_only(seed_correct):
     X, Y, parameters, gradients = seed_correct
     report = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
-    kept = gradients["dW1"].copy()
-    report.grad["dW1"][...] = 0.0
-    assert np.array_equal(gradients["dW1"], kept)
+    for name in report.grad:
+        assert not np.shares_memory(report.grad[name], gradients[name])
+        with pytest.raises(ValueError, match="read-only"):
+            report.grad[name][...] = 0.0
+        with pytest.raises(ValueError, match="read-only"):
+            report.gradapprox[name][...] = 0.0
+
+
+def test_a_flat_gradient_changed_after_a_check_leaves_its_report_alone():
+    theta = np.array([1.0, -2.0, 0.5])
+    grad = 2.0 * theta  # the gradient of sum(theta**2)
+    report = gradcheck_fast.check(lambda t: float(np.sum(t * t)), theta, grad)
+    grad[...] = 0.0
+    (name,) = report.grad
+    assert np.array_equal(report.grad[name], 2.0 * theta), report.grad
+    assert [element.analytic for element in report.worst] != [0.0] * len(report.worst)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -319,3 +319,46 @@ def test_composed_cubic_is_the_loss_change_within_its_bound(model):
                     assert abs(value - exact) <= bound, (l, r, j, s, float(value - exact), bound)
                     checked += 1
     assert checked == 3 * m * (6 + 5)
+
+
+@pytest.mark.parametrize("hidden", [["relu", "leaky_relu", "relu"], ["relu", "tanh", "relu"]])
+def test_the_radii_are_the_full_scans_minimum(hidden):
+    """The kink radii stop scanning a later layer's units once none left could lower them
+    (incremental._radii): bitwise the minimum over every unit, ``min_{q, k} |z_q[k, j]| *
+    inverse_q[k, r]`` with NaN (0 * inf) never taken, including layers two and three
+    behind, and a unit no later unit depends on (its products infinite)."""
+    from gradcheck_fast.engines import incremental
+
+    rng = np.random.default_rng(5)
+    sizes = [7, 40, 30, 20, 3]
+    X, Y, parameters = _network(rng, sizes, m=9, scale=0.25)
+    parameters["W2"][:, 3] = 0.0  # no unit of layer 2 depends on unit 3 of layer 1
+    model = MLP(hidden=hidden)
+    layout, theta = validation.mlp_layout_and_theta(parameters)
+    Xc, Yc = validation.check_data(X, Y, layout, model)
+    p = incremental.prepare(layout, theta, Xc, Yc, model)
+    assert p is not None  # a finite forward pass
+    m, L = 9, len(sizes) - 1
+    weights = [None] + [parameters[f"W{l}"] for l in range(1, L + 1)]
+    gains = np.ones(L + 1)
+    for l in range(1, L):
+        gains[l] = activations.REGISTRY[hidden[l - 1]].gain(model.leaky_slope)
+    bound, offsets = incremental._derivative_bounds(weights, sizes, gains)
+    with np.errstate(divide="ignore"):
+        inverse = 1.0 / bound
+    for l in range(1, L - 1):
+        expected = np.full((sizes[l], m), np.inf)
+        for q in range(l + 1, L):
+            if not activations.REGISTRY[hidden[q - 1]].kink:
+                continue
+            block = inverse[offsets[l, q] : offsets[l, q] + sizes[q] * sizes[l]]
+            z = np.abs(p.Z[p.act_off[q] : p.act_off[q + 1]].reshape(sizes[q], m))
+            with np.errstate(invalid="ignore"):
+                products = z[:, None, :] * block.reshape(sizes[q], sizes[l])[:, :, None]
+            expected = np.fmin(expected, np.nanmin(np.where(np.isnan(products), np.inf,
+                                                            products), axis=0))
+        rho = p.rho[p.act_off[l] : p.act_off[l + 1]].reshape(sizes[l], m)
+        assert np.array_equal(rho, expected), l
+    # Unit 3 of layer 1: no later kinked unit depends on it (W2[:, 3] = 0 also cuts it off
+    # from layers 3 and 4), so it has no radius.
+    assert np.all(np.isinf(p.rho[p.act_off[1] + 3 * m : p.act_off[1] + 4 * m]))

@@ -150,7 +150,7 @@ def test_the_matrix_sweep_gives_the_same_bits_on_any_threads_and_the_rows_values
         from gradcheck_fast import _schedule
 
         monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
-        spread_calls = count_calls(monkeypatch, layer_sweep, "_pool")
+        spread_calls = count_calls(monkeypatch, _schedule, "_pool")
         many, many_explicit = layer_sweep.changes(layout, theta, 5e-7, prepared, model,
                                                   everything, True)
     finally:

@@ -255,3 +255,33 @@ def test_after_a_late_region_a_long_check_runs_serial_pieces_and_tries_again(mon
         numba.set_num_threads(previous)
     assert np.all(done == 1)
     assert calls == ["parallel", "serial", "serial", "serial"] * 2 + ["parallel", "serial"]
+
+
+def test_blocked_products_are_the_same_bits_on_any_threads(monkeypatch):
+    """_schedule.blocked_matmul cuts a product into blocks of rows by the shapes alone and
+    spreads them over threads: the same bits on one thread and on several (forced here,
+    whatever the size), transposed operands included; a small product stays one call."""
+    rng = np.random.default_rng(4)
+    A, B = rng.standard_normal((130, 70)), rng.standard_normal((70, 33))
+    whole = np.matmul(A, B)
+    assert np.array_equal(_schedule.blocked_matmul(A, B, np.empty((130, 33))), whole)
+    monkeypatch.setattr(_schedule, "BLOCK_MACS", 1000)  # at most MAX_BLOCKS blocks
+    calls = []
+    original = _schedule.spread
+    monkeypatch.setattr(_schedule, "spread", lambda run, blocks, seconds: (
+        calls.append(len(blocks)), original(run, blocks, seconds)))
+    results = []
+    previous = numba.get_num_threads()
+    try:
+        for n_threads, serial in ((1, 0.02), (MAX_THREADS, 0.0)):
+            numba.set_num_threads(n_threads)
+            monkeypatch.setattr(_schedule, "SERIAL_SECONDS", serial)
+            results.append((_schedule.blocked_matmul(A, B, np.empty((130, 33))),
+                            _schedule.blocked_matmul(B.T, A.T, np.empty((33, 130)))))
+    finally:
+        numba.set_num_threads(previous)
+    assert calls == [_schedule.MAX_BLOCKS] * 4
+    for one, many in zip(*results):
+        assert np.array_equal(one, many)
+    # Each block is a product of its own: equal to the whole one within its rounding.
+    np.testing.assert_allclose(results[0][0], whole, rtol=0, atol=1e-12 * np.abs(whole).max())

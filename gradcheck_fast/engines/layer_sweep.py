@@ -35,17 +35,14 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 from numba import prange
 
-from .. import _schedule
 from .._jit import jit
-from .._schedule import claim
-from .._threads import num_threads, single_blas_thread
+from .._schedule import PRODUCT_SECONDS, claim, spread
+from .._threads import single_blas_thread
 from ..activations import LINEAR, has_kink, series
 from ..losses import COMPOSED_FIELDS, composed_terms
 from ._common import Request, locate, run_kernel
@@ -725,7 +722,7 @@ def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
                     _assemble_range(0, hi - lo, (l, lo, kappa, m), S, block, norms, request,
                                     net, out)
 
-            _spread(run_blocks, blocks, (last - first) * m * (n_prev + 1) * PRODUCT_SECONDS)
+            spread(run_blocks, blocks, (last - first) * m * (n_prev + 1) * PRODUCT_SECONDS)
 
 
 def _block_in_span(net, l: int, lo: int, hi: int, span) -> bool:
@@ -738,42 +735,6 @@ def _block_in_span(net, l: int, lo: int, hi: int, span) -> bool:
     return (w_lo < b and a < w_hi) or (b_lo < b and a < b_hi)
 
 
-def _spread(run, blocks: list, seconds: float) -> None:
-    """``run(group)`` for contiguous groups of ``blocks``, one group per thread of the
-    caller's numba thread count (one group when the work is small): which thread runs a block
-    never changes its values."""
-    n_threads = min(len(blocks), num_threads())
-    if n_threads <= 1 or seconds < _schedule.SERIAL_SECONDS:
-        run(blocks)
-        return
-    groups = [blocks[k * len(blocks) // n_threads:(k + 1) * len(blocks) // n_threads]
-              for k in range(n_threads)]
-    for future in [_pool(n_threads).submit(run, group) for group in groups]:
-        future.result()
-
-
-#: The threads that run blocks of products (made on first use, again after a fork).
-_POOLS: dict = {}
-
-
-def _pool(n_threads: int) -> ThreadPoolExecutor:
-    pool = _POOLS.get(n_threads)
-    if pool is None:
-        pool = _POOLS[n_threads] = ThreadPoolExecutor(n_threads,
-                                                      thread_name_prefix="gradcheck_fast")
-    return pool
-
-
-def _forget_pools() -> None:
-    """In a forked child the parent's threads do not exist: make new ones when needed."""
-    _POOLS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools)
-
-
-#: Seconds per (unit, sample) record and per multiply-add of the products with their
-#: assembly (one thread; for the choice between one thread and several).
+#: Seconds per (unit, sample) record (one thread; for the choice between one thread and
+#: several).
 RECORD_SECONDS = 3e-8
-PRODUCT_SECONDS = 1e-10

@@ -191,6 +191,8 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
     block, and, for coordinates, the worst and flagged elements. A wrong block (and a block
     of probes) is judged again on its own for its diagnosis and worst elements.
 
+    ``grad`` and ``items.numerical`` become the report's (its ``grad`` and ``gradapprox``
+    are read-only views of them): the caller passes arrays no one else writes to.
     ``probability``: directional mode, the detection probability of ``detectable_error``.
     ``hints``: what names a wrong block's mistake (:class:`.diagnosis.Hints`); a wrong block
     under a wrong layer is marked as likely inheriting its error (:func:`.diagnosis.inherited`).
@@ -218,8 +220,9 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
     return GradientCheckReport(
         difference=float(stats[-1, _DIFFERENCE]),
         threshold=threshold, epsilon=epsilon, rtol=rtol, atol=atol, cost=items.cost,
-        grad=layout.unpack(grad, prefix="d"),
-        gradapprox={} if items.directional else layout.unpack(numerical_full, prefix="d"),
+        grad=layout.unpack(grad, prefix="d", copy=False),
+        gradapprox=({} if items.directional
+                    else layout.unpack(numerical_full, prefix="d", copy=False)),
         blocks=blocks, layout=layout, engine=items.engine, mode=items.mode, method=method,
         probability=probability, notes=tuple(notes), probes=items.probes or {}, kink=items.kink,
         n_explicit=items.explicit, _grad_flat=grad, _gradapprox_flat=numerical_full,

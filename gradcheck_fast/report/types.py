@@ -168,7 +168,9 @@ class GradientCheckReport:
     rtol, atol, epsilon : the settings the check ran with.
     cost : J at the unperturbed parameters.
     grad, gradapprox : dict of str to ndarray
-        Analytic and numerical gradient keyed ``'dW1', 'db1', ...``, shaped like the parameters.
+        Analytic and numerical gradient keyed ``'dW1', 'db1', ...``, shaped like the parameters:
+        read-only views of the report's own flat arrays (never of the caller's; ``.copy()``
+        one to change it).
     blocks : dict of str to BlockResult, in layout order.
     failed_blocks : names of the wrong blocks in the order the backward pass computes them
         (output layer first), so the first is the earliest place the backward pass goes wrong.
