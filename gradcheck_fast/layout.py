@@ -51,6 +51,12 @@ class Layout:
         k = self._index[name]
         return slice(int(self.offsets[k]), int(self.offsets[k + 1]))
 
+    @property
+    def spans(self) -> tuple[slice, ...]:
+        """Each block's slice of the flat vector, in order."""
+        return tuple(slice(int(lo), int(hi)) for lo, hi in zip(self.offsets[:-1],
+                                                                self.offsets[1:]))
+
     def shape(self, name: str) -> tuple[int, ...]:
         return self.shapes[self._index[name]]
 

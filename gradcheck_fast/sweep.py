@@ -131,8 +131,7 @@ def run_sweep(inputs, base, steps: list[float]) -> SweepReport:
     resolved options (its epsilon replaced by each step), ``steps`` from :func:`check_steps`."""
     rows = []
     used = "exact"
-    offsets = inputs.layout.offsets
-    spans = [slice(int(lo), int(hi)) for lo, hi in zip(offsets[:-1], offsets[1:])]
+    spans = inputs.layout.spans
     with n_threads_set(base.n_threads):
         # One preparation serves every step (the engine's state does not depend on it).
         engine_used, prepared = prepare_engine(inputs.layout, inputs.theta, inputs.X, inputs.Y,
@@ -142,7 +141,7 @@ def run_sweep(inputs, base, steps: list[float]) -> SweepReport:
             options = replace(base, epsilon=check_epsilon(step, "steps"))
             costs = numerical_gradient(inputs, options, truncation=False, prepared=prepared)
             used = costs.engine
-            difference = relative_difference(inputs.grad, costs.gradapprox)
+            difference = relative_difference(inputs.grad, costs.gradapprox, spans)
             error = np.abs(inputs.grad - costs.gradapprox)
             size = np.maximum(np.abs(inputs.grad), np.abs(costs.gradapprox))
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -309,9 +309,10 @@ def test_top_takes_the_n_largest_keys_largest_first_ties_by_index(key, n, minimu
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), directional=st.booleans(), chunk=st.sampled_from([1, 3, 1024]))
 def test_summary_is_numpys_reductions_of_the_judgement(data, directional, chunk):
-    """build.summarise (one chunked pass, nothing per item kept) against NumPy's reductions
-    of judge's arrays: counts, largest errors, eq. (3) (bitwise relative_difference), the
-    flagged lists and the worst items, for chunks that cut the blocks anywhere."""
+    """build.summarise (chunk by chunk, nothing per item kept) against NumPy's reductions of
+    judge's arrays: counts, largest errors, eq. (3) (bitwise relative_difference with the
+    same chunks), the flagged lists and the worst items, for chunks that cut the blocks
+    anywhere."""
     from gradcheck_fast.report.build import summarise
     from gradcheck_fast.report.diagnosis import judge, relative_difference
 
@@ -341,9 +342,10 @@ def test_summary_is_numpys_reductions_of_the_judgement(data, directional, chunk)
                     np.count_nonzero(judged.valid[span]),
                     np.max(judged.error[span][measured], initial=0.0),
                     np.max(judged.relative[span][measured], initial=0.0),
-                    relative_difference(analytic[span], numerical[span])]
+                    relative_difference(analytic[span], numerical[span], chunk=chunk)]
         np.testing.assert_array_equal(row, expected)  # NaN where NumPy's max gives NaN
-    assert np.array_equal(summary.stats[-1, -1], relative_difference(analytic, numerical),
+    assert np.array_equal(summary.stats[-1, -1],
+                          relative_difference(analytic, numerical, spans, chunk=chunk),
                           equal_nan=True)
     for listed, flags in zip(summary.lists, (judged.failing, judged.unverified, at_kink,
                                              nonfinite)):

@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
+from .. import _memory
 from .._jit import jit
 from .._schedule import SERIAL_SECONDS, blocked_matmul, claim, run
 from ..activations import change
@@ -247,16 +248,24 @@ def _derivative_bounds(weights, sizes, gains):
     (``gains[q]``: the largest slope of layer q's activation, 1 for ReLU and linear)."""
     n_layers = len(sizes) - 1
     b_off = np.zeros((n_layers + 1, n_layers + 1), dtype=np.int64)
-    blocks = []
     size = 0
+    for l in range(1, n_layers):
+        for q in range(l + 1, n_layers):
+            b_off[l, q] = size
+            size += int(sizes[q]) * int(sizes[l])
+    bound = _memory.empty(max(size, 1))
     for l in range(1, n_layers):
         B = None
         for q in range(l + 1, n_layers):
-            B = np.abs(weights[q]) if B is None else gains[q - 1] * (np.abs(weights[q]) @ B)
-            b_off[l, q] = size
-            blocks.append(B.ravel())
-            size += B.size
-    return (np.concatenate(blocks) if blocks else np.zeros(1)), b_off
+            shape = (int(sizes[q]), int(sizes[l]))
+            block = bound[b_off[l, q] : b_off[l, q] + shape[0] * shape[1]].reshape(shape)
+            if B is None:
+                np.abs(weights[q], out=block)
+            else:
+                np.matmul(np.abs(weights[q]), B, out=block)
+                block *= gains[q - 1]
+            B = block
+    return bound, b_off
 
 
 def _floors(inverse, offsets, sizes):
@@ -393,7 +402,7 @@ def prepare(net, theta, X, Y, model=SEED_MODEL):
     bound, bound_off = _derivative_bounds(weights, sizes, gains)
     rho = np.full(int(act_off[-1]), np.inf)
     with np.errstate(divide="ignore"):
-        inverse = 1.0 / bound
+        inverse = np.divide(1.0, bound, out=_memory.empty(bound.shape[0]))
     network = Network(net.sizes, net.w_off, net.b_off, act_off)
     _radii(network, Z, m, Bounds(inverse, bound_off, kinked,
                                  *_floors(inverse, bound_off, sizes)), rho)
@@ -816,7 +825,7 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     # rounds to 0 gives 0 (J did not move), which the report marks as unverified. The changes
     # are formed directly: their rounding is what resolution bounds, no J's.
     t = theta if full else theta[indices]
-    gradapprox, noise = np.empty((2, n))
+    gradapprox, noise = _memory.empty(n), _memory.empty(n)  # apart: a report keeps one
     _finish(values, t, float(epsilon), model.l2 / (2.0 * m),
             _is_weight(net) if model.l2 else _NO_WEIGHTS, indices, gradapprox, noise)
     dJ_plus, dJ_minus, resolution = values

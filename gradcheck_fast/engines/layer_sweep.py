@@ -40,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
+from .. import _memory
 from .._jit import jit
 from .._schedule import PRODUCT_SECONDS, claim, spread
 from .._threads import single_blas_thread
@@ -487,8 +488,8 @@ def changes(net, theta: np.ndarray, epsilon: float, prepared, model, indices: np
         values[:, left] = np.nan
         return values, left
     # Every slot is written, or left explicit (then NaN, below): no need to fill it first
-    # (5.6 MB for the mnist-size check, in page faults).
-    values = np.empty((3, n))
+    # (5.6 MB for the mnist-size check, in page faults; a large one's from kept buffers).
+    values = _memory.empty((3, n))
     explicit = np.zeros(n, dtype=np.int8)
     args = (Request(indices, theta, float(epsilon)), prepared.network, prepared.state, table,
             SweepOut(values, explicit))

@@ -15,18 +15,23 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
+from numba import prange
 
 from .._jit import jit
+from .._schedule import claim, run
 from ..layout import Layout
 from ..modes import Probes, detectable_error
 from ..options import ATOL, RTOL
 from .diagnosis import (
     NO_HINTS,
+    SUM_CHUNK,
     UNVERIFIABLE_FRACTION,
     Hints,
     Judgement,
     allowance_elements,
     block_verdict,
+    chunk_bounds,
+    chunk_sums,
     diagnose,
     difference_of_sums,
     inherited,
@@ -259,11 +264,6 @@ _FAILING, _NONFINITE, _UNVERIFIED, _KINKS, _VALID, _MAX_ABS, _MAX_REL, _DIFFEREN
 # The lists of :attr:`Summary.lists`' rows.
 _LIST_FAILING, _LIST_UNVERIFIED, _LIST_KINKS, _LIST_NONFINITE = range(4)
 
-#: Items judged at a time by :func:`summarise`: their parts and judgement (~40 bytes an item)
-#: stay in the core's cache between the passes over them.
-CHUNK = 1024
-
-
 class Summary(NamedTuple):
     """What the report keeps of every item's judgement (:func:`summarise`).
 
@@ -282,27 +282,47 @@ class Summary(NamedTuple):
 
 
 def summarise(items: Measurements, atol: float, n_worst: int = N_WORST,
-              chunk: int = CHUNK) -> Summary:
-    """Every item judged (:func:`.diagnosis.judge`, the same bits) and summed up, one pass
-    over chunks of ``chunk`` items: no per-item array is kept but the lists of flagged
-    items (a full check of 33.6M coordinates would otherwise hold ten arrays of them).
+              chunk: int = SUM_CHUNK) -> Summary:
+    """Every item judged (:func:`.diagnosis.judge`, the same bits) and summed up, in chunks
+    of ``chunk`` items counted from each block's start (on several threads for a large
+    check: the chunks' results are combined in order, so the bits do not depend on the thread
+    count): no per-item array is kept but the lists of flagged items (a full check of 33.6M
+    coordinates would otherwise hold ten arrays of them).
 
     The largest errors are taken over the valid items (probes) or the finite ones
     (coordinates: kinks included, the table shows how far off a kink's central difference
-    is), NaN if any is NaN (as NumPy's max), 0 for none; the sums of eq. (3) run in item
-    order, as :func:`.diagnosis.relative_difference`'s."""
+    is), NaN if any is NaN (as NumPy's max), 0 for none; the sums of eq. (3) are
+    :func:`.diagnosis.relative_difference`'s, chunk by chunk."""
     bounds = np.array([(span.start, span.stop) for span in items.spans],
                       dtype=np.int64).reshape(-1, 2)
-    n = items.analytic.shape[0]
-    stats = np.empty((bounds.shape[0] + 1, 8))
-    worst = np.empty(max(n_worst, 0), dtype=np.int64)
+    chunks = chunk_bounds(bounds, chunk)
+    n_chunks, n = chunks.shape[0], items.analytic.shape[0]
+    n_worst = max(n_worst, 0)
+    partial = np.empty((n_chunks, _PARTS))
+    tops = (np.empty((n_chunks, n_worst), dtype=np.int64), np.empty((n_chunks, n_worst)))
     lists = np.empty((4, n), dtype=np.int64)  # pages only for the items listed
+    arrays, source, from_source = _kernel_inputs(items)
+    # Flat bundles: a parallel kernel takes tuples of arrays, not tuples of tuples.
+    run(_summary_chunks, _summary_parallel, n_chunks, chunk * SUMMARY_SECONDS,
+        ((chunks, items.analytic, items.numerical), arrays, source,
+         (float(atol), UNVERIFIABLE_FRACTION, items.directional, int(chunk), from_source),
+         (partial, *tops, lists)))
+    stats = np.empty((bounds.shape[0] + 1, 8))
+    worst = np.empty(n_worst, dtype=np.int64)
     counts = np.zeros(5, dtype=np.int64)
-    _summarise(bounds, (items.analytic, items.numerical), _kernel_inputs(items),
-               (float(atol), UNVERIFIABLE_FRACTION, items.directional), int(chunk),
-               (stats, worst, lists, counts))
+    _combine(chunks, partial, tops, lists, (stats, worst, counts))
     return Summary(stats, worst[: counts[4]],
                    tuple(lists[k, : counts[k]].copy() for k in range(4)))
+
+
+#: One-thread seconds per item of the summary (for the choice between one thread and several;
+#: measured on the mnist-size check: 1.2 ms for 235k items).
+SUMMARY_SECONDS = 5e-9
+
+# The columns of a chunk's partial results: eq. (3)'s three sums, the five counts, the two
+# largest errors, then how many items each of the four lists got and how many worst ones.
+_SUMS, _COUNTS, _LARGEST, _LISTED, _N_TOP = 0, 3, 8, 10, 14
+_PARTS = 15
 
 
 _NO_FLOATS = np.zeros(1)
@@ -353,97 +373,127 @@ def _fill_parts(lo, hi, numerical, measured, out):
 
 
 @jit
-def _summarise(bounds, values, measured, criterion, size, out):
-    """:func:`summarise` into ``out``: ``stats``, ``worst``, ``lists`` and ``counts`` (how
-    many items each list and ``worst`` got). ``bounds``: each block's first and last + 1
-    item; ``values``: the analytic and numerical values; ``measured``: the parts' source
-    (:func:`_kernel_inputs`); ``criterion``: atol, the unverifiable fraction and whether the
-    items are probes; ``size``: the chunk's."""
-    analytic, numerical = values
-    atol, fraction, directional = criterion
-    stats, worst, lists, counts = out
-    chunk = ItemParts(np.empty(size), np.empty(size), np.empty(size, dtype=np.bool_),
-                      np.empty(size, dtype=np.bool_), np.empty(size))
+def _summary_chunks(lo, hi, items, arrays, source, criterion, out):
+    """The chunks lo <= c < hi of :func:`summarise` (``items``: the chunks, rows of block,
+    first and last + 1 item, and the analytic and numerical values): each judged
+    (:func:`_fill_parts` from ``arrays`` or ``source``, :func:`.diagnosis.judge_elements`)
+    into its row of ``out``'s ``partial`` (columns ``_SUMS`` ...), its n worst (``top``,
+    ``top_key``: items and keys) and its flagged items, written to ``lists[k, first:]`` (a
+    chunk's flagged items fit in its own range). ``criterion``: atol, the unverifiable
+    fraction, whether the items are probes, the chunk size, whether the parts come from
+    ``source``."""
+    chunks, analytic, numerical = items
+    atol, fraction, directional, size, from_source = criterion
+    measured = (arrays, source, from_source)
+    partial, top, top_key, lists = out
+    buffers = ItemParts(np.empty(size), np.empty(size), np.empty(size, dtype=np.bool_),
+                        np.empty(size, dtype=np.bool_), np.empty(size))
     set_aside = np.empty(size, dtype=np.bool_)
     counted = np.empty(size, dtype=np.bool_)  # in the largest errors
-    every = np.ones(size, dtype=np.bool_)
     floats = np.empty((4, size))  # error, allowed, relative, rank
     flags = np.empty((2, size), dtype=np.bool_)  # failing, unverified
+    for c in range(lo, hi):
+        first, last = chunks[c, 1], chunks[c, 2]
+        n = last - first
+        part = ItemParts(buffers[0][:n], buffers[1][:n], buffers[2][:n], buffers[3][:n],
+                         buffers[4][:n])
+        _fill_parts(first, last, numerical, measured, part)
+        at_kink, nonfinite = part[2], part[3]
+        for k in range(n):
+            set_aside[k] = at_kink[k] or nonfinite[k]
+        judge_elements(analytic[first:last], numerical[first:last], part[0], part[1],
+                       set_aside[:n], atol, fraction, part[4], floats[:, :n], flags[:, :n])
+        row = partial[c]
+        row[_SUMS], row[_SUMS + 1], row[_SUMS + 2] = chunk_sums(analytic[first:last],
+                                                                numerical[first:last])
+        n_failing = n_nonfinite = n_unverified = n_kinks = n_valid = 0
+        for k in range(n):
+            valid = not set_aside[k]
+            n_failing += flags[0, k]
+            n_nonfinite += nonfinite[k]
+            n_unverified += flags[1, k]
+            n_kinks += at_kink[k]
+            n_valid += valid
+            counted[k] = valid if directional else not nonfinite[k]
+        row[_COUNTS] = n_failing
+        row[_COUNTS + 1] = n_nonfinite
+        row[_COUNTS + 2] = n_unverified
+        row[_COUNTS + 3] = n_kinks
+        row[_COUNTS + 4] = n_valid
+        row[_LARGEST] = _largest(floats[0, :n], counted)
+        row[_LARGEST + 1] = _largest(floats[2, :n], counted)
+        listed = np.zeros(4, dtype=np.int64)
+        if n_failing + n_unverified + n_nonfinite + n_kinks:
+            for k in range(n):
+                _list(lists, listed, _LIST_FAILING, first, first + k, flags[0, k])
+                _list(lists, listed, _LIST_UNVERIFIED, first, first + k, flags[1, k])
+                _list(lists, listed, _LIST_KINKS, first, first + k, at_kink[k])
+                _list(lists, listed, _LIST_NONFINITE, first, first + k, nonfinite[k])
+        for k in range(4):
+            row[_LISTED + k] = listed[k]
+        n_top = 0
+        for k in range(n):
+            n_top = _offer(top[c], top_key[c], n_top, first + k, floats[3, k], 0.0)
+        row[_N_TOP] = n_top
+
+
+@jit(parallel=True)
+def _summary_parallel(start, stop, n_chunks, n_workers, schedule, items, arrays, source,
+                      criterion, out):
+    """:func:`_summary_chunks` over pieces of the chunks claimed by ``n_workers`` threads
+    (see :mod:`gradcheck_fast._schedule`); each chunk writes only its own results."""
+    n = stop - start
+    for w in prange(n_workers):
+        worker = np.int64(w)
+        piece = claim(schedule, worker, n_chunks)
+        while piece < n_chunks:
+            _summary_chunks(start + piece * n // n_chunks, start + (piece + 1) * n // n_chunks,
+                            items, arrays, source, criterion, out)
+            piece = claim(schedule, worker, n_chunks)
+
+
+@jit
+def _combine(chunks, partial, tops, lists, out):
+    """The chunks' results in order into ``out``: ``stats`` (per block, then all items),
+    ``worst`` and ``counts`` (how many items each list and ``worst`` got); the lists' items
+    moved to their places in ``lists`` (ascending: each chunk's come after the previous
+    chunk's, and never ahead of where they were written)."""
+    stats, worst, counts = out
+    top, top_key = tops
     worst_key = np.empty(worst.shape[0])
-    n_blocks = bounds.shape[0]
     stats[:, :] = 0.0
     counts[:] = 0
-    n_worst = 0  # a local: a count kept in ``counts`` would be a store and a load per item
-    total_error2 = total_analytic2 = total_numerical2 = 0.0
-    for b in range(n_blocks):
-        n_failing = n_nonfinite = n_unverified = n_kinks = n_valid = 0
-        largest_abs = largest_rel = 0.0
-        error2 = analytic2 = numerical2 = 0.0
-        for lo in range(bounds[b, 0], bounds[b, 1], size):
-            hi = min(lo + size, bounds[b, 1])
-            n = hi - lo
-            part = ItemParts(chunk[0][:n], chunk[1][:n], chunk[2][:n], chunk[3][:n],
-                             chunk[4][:n])
-            _fill_parts(lo, hi, numerical, measured, part)
-            at_kink, nonfinite = part[2], part[3]
-            for k in range(n):
-                set_aside[k] = at_kink[k] or nonfinite[k]
-            judge_elements(analytic[lo:hi], numerical[lo:hi], part[0], part[1],
-                           set_aside[:n], atol, fraction, part[4], floats[:, :n],
-                           flags[:, :n])
-            # Loops of one kind each: the sums' chains, then counts and maxima without a
-            # branch, then the lists, for the few chunks that have flagged items.
-            for k in range(n):
-                a = analytic[lo + k]
-                x = numerical[lo + k]
-                d = a - x
-                error2 += d * d
-                analytic2 += a * a
-                numerical2 += x * x
-                total_error2 += d * d
-                total_analytic2 += a * a
-                total_numerical2 += x * x
-            flagged = 0
-            for k in range(n):
-                valid = not set_aside[k]
-                n_failing += flags[0, k]
-                n_nonfinite += nonfinite[k]
-                n_unverified += flags[1, k]
-                n_kinks += at_kink[k]
-                n_valid += valid
-                flagged += flags[0, k] | flags[1, k] | set_aside[k]
-                counted[k] = valid if directional else not nonfinite[k]
-            largest_abs = _larger(largest_abs, _largest(floats[0, :n], counted))
-            largest_rel = _larger(largest_rel, _largest(floats[2, :n], counted))
-            if flagged:
-                for k in range(n):
-                    _list(lists, counts, _LIST_FAILING, lo + k, flags[0, k])
-                    _list(lists, counts, _LIST_UNVERIFIED, lo + k, flags[1, k])
-                    _list(lists, counts, _LIST_KINKS, lo + k, at_kink[k])
-                    _list(lists, counts, _LIST_NONFINITE, lo + k, nonfinite[k])
-            if worst.shape[0] and (n_worst < worst.shape[0]
-                                   or _largest(floats[3, :n], every) > worst_key[-1]):
-                for k in range(n):
-                    n_worst = _offer(worst, worst_key, n_worst, lo + k, floats[3, k], 0.0)
-        stats[b, _FAILING] = n_failing
-        stats[b, _NONFINITE] = n_nonfinite
-        stats[b, _UNVERIFIED] = n_unverified
-        stats[b, _KINKS] = n_kinks
-        stats[b, _VALID] = n_valid
-        stats[b, _MAX_ABS] = largest_abs
-        stats[b, _MAX_REL] = largest_rel
-        stats[b, _DIFFERENCE] = difference_of_sums(error2, analytic2, numerical2)
-    stats[n_blocks, _DIFFERENCE] = difference_of_sums(total_error2, total_analytic2,
-                                                       total_numerical2)
+    n_blocks = stats.shape[0] - 1
+    sums = np.zeros((n_blocks + 1, 3))
+    n_worst = 0
+    for c in range(chunks.shape[0]):
+        b = chunks[c, 0]
+        row = partial[c]
+        for k in range(3):
+            sums[b, k] += row[_SUMS + k]
+            sums[n_blocks, k] += row[_SUMS + k]
+        for k in range(5):
+            stats[b, k] += row[_COUNTS + k]
+        stats[b, _MAX_ABS] = _larger(stats[b, _MAX_ABS], row[_LARGEST])
+        stats[b, _MAX_REL] = _larger(stats[b, _MAX_REL], row[_LARGEST + 1])
+        for k in range(4):
+            for q in range(int(row[_LISTED + k])):
+                lists[k, counts[k] + q] = lists[k, chunks[c, 1] + q]
+            counts[k] += int(row[_LISTED + k])
+        for q in range(int(row[_N_TOP])):
+            n_worst = _offer(worst, worst_key, n_worst, top[c, q], top_key[c, q], 0.0)
+    for b in range(n_blocks + 1):
+        stats[b, _DIFFERENCE] = difference_of_sums(sums[b, 0], sums[b, 1], sums[b, 2])
     counts[4] = n_worst
 
 
 @jit(inline=True)
-def _list(lists, counts, which, i, flagged):
-    """Append item i to list ``which`` if ``flagged``."""
+def _list(lists, listed, which, first, i, flagged):
+    """Append item i to a chunk's list ``which`` (from ``lists[which, first]`` on; ``listed``:
+    how many each list holds) if ``flagged``."""
     if flagged:
-        lists[which, counts[which]] = i
-        counts[which] += 1
+        lists[which, first + listed[which]] = i
+        listed[which] += 1
 
 
 @jit(inline=True)

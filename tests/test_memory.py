@@ -1,0 +1,76 @@
+"""The kept buffers of large per-parameter arrays (gradcheck_fast._memory): handed out again
+only when nothing refers to them, so that no two live arrays ever share memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradcheck_fast import _memory
+
+
+@pytest.fixture
+def small_buffers(monkeypatch):
+    """Buffers from 1 kB on, none kept before or after the test."""
+    monkeypatch.setattr(_memory, "MIN_BYTES", 1024)
+    _memory.release()
+    yield
+    _memory.release()
+
+
+def test_a_buffer_in_use_is_never_handed_out_again(small_buffers):
+    first = _memory.empty((3, 100))
+    first[...] = 1.0
+    view = first[1]  # a view keeps the buffer in use after its array goes
+    del first
+    second = _memory.empty((3, 100))
+    assert not np.shares_memory(second, view)
+    second[...] = 2.0
+    assert np.all(view == 1.0)
+
+
+def test_a_free_buffer_is_handed_out_again_in_any_dtype(small_buffers):
+    first = _memory.empty((2, 500))
+    address = first.__array_interface__["data"][0]
+    del first
+    again = _memory.zeros(8000, dtype=np.int8)
+    assert again.__array_interface__["data"][0] == address
+    assert again.dtype == np.int8 and again.shape == (8000,) and not np.any(again)
+    assert again.flags.c_contiguous and again.flags.aligned and again.flags.writeable
+
+
+def test_small_arrays_and_much_larger_buffers_are_left_alone(small_buffers):
+    big = _memory.empty(10_000)
+    del big
+    assert _memory.kept_bytes() == 80_000
+    small = _memory.empty(100)  # 800 bytes: np.empty
+    quarter = _memory.empty(2_000)  # the kept buffer is more than twice as large
+    assert _memory.kept_bytes() == 80_000 + 16_000
+    assert small.base is None and quarter.base is not None
+
+
+def test_at_most_keep_bytes_are_kept_and_release_lets_go(small_buffers, monkeypatch):
+    monkeypatch.setattr(_memory, "KEEP_BYTES", 20_000)
+    arrays = [_memory.empty(1_000) for _ in range(4)]  # 8 kB each, all in use
+    assert _memory.kept_bytes() <= 20_000
+    arrays[0][...] = 3.0  # a buffer let go of lives on while its array does
+    assert np.all(arrays[0] == 3.0)
+    _memory.release()
+    assert _memory.kept_bytes() == 0
+
+
+def test_two_checks_of_a_large_network_in_a_row_reuse_the_buffers(small_buffers):
+    """The engine's per-parameter arrays come from kept buffers: a second check reuses them
+    (its report from the first still holds its numerical gradient, which stays intact)."""
+    import gradcheck_fast
+    from gradcheck_fast.networks import example
+
+    X, Y, parameters, gradients = example("wide")
+    first = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    kept = _memory.kept_bytes()
+    numerical = {name: value.copy() for name, value in first.gradapprox.items()}
+    second = gradcheck_fast.check_gradients(parameters, gradients, X, Y)
+    assert kept > 0 and _memory.kept_bytes() <= kept + first._gradapprox_flat.nbytes
+    for name, value in first.gradapprox.items():
+        assert np.array_equal(value, numerical[name]) and np.array_equal(value,
+                                                                         second.gradapprox[name])
