@@ -299,20 +299,20 @@ def summarise(items: Measurements, atol: float, n_worst: int = N_WORST,
     n_chunks, n = chunks.shape[0], items.analytic.shape[0]
     n_worst = max(n_worst, 0)
     partial = np.empty((n_chunks, _PARTS))
-    tops = (np.empty((n_chunks, n_worst), dtype=np.int64), np.empty((n_chunks, n_worst)))
     lists = np.empty((4, n), dtype=np.int64)  # pages only for the items listed
     arrays, source, from_source = _kernel_inputs(items)
     # Flat bundles: a parallel kernel takes tuples of arrays, not tuples of tuples.
+    bundles = ((chunks, items.analytic, items.numerical), arrays, source,
+               (float(atol), UNVERIFIABLE_FRACTION, items.directional, int(chunk),
+                from_source))
     run(_summary_chunks, _summary_parallel, n_chunks, chunk * SUMMARY_SECONDS,
-        ((chunks, items.analytic, items.numerical), arrays, source,
-         (float(atol), UNVERIFIABLE_FRACTION, items.directional, int(chunk), from_source),
-         (partial, *tops, lists)))
+        bundles + ((partial, lists),))
     stats = np.empty((bounds.shape[0] + 1, 8))
+    counts = np.zeros(4, dtype=np.int64)
+    _combine(chunks, partial, lists, (stats, counts))
     worst = np.empty(n_worst, dtype=np.int64)
-    counts = np.zeros(5, dtype=np.int64)
-    _combine(chunks, partial, tops, lists, (stats, worst, counts))
-    return Summary(stats, worst[: counts[4]],
-                   tuple(lists[k, : counts[k]].copy() for k in range(4)))
+    found = _worst_items(partial[:, _TOP], *bundles, worst)
+    return Summary(stats, worst[:found], tuple(lists[k, : counts[k]].copy() for k in range(4)))
 
 
 #: One-thread seconds per item of the summary (for the choice between one thread and several;
@@ -320,8 +320,8 @@ def summarise(items: Measurements, atol: float, n_worst: int = N_WORST,
 SUMMARY_SECONDS = 5e-9
 
 # The columns of a chunk's partial results: eq. (3)'s three sums, the five counts, the two
-# largest errors, then how many items each of the four lists got and how many worst ones.
-_SUMS, _COUNTS, _LARGEST, _LISTED, _N_TOP = 0, 3, 8, 10, 14
+# largest errors, how many items each of the four lists got, and its largest rank.
+_SUMS, _COUNTS, _LARGEST, _LISTED, _TOP = 0, 3, 8, 10, 14
 _PARTS = 15
 
 
@@ -376,33 +376,24 @@ def _fill_parts(lo, hi, numerical, measured, out):
 def _summary_chunks(lo, hi, items, arrays, source, criterion, out):
     """The chunks lo <= c < hi of :func:`summarise` (``items``: the chunks, rows of block,
     first and last + 1 item, and the analytic and numerical values): each judged
-    (:func:`_fill_parts` from ``arrays`` or ``source``, :func:`.diagnosis.judge_elements`)
-    into its row of ``out``'s ``partial`` (columns ``_SUMS`` ...), its n worst (``top``,
-    ``top_key``: items and keys) and its flagged items, written to ``lists[k, first:]`` (a
-    chunk's flagged items fit in its own range). ``criterion``: atol, the unverifiable
-    fraction, whether the items are probes, the chunk size, whether the parts come from
-    ``source``."""
+    (:func:`_judge_chunk`) into its row of ``out``'s ``partial`` (columns ``_SUMS`` ...) and
+    its flagged items written to ``lists[k, first:]`` (a chunk's flagged items fit in its own
+    range). ``criterion``: atol, the unverifiable fraction, whether the items are probes, the
+    chunk size, whether the parts come from ``source``."""
     chunks, analytic, numerical = items
-    atol, fraction, directional, size, from_source = criterion
-    measured = (arrays, source, from_source)
-    partial, top, top_key, lists = out
-    buffers = ItemParts(np.empty(size), np.empty(size), np.empty(size, dtype=np.bool_),
-                        np.empty(size, dtype=np.bool_), np.empty(size))
-    set_aside = np.empty(size, dtype=np.bool_)
+    directional, size = criterion[2], criterion[3]
+    partial, lists = out
+    scratch = _chunk_scratch(size)
+    _, set_aside, floats, flags = scratch
     counted = np.empty(size, dtype=np.bool_)  # in the largest errors
-    floats = np.empty((4, size))  # error, allowed, relative, rank
-    flags = np.empty((2, size), dtype=np.bool_)  # failing, unverified
+    every = np.ones(size, dtype=np.bool_)
+    listed = np.zeros(4, dtype=np.int64)
     for c in range(lo, hi):
         first, last = chunks[c, 1], chunks[c, 2]
         n = last - first
-        part = ItemParts(buffers[0][:n], buffers[1][:n], buffers[2][:n], buffers[3][:n],
-                         buffers[4][:n])
-        _fill_parts(first, last, numerical, measured, part)
+        part = _judge_chunk(first, last, items, (arrays, source, criterion[4]), criterion,
+                            scratch)
         at_kink, nonfinite = part[2], part[3]
-        for k in range(n):
-            set_aside[k] = at_kink[k] or nonfinite[k]
-        judge_elements(analytic[first:last], numerical[first:last], part[0], part[1],
-                       set_aside[:n], atol, fraction, part[4], floats[:, :n], flags[:, :n])
         row = partial[c]
         row[_SUMS], row[_SUMS + 1], row[_SUMS + 2] = chunk_sums(analytic[first:last],
                                                                 numerical[first:last])
@@ -422,7 +413,8 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out):
         row[_COUNTS + 4] = n_valid
         row[_LARGEST] = _largest(floats[0, :n], counted)
         row[_LARGEST + 1] = _largest(floats[2, :n], counted)
-        listed = np.zeros(4, dtype=np.int64)
+        row[_TOP] = _largest(floats[3, :n], every)
+        listed[:] = 0
         if n_failing + n_unverified + n_nonfinite + n_kinks:
             for k in range(n):
                 _list(lists, listed, _LIST_FAILING, first, first + k, flags[0, k])
@@ -431,10 +423,63 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out):
                 _list(lists, listed, _LIST_NONFINITE, first, first + k, nonfinite[k])
         for k in range(4):
             row[_LISTED + k] = listed[k]
-        n_top = 0
-        for k in range(n):
-            n_top = _offer(top[c], top_key[c], n_top, first + k, floats[3, k], 0.0)
-        row[_N_TOP] = n_top
+
+
+@jit(inline=True)
+def _chunk_scratch(size):
+    """A chunk's work space: its parts (:class:`ItemParts`), set-aside flags, judgement
+    (error, allowed, relative, rank) and flags (failing, unverified)."""
+    return (ItemParts(np.empty(size), np.empty(size), np.empty(size, dtype=np.bool_),
+                      np.empty(size, dtype=np.bool_), np.empty(size)),
+            np.empty(size, dtype=np.bool_), np.empty((4, size)),
+            np.empty((2, size), dtype=np.bool_))
+
+
+@jit(inline=True)
+def _judge_chunk(first, last, items, measured, criterion, scratch):
+    """The items first <= i < last judged into ``scratch`` (:func:`_chunk_scratch`, from
+    position 0): their parts (:func:`_fill_parts`), then :func:`.diagnosis.judge_elements`;
+    returns the parts."""
+    _, analytic, numerical = items
+    atol, fraction = criterion[0], criterion[1]
+    buffers, set_aside, floats, flags = scratch
+    n = last - first
+    part = ItemParts(buffers[0][:n], buffers[1][:n], buffers[2][:n], buffers[3][:n],
+                     buffers[4][:n])
+    _fill_parts(first, last, numerical, measured, part)
+    for k in range(n):
+        set_aside[k] = part[2][k] or part[3][k]
+    judge_elements(analytic[first:last], numerical[first:last], part[0], part[1],
+                   set_aside[:n], atol, fraction, part[4],
+                   (floats[0, :n], floats[1, :n], floats[2, :n], floats[3, :n]),
+                   (flags[0, :n], flags[1, :n]))
+    return part
+
+
+@jit
+def _worst_items(tops, items, arrays, source, criterion, worst):
+    """The n worst items (n = len(worst); by :attr:`.diagnosis.Judgement.rank` >= 0, ties by
+    position) into ``worst``, from the chunks whose largest rank (``tops``) reaches the n-th
+    largest of those: n items at least that large exist, so no other chunk holds one of the
+    n worst. Those few chunks are judged again, in order. Returns how many were found."""
+    n_worst = worst.shape[0]
+    chunks = items[0]
+    if n_worst == 0 or chunks.shape[0] == 0:
+        return 0
+    order = np.sort(tops)
+    floor = order[max(0, order.shape[0] - n_worst)]
+    scratch = _chunk_scratch(criterion[3])
+    worst_key = np.empty(n_worst)
+    found = 0
+    for c in range(chunks.shape[0]):
+        if not tops[c] >= floor:
+            continue
+        first, last = chunks[c, 1], chunks[c, 2]
+        _judge_chunk(first, last, items, (arrays, source, criterion[4]), criterion, scratch)
+        rank = scratch[2][3]
+        for k in range(last - first):
+            found = _offer(worst, worst_key, found, first + k, rank[k], 0.0)
+    return found
 
 
 @jit(parallel=True)
@@ -453,19 +498,16 @@ def _summary_parallel(start, stop, n_chunks, n_workers, schedule, items, arrays,
 
 
 @jit
-def _combine(chunks, partial, tops, lists, out):
-    """The chunks' results in order into ``out``: ``stats`` (per block, then all items),
-    ``worst`` and ``counts`` (how many items each list and ``worst`` got); the lists' items
-    moved to their places in ``lists`` (ascending: each chunk's come after the previous
-    chunk's, and never ahead of where they were written)."""
-    stats, worst, counts = out
-    top, top_key = tops
-    worst_key = np.empty(worst.shape[0])
+def _combine(chunks, partial, lists, out):
+    """The chunks' results in order into ``out``: ``stats`` (per block, then all items) and
+    ``counts`` (how many items each list got); the lists' items moved to their places in
+    ``lists`` (ascending: each chunk's come after the previous chunk's, and never ahead of
+    where they were written)."""
+    stats, counts = out
     stats[:, :] = 0.0
     counts[:] = 0
     n_blocks = stats.shape[0] - 1
     sums = np.zeros((n_blocks + 1, 3))
-    n_worst = 0
     for c in range(chunks.shape[0]):
         b = chunks[c, 0]
         row = partial[c]
@@ -480,11 +522,8 @@ def _combine(chunks, partial, tops, lists, out):
             for q in range(int(row[_LISTED + k])):
                 lists[k, counts[k] + q] = lists[k, chunks[c, 1] + q]
             counts[k] += int(row[_LISTED + k])
-        for q in range(int(row[_N_TOP])):
-            n_worst = _offer(worst, worst_key, n_worst, top[c, q], top_key[c, q], 0.0)
     for b in range(n_blocks + 1):
         stats[b, _DIFFERENCE] = difference_of_sums(sums[b, 0], sums[b, 1], sums[b, 2])
-    counts[4] = n_worst
 
 
 @jit(inline=True)
@@ -499,21 +538,24 @@ def _list(lists, listed, which, first, i, flagged):
 @jit(inline=True)
 def _largest(values, mask):
     """The largest of ``values`` where ``mask`` (0 for none), NaN if any is NaN (as NumPy's
-    max): four running maxima, as a max is exact in any order and four chains run four
-    times as fast as one."""
-    lanes = np.zeros(4)
-    nan = False
+    max): four running maxima in registers (a max is exact in any order, and four chains run
+    four times as fast as one), a NaN kept once met."""
+    m0 = m1 = m2 = m3 = 0.0
     n = values.shape[0]
     for i in range(0, n - n % 4, 4):
-        for k in range(4):
-            v = values[i + k] if mask[i + k] else 0.0
-            nan |= v != v
-            lanes[k] = v if v > lanes[k] else lanes[k]
+        m0 = _keep_larger(m0, values[i] if mask[i] else 0.0)
+        m1 = _keep_larger(m1, values[i + 1] if mask[i + 1] else 0.0)
+        m2 = _keep_larger(m2, values[i + 2] if mask[i + 2] else 0.0)
+        m3 = _keep_larger(m3, values[i + 3] if mask[i + 3] else 0.0)
     for i in range(n - n % 4, n):
-        v = values[i] if mask[i] else 0.0
-        nan |= v != v
-        lanes[0] = v if v > lanes[0] else lanes[0]
-    return math.nan if nan else max(max(lanes[0], lanes[1]), max(lanes[2], lanes[3]))
+        m0 = _keep_larger(m0, values[i] if mask[i] else 0.0)
+    return _keep_larger(_keep_larger(m0, m1), _keep_larger(m2, m3))
+
+
+@jit(inline=True)
+def _keep_larger(largest, value):
+    """:func:`_larger` as one select (a NaN on either side wins)."""
+    return value if (value > largest) | (value != value) else largest
 
 
 @jit(inline=True)

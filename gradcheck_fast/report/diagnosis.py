@@ -210,7 +210,8 @@ def judge(analytic: np.ndarray, numerical: np.ndarray, tolerance: np.ndarray,
     flags = np.empty((2, n), dtype=np.bool_)
     sizes = np.full(n, np.nan) if scale is None else scale
     judge_elements(analytic, numerical, tolerance, noise, set_aside, float(atol),
-                    UNVERIFIABLE_FRACTION, sizes, floats, flags)
+                   UNVERIFIABLE_FRACTION, sizes, (floats[0], floats[1], floats[2], floats[3]),
+                   (flags[0], flags[1]))
     error, allowed, relative, rank = floats
     failing, unverified = flags
     return Judgement(error, allowed, ~set_aside, failing, unverified, relative, rank)
@@ -218,28 +219,31 @@ def judge(analytic: np.ndarray, numerical: np.ndarray, tolerance: np.ndarray,
 
 @jit
 def judge_elements(analytic, numerical, tolerance, noise, set_aside, atol, fraction, sizes,
-                    floats, flags):
-    """:func:`judge` element by element, into ``floats`` (error, allowed, relative, rank) and
-    ``flags`` (failing, unverified); ``sizes[i]`` the size the noise is held to (NaN: the
-    values' own); comparisons with NaN are false, as in NumPy."""
+                   floats, flags):
+    """:func:`judge` element by element, into ``floats`` (error, allowed, relative, rank:
+    four arrays) and ``flags`` (failing, unverified: two); ``sizes[i]`` the size the noise is
+    held to (NaN: the values' own); comparisons with NaN are false, as in NumPy. Selects
+    rather than branches, so that LLVM vectorises the loop."""
+    error_out, allowed_out, relative_out, rank_out = floats
+    failing_out, unverified_out = flags
     for i in range(analytic.shape[0]):
         a = analytic[i]
         x = numerical[i]
         error = abs(a - x)
         allowed = tolerance[i] + noise[i]
-        floats[0, i] = error
-        floats[1, i] = allowed
-        relative = _relative(a, x, error)
-        floats[2, i] = relative
+        magnitude = _magnitude(a, x)
+        relative = _relative(error, magnitude)
         valid = not set_aside[i]
-        failing = valid and not error <= allowed
-        flags[0, i] = failing
-        floats[3, i] = _rank(failing, valid, error, allowed, relative)
+        failing = valid & (not error <= allowed)
         size = sizes[i]
-        if size != size:
-            size = _magnitude(a, x)
-        flags[1, i] = (valid and not failing and error > tolerance[i] and noise[i] > atol
-                       and noise[i] > fraction * size)
+        size = magnitude if size != size else size
+        error_out[i] = error
+        allowed_out[i] = allowed
+        relative_out[i] = relative
+        rank_out[i] = _rank(failing, valid, error, allowed, relative)
+        failing_out[i] = failing
+        unverified_out[i] = (valid & (not failing) & (error > tolerance[i])
+                             & (noise[i] > atol) & (noise[i] > fraction * size))
 
 
 @jit(inline=True)
@@ -247,14 +251,11 @@ def _rank(failing, valid, error, allowed, relative):
     """An element's place among the worst: a failing one ``1 + error / allowed`` (infinite if
     that is NaN), a valid one ``relative / 2`` (NaN as 0, infinities as the largest floats),
     one set aside -1."""
-    if failing:
-        excess = error / allowed if allowed != 0.0 else (math.inf if error != 0.0 else math.nan)
-        return math.inf if excess != excess else excess + 1.0
-    if not valid:
-        return -1.0
-    if relative != relative:
-        return 0.0
-    return max(min(relative, _LARGEST), -_LARGEST) / 2.0
+    excess = error / allowed
+    excess = excess if allowed != 0.0 else (math.inf if error != 0.0 else math.nan)
+    failed = math.inf if excess != excess else excess + 1.0
+    kept = 0.0 if relative != relative else max(min(relative, _LARGEST), -_LARGEST) / 2.0
+    return failed if failing else (kept if valid else -1.0)
 
 
 #: The largest float64 (NumPy's nan_to_num maps an infinity to it).
@@ -264,26 +265,23 @@ _LARGEST = 1.7976931348623157e308
 @jit(inline=True)
 def _magnitude(a, x):
     """``max(|a|, |x|)``, NaN if either is (as NumPy's maximum)."""
-    if a != a or x != x:
-        return math.nan
-    return max(abs(a), abs(x))
+    largest = max(abs(a), abs(x))
+    return math.nan if (a != a) | (x != x) else largest
 
 
 @jit(inline=True)
-def _relative(a, x, error):
-    """``|a - x| / max(|a|, |x|)``: 0 when both are 0, the error itself when the size is 0
-    or NaN (so NaN for NaN)."""
-    size = _magnitude(a, x)
-    if size > 0.0:
-        return error / size
-    return 0.0 if error == 0.0 else error
+def _relative(error, magnitude):
+    """``error / magnitude`` (``|a - x| / max(|a|, |x|)``): 0 when both are 0, the error
+    itself when the magnitude is 0 or NaN (so NaN for NaN)."""
+    quotient = error / magnitude
+    return quotient if magnitude > 0.0 else (0.0 if error == 0.0 else error)
 
 
 def relative_error(analytic: float, numerical: float) -> float:
     """``|a - n| / max(|a|, |n|)`` of one element: 0 when both are 0, 1 when one of them is,
     nan for nan (as :func:`judge` gives it per element)."""
     a, x = float(analytic), float(numerical)
-    return float(_relative(a, x, abs(a - x)))
+    return float(_relative(abs(a - x), _magnitude(a, x)))
 
 
 def relative_errors(analytic: np.ndarray, numerical: np.ndarray) -> np.ndarray:
@@ -299,7 +297,7 @@ def _relative_errors(analytic, numerical, out):
     for i in range(analytic.shape[0]):
         a = analytic[i]
         x = numerical[i]
-        out[i] = _relative(a, x, abs(a - x))
+        out[i] = _relative(abs(a - x), _magnitude(a, x))
 
 
 def block_verdict(n_failing: int, n_nonfinite: int, n_unverified: int,
