@@ -11,11 +11,13 @@ time as forward passes' worth: its time over one forward and backward pass of th
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
 from benchmarks.conftest import best_time
-from gradcheck_fast import check_gradients, reference, validation
+from gradcheck_fast import check_gradients, reference, release_memory, validation
 from gradcheck_fast._threads import single_blas_thread
 from gradcheck_fast.engines import all_indices, incremental
 from gradcheck_fast.engines._common import Codes
@@ -94,6 +96,52 @@ def test_full_check_of_1_6m_parameters(benchmark):
           f"({report.n_params / fast:,.0f} params/s, {passes:.1f} forward+backward passes' "
           f"worth, {report.n_explicit} coordinates taken one by one)")
     assert fast <= WIDE_DEEP_TARGET_S, f"{fast:.3f} s > target {WIDE_DEEP_TARGET_S} s"
+
+
+#: Issue 14: a full check of the 4096-4096-4096-10 network (m = 64, 33,603,594 parameters) in
+#: at most this many forward passes' worth (the seed's NumPy forward pass, timed in the same
+#: run) ...
+HUGE_PASSES_TARGET = 20.0
+#: ... within a memory budget: the check's peak of allocations beyond its inputs (tracemalloc,
+#: with no work arrays kept from an earlier check) at most this many float64 per parameter
+#: (the flat theta and gradient, the sweep's changes and bound, the numerical gradient and its
+#: noise bound, the radii's bounds of |W|: ~9.5) plus HUGE_SLACK_BYTES.
+HUGE_FLOATS_PER_PARAMETER = 10
+HUGE_SLACK_BYTES = 64 * 2**20
+
+
+def test_full_check_of_33_6m_parameters(benchmark):
+    X, Y, parameters, gradients = random_mlp((4096, 4096, 4096, 10), m=64)
+    check_gradients(parameters, gradients, X, Y)  # compile or load the kernels
+    release_memory()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        report = check_gradients(parameters, gradients, X, Y)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    budget = HUGE_FLOATS_PER_PARAMETER * 8 * report.n_params + HUGE_SLACK_BYTES
+    assert report.passed and report.n_params == 33_603_594 and report.n_explicit == 0
+    assert peak <= budget, f"peak {peak / 2**20:.0f} MiB > budget {budget / 2**20:.0f} MiB"
+    del report
+    benchmark.group = "full check of a large network"
+    benchmark.name = "check_gradients[4096-4096-4096-10]"
+    report = benchmark.pedantic(check_gradients, args=(parameters, gradients, X, Y), rounds=3,
+                                warmup_rounds=0)
+    assert report.passed
+    if benchmark.disabled:
+        return
+    fast = benchmark.stats.stats.min
+    forward = best_time(lambda: reference.forward_mlp(X, Y, parameters, SEED_MODEL), repeat=5)
+    passes = fast / forward
+    benchmark.extra_info.update(forward_passes=passes, peak_bytes=peak)
+    print(f"\n4096-4096-4096-10: {report.n_params} parameters, check {fast:.3f} s "
+          f"({report.n_params / fast:,.0f} params/s, {passes:.1f} forward passes' worth; "
+          f"one forward pass {forward * 1e3:.1f} ms); peak memory beyond the inputs "
+          f"{peak / 2**20:.0f} MiB ({peak / (8 * report.n_params):.1f} float64 per parameter), "
+          f"{report.n_explicit} coordinates taken one by one")
+    assert passes <= HUGE_PASSES_TARGET, f"{passes:.1f} forward passes > {HUGE_PASSES_TARGET}"
 
 
 #: Issue 14, the mnist-size full check: at least this much faster than the per-coordinate

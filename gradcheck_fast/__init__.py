@@ -31,6 +31,7 @@ from .api import (
     gradient_check,
     gradient_check_n,
     gradients_to_vector,
+    release_memory,
     step_sweep,
     vector_to_dictionary,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "gradient_check_n",
     "gradients_to_vector",
     "reference",
+    "release_memory",
     "step_sweep",
     "SweepReport",
     "vector_to_dictionary",

@@ -9,7 +9,8 @@ second -- twice the whole check. So buffers of at least :data:`MIN_BYTES` are ke
 use (at most :data:`KEEP_BYTES` of them) and handed out again once nothing refers to them any
 more: CPython counts the references to a kept buffer, and every array made from it (a view,
 e.g. a report's numerical gradient) holds one, so a buffer still in use is never handed out
-twice. :func:`release` gives them all back to the system.
+twice. :func:`release` (public: :func:`gradcheck_fast.release_memory`) gives them all
+back to the system.
 
 Smaller arrays come from ``np.empty`` as usual: the allocator keeps those itself.
 """

@@ -299,20 +299,19 @@ def summarise(items: Measurements, atol: float, n_worst: int = N_WORST,
     n_chunks, n = chunks.shape[0], items.analytic.shape[0]
     n_worst = max(n_worst, 0)
     partial = np.empty((n_chunks, _PARTS))
-    lists = np.empty((4, n), dtype=np.int64)  # pages only for the items listed
+    status = np.zeros(n, dtype=np.uint8)  # written for flagged chunks only: pages untouched
     arrays, source, from_source = _kernel_inputs(items)
     # Flat bundles: a parallel kernel takes tuples of arrays, not tuples of tuples.
     bundles = ((chunks, items.analytic, items.numerical), arrays, source,
                (float(atol), UNVERIFIABLE_FRACTION, items.directional, int(chunk),
                 from_source))
     run(_summary_chunks, _summary_parallel, n_chunks, chunk * SUMMARY_SECONDS,
-        bundles + ((partial, lists),))
+        bundles + ((partial, status),))
     stats = np.empty((bounds.shape[0] + 1, 8))
-    counts = np.zeros(4, dtype=np.int64)
-    _combine(chunks, partial, lists, (stats, counts))
+    lists = _combine(chunks, partial, status, stats)
     worst = np.empty(n_worst, dtype=np.int64)
     found = _worst_items(partial[:, _TOP], *bundles, worst)
-    return Summary(stats, worst[:found], tuple(lists[k, : counts[k]].copy() for k in range(4)))
+    return Summary(stats, worst[:found], lists)
 
 
 #: One-thread seconds per item of the summary (for the choice between one thread and several;
@@ -377,17 +376,16 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out):
     """The chunks lo <= c < hi of :func:`summarise` (``items``: the chunks, rows of block,
     first and last + 1 item, and the analytic and numerical values): each judged
     (:func:`_judge_chunk`) into its row of ``out``'s ``partial`` (columns ``_SUMS`` ...) and
-    its flagged items written to ``lists[k, first:]`` (a chunk's flagged items fit in its own
-    range). ``criterion``: atol, the unverifiable fraction, whether the items are probes, the
+    its flagged items marked in ``status`` (bit k: list k; written only for a chunk that has
+    any). ``criterion``: atol, the unverifiable fraction, whether the items are probes, the
     chunk size, whether the parts come from ``source``."""
     chunks, analytic, numerical = items
     directional, size = criterion[2], criterion[3]
-    partial, lists = out
+    partial, status = out
     scratch = _chunk_scratch(size)
     _, set_aside, floats, flags = scratch
     counted = np.empty(size, dtype=np.bool_)  # in the largest errors
     every = np.ones(size, dtype=np.bool_)
-    listed = np.zeros(4, dtype=np.int64)
     for c in range(lo, hi):
         first, last = chunks[c, 1], chunks[c, 2]
         n = last - first
@@ -414,15 +412,16 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out):
         row[_LARGEST] = _largest(floats[0, :n], counted)
         row[_LARGEST + 1] = _largest(floats[2, :n], counted)
         row[_TOP] = _largest(floats[3, :n], every)
-        listed[:] = 0
+        row[_LISTED + _LIST_FAILING] = n_failing
+        row[_LISTED + _LIST_UNVERIFIED] = n_unverified
+        row[_LISTED + _LIST_KINKS] = n_kinks
+        row[_LISTED + _LIST_NONFINITE] = n_nonfinite
         if n_failing + n_unverified + n_nonfinite + n_kinks:
             for k in range(n):
-                _list(lists, listed, _LIST_FAILING, first, first + k, flags[0, k])
-                _list(lists, listed, _LIST_UNVERIFIED, first, first + k, flags[1, k])
-                _list(lists, listed, _LIST_KINKS, first, first + k, at_kink[k])
-                _list(lists, listed, _LIST_NONFINITE, first, first + k, nonfinite[k])
-        for k in range(4):
-            row[_LISTED + k] = listed[k]
+                status[first + k] = (flags[0, k] << _LIST_FAILING
+                                     | flags[1, k] << _LIST_UNVERIFIED
+                                     | at_kink[k] << _LIST_KINKS
+                                     | nonfinite[k] << _LIST_NONFINITE)
 
 
 @jit(inline=True)
@@ -498,16 +497,13 @@ def _summary_parallel(start, stop, n_chunks, n_workers, schedule, items, arrays,
 
 
 @jit
-def _combine(chunks, partial, lists, out):
-    """The chunks' results in order into ``out``: ``stats`` (per block, then all items) and
-    ``counts`` (how many items each list got); the lists' items moved to their places in
-    ``lists`` (ascending: each chunk's come after the previous chunk's, and never ahead of
-    where they were written)."""
-    stats, counts = out
+def _combine(chunks, partial, status, stats):
+    """The chunks' results in order: ``stats`` (per block, then all items) and the four lists
+    (each ascending) from the ``status`` bits of the chunks that have flagged items."""
     stats[:, :] = 0.0
-    counts[:] = 0
     n_blocks = stats.shape[0] - 1
     sums = np.zeros((n_blocks + 1, 3))
+    listed = np.zeros(4, dtype=np.int64)
     for c in range(chunks.shape[0]):
         b = chunks[c, 0]
         row = partial[c]
@@ -519,20 +515,23 @@ def _combine(chunks, partial, lists, out):
         stats[b, _MAX_ABS] = _larger(stats[b, _MAX_ABS], row[_LARGEST])
         stats[b, _MAX_REL] = _larger(stats[b, _MAX_REL], row[_LARGEST + 1])
         for k in range(4):
-            for q in range(int(row[_LISTED + k])):
-                lists[k, counts[k] + q] = lists[k, chunks[c, 1] + q]
-            counts[k] += int(row[_LISTED + k])
+            listed[k] += int(row[_LISTED + k])
     for b in range(n_blocks + 1):
         stats[b, _DIFFERENCE] = difference_of_sums(sums[b, 0], sums[b, 1], sums[b, 2])
-
-
-@jit(inline=True)
-def _list(lists, listed, which, first, i, flagged):
-    """Append item i to a chunk's list ``which`` (from ``lists[which, first]`` on; ``listed``:
-    how many each list holds) if ``flagged``."""
-    if flagged:
-        lists[which, first + listed[which]] = i
-        listed[which] += 1
+    lists = (np.empty(listed[0], dtype=np.int64), np.empty(listed[1], dtype=np.int64),
+             np.empty(listed[2], dtype=np.int64), np.empty(listed[3], dtype=np.int64))
+    listed[:] = 0
+    for c in range(chunks.shape[0]):
+        row = partial[c]
+        if row[_LISTED] + row[_LISTED + 1] + row[_LISTED + 2] + row[_LISTED + 3] == 0:
+            continue
+        for i in range(chunks[c, 1], chunks[c, 2]):
+            bits = status[i]
+            for k in range(4):
+                if bits >> k & 1:
+                    lists[k][listed[k]] = i
+                    listed[k] += 1
+    return lists
 
 
 @jit(inline=True)
