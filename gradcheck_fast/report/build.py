@@ -35,7 +35,6 @@ from .diagnosis import (
     diagnose,
     difference_of_sums,
     inherited,
-    judge,
     judge_elements,
     probe_items,
 )
@@ -63,7 +62,7 @@ class Measurements:
     at_kink : per item, its steps cross a kink: set aside, counted in ``kinks``.
     nonfinite : per item, a J(theta +- eps ...) is NaN or Inf: set aside, not verified.
         These four are None when ``source`` gives them instead, a chunk at a time
-        (:meth:`parts`): a full check then holds no array of them.
+        (:func:`summarise`): a full check then holds no array of them.
     spans : per block of the layout, the slice of its items.
     indices : coordinates: the flat coordinate of each item (ascending); None for probes.
     probes : probes: per block, its :class:`gradcheck_fast.modes.Probes`; None otherwise.
@@ -95,15 +94,6 @@ class Measurements:
     @property
     def directional(self) -> bool:
         return self.probes is not None
-
-    def parts(self, span: slice) -> ItemParts:
-        """The items ``span``'s tolerances, noise bounds, flags and sizes (:class:`ItemParts`),
-        from the arrays or from ``source``."""
-        n = span.stop - span.start
-        out = ItemParts(np.empty(n), np.empty(n), np.empty(n, dtype=np.bool_),
-                        np.empty(n, dtype=np.bool_), np.empty(n))
-        _fill_parts(span.start, span.stop, self.numerical, _kernel_inputs(self), out)
-        return out
 
 
 class ItemParts(NamedTuple):
@@ -238,10 +228,18 @@ def build(layout: Layout, grad: np.ndarray, items: Measurements, *, epsilon: flo
 
 def judge_items(items: Measurements, span: slice, atol: float) -> Judgement:
     """The :class:`.diagnosis.Judgement` of the items ``span`` (arrays of the span's length):
-    bitwise the judgement :func:`summarise` makes of them."""
-    parts = items.parts(span)
-    return judge(items.analytic[span], items.numerical[span], parts.tolerance, parts.noise,
-                 parts.at_kink | parts.nonfinite, atol, parts.sizes)
+    the judgement :func:`summarise` makes of them (the same kernel, as one chunk)."""
+    n = span.stop - span.start
+    scratch = _chunk_scratch(n)
+    arrays, source, from_source = _kernel_inputs(items)
+    chunk = np.array([[0, span.start, span.stop]], dtype=np.int64)
+    _summary_chunks(0, 1, (chunk, items.analytic, items.numerical), arrays, source,
+                    (float(atol), UNVERIFIABLE_FRACTION, items.directional, n, from_source),
+                    (np.empty((1, _PARTS)), np.zeros(items.analytic.shape[0], dtype=np.uint8)),
+                    scratch)
+    _, set_aside, floats, flags = scratch
+    error, allowed, relative, rank = floats
+    return Judgement(error, allowed, ~set_aside, flags[0], flags[1], relative, rank)
 
 
 def _with_inheritance(blocks: dict[str, BlockResult], layers: dict) -> dict[str, BlockResult]:
@@ -301,17 +299,39 @@ def summarise(items: Measurements, atol: float, n_worst: int = N_WORST,
     partial = np.empty((n_chunks, _PARTS))
     status = np.zeros(n, dtype=np.uint8)  # written for flagged chunks only: pages untouched
     arrays, source, from_source = _kernel_inputs(items)
-    # Flat bundles: a parallel kernel takes tuples of arrays, not tuples of tuples.
+    # Flat bundles (a parallel kernel takes tuples of arrays, not tuples of tuples), plain
+    # tuples (as the launch passes them: one signature for every kernel that takes them).
     bundles = ((chunks, items.analytic, items.numerical), arrays, source,
                (float(atol), UNVERIFIABLE_FRACTION, items.directional, int(chunk),
                 from_source))
     run(_summary_chunks, _summary_parallel, n_chunks, chunk * SUMMARY_SECONDS,
-        bundles + ((partial, status),))
+        bundles + ((partial, status), _chunk_scratch(int(chunk))))
     stats = np.empty((bounds.shape[0] + 1, 8))
-    lists = _combine(chunks, partial, status, stats)
-    worst = np.empty(n_worst, dtype=np.int64)
-    found = _worst_items(partial[:, _TOP], *bundles, worst)
-    return Summary(stats, worst[:found], lists)
+    flat, starts = _combine(chunks, partial, status, stats)
+    return Summary(stats, _worst_items(partial[:, _TOP], n_worst, bundles),
+                   tuple(flat[starts[k]:starts[k + 1]] for k in range(4)))
+
+
+def _worst_items(tops: np.ndarray, n_worst: int, bundles: tuple) -> np.ndarray:
+    """The n worst items (by :attr:`.diagnosis.Judgement.rank` >= 0, largest first, ties by
+    position), from the chunks whose largest rank (``tops``) reaches the n-th largest of
+    those: n items at least that large exist, so no other chunk holds one of them. Those few
+    chunks are judged again, in order (``bundles``: as :func:`_summary_chunks` takes them)."""
+    n_chunks = tops.shape[0]
+    if n_worst <= 0 or n_chunks == 0:
+        return _NO_INDICES
+    floor = np.partition(tops, max(0, n_chunks - n_worst))[max(0, n_chunks - n_worst)]
+    chunks = bundles[0][0]
+    scratch = _chunk_scratch(bundles[3][3])
+    out = (np.empty((n_chunks, _PARTS)), np.zeros(bundles[0][1].shape[0], dtype=np.uint8))
+    ranks, positions = [], []
+    for c in np.flatnonzero(tops >= floor).tolist():
+        first, last = int(chunks[c, 1]), int(chunks[c, 2])
+        _summary_chunks(c, c + 1, *bundles, out, scratch)  # the chunk again: its ranks
+        ranks.append(scratch[2][3, : last - first].copy())
+        positions.append(np.arange(first, last))
+    ranks, positions = np.concatenate(ranks), np.concatenate(positions)
+    return positions[_top(ranks, n_worst, minimum=0.0)]
 
 
 #: One-thread seconds per item of the summary (for the choice between one thread and several;
@@ -325,25 +345,27 @@ _PARTS = 15
 
 
 _NO_FLOATS = np.zeros(1)
+_NO_CHUNKS = np.zeros((0, 3), dtype=np.int64)
 _NO_FLAGS = np.zeros(1, dtype=np.bool_)
 _NO_KINKS = np.zeros(1, dtype=np.int64)
 _NO_TRUNCATION = _NO_FLOATS
 _NO_ARRAYS = (_NO_FLOATS, _NO_FLOATS, _NO_FLAGS, _NO_FLAGS, _NO_FLOATS, False)
-_NO_SOURCE = CoordinateSource(_NO_KINKS, _NO_FLAGS, _NO_FLOATS, _NO_FLOATS, False, _NO_FLOATS,
-                              0.0, 0.0, 0.0)
+_NO_SOURCE = tuple(CoordinateSource(_NO_KINKS, _NO_FLAGS, _NO_FLOATS, _NO_FLOATS, False,
+                                    _NO_FLOATS, 0.0, 0.0, 0.0))
 
 
 def _kernel_inputs(items: Measurements) -> tuple:
     """``(arrays, source, from_source)``, what :func:`_fill_parts` fills the parts from (the
-    unused one a dummy of the same types)."""
+    unused one a dummy of the same types; the source as a plain tuple, which is how a
+    parallel launch passes it: one signature for every caller)."""
     if items.source is not None:
-        return _NO_ARRAYS, items.source, True
+        return _NO_ARRAYS, tuple(items.source), True
     scale = items.scale
     return ((items.tolerance, items.noise, items.at_kink, items.nonfinite,
              _NO_FLOATS if scale is None else scale, scale is not None), _NO_SOURCE, False)
 
 
-@jit
+@jit(inline=True)
 def _fill_parts(lo, hi, numerical, measured, out):
     """The parts (:class:`ItemParts`) of the items lo <= i < hi into ``out[k]``, k = i - lo
     (``measured``: :func:`_kernel_inputs`): from a :class:`CoordinateSource`
@@ -372,17 +394,18 @@ def _fill_parts(lo, hi, numerical, measured, out):
 
 
 @jit
-def _summary_chunks(lo, hi, items, arrays, source, criterion, out):
+def _summary_chunks(lo, hi, items, arrays, source, criterion, out, scratch):
     """The chunks lo <= c < hi of :func:`summarise` (``items``: the chunks, rows of block,
     first and last + 1 item, and the analytic and numerical values): each judged
     (:func:`_judge_chunk`) into its row of ``out``'s ``partial`` (columns ``_SUMS`` ...) and
     its flagged items marked in ``status`` (bit k: list k; written only for a chunk that has
     any). ``criterion``: atol, the unverifiable fraction, whether the items are probes, the
-    chunk size, whether the parts come from ``source``."""
+    chunk size, whether the parts come from ``source``; ``scratch``: the work space
+    (:func:`_chunk_scratch`), which holds the last chunk's parts and judgement after the
+    call."""
     chunks, analytic, numerical = items
     directional, size = criterion[2], criterion[3]
     partial, status = out
-    scratch = _chunk_scratch(size)
     _, set_aside, floats, flags = scratch
     counted = np.empty(size, dtype=np.bool_)  # in the largest errors
     every = np.ones(size, dtype=np.bool_)
@@ -439,7 +462,7 @@ def _judge_chunk(first, last, items, measured, criterion, scratch):
     """The items first <= i < last judged into ``scratch`` (:func:`_chunk_scratch`, from
     position 0): their parts (:func:`_fill_parts`), then :func:`.diagnosis.judge_elements`;
     returns the parts."""
-    _, analytic, numerical = items
+    analytic, numerical = items[1], items[2]
     atol, fraction = criterion[0], criterion[1]
     buffers, set_aside, floats, flags = scratch
     n = last - first
@@ -455,51 +478,31 @@ def _judge_chunk(first, last, items, measured, criterion, scratch):
     return part
 
 
-@jit
-def _worst_items(tops, items, arrays, source, criterion, worst):
-    """The n worst items (n = len(worst); by :attr:`.diagnosis.Judgement.rank` >= 0, ties by
-    position) into ``worst``, from the chunks whose largest rank (``tops``) reaches the n-th
-    largest of those: n items at least that large exist, so no other chunk holds one of the
-    n worst. Those few chunks are judged again, in order. Returns how many were found."""
-    n_worst = worst.shape[0]
-    chunks = items[0]
-    if n_worst == 0 or chunks.shape[0] == 0:
-        return 0
-    order = np.sort(tops)
-    floor = order[max(0, order.shape[0] - n_worst)]
-    scratch = _chunk_scratch(criterion[3])
-    worst_key = np.empty(n_worst)
-    found = 0
-    for c in range(chunks.shape[0]):
-        if not tops[c] >= floor:
-            continue
-        first, last = chunks[c, 1], chunks[c, 2]
-        _judge_chunk(first, last, items, (arrays, source, criterion[4]), criterion, scratch)
-        rank = scratch[2][3]
-        for k in range(last - first):
-            found = _offer(worst, worst_key, found, first + k, rank[k], 0.0)
-    return found
-
-
 @jit(parallel=True)
 def _summary_parallel(start, stop, n_chunks, n_workers, schedule, items, arrays, source,
-                      criterion, out):
-    """:func:`_summary_chunks` over pieces of the chunks claimed by ``n_workers`` threads
-    (see :mod:`gradcheck_fast._schedule`); each chunk writes only its own results."""
+                      criterion, out, scratch):
+    """:func:`_summary_chunks` over pieces of the chunks [``start``, ``stop``): ``n_chunks``
+    pieces claimed one at a time by ``n_workers`` threads from ``schedule`` (see
+    :mod:`gradcheck_fast._schedule`); each chunk writes only its own results. ``items``,
+    ``arrays``, ``source``, ``criterion`` and ``out`` as :func:`_summary_chunks` takes them;
+    ``scratch`` is the serial kernel's work space, unused here (each worker makes its
+    own)."""
     n = stop - start
     for w in prange(n_workers):
         worker = np.int64(w)
         piece = claim(schedule, worker, n_chunks)
+        own = _chunk_scratch(criterion[3])
         while piece < n_chunks:
             _summary_chunks(start + piece * n // n_chunks, start + (piece + 1) * n // n_chunks,
-                            items, arrays, source, criterion, out)
+                            items, arrays, source, criterion, out, own)
             piece = claim(schedule, worker, n_chunks)
 
 
 @jit
 def _combine(chunks, partial, status, stats):
-    """The chunks' results in order: ``stats`` (per block, then all items) and the four lists
-    (each ascending) from the ``status`` bits of the chunks that have flagged items."""
+    """The chunks' results in order into ``stats`` (per block, then all items); returns the
+    four lists one after the other and where each starts (each ascending, from the ``status``
+    bits of the chunks that have flagged items)."""
     stats[:, :] = 0.0
     n_blocks = stats.shape[0] - 1
     sums = np.zeros((n_blocks + 1, 3))
@@ -518,23 +521,24 @@ def _combine(chunks, partial, status, stats):
             listed[k] += int(row[_LISTED + k])
     for b in range(n_blocks + 1):
         stats[b, _DIFFERENCE] = difference_of_sums(sums[b, 0], sums[b, 1], sums[b, 2])
-    lists = (np.empty(listed[0], dtype=np.int64), np.empty(listed[1], dtype=np.int64),
-             np.empty(listed[2], dtype=np.int64), np.empty(listed[3], dtype=np.int64))
+    starts = np.zeros(5, dtype=np.int64)  # list k: flat[starts[k]:starts[k + 1]]
+    for k in range(4):
+        starts[k + 1] = starts[k] + listed[k]
+    flat = np.empty(starts[4], dtype=np.int64)
     listed[:] = 0
     for c in range(chunks.shape[0]):
         row = partial[c]
-        if row[_LISTED] + row[_LISTED + 1] + row[_LISTED + 2] + row[_LISTED + 3] == 0:
-            continue
-        for i in range(chunks[c, 1], chunks[c, 2]):
-            bits = status[i]
-            for k in range(4):
-                if bits >> k & 1:
-                    lists[k][listed[k]] = i
-                    listed[k] += 1
-    return lists
+        if row[_LISTED] + row[_LISTED + 1] + row[_LISTED + 2] + row[_LISTED + 3] > 0:
+            for i in range(chunks[c, 1], chunks[c, 2]):
+                bits = status[i]
+                for k in range(4):
+                    if bits >> k & 1:
+                        flat[starts[k] + listed[k]] = i
+                        listed[k] += 1
+    return flat, starts
 
 
-@jit(inline=True)
+@jit
 def _largest(values, mask):
     """The largest of ``values`` where ``mask`` (0 for none), NaN if any is NaN (as NumPy's
     max): four running maxima in registers (a max is exact in any order, and four chains run

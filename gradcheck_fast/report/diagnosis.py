@@ -80,22 +80,15 @@ def chunk_sums(analytic, numerical):
     return error2, analytic2, numerical2
 
 
-@jit
-def chunk_bounds(bounds, size):
+def chunk_bounds(bounds: np.ndarray, size: int) -> np.ndarray:
     """The chunks of ``size`` items counted from each block's start (``bounds``: each block's
-    first and last + 1 item) as rows ``(block, first, last + 1)``."""
-    n_chunks = 0
-    for b in range(bounds.shape[0]):
-        n_chunks += (bounds[b, 1] - bounds[b, 0] + size - 1) // size
-    chunks = np.empty((n_chunks, 3), dtype=np.int64)
-    c = 0
-    for b in range(bounds.shape[0]):
-        for first in range(bounds[b, 0], bounds[b, 1], size):
-            chunks[c, 0] = b
-            chunks[c, 1] = first
-            chunks[c, 2] = min(first + size, bounds[b, 1])
-            c += 1
-    return chunks
+    first and last + 1 item) as rows ``(block, first, last + 1)``, int64."""
+    rows = []
+    for b, (lo, hi) in enumerate(np.asarray(bounds, dtype=np.int64).reshape(-1, 2).tolist()):
+        first = np.arange(lo, hi, size, dtype=np.int64)
+        rows.append(np.stack([np.full(first.shape[0], b, dtype=np.int64), first,
+                              np.minimum(first + size, hi)], axis=1))
+    return np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
 
 
 @jit(inline=True)
