@@ -29,8 +29,9 @@ TIGHT_FIT = 1e-3
 
 
 #: Eq. (3)'s sums of squares run over chunks of this many items counted from each block's
-#: start, each chunk's in item order, the chunks' sums then added in order: a large report
-#: sums its chunks on several threads and combines them with the same bits.
+#: start, each chunk's in a fixed order (:func:`chunk_sums`), the chunks' sums then added in
+#: order: a large report sums its chunks on several threads and combines them with the same
+#: bits.
 SUM_CHUNK = 1024
 
 
@@ -65,19 +66,38 @@ def _relative_difference(grad, gradapprox, chunks):
     return difference_of_sums(error2, grad2, approx2)
 
 
-@jit(inline=True)
+@jit
 def chunk_sums(analytic, numerical):
     """One chunk's sums of squares of ``analytic - numerical``, ``analytic`` and
-    ``numerical``, in item order."""
-    error2 = analytic2 = numerical2 = 0.0
-    for i in range(analytic.shape[0]):
-        a = analytic[i]
-        x = numerical[i]
-        d = a - x
-        error2 += d * d
-        analytic2 += a * a
-        numerical2 += x * x
-    return error2, analytic2, numerical2
+    ``numerical``: four running sums each (item i in sum i mod 4, the last n mod 4 items in
+    sum 0), added as (s0 + s1) + (s2 + s3). Four chains run four times as fast as one, and
+    the order is fixed. One compiled function for both callers (the report's summary and
+    :func:`relative_difference`), not inlined into each."""
+    e0 = e1 = e2 = e3 = a0 = a1 = a2 = a3 = x0 = x1 = x2 = x3 = 0.0
+    n = analytic.shape[0]
+    for i in range(0, n - n % 4, 4):
+        d0 = analytic[i] - numerical[i]
+        d1 = analytic[i + 1] - numerical[i + 1]
+        d2 = analytic[i + 2] - numerical[i + 2]
+        d3 = analytic[i + 3] - numerical[i + 3]
+        e0 += d0 * d0
+        e1 += d1 * d1
+        e2 += d2 * d2
+        e3 += d3 * d3
+        a0 += analytic[i] * analytic[i]
+        a1 += analytic[i + 1] * analytic[i + 1]
+        a2 += analytic[i + 2] * analytic[i + 2]
+        a3 += analytic[i + 3] * analytic[i + 3]
+        x0 += numerical[i] * numerical[i]
+        x1 += numerical[i + 1] * numerical[i + 1]
+        x2 += numerical[i + 2] * numerical[i + 2]
+        x3 += numerical[i + 3] * numerical[i + 3]
+    for i in range(n - n % 4, n):
+        d0 = analytic[i] - numerical[i]
+        e0 += d0 * d0
+        a0 += analytic[i] * analytic[i]
+        x0 += numerical[i] * numerical[i]
+    return (e0 + e1) + (e2 + e3), (a0 + a1) + (a2 + a3), (x0 + x1) + (x2 + x3)
 
 
 def chunk_bounds(bounds: np.ndarray, size: int) -> np.ndarray:
