@@ -469,7 +469,7 @@ def gradient_check_n(
         low_precision_note(inputs, options)
     with n_threads_set(options.n_threads):
         costs = numerical_gradient(inputs, options, truncation=False)
-    difference = relative_difference(inputs.grad, costs.gradapprox, inputs.layout.spans)
+    difference = relative_difference(inputs.grad, costs.gradapprox, inputs.layout.bounds)
     if verbose:
         if difference <= 2e-7:
             print(coloured(reference.SUCCESS_MESSAGE.format(difference)))

@@ -57,6 +57,12 @@ class Layout:
         return tuple(slice(int(lo), int(hi)) for lo, hi in zip(self.offsets[:-1],
                                                                 self.offsets[1:]))
 
+    @functools.cached_property
+    def bounds(self) -> np.ndarray:
+        """Each block's first and last + 1 index, an ``(n_blocks, 2)`` int64 array (shared:
+        not to be written to)."""
+        return np.stack((self.offsets[:-1], self.offsets[1:]), axis=1).astype(np.int64)
+
     def shape(self, name: str) -> tuple[int, ...]:
         return self.shapes[self._index[name]]
 

@@ -36,33 +36,37 @@ SUM_CHUNK = 1024
 
 
 def relative_difference(grad: np.ndarray, gradapprox: np.ndarray,
-                        spans: tuple[slice, ...] | None = None, *,
+                        spans: tuple[slice, ...] | np.ndarray | None = None, *,
                         chunk: int = SUM_CHUNK) -> float:
     """The seed's eq. (3): ``||grad - gradapprox|| / (||grad|| + ||gradapprox||)``.
 
     Two all-zero vectors agree exactly: their difference is 0.0 (the seed would print nan).
     NaN or Inf anywhere gives nan, which never passes. The sums run in chunks of ``chunk``
-    items from the start of each of the consecutive ``spans`` (the blocks of a layout;
-    default one), as a report sums them: the report's ``difference`` is this, bit for bit.
+    items from the start of each of the consecutive ``spans`` (the blocks of a layout, as
+    slices or as a layout's :attr:`~gradcheck_fast.layout.Layout.bounds`; default one), as a
+    report sums them: the report's ``difference`` is this, bit for bit.
     """
-    stop = grad.shape[0]
-    bounds = (np.array([(0, stop)], dtype=np.int64) if spans is None else
-              np.array([(span.start, span.stop) for span in spans], dtype=np.int64))
-    return float(_relative_difference(grad, gradapprox,
-                                      chunk_bounds(bounds.reshape(-1, 2), int(chunk))))
+    if spans is None:
+        bounds = np.array([[0, grad.shape[0]]], dtype=np.int64)
+    elif isinstance(spans, np.ndarray):
+        bounds = spans
+    else:
+        bounds = np.array([(span.start, span.stop) for span in spans], dtype=np.int64)
+    return float(_relative_difference(grad, gradapprox, bounds.reshape(-1, 2), int(chunk)))
 
 
 @jit
-def _relative_difference(grad, gradapprox, chunks):
+def _relative_difference(grad, gradapprox, bounds, size):
     # Jitted: one pass, and no floating-point warnings for inf/nan (on the seed's 47
     # parameters NumPy's call overheads would cost more than the check).
     error2 = grad2 = approx2 = 0.0
-    for c in range(chunks.shape[0]):
-        first, last = chunks[c, 1], chunks[c, 2]
-        e, g, a = chunk_sums(grad[first:last], gradapprox[first:last])
-        error2 += e
-        grad2 += g
-        approx2 += a
+    for b in range(bounds.shape[0]):
+        for first in range(bounds[b, 0], bounds[b, 1], size):
+            last = min(first + size, bounds[b, 1])
+            e, g, a = chunk_sums(grad[first:last], gradapprox[first:last])
+            error2 += e
+            grad2 += g
+            approx2 += a
     return difference_of_sums(error2, grad2, approx2)
 
 
@@ -100,15 +104,23 @@ def chunk_sums(analytic, numerical):
     return (e0 + e1) + (e2 + e3), (a0 + a1) + (a2 + a3), (x0 + x1) + (x2 + x3)
 
 
-def chunk_bounds(bounds: np.ndarray, size: int) -> np.ndarray:
+@jit
+def chunk_bounds(bounds, size):
     """The chunks of ``size`` items counted from each block's start (``bounds``: each block's
-    first and last + 1 item) as rows ``(block, first, last + 1)``, int64."""
-    rows = []
-    for b, (lo, hi) in enumerate(np.asarray(bounds, dtype=np.int64).reshape(-1, 2).tolist()):
-        first = np.arange(lo, hi, size, dtype=np.int64)
-        rows.append(np.stack([np.full(first.shape[0], b, dtype=np.int64), first,
-                              np.minimum(first + size, hi)], axis=1))
-    return np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
+    first and last + 1 item) as rows ``(block, first, last + 1)``: the order
+    :func:`relative_difference` sums them in."""
+    n_chunks = 0
+    for b in range(bounds.shape[0]):
+        n_chunks += (bounds[b, 1] - bounds[b, 0] + size - 1) // size
+    chunks = np.empty((n_chunks, 3), dtype=np.int64)
+    c = 0
+    for b in range(bounds.shape[0]):
+        for first in range(bounds[b, 0], bounds[b, 1], size):
+            chunks[c, 0] = b
+            chunks[c, 1] = first
+            chunks[c, 2] = min(first + size, bounds[b, 1])
+            c += 1
+    return chunks
 
 
 @jit(inline=True)
