@@ -314,9 +314,11 @@ def summarise(items: Measurements, atol: float, n_worst: int = N_WORST,
 
 def _worst_items(tops: np.ndarray, n_worst: int, bundles: tuple) -> np.ndarray:
     """The n worst items (by :attr:`.diagnosis.Judgement.rank` >= 0, largest first, ties by
-    position), from the chunks whose largest rank (``tops``) reaches the n-th largest of
-    those: n items at least that large exist, so no other chunk holds one of them. Those few
-    chunks are judged again, in order (``bundles``: as :func:`_summary_chunks` takes them)."""
+    position), from the chunks whose largest rank (``tops``) exceeds the n-th largest of
+    those, the floor, and the first n that reach it: n items at least that large exist, so
+    no other chunk holds one of them, and of the items at the floor (ties) the first n lie in
+    the first n chunks that have one. Those few chunks are judged again, in order
+    (``bundles``: as :func:`_summary_chunks` takes them)."""
     n_chunks = tops.shape[0]
     if n_worst <= 0 or n_chunks == 0:
         return _NO_INDICES
@@ -325,7 +327,8 @@ def _worst_items(tops: np.ndarray, n_worst: int, bundles: tuple) -> np.ndarray:
     scratch = _chunk_scratch(bundles[3][3])
     out = (np.empty((n_chunks, _PARTS)), np.zeros(bundles[0][1].shape[0], dtype=np.uint8))
     ranks, positions = [], []
-    for c in np.flatnonzero(tops >= floor).tolist():
+    candidates = np.union1d(np.flatnonzero(tops > floor), np.flatnonzero(tops == floor)[:n_worst])
+    for c in candidates.tolist():
         first, last = int(chunks[c, 1]), int(chunks[c, 2])
         _summary_chunks(c, c + 1, *bundles, out, scratch)  # the chunk again: its ranks
         ranks.append(scratch[2][3, : last - first].copy())
@@ -432,9 +435,9 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out, scratch):
         row[_COUNTS + 2] = n_unverified
         row[_COUNTS + 3] = n_kinks
         row[_COUNTS + 4] = n_valid
-        row[_LARGEST] = _largest(floats[0, :n], counted)
-        row[_LARGEST + 1] = _largest(floats[2, :n], counted)
-        row[_TOP] = _largest(floats[3, :n], every)
+        row[_LARGEST] = _largest(floats[0, :n], counted, 0.0)
+        row[_LARGEST + 1] = _largest(floats[2, :n], counted, 0.0)
+        row[_TOP] = _largest(floats[3, :n], every, -1.0)  # a rank is -1 at least
         row[_LISTED + _LIST_FAILING] = n_failing
         row[_LISTED + _LIST_UNVERIFIED] = n_unverified
         row[_LISTED + _LIST_KINKS] = n_kinks
@@ -539,19 +542,19 @@ def _combine(chunks, partial, status, stats):
 
 
 @jit
-def _largest(values, mask):
-    """The largest of ``values`` where ``mask`` (0 for none), NaN if any is NaN (as NumPy's
-    max): four running maxima in registers (a max is exact in any order, and four chains run
-    four times as fast as one), a NaN kept once met."""
-    m0 = m1 = m2 = m3 = 0.0
+def _largest(values, mask, initial):
+    """The largest of ``values`` where ``mask`` and ``initial`` (``initial`` for none), NaN
+    if any is NaN (as NumPy's max): four running maxima in registers (a max is exact in any
+    order, and four chains run four times as fast as one), a NaN kept once met."""
+    m0 = m1 = m2 = m3 = initial
     n = values.shape[0]
     for i in range(0, n - n % 4, 4):
-        m0 = _keep_larger(m0, values[i] if mask[i] else 0.0)
-        m1 = _keep_larger(m1, values[i + 1] if mask[i + 1] else 0.0)
-        m2 = _keep_larger(m2, values[i + 2] if mask[i + 2] else 0.0)
-        m3 = _keep_larger(m3, values[i + 3] if mask[i + 3] else 0.0)
+        m0 = _keep_larger(m0, values[i] if mask[i] else initial)
+        m1 = _keep_larger(m1, values[i + 1] if mask[i + 1] else initial)
+        m2 = _keep_larger(m2, values[i + 2] if mask[i + 2] else initial)
+        m3 = _keep_larger(m3, values[i + 3] if mask[i + 3] else initial)
     for i in range(n - n % 4, n):
-        m0 = _keep_larger(m0, values[i] if mask[i] else 0.0)
+        m0 = _keep_larger(m0, values[i] if mask[i] else initial)
     return _keep_larger(_keep_larger(m0, m1), _keep_larger(m2, m3))
 
 
