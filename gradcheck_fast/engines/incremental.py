@@ -191,9 +191,9 @@ def _radii_range(lo, hi, net, Z, m, bounds, rho):
                 n_q = sizes[q]
                 for k in range(n_q):
                     size[k] = abs(Z[act_off[q] + k * m + j])
-                # Rounds: the units with start <= |z| < cut, then the least |z| left (next)
-                # decides whether any unit left could lower a radius; if so, the next round's
-                # cut is 4 * next.
+                # Rounds: the units with start <= |z| < cut, then the least |z| left
+                # (``following``) decides whether any unit left could lower a radius; if so,
+                # the next round takes the units below 4 * following.
                 start = cut = 0.0
                 while True:
                     following = np.inf
