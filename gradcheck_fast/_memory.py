@@ -33,6 +33,9 @@ KEEP_BYTES = 2**31
 _kept: list[np.ndarray] = []
 _lock = threading.Lock()
 
+#: The widest item of any dtype asked for (complex128), for the quick test of a small array.
+_WIDEST = 16
+
 #: ``sys.getrefcount`` of a kept buffer that nothing else refers to, in :func:`empty`'s loop:
 #: the list's reference, the loop variable's and the call's own argument.
 _UNUSED = 3
@@ -48,6 +51,9 @@ def empty(shape: int | tuple[int, ...], dtype=np.float64) -> np.ndarray:
     >>> a.shape, a.dtype, a.flags.c_contiguous
     ((2, 3), dtype('float64'), True)
     """
+    count = shape if type(shape) is int else math.prod(shape)
+    if count * _WIDEST < MIN_BYTES:  # small for any dtype: no further Python work (the
+        return np.empty(shape, dtype)  # small networks' checks make several per call)
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     nbytes = math.prod(shape) * dtype.itemsize

@@ -322,16 +322,18 @@ def test_composed_cubic_is_the_loss_change_within_its_bound(model):
 
 
 @pytest.mark.parametrize("hidden", [["relu", "leaky_relu", "relu"], ["relu", "tanh", "relu"]])
-def test_the_radii_are_the_full_scans_minimum(hidden):
+@pytest.mark.parametrize("sizes", [[7, 40, 90, 70, 3], [7, 40, 30, 20, 3]], ids=["rounds", "whole"])
+def test_the_radii_are_the_full_scans_minimum(hidden, sizes):
     """The kink radii stop scanning a later layer's units once none left could lower them
-    (incremental._radii): bitwise the minimum over every unit, ``min_{q, k} |z_q[k, j]| *
-    inverse_q[k, r]`` with NaN (0 * inf) never taken, including layers two and three
-    behind, and a unit no later unit depends on (its products infinite)."""
+    (incremental._radii; layers wider than SCAN_ALL, else scanned whole): bitwise the
+    minimum over every unit, ``min_{q, k} |z_q[k, j]| * inverse_q[k, r]`` with NaN (0 * inf)
+    never taken, including layers two and three behind, and a unit no later unit depends on
+    (its products infinite)."""
     from gradcheck_fast.engines import incremental
 
     rng = np.random.default_rng(5)
-    sizes = [7, 40, 30, 20, 3]
-    X, Y, parameters = _network(rng, sizes, m=9, scale=0.25)
+    assert (max(sizes[2:4]) > incremental.SCAN_ALL) == (sizes[2] == 90)
+    X, Y, parameters = _network(rng, sizes, m=9, scale=0.12)
     parameters["W2"][:, 3] = 0.0  # no unit of layer 2 depends on unit 3 of layer 1
     model = MLP(hidden=hidden)
     layout, theta = validation.mlp_layout_and_theta(parameters)
