@@ -33,7 +33,8 @@ KEEP_BYTES = 2**31
 _kept: list[np.ndarray] = []
 _lock = threading.Lock()
 
-#: The widest item of any dtype asked for (complex128), for the quick test of a small array.
+#: The widest item of the dtypes asked for (complex128), for the quick test of a small
+#: array (an array of a wider dtype may then come from np.empty: a missed reuse, no more).
 _WIDEST = 16
 
 #: ``sys.getrefcount`` of a kept buffer that nothing else refers to, in :func:`empty`'s loop:
@@ -51,7 +52,7 @@ def empty(shape: int | tuple[int, ...], dtype=np.float64) -> np.ndarray:
     >>> a.shape, a.dtype, a.flags.c_contiguous
     ((2, 3), dtype('float64'), True)
     """
-    count = shape if type(shape) is int else math.prod(shape)
+    count = shape if isinstance(shape, (int, np.integer)) else math.prod(shape)
     if count * _WIDEST < MIN_BYTES:  # small for any dtype: no further Python work (the
         return np.empty(shape, dtype)  # small networks' checks make several per call)
     dtype = np.dtype(dtype)

@@ -43,7 +43,7 @@ def test_small_arrays_and_much_larger_buffers_are_left_alone(small_buffers):
     big = _memory.empty(10_000)
     del big
     assert _memory.kept_bytes() == 80_000
-    small = _memory.empty(100)  # 800 bytes: np.empty
+    small = _memory.empty(np.int64(100))  # 800 bytes: np.empty (a NumPy integer as the size)
     quarter = _memory.empty(2_000)  # the kept buffer is more than twice as large
     assert _memory.kept_bytes() == 80_000 + 16_000
     assert small.base is None and quarter.base is not None
