@@ -347,8 +347,8 @@ def test_summary_is_numpys_reductions_of_the_judgement(data, directional, chunk)
     assert np.array_equal(summary.stats[-1, -1],
                           relative_difference(analytic, numerical, spans, chunk=chunk),
                           equal_nan=True)
-    for listed, flags in zip(summary.lists, (judged.failing, judged.unverified, at_kink,
-                                             nonfinite)):
+    for listed, flags in zip(summary.lists, (judged.failing, nonfinite, judged.unverified,
+                                             at_kink)):
         assert listed.tolist() == np.flatnonzero(flags).tolist()
     expected = sorted((-k, i) for i, k in enumerate(judged.rank) if k >= 0)[:3]
     assert summary.worst.tolist() == [i for _, i in expected]

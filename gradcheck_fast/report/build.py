@@ -137,7 +137,7 @@ def measure_coordinates(layout: Layout, theta: np.ndarray, grad: np.ndarray, cos
     truncation = costs.truncation
     source = CoordinateSource(
         costs.kinks, costs.finite(), costs.noise,
-        _NO_TRUNCATION if truncation is None else truncation, truncation is not None,
+        _NO_FLOATS if truncation is None else truncation, truncation is not None,
         theta if every else theta[idx], float(epsilon), float(rtol), float(atol))
     bounds = [np.searchsorted(idx, layout.offsets[k : k + 2]) for k in range(len(layout.names))]
     return Measurements(
@@ -259,8 +259,10 @@ def _with_inheritance(blocks: dict[str, BlockResult], layers: dict) -> dict[str,
 # The columns of :attr:`Summary.stats`' rows.
 _FAILING, _NONFINITE, _UNVERIFIED, _KINKS, _VALID, _MAX_ABS, _MAX_REL, _DIFFERENCE = range(8)
 
-# The lists of :attr:`Summary.lists`' rows.
-_LIST_FAILING, _LIST_UNVERIFIED, _LIST_KINKS, _LIST_NONFINITE = range(4)
+# The lists of :attr:`Summary.lists`, in the order of the counts above (a chunk's count is its
+# list's length).
+_LIST_FAILING, _LIST_NONFINITE, _LIST_UNVERIFIED, _LIST_KINKS = range(4)
+
 
 class Summary(NamedTuple):
     """What the report keeps of every item's judgement (:func:`summarise`).
@@ -271,7 +273,7 @@ class Summary(NamedTuple):
         ``_FAILING`` ... ``_DIFFERENCE``).
     worst : the items of the n worst (:attr:`.diagnosis.Judgement.rank` >= 0), worst first,
         ties by position.
-    lists : the failing, unverified, at-kink and non-finite items, each ascending.
+    lists : the failing, non-finite, unverified and at-kink items, each ascending.
     """
 
     stats: np.ndarray
@@ -341,17 +343,15 @@ def _worst_items(tops: np.ndarray, n_worst: int, bundles: tuple) -> np.ndarray:
 #: measured on the mnist-size check: 1.2 ms for 235k items).
 SUMMARY_SECONDS = 5e-9
 
-# The columns of a chunk's partial results: eq. (3)'s three sums, the five counts, the two
-# largest errors, how many items each of the four lists got, and its largest rank.
-_SUMS, _COUNTS, _LARGEST, _LISTED, _TOP = 0, 3, 8, 10, 14
-_PARTS = 15
+# The columns of a chunk's partial results: eq. (3)'s three sums, the five counts (the first
+# four the lengths of its lists), the two largest errors and its largest rank.
+_SUMS, _COUNTS, _LARGEST, _TOP = 0, 3, 8, 10
+_PARTS = 11
 
 
 _NO_FLOATS = np.zeros(1)
-_NO_CHUNKS = np.zeros((0, 3), dtype=np.int64)
 _NO_FLAGS = np.zeros(1, dtype=np.bool_)
 _NO_KINKS = np.zeros(1, dtype=np.int64)
-_NO_TRUNCATION = _NO_FLOATS
 _NO_ARRAYS = (_NO_FLOATS, _NO_FLOATS, _NO_FLAGS, _NO_FLAGS, _NO_FLOATS, False)
 _NO_SOURCE = tuple(CoordinateSource(_NO_KINKS, _NO_FLAGS, _NO_FLOATS, _NO_FLOATS, False,
                                     _NO_FLOATS, 0.0, 0.0, 0.0))
@@ -438,10 +438,6 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out, scratch):
         row[_LARGEST] = _largest(floats[0, :n], counted, 0.0)
         row[_LARGEST + 1] = _largest(floats[2, :n], counted, 0.0)
         row[_TOP] = _largest(floats[3, :n], every, -1.0)  # a rank is -1 at least
-        row[_LISTED + _LIST_FAILING] = n_failing
-        row[_LISTED + _LIST_UNVERIFIED] = n_unverified
-        row[_LISTED + _LIST_KINKS] = n_kinks
-        row[_LISTED + _LIST_NONFINITE] = n_nonfinite
         if n_failing + n_unverified + n_nonfinite + n_kinks:
             for k in range(n):
                 status[first + k] = (flags[0, k] << _LIST_FAILING
@@ -521,7 +517,7 @@ def _combine(chunks, partial, status, stats):
         stats[b, _MAX_ABS] = _larger(stats[b, _MAX_ABS], row[_LARGEST])
         stats[b, _MAX_REL] = _larger(stats[b, _MAX_REL], row[_LARGEST + 1])
         for k in range(4):
-            listed[k] += int(row[_LISTED + k])
+            listed[k] += int(row[_COUNTS + k])
     for b in range(n_blocks + 1):
         stats[b, _DIFFERENCE] = difference_of_sums(sums[b, 0], sums[b, 1], sums[b, 2])
     starts = np.zeros(5, dtype=np.int64)  # list k: flat[starts[k]:starts[k + 1]]
@@ -531,7 +527,7 @@ def _combine(chunks, partial, status, stats):
     listed[:] = 0
     for c in range(chunks.shape[0]):
         row = partial[c]
-        if row[_LISTED] + row[_LISTED + 1] + row[_LISTED + 2] + row[_LISTED + 3] > 0:
+        if row[_COUNTS] + row[_COUNTS + 1] + row[_COUNTS + 2] + row[_COUNTS + 3] > 0:
             for i in range(chunks[c, 1], chunks[c, 2]):
                 bits = status[i]
                 for k in range(4):
@@ -654,30 +650,20 @@ def _top(key: np.ndarray, n: int, minimum: float) -> np.ndarray:
 @jit
 def _top_keys(key, minimum, best):
     """:func:`_top` into ``best`` (its length is n); returns how many were found."""
-    best_key = np.empty(best.shape[0])
+    n = best.shape[0]
     count = 0
     for i in range(key.shape[0]):
-        count = _offer(best, best_key, count, i, key[i], minimum)
+        k = key[i]
+        if not k >= minimum or n == 0 or (count == n and not k > key[best[n - 1]]):
+            continue
+        place = count if count < n else n - 1  # the new one's slot, the last one dropped
+        # Equal keys keep their index order: the new one (a larger index) goes after them.
+        while place > 0 and key[best[place - 1]] < k:
+            best[place] = best[place - 1]
+            place -= 1
+        best[place] = i
+        count = min(count + 1, n)
     return count
-
-
-@jit(inline=True)
-def _offer(best, best_key, count, i, k, minimum):
-    """Offer item i with key k to the ``count`` best so far (``best``, their keys
-    ``best_key``, largest first; n = len(best) kept): returns the new count. A key below
-    ``minimum`` (or NaN) is never taken; equal keys keep their index order (a later item goes
-    after them)."""
-    n = best.shape[0]
-    if not k >= minimum or n == 0 or (count == n and not k > best_key[n - 1]):
-        return count
-    place = count if count < n else n - 1  # the new one's slot, the last one dropped
-    while place > 0 and best_key[place - 1] < k:
-        best[place] = best[place - 1]
-        best_key[place] = best_key[place - 1]
-        place -= 1
-    best[place] = i
-    best_key[place] = k
-    return min(count + 1, n)
 
 # ---------------------------------------------------------------------------------------------
 # The front doors, one per kind of measurement

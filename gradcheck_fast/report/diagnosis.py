@@ -60,13 +60,13 @@ def _relative_difference(grad, gradapprox, bounds, size):
     # Jitted: one pass, and no floating-point warnings for inf/nan (on the seed's 47
     # parameters NumPy's call overheads would cost more than the check).
     error2 = grad2 = approx2 = 0.0
-    for b in range(bounds.shape[0]):
-        for first in range(bounds[b, 0], bounds[b, 1], size):
-            last = min(first + size, bounds[b, 1])
-            e, g, a = chunk_sums(grad[first:last], gradapprox[first:last])
-            error2 += e
-            grad2 += g
-            approx2 += a
+    chunks = chunk_bounds(bounds, size)
+    for c in range(chunks.shape[0]):
+        first, last = chunks[c, 1], chunks[c, 2]
+        e, g, a = chunk_sums(grad[first:last], gradapprox[first:last])
+        error2 += e
+        grad2 += g
+        approx2 += a
     return difference_of_sums(error2, grad2, approx2)
 
 
@@ -107,8 +107,8 @@ def chunk_sums(analytic, numerical):
 @jit
 def chunk_bounds(bounds, size):
     """The chunks of ``size`` items counted from each block's start (``bounds``: each block's
-    first and last + 1 item) as rows ``(block, first, last + 1)``: the order
-    :func:`relative_difference` sums them in."""
+    first and last + 1 item) as rows ``(block, first, last + 1)``: the chunks
+    :func:`relative_difference` and a report's summary sum, in that order."""
     n_chunks = 0
     for b in range(bounds.shape[0]):
         n_chunks += (bounds[b, 1] - bounds[b, 0] + size - 1) // size
