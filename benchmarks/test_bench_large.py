@@ -7,6 +7,7 @@ the same for every coordinate: a copy of theta and two full forward passes) and 
 all P coordinates. Throughput is reported as parameters checked per second, and the check's
 time as forward passes' worth: its time over one forward and backward pass of the same network
 (the seed's NumPy passes, ``reference.forward_mlp``/``backward_mlp``, timed in the same run).
+The time model's estimate of each full check is held within a factor 2 of its measured time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from benchmarks.conftest import best_time
-from gradcheck_fast import check_gradients, reference, release_memory, validation
+from gradcheck_fast import check_gradients, estimate_cost, reference, release_memory, validation
 from gradcheck_fast._threads import single_blas_thread
 from gradcheck_fast.engines import all_indices, incremental
 from gradcheck_fast.engines._common import Codes
@@ -30,6 +31,19 @@ TARGETS = {"medium": (50.0, 400), "wide": (100.0, 60), "mnist": (150.0, 30)}
 
 #: Issue 14: a full check of the 1024-1024-512-10 network (m = 64, 1,579,530 parameters).
 WIDE_DEEP_TARGET_S = 0.3
+
+#: The time model's estimate of a full check (``estimate_cost(...).full.seconds``, which a
+#: budget compares with what is left) within this factor of the measured best time.
+ESTIMATE_FACTOR = 2.0
+
+
+def _check_estimate(best: float, parameters, gradients, X, Y, name: str) -> float:
+    """The time model's full-check estimate, asserted within ESTIMATE_FACTOR of ``best``."""
+    expected = estimate_cost(parameters, gradients, X, Y).full.seconds
+    print(f"{name}: estimated {expected:.4g} s, measured {best:.4g} s "
+          f"({expected / best:.2f}x)")
+    assert best / ESTIMATE_FACTOR <= expected <= best * ESTIMATE_FACTOR, (expected, best)
+    return expected
 
 
 def _forward_backward_seconds(parameters, X, Y) -> float:
@@ -77,6 +91,8 @@ def test_full_check(benchmark, name):
           f"worth); reference loop ~{reference_full:.1f} s (extrapolated from {n_sample} "
           f"coordinates); speed-up {speedup:.0f}x")
     assert speedup >= target, f"{name}: {speedup:.1f}x < target {target}x"
+    benchmark.extra_info.update(estimate_s=_check_estimate(fast, parameters, gradients, X, Y,
+                                                           name))
 
 
 def test_full_check_of_1_6m_parameters(benchmark):
@@ -96,6 +112,8 @@ def test_full_check_of_1_6m_parameters(benchmark):
           f"({report.n_params / fast:,.0f} params/s, {passes:.1f} forward+backward passes' "
           f"worth, {report.n_explicit} coordinates taken one by one)")
     assert fast <= WIDE_DEEP_TARGET_S, f"{fast:.3f} s > target {WIDE_DEEP_TARGET_S} s"
+    benchmark.extra_info.update(estimate_s=_check_estimate(fast, parameters, gradients, X, Y,
+                                                           "1024-1024-512-10"))
 
 
 #: Issue 14: a full check of the 4096-4096-4096-10 network (m = 64, 33,603,594 parameters) in
@@ -142,6 +160,8 @@ def test_full_check_of_33_6m_parameters(benchmark):
           f"{peak / 2**20:.0f} MiB ({peak / (8 * report.n_params):.1f} float64 per parameter), "
           f"{report.n_explicit} coordinates taken one by one")
     assert passes <= HUGE_PASSES_TARGET, f"{passes:.1f} forward passes > {HUGE_PASSES_TARGET}"
+    benchmark.extra_info.update(estimate_s=_check_estimate(fast, parameters, gradients, X, Y,
+                                                           "4096-4096-4096-10"))
 
 
 #: Issue 14, the mnist-size full check: at least this much faster than the per-coordinate

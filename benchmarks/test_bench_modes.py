@@ -1,7 +1,7 @@
 """Checks of a network too big to check every coordinate: 1024-1024-512-10, m = 64
 (1,579,530 parameters), for the seed's architecture and a tanh/softmax/L2 model. Targets: the
 directional mode with 8 probes per block within 0.1 s, the sampled mode with 1,000 coordinates
-per block within 1 s (after warm-up), and the cost estimate within a factor 3 of the measured
+per block within 1 s (after warm-up), and the cost estimate within a factor 2 of the measured
 time."""
 
 from __future__ import annotations
@@ -52,4 +52,4 @@ def test_mode_on_a_1_58m_parameter_network(benchmark, huge, mode, model):
     print(f"\n{mode}, {model}: {best * 1e3:.1f} ms (target {TARGETS[mode] * 1e3:.0f} ms), "
           f"estimated {expected * 1e3:.1f} ms")
     assert best <= TARGETS[mode]
-    assert best / 3 <= expected <= best * 3
+    assert best / 2 <= expected <= best * 2

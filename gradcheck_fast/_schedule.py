@@ -157,12 +157,13 @@ def run_on(serial, parallel, lo: int, hi: int, n_threads: int, args: tuple,
 # ---------------------------------------------------------------------------------------------
 # Blocks of BLAS products on Python threads
 # ---------------------------------------------------------------------------------------------
-#: Seconds per multiply-add of a product on one thread (for the choice between one thread and
-#: several).
-PRODUCT_SECONDS = 1e-10
+#: Seconds per multiply-add of a BLAS product on one thread (for the choice between one thread
+#: and several, and the time model's rate: measured 22-27 ps on the sweep's and the
+#: sensitivities' shapes, up to 36 ps on a 4096 x 4096 matrix times 64 samples).
+PRODUCT_SECONDS = 2.5e-11
 
 #: :func:`blocked_matmul` cuts a product into blocks of rows from this many multiply-adds on
-#: (~7 ms on one thread), into at most MAX_BLOCKS.
+#: (~2 ms on one thread), into at most MAX_BLOCKS.
 BLOCK_MACS = 2**26
 MAX_BLOCKS = 8
 

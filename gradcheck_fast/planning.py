@@ -12,38 +12,35 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._schedule import SERIAL_SECONDS
 from ._threads import num_threads
+from .activations import REGISTRY
 from .engines import choose_engine, prepare_engine
 from .engines.costmodel import (
-    BLAS_S_PER_FLOP,
+    BLAS_S_PER_MAC,
     ELEMENT_S,
     EXACT_S_PER_FLOP,
     exact_layer_seconds,
     forward_seconds,
+    on_threads,
     prepare_seconds,
     sweep_check_seconds,
 )
 from .engines.incremental import slow_fractions
-from .engines.layer_sweep import explicit_parameters
+from .engines.layer_sweep import explicit_parameters, matrix_pays
 from .noise import N_POINTS
 from .report.html import estimate_html
 from .truncation import RICHARDSON_FACTOR, SMALLER_STEPS, TRUNCATION_STEP
 
-#: Seconds per parameter of validating and packing the inputs (used when they were not timed).
-PYTHON_S_PER_PARAM = 8e-9
+#: Seconds per parameter of validating and packing the inputs (used when they were not timed;
+#: measured 1.7 ns on 4096-4096-4096-10, 5.6 ns on the mnist-size network).
+PYTHON_S_PER_PARAM = 2.5e-9
 
-#: Seconds per checked coordinate of building the report (a few dozen NumPy passes).
-REPORT_S_PER_COORDINATE = 5e-8
+#: Seconds per checked coordinate of building the report (its summary in chunks, one
+#: thread; measured 6.8-8.5 ns from the mnist-size network to 4096-4096-4096-10).
+REPORT_S_PER_COORDINATE = 7.5e-9
 
 #: Fixed cost of a call (dispatch, small allocations, building the report).
 CALL_S = 4e-4
-
-#: Seconds per parameter and copy of the report's copies of P-vectors (the gradient blocks,
-#: and the numerical gradient's in the full and sampled modes) into fresh memory, when the
-#: validation was not timed. When it was, the copies are costed from it: it packs two
-#: P-vectors (theta and the gradient) into fresh memory, at the machine's page-fault speed.
-REPORT_S_PER_PARAM = 4e-9
 
 #: Fixed cost per block of the directional probes (random directions, NumPy calls).
 DIRECTIONAL_BLOCK_S = 1e-4
@@ -212,7 +209,8 @@ def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None,
     seconds after the set-up: the engine's loops for every step, and the report."""
     sizes, m = inputs.layout.sizes, inputs.m
     counts = _per_layer_counts(inputs.layout, n_per_block)
-    n_threads = options.n_threads or num_threads()
+    full = n_per_block is None
+    speed = thread_speed(options.n_threads or num_threads())
     total = 0.0
     for k, _ in enumerate(_steps(options)):
         if setup.engine == "exact":
@@ -222,24 +220,16 @@ def _coordinates_seconds(inputs, options, setup: SetUp, n_per_block: int | None,
         else:
             slow = None if setup.slow is None else setup.slow[k]
             explicit = None if setup.explicit is None else setup.explicit[k]
-            loop = sweep_check_seconds(sizes, m, counts, n_per_block is None, explicit, slow)
-        threads = n_threads if loop >= SERIAL_SECONDS else 1  # as the engine decides
-        total += loop / thread_speed(threads)
+            loop = sweep_check_seconds(sizes, m, counts, full, explicit, slow,
+                                       matrix=full and matrix_pays(inputs.layout.size_tuple, m))
+        total += on_threads(loop, speed)
     n = int(counts.sum())
-    return n, total + REPORT_S_PER_COORDINATE * n + _fixed_seconds(inputs, spent_s, 2)
+    return n, total + on_threads(REPORT_S_PER_COORDINATE * n, speed) + CALL_S
 
 
 def _validation_seconds(inputs, spent_s: float | None) -> float:
     """The validation (as timed by the caller, else modelled)."""
     return PYTHON_S_PER_PARAM * inputs.layout.n_params if spent_s is None else spent_s
-
-
-def _fixed_seconds(inputs, spent_s: float | None, copies: int) -> float:
-    """What every mode pays after its work: the call's fixed cost and the report's ``copies``
-    copies of P-vectors."""
-    if spent_s is None:
-        return CALL_S + copies * REPORT_S_PER_PARAM * inputs.layout.n_params
-    return CALL_S + copies / 2 * spent_s
 
 
 def _coordinate_mode(inputs, options, setup: SetUp, spent_s: float | None,
@@ -255,20 +245,24 @@ def _coordinate_mode(inputs, options, setup: SetUp, spent_s: float | None,
 def _directional_parts(inputs, options) -> tuple[float, float]:
     """Seconds of the directional probes' set-up (forward pass, activation complements,
     output coefficients, per-block NumPy calls) and per probe of every block: the change of
-    the perturbed layer and its propagation (BLAS products over the directions), for each
+    the perturbed layer and its propagation (BLAS products over the directions: the plus
+    step's, and the minus step's difference once a curved layer has been crossed), for each
     step (a large one also at eps/2 and eps/4, which bound the truncation)."""
     sizes, m = [int(s) for s in inputs.layout.sizes], inputs.m
     L = len(sizes) - 1
+    curved = [REGISTRY[name].curved for name in inputs.model.hidden_for(L)]
     setup = (forward_seconds(sizes, m) + 2 * m * sum(sizes[1:]) * ELEMENT_S
              + len(inputs.layout.names) * DIRECTIONAL_BLOCK_S)
-    flops = elements = 0
+    macs = elements = 0
     for l in range(1, L + 1):
-        later = sum(sizes[q] * sizes[q + 1] for q in range(l, L))
-        flops += 2 * (2 * m * later)  # W_l and b_l blocks, plus and minus
-        flops += 2 * sizes[l] * sizes[l - 1]  # a^T G b
+        # The W_l and b_l blocks: each carries its change through the layers after l.
+        for q in range(l, L):
+            products = 2 if any(curved[l - 1 : q]) else 1
+            macs += 2 * products * m * sizes[q] * sizes[q + 1]
+        macs += 2 * sizes[l] * sizes[l - 1]  # a^T G b and its bound's |a|^T |G| |b|
         elements += 2 * m * sum(sizes[l:])  # W_l and b_l blocks
     differences = len(_steps(replace(options, method="central")))
-    return setup, differences * (flops * BLAS_S_PER_FLOP + elements * DIRECTIONAL_S_PER_ELEMENT)
+    return setup, differences * (macs * BLAS_S_PER_MAC + elements * DIRECTIONAL_S_PER_ELEMENT)
 
 
 def _directional_mode(inputs, options, spent_s: float | None, n_directions: int) -> ModeCost:
@@ -277,8 +271,7 @@ def _directional_mode(inputs, options, spent_s: float | None, n_directions: int)
     setup_s = _validation_seconds(inputs, spent_s) + forward
     differences = len(_steps(replace(options, method="central")))
     return ModeCost("directional", 2 * differences * n_directions * len(inputs.layout.names),
-                    0, setup_s + n_directions * per_probe + _fixed_seconds(inputs, spent_s, 1),
-                    setup_s)
+                    0, setup_s + n_directions * per_probe + CALL_S, setup_s)
 
 
 def estimate(inputs, options, setup: SetUp | None = None,
@@ -383,7 +376,7 @@ def plan(inputs, options, spent_s: float | None = None):
     forward, per_probe = _directional_parts(inputs, options)
 
     def probes(k):  # seconds from here on
-        return forward + k * per_probe + _fixed_seconds(inputs, spent_s, 1)
+        return forward + k * per_probe + CALL_S
 
     k = _most_that_fit(probes, 1, int(options.n_directions), budget - sunk)
     over = ""

@@ -69,7 +69,7 @@ def test_big_case_takes_the_parallel_path(big_case, all_threads, monkeypatch):
     from gradcheck_fast import _threads
     from gradcheck_fast.engines import layer_sweep
 
-    monkeypatch.setattr(layer_sweep, "MATRIX_SWEEP", False)
+    monkeypatch.setattr(layer_sweep, "FULL_SWEEP", "rows")
     X, Y, parameters, gradients = big_case
     n_params = sum(v.size for v in parameters.values())
     assert n_params * X.shape[1] >= engines._SERIAL_WORK

@@ -57,9 +57,9 @@ def sweep_path(request, monkeypatch):
     """The full sweep by the jitted row loops, or by matrix products (which the time model
     takes for larger networks than these): each must hold every bound."""
     if request.param == "matrix":
-        monkeypatch.setattr(layer_sweep, "MATRIX_MACS", 0)
+        monkeypatch.setattr(layer_sweep, "FULL_SWEEP", "matrix")
     else:
-        monkeypatch.setattr(layer_sweep, "MATRIX_SWEEP", False)
+        monkeypatch.setattr(layer_sweep, "FULL_SWEEP", "rows")
     return request.param
 
 
@@ -138,7 +138,7 @@ def test_the_matrix_sweep_gives_the_same_bits_on_any_threads_and_the_rows_values
 
     layout, theta, prepared, _ = _setup(model, 2, sizes=(40, 70, 33, 4), m=23, scale=0.25)
     everything = np.arange(theta.size)
-    monkeypatch.setattr(layer_sweep, "MATRIX_MACS", 0)
+    monkeypatch.setattr(layer_sweep, "FULL_SWEEP", "matrix")
     monkeypatch.setattr(layer_sweep, "BLOCK_ROWS", 8)  # several blocks per layer
     monkeypatch.setattr(layer_sweep, "BLOCK_BYTES", 1)
     previous = numba.get_num_threads()
@@ -158,7 +158,7 @@ def test_the_matrix_sweep_gives_the_same_bits_on_any_threads_and_the_rows_values
     assert numba.config.NUMBA_NUM_THREADS == 1 or len(spread_calls) >= 1
     assert np.array_equal(one, many, equal_nan=True)
     assert np.array_equal(one_explicit, many_explicit) and one_explicit.size > 0
-    monkeypatch.setattr(layer_sweep, "MATRIX_SWEEP", False)
+    monkeypatch.setattr(layer_sweep, "FULL_SWEEP", "rows")
     rows, rows_explicit = layer_sweep.changes(layout, theta, 5e-7, prepared, model,
                                               everything, True)
     assert np.array_equal(rows_explicit, one_explicit)

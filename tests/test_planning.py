@@ -95,13 +95,19 @@ def test_the_modelled_set_up_counts_the_preparation():
     assert cost.full.setup >= prepare
 
 
-def test_the_preparation_model_grows_with_the_radii():
-    # The radii compare every later ReLU unit with every unit, per sample: m n_l n_q work,
-    # the largest part of a wide deep network's set-up (4096-4096-4096-10: seconds).
-    wide = costmodel.prepare_seconds((4096, 4096, 4096, 10), 64, ("relu", "relu"))
+def test_the_preparation_model_counts_the_radii_as_the_engine_runs_them():
+    # A later ReLU layer wider than SCAN_ALL is taken in rounds of its units nearest their
+    # kinks: work per unit of both layers (4096-4096-4096-10: ~10 ms, where the full scan
+    # would take seconds); a narrow one is scanned whole, work per pair of units.
+    wide = costmodel.radii_sample_seconds((4096, 4096, 4096, 10), [2])
+    assert wide == pytest.approx(2 * 4096 * costmodel.RADII_S_PER_UNIT)
+    narrow = costmodel.radii_sample_seconds((4096, costmodel.SCAN_ALL, 10), [1])
+    assert narrow == 0.0  # the first hidden layer has no earlier hidden layer
+    narrow = costmodel.radii_sample_seconds((784, 256, costmodel.SCAN_ALL, 10), [2])
+    assert narrow == pytest.approx(256 * costmodel.SCAN_ALL * costmodel.RADII_S_PER_ELEMENT)
+    relu = costmodel.prepare_seconds((4096, 4096, 4096, 10), 64, ("relu", "relu"))
     linear = costmodel.prepare_seconds((4096, 4096, 4096, 10), 64, ("linear", "linear"))
-    assert wide - linear >= 64 * 4096 * 4096 * costmodel.RADII_S_PER_ELEMENT
-    assert wide > 1.0
+    assert relu - linear == pytest.approx(64 * wide)
 
 
 @pytest.mark.parametrize("budget", [1e3, 1e-9])

@@ -89,7 +89,7 @@ def test_a_large_check_launches_few_regions_each_with_every_thread(regions, monk
     # loops' regions: a network this size takes the matrix sweep otherwise.)
     from gradcheck_fast.engines import layer_sweep
 
-    monkeypatch.setattr(layer_sweep, "MATRIX_SWEEP", False)
+    monkeypatch.setattr(layer_sweep, "FULL_SWEEP", "rows")
     sizes = (256, 128, 64, 1)
     per_sample = sum(sizes[1:]) * costmodel.sweep_row_seconds(sizes, 1)
     m = int(2.5 * _schedule.SERIAL_SECONDS / per_sample)

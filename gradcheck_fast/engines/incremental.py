@@ -53,6 +53,7 @@ from ._common import Codes, Costs, Network, Request, all_indices, locate, run_ke
 from .costmodel import (
     COMPOSED_S_PER_ELEMENT,
     JIT_FORWARD_MACS,
+    SCAN_ALL,
     forward_macs,
     incremental_seconds,
     incremental_worst_seconds,
@@ -226,11 +227,6 @@ def _radii_range(lo, hi, net, Z, m, bounds, rho):
 
 #: The least positive float64: the cut that takes the units at their kinks (|z| = 0).
 _TINY = 5e-324
-
-#: A later layer of at most this many units is scanned whole (its rounds' tests and floors
-#: would cost more than they save: 5 us more set-up on the small example network).
-SCAN_ALL = 64
-
 
 @jit(inline=True)
 def _settled(z, floor, smallest):

@@ -47,7 +47,12 @@ from .._threads import single_blas_thread
 from ..activations import LINEAR, has_kink, series
 from ..losses import COMPOSED_FIELDS, composed_terms
 from ._common import Request, locate, run_kernel
-from .costmodel import sweep_row_seconds, sweep_slot_seconds
+from .costmodel import (
+    MATRIX_S_PER_RECORD,
+    matrix_faster,
+    sweep_row_seconds,
+    sweep_slot_seconds,
+)
 
 #: Unit roundoff of float64.
 _U = 2.0**-53
@@ -514,11 +519,16 @@ def _is_range(indices: np.ndarray) -> bool:
 
 
 def matrix_pays(sizes: tuple[int, ...], m: int) -> bool:
-    """Whether the full sweep runs as matrix products (:func:`_matrix_sweep`): for networks
-    of at least ``MATRIX_MACS`` multiply-adds per product set (below, the row loops'
-    single call costs less than the products' and blocks' overheads)."""
-    return MATRIX_SWEEP and m * sum(n * (n_prev + 1) for n_prev, n in zip(sizes[:-1],
-                                                                        sizes[1:])) >= MATRIX_MACS
+    """Whether the full sweep runs as matrix products (:func:`_matrix_sweep`) rather than by
+    unit rows: as :data:`FULL_SWEEP` says, by default where the time model expects it to be
+    faster (:func:`.costmodel.matrix_faster`; below ~1e5 multiply-adds the row loops' single
+    call costs less than the products' and blocks' overheads)."""
+    if FULL_SWEEP == "auto":
+        return matrix_faster(sizes, m)
+    if FULL_SWEEP in ("matrix", "rows"):
+        return FULL_SWEEP == "matrix"
+    raise ValueError(f"layer_sweep.FULL_SWEEP must be 'auto', 'matrix' or 'rows', "
+                     f"not {FULL_SWEEP!r}")
 
 
 def explicit_parameters(net, theta: np.ndarray, epsilon: float, prepared, model) -> np.ndarray:
@@ -561,11 +571,9 @@ def _parameters_before_row(sizes: tuple[int, ...]) -> np.ndarray:
 # takes :func:`_column_sums`, agree with them within the sums' rounding, which the bound
 # ``kappa`` carries, rather than bitwise).
 
-#: Whether the full sweep may run as matrix products (else always the jitted row loops), and
-#: from how many multiply-adds on (:func:`matrix_pays`; measured on this machine: see the
-#: README's benchmark notes).
-MATRIX_SWEEP = True
-MATRIX_MACS = 2**18
+#: Which full sweep runs (:func:`matrix_pays`): "auto" (the one the time model expects to be
+#: faster), "matrix" or "rows" (always that one: for tests and measurements).
+FULL_SWEEP = "auto"
 
 #: The sums of one block of unit rows take at most this much memory.
 BLOCK_BYTES = 16 * 2**20
@@ -710,7 +718,7 @@ def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
             first, last = blocks[0][0], blocks[-1][1]
             X, norms = _layer_powers(table.Xt, int(net[3][l - 1]), n_prev, m)
             W = np.empty((5, last - first, m))
-            run_kernel(_records_range, _records_parallel, last - first, m * RECORD_SECONDS,
+            run_kernel(_records_range, _records_parallel, last - first, m * MATRIX_S_PER_RECORD,
                        ((l, first, kappa), net, state, table, (W, out.explicit)), False)
 
             def run_blocks(group, l=l, X=X, W=W, norms=norms, rows=rows, n_prev=n_prev,
@@ -723,7 +731,7 @@ def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
                     _assemble_range(0, hi - lo, (l, lo, kappa, m), S, block, norms, request,
                                     net, out)
 
-            spread(run_blocks, blocks, (last - first) * m * (n_prev + 1) * PRODUCT_SECONDS)
+            spread(run_blocks, blocks, 3 * (last - first) * m * (n_prev + 1) * PRODUCT_SECONDS)
 
 
 def _block_in_span(net, l: int, lo: int, hi: int, span) -> bool:
@@ -735,7 +743,3 @@ def _block_in_span(net, l: int, lo: int, hi: int, span) -> bool:
     b_lo, b_hi = int(net[2][l]) + lo, int(net[2][l]) + hi
     return (w_lo < b and a < w_hi) or (b_lo < b and a < b_hi)
 
-
-#: Seconds per (unit, sample) record (one thread; for the choice between one thread and
-#: several).
-RECORD_SECONDS = 3e-8
