@@ -4,7 +4,8 @@ A busy machine is the normal case: another process may hold one of the cores, an
 region then ends only when its descheduled worker has had its time slice (the omp and
 workqueue layers join every thread of the region). Three rules follow.
 
-- Serial below the work where a region pays for a late thread (:func:`threads_for`).
+- Serial below the work where a region pays for a late thread (:func:`threads_for`; less
+  work under tbb, whose regions hand a late worker's share to the others).
 - Inside a region, chunks are claimed one at a time from a shared counter (:func:`claim`)
   rather than split between the threads in advance (numba's prange splits statically under
   the omp and workqueue layers): a thread that runs late simply claims fewer chunks, so the
@@ -19,13 +20,17 @@ Which thread computes a chunk never changes a result: every index writes only it
 
 BLAS products run on Python threads instead (:func:`spread`, :func:`blocked_matmul`): cut
 into blocks by their shapes alone, each block a product on one BLAS thread, so that the
-rounding never depends on how many threads ran them.
+rounding never depends on how many threads ran them. The threads, the calling one included,
+claim the blocks one at a time as a region's workers claim chunks, and the call waits only
+for the blocks claimed: a helper that starts late takes none.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,7 +39,7 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
 from ._jit import jit
-from ._threads import num_threads
+from ._threads import num_threads, work_stealing_layer
 
 #: Below this much work (seconds on one thread) everything runs on one thread. A second thread
 #: saves at most ~1/3 of the work on 2 cores (measured gain ~1.45x), but when another process
@@ -42,6 +47,14 @@ from ._threads import num_threads
 #: measured here: a region pays for that only on longer work. At the threshold a serial
 #: check on a loaded machine takes ~1.5 x 1.45 ~ 2.2x the parallel time on an idle one.
 SERIAL_SECONDS = 0.02
+
+#: ... except for numba's regions under a work-stealing layer (tbb): there the share of a
+#: worker that has not started is taken by the threads that run, so a region waits for a
+#: descheduled worker only if it stopped inside a chunk. Measured, the mnist-size check with a
+#: core taken by another process, 30 calls each: tbb's regions from this much work on, median
+#: 7.5 ms as on one thread, none over 10 ms; the same on omp's, median 22 ms (workqueue's:
+#: 7.9 ms, up to 17). Idle, it takes 5.05 ms instead of 5.8.
+STEALING_SERIAL_SECONDS = 5e-4
 
 #: Chunks per thread in a region: small enough that a late thread holds the region back by
 #: little (one chunk), large enough that claiming costs nothing (one atomic add per chunk).
@@ -75,11 +88,22 @@ def busy() -> bool:
     return time.monotonic() - _last_late < BUSY_MEMORY
 
 
-def threads_for(seconds: float) -> int:
-    """The threads for ``seconds`` of one-thread work: 1 below :data:`SERIAL_SECONDS` (or below
-    :data:`BUSY_SERIAL_SECONDS` on a machine seen busy), else numba's current thread count."""
-    limit = BUSY_SERIAL_SECONDS if busy() else SERIAL_SECONDS
-    return 1 if seconds < limit else num_threads()
+def serial_seconds(region: bool = False) -> float:
+    """The one-thread work below which a task runs on one thread: :data:`BUSY_SERIAL_SECONDS`
+    on a machine seen busy; else for a numba region (``region``) under a work-stealing layer
+    :data:`STEALING_SERIAL_SECONDS`, and :data:`SERIAL_SECONDS` for any other (a region of
+    another layer, or Python threads, which are joined one by one)."""
+    if busy():
+        return BUSY_SERIAL_SECONDS
+    if region and work_stealing_layer():
+        return min(STEALING_SERIAL_SECONDS, SERIAL_SECONDS)
+    return SERIAL_SECONDS
+
+
+def threads_for(seconds: float, region: bool = False) -> int:
+    """The threads for ``seconds`` of one-thread work (a numba region's: ``region``): 1 below
+    :func:`serial_seconds`, else numba's current thread count."""
+    return 1 if seconds < serial_seconds(region) else num_threads()
 
 
 def counter(n_workers: int) -> np.ndarray:
@@ -130,7 +154,7 @@ def run(serial, parallel, n: int, seconds: float, args: tuple) -> None:
     the threshold of :func:`threads_for`, else ``parallel(0, n, n_chunks, n_workers,
     schedule, *args)`` as one region whose workers claim the chunks (the parallel kernels'
     convention, see :func:`claim`)."""
-    n_threads = max(1, min(threads_for(n * seconds), n))
+    n_threads = max(1, min(threads_for(n * seconds, region=True), n))
     run_on(serial, parallel, 0, n, n_threads, tuple(map(bare, args)), n * seconds)
 
 
@@ -169,17 +193,58 @@ MAX_BLOCKS = 8
 
 
 def spread(run, blocks: list, seconds: float) -> None:
-    """``run(group)`` for contiguous groups of ``blocks``, one group per thread
-    (:func:`threads_for` ``seconds`` of one-thread work; one group when that is one thread):
-    which thread runs a block never changes its values."""
-    n_threads = min(len(blocks), threads_for(seconds))
+    """``run(claimed)`` on each of the threads for ``seconds`` of one-thread work
+    (:func:`threads_for`, as a region under a work-stealing layer: one thread for small work),
+    the calling thread included; ``claimed`` yields the blocks that thread claims, one at a
+    time from a shared counter, so that a thread that starts late claims fewer (none if the
+    others took every block) and the call waits only for the blocks claimed. One thread takes
+    ``blocks`` itself. Which thread runs a block never changes its values."""
+    n_threads = min(len(blocks), threads_for(seconds, region=True))
     if n_threads <= 1:
         run(blocks)
         return
-    groups = [blocks[k * len(blocks) // n_threads:(k + 1) * len(blocks) // n_threads]
-              for k in range(n_threads)]
-    for future in [_pool(n_threads).submit(run, group) for group in groups]:
-        future.result()
+    shared = _Claims(blocks)
+    futures = [_pool(n_threads - 1).submit(shared.work, run) for _ in range(n_threads - 1)]
+    try:
+        shared.work(run)
+    finally:
+        shared.finished.wait()  # every claimed block done (or abandoned by an error)
+    for future in futures:
+        if future.done():
+            future.result()  # a helper's error (it claimed a block), raised here
+    if shared.errors:
+        raise shared.errors[0]
+
+
+class _Claims:
+    """The blocks of one :func:`spread`, handed out one at a time (``next`` on a count is
+    atomic under the GIL), and the count of claimed blocks not yet done: ``finished`` is set
+    when every block is done, or when a thread's ``run`` raised (its error kept)."""
+
+    def __init__(self, blocks: list):
+        self.blocks = blocks
+        self.counter = itertools.count()
+        self.left = len(blocks)
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.errors: list = []
+
+    def claimed(self):
+        """The blocks this thread claims; each counted as done when the next is asked for."""
+        while (k := next(self.counter)) < len(self.blocks):
+            yield self.blocks[k]
+            with self.lock:
+                self.left -= 1
+                if self.left == 0:
+                    self.finished.set()
+
+    def work(self, run) -> None:
+        try:
+            run(self.claimed())
+        except BaseException as error:
+            self.errors.append(error)
+            self.finished.set()
+            raise
 
 
 def blocked_matmul(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -285,3 +285,132 @@ def test_blocked_products_are_the_same_bits_on_any_threads(monkeypatch):
         assert np.array_equal(one, many)
     # Each block is a product of its own: equal to the whole one within its rounding.
     np.testing.assert_allclose(results[0][0], whole, rtol=0, atol=1e-12 * np.abs(whole).max())
+
+
+@needs_threads
+@pytest.mark.parametrize("layer", ["tbb", "omp", "workqueue"])
+def test_regions_under_a_work_stealing_layer_take_the_threads_for_less_work(monkeypatch,
+                                                                             layer):
+    # tbb hands the share of a worker that has not started to the threads that run, so its
+    # regions need not wait for a descheduled worker: they get every thread from
+    # STEALING_SERIAL_SECONDS of work on. Other layers join every worker (a time slice on a
+    # busy machine), and Python threads (spread, as a region) claim blocks the same way only
+    # when asked as a region; anything else keeps SERIAL_SECONDS. A busy machine: serial.
+    from gradcheck_fast import _threads
+
+    monkeypatch.setattr(_threads, "_started_layer", layer)
+    monkeypatch.setattr(_schedule, "_last_late", -math.inf)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(MAX_THREADS)
+    try:
+        small = _schedule.STEALING_SERIAL_SECONDS
+        assert small < _schedule.SERIAL_SECONDS
+        stealing = layer == "tbb"
+        assert _threads.work_stealing_layer() == stealing
+        assert _schedule.threads_for(small, region=True) == (MAX_THREADS if stealing else 1)
+        assert _schedule.threads_for(0.99 * small, region=True) == 1
+        assert _schedule.threads_for(small) == 1  # not a region
+        assert _schedule.threads_for(_schedule.SERIAL_SECONDS) == MAX_THREADS
+        assert engines._common.runs_at_once(1, small, False) == (not stealing)
+        monkeypatch.setattr(_schedule, "_last_late", math.inf)  # busy from now on
+        assert _schedule.threads_for(small, region=True) == 1
+        assert _schedule.threads_for(_schedule.SERIAL_SECONDS, region=True) == 1
+    finally:
+        numba.set_num_threads(previous)
+
+
+def test_the_layer_expected_before_it_starts(monkeypatch):
+    # A process whose checks are all small may never start numba's layer: until it starts,
+    # the layer the package chose and loaded tbb for counts as tbb; once it has, the layer
+    # in force counts.
+    from gradcheck_fast import _threads
+
+    monkeypatch.setattr(_threads, "_started_layer", None)
+    monkeypatch.setattr(_threads, "_thread_safe_layer", lambda: False)  # not started
+    for expected in (True, False):
+        monkeypatch.setattr(_threads, "_expect_tbb", expected)
+        assert _threads.work_stealing_layer() == expected
+    monkeypatch.setattr(_threads, "_started_layer", "workqueue")
+    monkeypatch.setattr(_threads, "_expect_tbb", True)
+    assert not _threads.work_stealing_layer()
+
+
+class _LateHelpers:
+    """A stand-in pool whose threads start only when ``release`` is set (a descheduled
+    helper), each recording the blocks it ran."""
+
+    def __init__(self):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.release = threading.Event()
+        self.pool = ThreadPoolExecutor(4)
+
+    def submit(self, work, run):
+        def late():
+            self.release.wait(30)
+            return work(run)
+        return self.pool.submit(late)
+
+
+@needs_threads
+def test_spread_does_not_wait_for_a_helper_that_claimed_nothing(monkeypatch):
+    # Python threads claim blocks one at a time, the calling thread included: a helper that
+    # has not started when the others took every block claims none, and spread returns
+    # without it (before: one group per thread, joined, so a descheduled helper held the
+    # call for its time slice). Nothing is timed: the helper starts only after spread
+    # returned, which it could not do if spread waited for it.
+    import threading
+
+    helpers = _LateHelpers()
+    monkeypatch.setattr(_schedule, "_pool", lambda n: helpers)
+    monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
+    monkeypatch.setattr(_schedule, "_last_late", -math.inf)
+    ran = []
+
+    def run(claimed):
+        for block in claimed:
+            ran.append((threading.get_ident(), block))
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(MAX_THREADS)
+    try:
+        caller = threading.Thread(target=_schedule.spread, args=(run, list(range(10)), 1.0))
+        caller.start()
+        caller.join(30)
+        returned = not caller.is_alive()
+        helpers.release.set()
+        caller.join(30)
+    finally:
+        numba.set_num_threads(previous)
+        helpers.pool.shutdown(wait=True)
+    assert returned
+    assert sorted(block for _, block in ran) == list(range(10))
+    assert {thread for thread, _ in ran} == {caller.ident}
+
+
+@needs_threads
+def test_spread_runs_every_block_once_and_raises_a_helpers_error(monkeypatch):
+    monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
+    monkeypatch.setattr(_schedule, "_last_late", -math.inf)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(MAX_THREADS)
+    try:
+        counts = np.zeros(200, dtype=np.int64)
+
+        def run(claimed):
+            for block in claimed:
+                counts[block] += 1
+
+        _schedule.spread(run, list(range(200)), 1.0)
+        assert np.all(counts == 1)
+
+        def failing(claimed):
+            for block in claimed:
+                if block == 7:
+                    raise ValueError("block 7")
+
+        with pytest.raises(ValueError, match="block 7"):
+            _schedule.spread(failing, list(range(20)), 1.0)
+    finally:
+        numba.set_num_threads(previous)

@@ -62,16 +62,17 @@ SWEEP_S_PER_PARAM = 3.7e-9
 SWEEP_S = 1.6e-5
 
 #: The layer sweep by matrix products (:func:`.layer_sweep._matrix_sweep`), one thread:
-#: seconds per (unit x sample) (its records), per (input x sample) of each layer (its powers
-#: and the tables), per parameter (the assembly and the largest step), per layer and per call
-#: (NumPy calls, launches), besides the three products per layer at BLAS_S_PER_MAC. Fitted to
-#: 21 networks from 8-8-4 (m = 16) to 4096-4096-4096-10 (m = 64): within 1.25x but for
-#: those whose inputs by sample outgrow the caches (784-256-128-10 at m = 512,
-#: 3072-128-10 at m = 256: 0.7x).
-MATRIX_S_PER_RECORD = 4e-9
-MATRIX_S_PER_INPUT = 8e-9
-MATRIX_S_PER_PARAM = 1.6e-9
-MATRIX_S_PER_LAYER = 8e-6
+#: seconds per (unit x sample) (its records: measured 1.1e-8 on the mnist-size network, up to
+#: 1.6e-8 on 4096-wide layers), per (input x sample) of each layer (its powers and the
+#: tables), per parameter (the assembly and the largest step), per layer and per call (NumPy
+#: calls, launches), besides the three products per layer at BLAS_S_PER_MAC. Fitted to 21
+#: networks from 8-8-4 (m = 16) to 4096-4096-4096-10 (m = 64): within 1.4x but for those
+#: whose inputs by sample outgrow the caches (784-256-128-10 at m = 512, 3072-128-10 at
+#: m = 256: 0.7x).
+MATRIX_S_PER_RECORD = 1.1e-8
+MATRIX_S_PER_INPUT = 7e-9
+MATRIX_S_PER_PARAM = 1.4e-9
+MATRIX_S_PER_LAYER = 6e-6
 MATRIX_S = 2.2e-5
 
 #: The layer sweep over a subset of parameters (:func:`.layer_sweep._sweep_slots`), one
