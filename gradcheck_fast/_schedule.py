@@ -4,8 +4,7 @@ A busy machine is the normal case: another process may hold one of the cores, an
 region then ends only when its descheduled worker has had its time slice (the omp and
 workqueue layers join every thread of the region). Three rules follow.
 
-- Serial below the work where a region pays for a late thread (:func:`threads_for`; less
-  work under tbb, whose regions hand a late worker's share to the others).
+- Serial below the work where a region pays for a late thread (:func:`threads_for`).
 - Inside a region, chunks are claimed one at a time from a shared counter (:func:`claim`)
   rather than split between the threads in advance (numba's prange splits statically under
   the omp and workqueue layers): a thread that runs late simply claims fewer chunks, so the
@@ -39,7 +38,7 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
 from ._jit import jit
-from ._threads import num_threads, work_stealing_layer
+from ._threads import num_threads
 
 #: Below this much work (seconds on one thread) everything runs on one thread. A second thread
 #: saves at most ~1/3 of the work on 2 cores (measured gain ~1.45x), but when another process
@@ -47,14 +46,6 @@ from ._threads import num_threads, work_stealing_layer
 #: measured here: a region pays for that only on longer work. At the threshold a serial
 #: check on a loaded machine takes ~1.5 x 1.45 ~ 2.2x the parallel time on an idle one.
 SERIAL_SECONDS = 0.02
-
-#: ... except for numba's regions under a work-stealing layer (tbb): there the share of a
-#: worker that has not started is taken by the threads that run, so a region waits for a
-#: descheduled worker only if it stopped inside a chunk. Measured, the mnist-size check with a
-#: core taken by another process, 30 calls each: tbb's regions from this much work on, median
-#: 7.5 ms as on one thread, none over 10 ms; the same on omp's, median 22 ms (workqueue's:
-#: 7.9 ms, up to 17). Idle, it takes 5.05 ms instead of 5.8.
-STEALING_SERIAL_SECONDS = 5e-4
 
 #: Chunks per thread in a region: small enough that a late thread holds the region back by
 #: little (one chunk), large enough that claiming costs nothing (one atomic add per chunk).
@@ -88,22 +79,11 @@ def busy() -> bool:
     return time.monotonic() - _last_late < BUSY_MEMORY
 
 
-def serial_seconds(region: bool = False) -> float:
-    """The one-thread work below which a task runs on one thread: :data:`BUSY_SERIAL_SECONDS`
-    on a machine seen busy; else for a numba region (``region``) under a work-stealing layer
-    :data:`STEALING_SERIAL_SECONDS`, and :data:`SERIAL_SECONDS` for any other (a region of
-    another layer, or Python threads, which are joined one by one)."""
-    if busy():
-        return BUSY_SERIAL_SECONDS
-    if region and work_stealing_layer():
-        return min(STEALING_SERIAL_SECONDS, SERIAL_SECONDS)
-    return SERIAL_SECONDS
-
-
-def threads_for(seconds: float, region: bool = False) -> int:
-    """The threads for ``seconds`` of one-thread work (a numba region's: ``region``): 1 below
-    :func:`serial_seconds`, else numba's current thread count."""
-    return 1 if seconds < serial_seconds(region) else num_threads()
+def threads_for(seconds: float) -> int:
+    """The threads for ``seconds`` of one-thread work: 1 below :data:`SERIAL_SECONDS` (or below
+    :data:`BUSY_SERIAL_SECONDS` on a machine seen busy), else numba's current thread count."""
+    limit = BUSY_SERIAL_SECONDS if busy() else SERIAL_SECONDS
+    return 1 if seconds < limit else num_threads()
 
 
 def counter(n_workers: int) -> np.ndarray:
@@ -149,13 +129,28 @@ def bare(bundle):
     return tuple(bundle) if isinstance(bundle, tuple) and type(bundle) is not tuple else bundle
 
 
-def run(serial, parallel, n: int, seconds: float, args: tuple) -> None:
-    """``serial(0, n, *args)`` on one thread when ``n * seconds`` (one-thread work) is below
-    the threshold of :func:`threads_for`, else ``parallel(0, n, n_chunks, n_workers,
-    schedule, *args)`` as one region whose workers claim the chunks (the parallel kernels'
-    convention, see :func:`claim`)."""
-    n_threads = max(1, min(threads_for(n * seconds, region=True), n))
-    run_on(serial, parallel, 0, n, n_threads, tuple(map(bare, args)), n * seconds)
+def run(serial, n: int, seconds: float, args: tuple, per_thread=None) -> None:
+    """``serial(lo, hi, *args)`` (a jitted kernel that releases the GIL) over [0, n) in
+    pieces on Python threads, which claim the pieces one at a time, the calling thread
+    included (:func:`spread`: a thread that starts late takes none and is not waited for); in
+    one call on one thread when ``n * seconds`` (one-thread work) is below the threshold of
+    :func:`threads_for`. ``per_thread()``: more arguments that each thread
+    makes for itself (a work space), appended to ``args``. No parallel kernel is compiled:
+    the serial one runs on every thread."""
+    args = tuple(map(bare, args))
+    n_threads = max(1, min(threads_for(n * seconds), n))
+    if n_threads == 1:
+        serial(0, n, *args, *(per_thread() if per_thread else ()))
+        return
+    n_pieces = min(n, CHUNKS_PER_THREAD * n_threads)
+    pieces = [(k * n // n_pieces, (k + 1) * n // n_pieces) for k in range(n_pieces)]
+
+    def work(claimed):
+        own = per_thread() if per_thread else ()
+        for lo, hi in claimed:
+            serial(lo, hi, *args, *own)
+
+    spread(work, pieces, n * seconds)
 
 
 def run_on(serial, parallel, lo: int, hi: int, n_threads: int, args: tuple,
@@ -194,12 +189,12 @@ MAX_BLOCKS = 8
 
 def spread(run, blocks: list, seconds: float) -> None:
     """``run(claimed)`` on each of the threads for ``seconds`` of one-thread work
-    (:func:`threads_for`, as a region under a work-stealing layer: one thread for small work),
+    (:func:`threads_for`: one thread for small work),
     the calling thread included; ``claimed`` yields the blocks that thread claims, one at a
     time from a shared counter, so that a thread that starts late claims fewer (none if the
     others took every block) and the call waits only for the blocks claimed. One thread takes
     ``blocks`` itself. Which thread runs a block never changes its values."""
-    n_threads = min(len(blocks), threads_for(seconds, region=True))
+    n_threads = min(len(blocks), threads_for(seconds))
     if n_threads <= 1:
         run(blocks)
         return

@@ -46,11 +46,6 @@ _TBB_LIBRARY = {"win32": "tbb12.dll", "darwin": "libtbb.12.dylib"}.get(sys.platf
 #: Whether :func:`choose_threading_layer` set the layer (False: the user's or numba's stands).
 chose_layer = False
 
-#: Whether the layer, once started, is expected to be tbb: the layer asked for takes tbb when
-#: it can be loaded, and pip's TBB runtime was loaded (numba may still fall back, e.g. to an
-#: older runtime it refuses: :func:`work_stealing_layer` trusts the started layer).
-_expect_tbb = False
-
 #: Held around each parallel launch on a layer that is not thread-safe (reentrant: a launch
 #: site never has to know whether its caller holds it). Made anew in a forked child.
 _LAUNCH_LOCK = threading.RLock()
@@ -86,13 +81,13 @@ def choose_threading_layer() -> None:
     chose a layer or numba's layer is already running; preloads pip's TBB runtime when the
     layer in use would take tbb. See the module docstring for why.
     """
-    global chose_layer, _expect_tbb
+    global chose_layer
     if layer_started():
         return
     chosen = user_chose_layer()
     if chosen and str(numba.config.THREADING_LAYER).lower() not in _LAYERS_WANTING_TBB:
         return
-    _expect_tbb = _preload_tbb()
+    _preload_tbb()
     if not chosen:
         numba.config.THREADING_LAYER = DEFAULT_LAYER
         chose_layer = True
@@ -185,22 +180,6 @@ def _thread_safe_layer() -> bool:
         except ValueError:  # not started yet
             return False
     return _started_layer in THREAD_SAFE_LAYERS
-
-
-#: Layers whose regions hand the share of a worker that has not started to the threads that
-#: run (tbb's work stealing): such a region does not wait for a descheduled thread's time slice
-#: (see :mod:`gradcheck_fast._schedule`).
-WORK_STEALING_LAYERS = frozenset({"tbb"})
-
-
-def work_stealing_layer() -> bool:
-    """Whether numba's layer is one of :data:`WORK_STEALING_LAYERS`: the layer in force once
-    started, else the one expected (a process may never start it: small work runs on one
-    thread)."""
-    _thread_safe_layer()  # reads the layer in force once it has started
-    if _started_layer is None:
-        return _expect_tbb
-    return _started_layer in WORK_STEALING_LAYERS
 
 
 def num_threads() -> int:

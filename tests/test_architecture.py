@@ -302,8 +302,7 @@ def test_no_activation_or_loss_knowledge_outside_the_registries():
 # Kernels take a few bundles, not long argument lists
 # ---------------------------------------------------------------------------------------------
 #: Kernels allowed more than MAX_KERNEL_ARGS arguments: each documents every argument.
-_LONG_SIGNATURES = {"moved_change", "_activation_changes", "_composed_parallel", "_linear_row",
-                    "composed_terms", "_summary_parallel"}
+_LONG_SIGNATURES = {"moved_change", "_activation_changes", "_linear_row", "composed_terms"}
 
 #: Issue 10: no kernel over ~10 arguments (a parallel kernel's five scheduling arguments
 #: included); before, the engines' kernels took 26 to 31.

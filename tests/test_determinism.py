@@ -79,18 +79,23 @@ def test_big_case_takes_the_parallel_path(big_case, all_threads, monkeypatch):
 
 
 def test_every_parallel_region_gives_the_serial_bits(big_case, all_threads, monkeypatch):
-    # With no serial threshold every kernel that has a parallel version runs it (the
-    # incremental engine's set-up too: radii and composed cubics, which no check of a
-    # test-sized network would otherwise run in parallel); the bits are the serial ones.
+    # With no serial threshold every kernel runs on several threads: the engine's loops as
+    # numba regions, and the set-up's radii and composed cubics and the report's summary as
+    # pieces on Python threads (which no check of a test-sized network would otherwise run
+    # on several); the bits are the serial ones.
     from gradcheck_fast import _schedule, _threads
+    from tests.conftest import count_calls
 
     X, Y, parameters, gradients = big_case
     serial = gradcheck_fast.check_gradients(parameters, gradients, X, Y, n_threads=1)
     monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
+    spreads = count_calls(monkeypatch, _schedule, "spread")
+    pools = count_calls(monkeypatch, _schedule, "_pool")
     before = _threads.launches
     parallel = gradcheck_fast.check_gradients(parameters, gradients, X, Y,
                                               n_threads=all_threads)
-    assert _threads.launches - before >= 3  # radii, composed cubics, the engine's loop
+    assert _threads.launches - before >= 1  # the engine's loop
+    assert len(spreads) >= 3 and len(pools) >= 3  # radii, composed cubics, summary
     assert_reports_bitwise_equal(serial, parallel)
 
 
@@ -111,7 +116,7 @@ def test_the_blocked_products_of_the_set_up_give_the_serial_bits(all_threads, mo
         calls.append(len(blocks)), original(run, blocks, seconds)))
     parallel = gradcheck_fast.check_gradients(parameters, gradients, X, Y,
                                               n_threads=all_threads)
-    assert calls and max(calls) == _schedule.MAX_BLOCKS
+    assert _schedule.MAX_BLOCKS in calls  # the products in blocks (and the pieces of run)
     assert_reports_bitwise_equal(serial, parallel)
 
 

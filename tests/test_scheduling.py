@@ -288,51 +288,39 @@ def test_blocked_products_are_the_same_bits_on_any_threads(monkeypatch):
 
 
 @needs_threads
-@pytest.mark.parametrize("layer", ["tbb", "omp", "workqueue"])
-def test_regions_under_a_work_stealing_layer_take_the_threads_for_less_work(monkeypatch,
-                                                                             layer):
-    # tbb hands the share of a worker that has not started to the threads that run, so its
-    # regions need not wait for a descheduled worker: they get every thread from
-    # STEALING_SERIAL_SECONDS of work on. Other layers join every worker (a time slice on a
-    # busy machine), and Python threads (spread, as a region) claim blocks the same way only
-    # when asked as a region; anything else keeps SERIAL_SECONDS. A busy machine: serial.
-    from gradcheck_fast import _threads
+def test_run_takes_the_serial_kernel_on_python_threads(monkeypatch):
+    # _schedule.run hands pieces of [0, n) to Python threads, each with its own work space
+    # (per_thread), the serial kernel on each (no parallel kernel to compile); small work is
+    # one call.
+    import threading
 
-    monkeypatch.setattr(_threads, "_started_layer", layer)
     monkeypatch.setattr(_schedule, "_last_late", -math.inf)
+    monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 1e-4)
+    calls, spaces = [], []
+
+    def serial(lo, hi, done, space):
+        calls.append((lo, hi, threading.get_ident()))
+        done[lo:hi] += 1
+        space.append((lo, hi))
+
+    def per_thread():
+        space = []
+        spaces.append(space)
+        return (space,)
+
     previous = numba.get_num_threads()
     numba.set_num_threads(MAX_THREADS)
     try:
-        small = _schedule.STEALING_SERIAL_SECONDS
-        assert small < _schedule.SERIAL_SECONDS
-        stealing = layer == "tbb"
-        assert _threads.work_stealing_layer() == stealing
-        assert _schedule.threads_for(small, region=True) == (MAX_THREADS if stealing else 1)
-        assert _schedule.threads_for(0.99 * small, region=True) == 1
-        assert _schedule.threads_for(small) == 1  # not a region
-        assert _schedule.threads_for(_schedule.SERIAL_SECONDS) == MAX_THREADS
-        assert engines._common.runs_at_once(1, small, False) == (not stealing)
-        monkeypatch.setattr(_schedule, "_last_late", math.inf)  # busy from now on
-        assert _schedule.threads_for(small, region=True) == 1
-        assert _schedule.threads_for(_schedule.SERIAL_SECONDS, region=True) == 1
+        done = np.zeros(1000, dtype=np.int64)
+        _schedule.run(serial, 1000, 1e-6, (done,), per_thread)  # 1 ms of work: pieces
+        assert np.all(done == 1)
+        assert len(calls) == min(1000, _schedule.CHUNKS_PER_THREAD * MAX_THREADS)
+        assert len(spaces) <= MAX_THREADS and sum(map(len, spaces)) == len(calls)
+        calls.clear()
+        _schedule.run(serial, 1000, 1e-10, (done,), per_thread)  # 0.1 us: one call
+        assert [(lo, hi) for lo, hi, _ in calls] == [(0, 1000)] and np.all(done == 2)
     finally:
         numba.set_num_threads(previous)
-
-
-def test_the_layer_expected_before_it_starts(monkeypatch):
-    # A process whose checks are all small may never start numba's layer: until it starts,
-    # the layer the package chose and loaded tbb for counts as tbb; once it has, the layer
-    # in force counts.
-    from gradcheck_fast import _threads
-
-    monkeypatch.setattr(_threads, "_started_layer", None)
-    monkeypatch.setattr(_threads, "_thread_safe_layer", lambda: False)  # not started
-    for expected in (True, False):
-        monkeypatch.setattr(_threads, "_expect_tbb", expected)
-        assert _threads.work_stealing_layer() == expected
-    monkeypatch.setattr(_threads, "_started_layer", "workqueue")
-    monkeypatch.setattr(_threads, "_expect_tbb", True)
-    assert not _threads.work_stealing_layer()
 
 
 class _LateHelpers:

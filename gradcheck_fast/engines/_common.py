@@ -204,7 +204,7 @@ def run_kernel(serial, parallel, P: int, seconds: float, args: tuple, progress: 
     if runs_at_once(P, seconds, progress):
         serial(0, P, *args)  # one call on one thread, whatever the machine (the common case)
         return
-    n_threads = 1 if parallel is None else max(1, min(threads_for(total, region=True), P))
+    n_threads = 1 if parallel is None else max(1, min(threads_for(total), P))
     n_pieces = max(1, math.ceil(total / PIECE_SECONDS))
     if progress:
         # More pieces for the bar; parallel ones no smaller than the work a region pays for.
@@ -240,7 +240,7 @@ def all_indices(P: int) -> np.ndarray:
 def runs_at_once(P: int, seconds: float, progress: bool) -> bool:
     """Whether :func:`run_kernel` runs P items of ``seconds`` each as one call on one thread:
     small work without a progress bar (an engine may then fuse its set-up into that call)."""
-    return not progress and P * seconds < _schedule.serial_seconds(region=True)
+    return not progress and P * seconds < _schedule.SERIAL_SECONDS
 
 
 def _progress_bar(total: int):

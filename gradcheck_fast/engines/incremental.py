@@ -165,7 +165,7 @@ def _radii(net, Z, m, bounds, rho):
     sizes = net.sizes
     seconds = radii_sample_seconds(sizes, [q for q in range(1, len(sizes) - 1)
                                            if bounds.kinked[q]])
-    run(_radii_range, _radii_parallel, m, seconds, (net, Z, m, bounds, rho))
+    run(_radii_range, m, seconds, (net, Z, m, bounds, rho))
 
 
 @jit
@@ -236,19 +236,6 @@ def _settled(z, floor, smallest):
     for r in range(smallest.shape[0]):
         short += not z * floor[r] >= smallest[r]
     return short == 0
-
-
-@jit(parallel=True)
-def _radii_parallel(start, stop, n_chunks, n_workers, schedule, net, Z, m, bounds, rho):
-    """:func:`_radii_range` over chunks of the samples claimed by ``n_workers`` threads."""
-    n = stop - start
-    for w in prange(n_workers):
-        worker = np.int64(w)
-        ch = claim(schedule, worker, n_chunks)
-        while ch < n_chunks:
-            _radii_range(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, net, Z,
-                         m, bounds, rho)
-            ch = claim(schedule, worker, n_chunks)
 
 
 def _derivative_bounds(weights, sizes, gains):
@@ -587,8 +574,7 @@ def _composed(net, out, loss, sens, rho):
     K = np.empty(max(hidden_units * m, 1) * K_FIELDS)  # every row is written
     # Small networks on one thread: waking the others costs more than the work.
     args = (net, out, loss, sens, rho, K)
-    run(_composed_rows, _composed_parallel, hidden_units * m,
-        int(sizes[-1]) * COMPOSED_S_PER_ELEMENT, args)
+    run(_composed_rows, hidden_units * m, int(sizes[-1]) * COMPOSED_S_PER_ELEMENT, args)
     return K
 
 
@@ -617,23 +603,6 @@ def _composed_rows(lo, hi, net, out, loss, sens, rho, K):
             reach = K[q]
             limit = min(1.0, T_COMPOSED / reach) if reach > 0.0 else 1.0
             K[q] = min(limit, RHO_SAFETY * rho[act_off[l] + row], radius[s_off[l] + row // m])
-
-
-@jit(parallel=True)
-def _composed_parallel(start, stop, n_chunks, n_workers, schedule, net, out, loss, sens, rho,
-                       K):
-    """:func:`_composed_rows` over chunks of the rows [``start``, ``stop``): ``n_chunks``
-    chunks claimed one at a time by ``n_workers`` threads from ``schedule``
-    (:mod:`gradcheck_fast._schedule`); ``net``, ``out`` (the loss code), ``loss``, ``sens``,
-    ``rho`` and the result ``K`` as :func:`_composed_rows` takes them."""
-    n = stop - start
-    for w in prange(n_workers):
-        worker = np.int64(w)
-        ch = claim(schedule, worker, n_chunks)
-        while ch < n_chunks:
-            _composed_rows(start + ch * n // n_chunks, start + (ch + 1) * n // n_chunks, net,
-                           out, loss, sens, rho, K)
-            ch = claim(schedule, worker, n_chunks)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,10 +15,9 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
-from numba import prange
 
 from .._jit import jit
-from .._schedule import claim, run
+from .._schedule import run
 from ..layout import Layout
 from ..modes import Probes, detectable_error
 from ..options import ATOL, RTOL
@@ -306,8 +305,8 @@ def summarise(items: Measurements, atol: float, n_worst: int = N_WORST,
     bundles = ((chunks, items.analytic, items.numerical), arrays, source,
                (float(atol), UNVERIFIABLE_FRACTION, items.directional, int(chunk),
                 from_source))
-    run(_summary_chunks, _summary_parallel, n_chunks, chunk * SUMMARY_SECONDS,
-        bundles + ((partial, status), _chunk_scratch(int(chunk))))
+    run(_summary_chunks, n_chunks, chunk * SUMMARY_SECONDS, bundles + ((partial, status),),
+        per_thread=lambda: (_chunk_scratch(int(chunk)),))
     stats = np.empty((bounds.shape[0] + 1, 8))
     flat, starts = _combine(chunks, partial, status, stats)
     return Summary(stats, _worst_items(partial[:, _TOP], n_worst, bundles),
@@ -475,26 +474,6 @@ def _judge_chunk(first, last, items, measured, criterion, scratch):
                    (floats[0, :n], floats[1, :n], floats[2, :n], floats[3, :n]),
                    (flags[0, :n], flags[1, :n]))
     return part
-
-
-@jit(parallel=True)
-def _summary_parallel(start, stop, n_chunks, n_workers, schedule, items, arrays, source,
-                      criterion, out, scratch):
-    """:func:`_summary_chunks` over pieces of the chunks [``start``, ``stop``): ``n_chunks``
-    pieces claimed one at a time by ``n_workers`` threads from ``schedule`` (see
-    :mod:`gradcheck_fast._schedule`); each chunk writes only its own results. ``items``,
-    ``arrays``, ``source``, ``criterion`` and ``out`` as :func:`_summary_chunks` takes them;
-    ``scratch`` is the serial kernel's work space, unused here (each worker makes its
-    own)."""
-    n = stop - start
-    for w in prange(n_workers):
-        worker = np.int64(w)
-        piece = claim(schedule, worker, n_chunks)
-        own = _chunk_scratch(criterion[3])
-        while piece < n_chunks:
-            _summary_chunks(start + piece * n // n_chunks, start + (piece + 1) * n // n_chunks,
-                            items, arrays, source, criterion, out, own)
-            piece = claim(schedule, worker, n_chunks)
 
 
 @jit
