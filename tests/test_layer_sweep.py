@@ -10,8 +10,11 @@ arithmetic as well.
 
 from __future__ import annotations
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gradcheck_fast import MLP, activations, validation
 from gradcheck_fast.engines import incremental, layer_sweep
@@ -232,3 +235,20 @@ def test_the_report_counts_the_coordinates_taken_one_by_one():
     assert report.to_dict()["n_explicit"] == report.n_explicit
     exact = gradcheck_fast.check_gradients(parameters, gradients, X, Y, engine="exact")
     assert exact.n_explicit is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(theta=hnp.arrays(np.float64, st.integers(1, 40),
+                        elements=st.floats(-1e300, 1e300, allow_nan=False,
+                                           allow_infinity=False)),
+       epsilon=st.floats(1e-300, 1e3))
+def test_the_layers_step_bound_covers_every_step_taken(theta, epsilon):
+    # The sweep sends a parameter to the explicit path when its layer's largest step times
+    # an input could leave a record's range; the bound it uses (from max |t|, not from every
+    # step) must be at least each step really taken, fl(t +- eps) - t, whatever the
+    # magnitudes (a step below it would be missed: a sample beyond its cubic taken as inside).
+    steps = np.maximum(np.abs((theta + epsilon) - theta), np.abs((theta - epsilon) - theta))
+    bound = layer_sweep._largest_step(theta, epsilon)
+    assert bound >= steps.max()
+    # ... and not far above the largest one: eps plus an ulp of the largest |t| at most.
+    assert bound <= (epsilon + np.spacing(np.abs(theta).max() + epsilon)) * (1 + 1e-12)

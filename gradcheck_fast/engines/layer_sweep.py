@@ -74,9 +74,9 @@ _TAU_SAFETY = 1.0 - 2.0**-50
 class Tables(NamedTuple):
     """What the sweep reads besides the prepared state: per layer l the previous layer's
     activations transposed (``Xt``, (m, n_{l-1}) C order at ``act_off[l - 1]``), their largest
-    magnitude per sample (``xmax[(l - 1) m + j]``), the largest step taken in the layer
-    (``dmax[l]``); the output units' records ``K_out`` (one output moving); per layer its
-    activation's gain and fourth-derivative bound / 24 (``layer``, :func:`layer_constants`);
+    magnitude per sample (``xmax[(l - 1) m + j]``), a bound of the largest step taken in the
+    layer (``dmax[l]``, :func:`_largest_step`); the output units' records ``K_out`` (one
+    output moving); per layer its activation's gain and fourth-derivative bound / 24 (``layer``, :func:`layer_constants`);
     the first unit row of each layer (``row_off``); the activation codes ``acts`` and leaky
     ReLU's ``slope`` (the model's, as in :class:`~gradcheck_fast.engines._common.Codes`)."""
 
@@ -116,8 +116,8 @@ def layer_constants(model, n_layers: int) -> np.ndarray:
 @jit
 def _tables(theta, epsilon, net, A, out, coef, sig, m):
     """The per-layer tables of :class:`Tables` (without ``layer`` and ``row_off``): the
-    transposed activations, per sample their largest magnitude, the largest step per layer,
-    and the output rows' records."""
+    transposed activations, per sample their largest magnitude, a bound of the largest step
+    per layer, and the output rows' records."""
     sizes, w_off, b_off, act_off = net
     n_layers = sizes.shape[0] - 1
     n_in = act_off[n_layers]  # the activations of layers 0 .. L-1, the sweep's x
@@ -152,21 +152,23 @@ def _tables(theta, epsilon, net, A, out, coef, sig, m):
 
 @jit(inline=True)
 def _largest_step(theta, epsilon):
-    """The largest |fl(t +- epsilon) - t| over ``theta`` (NaN steps ignored), in four
-    independent running maxima: a max is exact in any order, and four chains run four
-    times as fast as one."""
+    """An upper bound of the steps |fl(t +- epsilon) - t| over ``theta`` (finite, as
+    validated): with T = max |t|, fl(t + epsilon) = (t + epsilon)(1 + d1) and the difference
+    rounds once more, so a step is at most (epsilon + (T + epsilon) u)(1 + u); raised by 8 u
+    for the bound's own rounding. A larger step than any taken only leaves a parameter to the
+    explicit path sooner (:func:`_beyond`). ``max |t|`` in four independent running maxima:
+    exact in any order, and four chains run four times as fast as one."""
     lanes = np.zeros(4)
     n = theta.shape[0]
     for i in range(0, n - n % 4, 4):
         for k in range(4):
-            t = theta[i + k]
-            step = max(abs((t + epsilon) - t), abs((t - epsilon) - t))
-            lanes[k] = step if step > lanes[k] else lanes[k]
+            t = abs(theta[i + k])
+            lanes[k] = t if t > lanes[k] else lanes[k]
     for i in range(n - n % 4, n):
-        t = theta[i]
-        step = max(abs((t + epsilon) - t), abs((t - epsilon) - t))
-        lanes[0] = step if step > lanes[0] else lanes[0]
-    return max(max(lanes[0], lanes[1]), max(lanes[2], lanes[3]))
+        t = abs(theta[i])
+        lanes[0] = t if t > lanes[0] else lanes[0]
+    largest = max(max(lanes[0], lanes[1]), max(lanes[2], lanes[3]))
+    return (epsilon + (largest + epsilon) * _U) * (1.0 + 8.0 * _U)
 
 
 @jit(inline=True)
@@ -334,8 +336,6 @@ def _mark_row(l, r, rec, net, tables, explicit):
     m = rec.shape[0]
     n_prev = sizes[l - 1]
     off = act_off[l - 1]
-    if dmax == 0.0:
-        return
     for j in range(m):
         if _beyond(rec, j, dmax, 1.0):
             explicit[b_off[l] + r] = 1
@@ -423,11 +423,10 @@ def _sweep_slots(lo, hi, request, net, state, tables, out):
             unit_l, unit_r = l, r
         off = act_off[l - 1]
         explicit[k] = 0
-        if dmax[l] > 0.0:
-            for j in range(m):
-                x = Xt[off + j * n_prev + c] if c < n_prev else 1.0
-                if _beyond(rec, j, dmax[l], x):
-                    explicit[k] = 1
+        for j in range(m):
+            x = Xt[off + j * n_prev + c] if c < n_prev else 1.0
+            if _beyond(rec, j, dmax[l], x):
+                explicit[k] = 1
         if not explicit[k]:
             _assemble(values, k, theta[i], epsilon, _column_sums(rec, Xt, off, n_prev, c,
                                                                  kappa), kappa, m)
