@@ -76,8 +76,9 @@ class Tables(NamedTuple):
     activations transposed (``Xt``, (m, n_{l-1}) C order at ``act_off[l - 1]``), their largest
     magnitude per sample (``xmax[(l - 1) m + j]``), a bound of the largest step taken in the
     layer (``dmax[l]``, :func:`_largest_step`); the output units' records ``K_out`` (one
-    output moving); per layer its activation's gain and fourth-derivative bound / 24 (``layer``, :func:`layer_constants`);
-    the first unit row of each layer (``row_off``); the activation codes ``acts`` and leaky
+    output moving); per layer its activation's gain and fourth-derivative bound / 24
+    (``layer``, :func:`layer_constants`); the first unit row of each layer (``row_off``); the
+    activation codes ``acts`` and leaky
     ReLU's ``slope`` (the model's, as in :class:`~gradcheck_fast.engines._common.Codes`)."""
 
     Xt: np.ndarray
