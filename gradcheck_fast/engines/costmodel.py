@@ -94,6 +94,7 @@ def _triples(sizes) -> int:
 
 
 def _parameters(sizes) -> int:
+    """Parameters of the network: each unit's weights and bias."""
     return sum(int(n) * (int(n_prev) + 1) for n_prev, n in zip(sizes[:-1], sizes[1:]))
 
 
@@ -179,7 +180,7 @@ JIT_FORWARD_MACS = 1 << 15
 
 def forward_macs(sizes: tuple[int, ...], m: int) -> int:
     """Multiply-adds of one forward pass of m samples."""
-    return m * sum(sizes[l] * sizes[l - 1] for l in range(1, len(sizes)))
+    return m * _triples(sizes)
 
 
 def _later_pairs(sizes, l: int) -> int:
@@ -252,7 +253,7 @@ def forward_seconds(sizes, m: int) -> float:
     """Seconds of one unperturbed forward pass with BLAS (:func:`.incremental.forward`):
     the products and the activations."""
     sizes = [int(s) for s in sizes]
-    return m * _triples(sizes) * BLAS_S_PER_MAC + 2 * m * sum(sizes) * ELEMENT_S
+    return forward_macs(sizes, m) * BLAS_S_PER_MAC + 2 * m * sum(sizes) * ELEMENT_S
 
 
 #: A later layer of at most this many units is scanned whole by the kink radii (its rounds'

@@ -78,8 +78,8 @@ class Tables(NamedTuple):
     layer (``dmax[l]``, :func:`_largest_step`); the output units' records ``K_out`` (one
     output moving); per layer its activation's gain and fourth-derivative bound / 24
     (``layer``, :func:`layer_constants`); the first unit row of each layer (``row_off``); the
-    activation codes ``acts`` and leaky
-    ReLU's ``slope`` (the model's, as in :class:`~gradcheck_fast.engines._common.Codes`)."""
+    activation codes ``acts`` and leaky ReLU's ``slope`` (the model's, as in
+    :class:`~gradcheck_fast.engines._common.Codes`)."""
 
     Xt: np.ndarray
     xmax: np.ndarray
