@@ -96,30 +96,33 @@ def run_check(inputs: Inputs, options: Options, notes: tuple[str, ...] = (),
     return report
 
 
-#: Coordinates per block of the sampled checks that try other hidden activations when every
-#: block is wrong (:func:`model_hint`).
-HINT_PER_BLOCK = 8
+#: Directional probes per block of the checks that try other hidden activations when every
+#: block is wrong (:func:`model_hint`): they need each model's forward pass only, where a
+#: sampled check needed the incremental engine's whole set-up for every activation tried (the
+#: failing mnist-size tanh check took 5x its passing time, nearly all of it in those set-ups).
+HINT_PROBES = 2
 
 
 def model_hint(inputs: Inputs, options: Options) -> str:
     """The note for a check whose every block is wrong: which other hidden activations the
-    gradients match (a sampled check of :data:`HINT_PER_BLOCK` coordinates per block passes
-    with them), else what else to suspect. A network checked with the wrong ``model=`` fails
-    everywhere; so does a mistake at the output, which backprop carries to every block."""
+    gradients match (:data:`HINT_PROBES` directional probes per block pass with them, central
+    differences at the check's epsilon), else what else to suspect. A network checked with
+    the wrong ``model=`` fails everywhere; so does a mistake at the output, which backprop
+    carries to every block."""
     current = inputs.model.hidden_for(inputs.layout.n_layers)
-    sampled = dataclasses.replace(options, mode="sampled", n_per_block=HINT_PER_BLOCK,
-                                  seed=0, budget_s=None, progress=False)
+    probes = dataclasses.replace(options, mode="directional", n_directions=HINT_PROBES,
+                                 method="central", seed=0, budget_s=None, progress=False)
     matches = []
     for name in HIDDEN:
         if (name,) * len(current) == current:
             continue
         model = dataclasses.replace(inputs.model, hidden=name)
-        if _run(dataclasses.replace(inputs, model=model), sampled, (), None).passed:
+        if _run(dataclasses.replace(inputs, model=model), probes, (), None).passed:
             matches.append(name)
     if matches:
         names = " or ".join(repr(name) for name in matches)
-        return (f"every block is wrong, but the gradients match hidden={names} (a sampled "
-                f"check, {HINT_PER_BLOCK} coordinates per block, passes): a "
+        return (f"every block is wrong, but the gradients match hidden={names} ("
+                f"{HINT_PROBES} directional probes per block pass): a "
                 f"{matches[0]} network checked as {'/'.join(sorted(set(current)))}? Pass "
                 f"model=MLP(hidden={matches[0]!r}, ...)")
     return ("every block is wrong: does model= match the backward pass (the hidden "

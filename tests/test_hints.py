@@ -166,3 +166,19 @@ def test_every_block_wrong_without_a_matching_model_says_what_else_to_suspect():
     partly = dict(gradients, dW1=1.5 * gradients["dW1"])
     assert not any("every block" in n
                    for n in gradcheck_fast.check_gradients(parameters, partly, X, Y).notes)
+
+
+def test_the_hint_prepares_no_engine_for_the_activations_it_tries(monkeypatch):
+    # The activations tried for the hint are checked by directional probes, which need each
+    # model's forward pass only: the incremental engine is prepared once, for the check
+    # itself (before: once more for every activation tried, five times the passing check's
+    # time at the mnist size).
+    from gradcheck_fast.engines import incremental
+    from tests.conftest import count_calls
+
+    X, Y, parameters, gradients = _network(MLP(hidden="tanh"))
+    prepares = count_calls(monkeypatch, incremental, "prepare")
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y,  # checked as ReLU
+                                            engine="incremental")
+    assert "the gradients match hidden='tanh'" in report.notes[-1]
+    assert len(prepares) == 1
