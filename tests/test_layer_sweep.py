@@ -252,3 +252,23 @@ def test_the_layers_step_bound_covers_every_step_taken(theta, epsilon):
     assert bound >= steps.max()
     # ... and not far above the largest one: eps plus an ulp of the largest |t| at most.
     assert bound <= (epsilon + np.spacing(np.abs(theta).max() + epsilon)) * (1 + 1e-12)
+
+
+def test_the_time_model_chooses_the_full_sweep(monkeypatch):
+    # "auto": matrix products where the time model expects them to be faster than the row
+    # loops (costmodel.matrix_faster), which puts the crossover near 1e5 multiply-adds: the
+    # small example network by rows, the mnist-size one by products; "matrix" and "rows"
+    # force a path (tests, measurements); anything else is refused by name.
+    from gradcheck_fast.engines import costmodel
+
+    cases = [((20, 10, 5, 1), 32), ((64, 32, 16, 4), 64), ((784, 256, 128, 10), 64)]
+    for sizes, m in cases:
+        assert layer_sweep.matrix_pays(sizes, m) == costmodel.matrix_faster(sizes, m)
+    assert not layer_sweep.matrix_pays((20, 10, 5, 1), 32)
+    assert layer_sweep.matrix_pays((784, 256, 128, 10), 64)
+    for forced in ("matrix", "rows"):
+        monkeypatch.setattr(layer_sweep, "FULL_SWEEP", forced)
+        assert all(layer_sweep.matrix_pays(s, m) == (forced == "matrix") for s, m in cases)
+    monkeypatch.setattr(layer_sweep, "FULL_SWEEP", "fastest")
+    with pytest.raises(ValueError, match="FULL_SWEEP"):
+        layer_sweep.matrix_pays((20, 10, 5, 1), 32)

@@ -152,8 +152,8 @@ def _radii(net, Z, m, bounds, rho):
     (infinite when no later unit depends on a_l[r]). The product with the reciprocal is within
     an ulp of the quotient, far inside the RHO_SAFETY margin; ``0 * inf`` (a unit at its kink
     that does not depend on a_l[r]) is NaN and never taken as the minimum. The innermost loop
-    runs along r, contiguous in B, so it vectorises. Serial for small networks, else one
-    region over the samples (see :mod:`gradcheck_fast._schedule`).
+    runs along r, contiguous in B, so it vectorises. Serial for small networks, else pieces
+    of the samples on several threads (:func:`gradcheck_fast._schedule.run`).
 
     Layer q's units are taken in rounds of increasing ``|z_q[k, j]|`` (below 4 times the least
     one left), and the scan stops once the least ``|z_q[k, j]|`` left times ``floor[r]``
