@@ -182,3 +182,23 @@ def test_the_hint_prepares_no_engine_for_the_activations_it_tries(monkeypatch):
                                             engine="incremental")
     assert "the gradients match hidden='tanh'" in report.notes[-1]
     assert len(prepares) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("actual", ["tanh", "sigmoid", "gelu", "softplus", "leaky_relu"])
+def test_the_hint_names_exactly_the_activation_the_gradients_match(actual, seed):
+    # One directional probe per block tells one activation's gradients from another's (a
+    # different gradient passes a random probe only if the direction is nearly orthogonal to
+    # the difference): gradients of each activation, checked as ReLU on a deeper network,
+    # get a hint naming that activation and no other.
+    model = MLP(hidden=actual, output="softmax")
+    X, Y, parameters, _ = random_mlp((12, 9, 7, 3), m=20, seed=seed)
+    Y = np.eye(3)[:, np.argmax(Y, axis=0)]
+    _, cache = reference.forward_mlp(X, Y, parameters, model)
+    gradients = reference.backward_mlp(X, Y, cache, model)
+    report = gradcheck_fast.check_gradients(parameters, gradients, X, Y,
+                                            model=MLP(output="softmax"))
+    assert len(report.failed_blocks) == 6
+    note = report.notes[-1]
+    assert f"the gradients match hidden={actual!r} (" in note, note
+    assert " or " not in note.split("(")[0]
