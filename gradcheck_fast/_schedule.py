@@ -134,9 +134,9 @@ def run(serial, n: int, seconds: float, args: tuple, per_thread=None) -> None:
     pieces on Python threads, which claim the pieces one at a time, the calling thread
     included (:func:`spread`: a thread that starts late takes none and is not waited for); in
     one call on one thread when ``n * seconds`` (one-thread work) is below the threshold of
-    :func:`threads_for`. ``per_thread()``: more arguments that each thread
-    makes for itself (a work space), appended to ``args``. No parallel kernel is compiled:
-    the serial one runs on every thread."""
+    :func:`threads_for`. ``per_thread()``: more arguments that each thread makes for itself
+    (a work space), appended to ``args``. No parallel kernel is compiled: the serial one runs
+    on every thread."""
     args = tuple(map(bare, args))
     n_threads = max(1, min(threads_for(n * seconds), n))
     if n_threads == 1:
@@ -189,11 +189,11 @@ MAX_BLOCKS = 8
 
 def spread(run, blocks: list, seconds: float) -> None:
     """``run(claimed)`` on each of the threads for ``seconds`` of one-thread work
-    (:func:`threads_for`: one thread for small work),
-    the calling thread included; ``claimed`` yields the blocks that thread claims, one at a
-    time from a shared counter, so that a thread that starts late claims fewer (none if the
-    others took every block) and the call waits only for the blocks claimed. One thread takes
-    ``blocks`` itself. Which thread runs a block never changes its values."""
+    (:func:`threads_for`: one thread for small work), the calling thread included;
+    ``claimed`` yields the blocks that thread claims, one at a time from a shared counter, so
+    that a thread that starts late claims fewer (none if the others took every block) and the
+    call waits only for the blocks claimed. One thread takes ``blocks`` itself. Which thread
+    runs a block never changes its values."""
     n_threads = min(len(blocks), threads_for(seconds))
     if n_threads <= 1:
         run(blocks)

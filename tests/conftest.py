@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+import numba
 import numpy as np
 import pytest
 
@@ -307,3 +308,12 @@ def count_calls(monkeypatch, owner, name: str) -> list:
 
     monkeypatch.setattr(owner, name, counting)
     return calls
+
+
+@pytest.fixture
+def all_threads():
+    """Run the test with numba's thread count at its maximum; restore it afterwards."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    yield numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(previous)

@@ -32,15 +32,6 @@ MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
 @pytest.fixture
-def all_threads():
-    """Run the test with numba's thread count at its maximum; restore it afterwards."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(MAX_THREADS)
-    yield MAX_THREADS
-    numba.set_num_threads(previous)
-
-
-@pytest.fixture
 def big_case(helpers):
     sizes, m = BIG
     X, Y, parameters = helpers.random_network(sizes, m, 40, scale=1.0)

@@ -250,7 +250,9 @@ def test_the_layers_step_bound_covers_every_step_taken(theta, epsilon):
     steps = np.maximum(np.abs((theta + epsilon) - theta), np.abs((theta - epsilon) - theta))
     bound = layer_sweep._largest_step(theta, epsilon)
     assert bound >= steps.max()
-    # ... and not far above the largest one: eps plus an ulp of the largest |t| at most.
+    # ... and not far above the largest one: eps plus an ulp of the largest |t| at most
+    # ((T + eps) u <= spacing(T + eps); the factor 1 + 1e-12 covers the bound's own 1 + 8u
+    # and this line's rounding, a few u).
     assert bound <= (epsilon + np.spacing(np.abs(theta).max() + epsilon)) * (1 + 1e-12)
 
 

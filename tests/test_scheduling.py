@@ -288,7 +288,7 @@ def test_blocked_products_are_the_same_bits_on_any_threads(monkeypatch):
 
 
 @needs_threads
-def test_run_takes_the_serial_kernel_on_python_threads(monkeypatch):
+def test_run_takes_the_serial_kernel_on_python_threads(monkeypatch, all_threads):
     # _schedule.run hands pieces of [0, n) to Python threads, each with its own work space
     # (per_thread), the serial kernel on each (no parallel kernel to compile); small work is
     # one call.
@@ -308,19 +308,14 @@ def test_run_takes_the_serial_kernel_on_python_threads(monkeypatch):
         spaces.append(space)
         return (space,)
 
-    previous = numba.get_num_threads()
-    numba.set_num_threads(MAX_THREADS)
-    try:
-        done = np.zeros(1000, dtype=np.int64)
-        _schedule.run(serial, 1000, 1e-6, (done,), per_thread)  # 1 ms of work: pieces
-        assert np.all(done == 1)
-        assert len(calls) == min(1000, _schedule.CHUNKS_PER_THREAD * MAX_THREADS)
-        assert len(spaces) <= MAX_THREADS and sum(map(len, spaces)) == len(calls)
-        calls.clear()
-        _schedule.run(serial, 1000, 1e-10, (done,), per_thread)  # 0.1 us: one call
-        assert [(lo, hi) for lo, hi, _ in calls] == [(0, 1000)] and np.all(done == 2)
-    finally:
-        numba.set_num_threads(previous)
+    done = np.zeros(1000, dtype=np.int64)
+    _schedule.run(serial, 1000, 1e-6, (done,), per_thread)  # 1 ms of work: pieces
+    assert np.all(done == 1)
+    assert len(calls) == min(1000, _schedule.CHUNKS_PER_THREAD * MAX_THREADS)
+    assert len(spaces) <= MAX_THREADS and sum(map(len, spaces)) == len(calls)
+    calls.clear()
+    _schedule.run(serial, 1000, 1e-10, (done,), per_thread)  # 0.1 us: one call
+    assert [(lo, hi) for lo, hi, _ in calls] == [(0, 1000)] and np.all(done == 2)
 
 
 class _LateHelpers:
@@ -342,7 +337,7 @@ class _LateHelpers:
 
 
 @needs_threads
-def test_spread_does_not_wait_for_a_helper_that_claimed_nothing(monkeypatch):
+def test_spread_does_not_wait_for_a_helper_that_claimed_nothing(monkeypatch, all_threads):
     # Python threads claim blocks one at a time, the calling thread included: a helper that
     # has not started when the others took every block claims none, and spread returns
     # without it (before: one group per thread, joined, so a descheduled helper held the
@@ -360,8 +355,6 @@ def test_spread_does_not_wait_for_a_helper_that_claimed_nothing(monkeypatch):
         for block in claimed:
             ran.append((threading.get_ident(), block))
 
-    previous = numba.get_num_threads()
-    numba.set_num_threads(MAX_THREADS)
     try:
         caller = threading.Thread(target=_schedule.spread, args=(run, list(range(10)), 1.0))
         caller.start()
@@ -370,7 +363,6 @@ def test_spread_does_not_wait_for_a_helper_that_claimed_nothing(monkeypatch):
         helpers.release.set()
         caller.join(30)
     finally:
-        numba.set_num_threads(previous)
         helpers.pool.shutdown(wait=True)
     assert returned
     assert sorted(block for _, block in ran) == list(range(10))
@@ -378,27 +370,22 @@ def test_spread_does_not_wait_for_a_helper_that_claimed_nothing(monkeypatch):
 
 
 @needs_threads
-def test_spread_runs_every_block_once_and_raises_a_helpers_error(monkeypatch):
+def test_spread_runs_every_block_once_and_raises_a_helpers_error(monkeypatch, all_threads):
     monkeypatch.setattr(_schedule, "SERIAL_SECONDS", 0.0)
     monkeypatch.setattr(_schedule, "_last_late", -math.inf)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(MAX_THREADS)
-    try:
-        counts = np.zeros(200, dtype=np.int64)
+    counts = np.zeros(200, dtype=np.int64)
 
-        def run(claimed):
-            for block in claimed:
-                counts[block] += 1
+    def run(claimed):
+        for block in claimed:
+            counts[block] += 1
 
-        _schedule.spread(run, list(range(200)), 1.0)
-        assert np.all(counts == 1)
+    _schedule.spread(run, list(range(200)), 1.0)
+    assert np.all(counts == 1)
 
-        def failing(claimed):
-            for block in claimed:
-                if block == 7:
-                    raise ValueError("block 7")
+    def failing(claimed):
+        for block in claimed:
+            if block == 7:
+                raise ValueError("block 7")
 
-        with pytest.raises(ValueError, match="block 7"):
-            _schedule.spread(failing, list(range(20)), 1.0)
-    finally:
-        numba.set_num_threads(previous)
+    with pytest.raises(ValueError, match="block 7"):
+        _schedule.spread(failing, list(range(20)), 1.0)
