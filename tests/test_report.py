@@ -352,3 +352,53 @@ def test_summary_is_numpys_reductions_of_the_judgement(data, directional, chunk)
         assert listed.tolist() == np.flatnonzero(flags).tolist()
     expected = sorted((-k, i) for i, k in enumerate(judged.rank) if k >= 0)[:3]
     assert summary.worst.tolist() == [i for _, i in expected]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), chunk=st.sampled_from([1, 4, 16, 1024]), truncated=st.booleans())
+def test_summary_from_a_coordinate_source_is_the_summary_of_its_arrays(data, chunk, truncated):
+    """A full check's items come as a CoordinateSource, from which summarise forms each
+    item's tolerance, noise bound and flags itself, and passes a chunk in one scan where
+    none is flagged: the same stats (bitwise), lists and worst items as the arrays
+    :func:`.diagnosis.allowance_elements` and the kink and finiteness flags define. Mostly
+    plainly passing items (the scan's case), with chunks that hold a failing, unverified,
+    non-finite, at-kink or NaN item, a step that rounds to 0, or a huge error."""
+    from gradcheck_fast.report.build import CoordinateSource, summarise
+    from gradcheck_fast.report.diagnosis import allowance_elements
+
+    n = data.draw(st.integers(1, 40))
+    analytic = np.array(data.draw(st.lists(st.floats(-5, 5), min_size=n, max_size=n)))
+    gap = np.array(data.draw(st.lists(st.sampled_from([0.0, 1e-12, -3e-9, 1e-3, math.nan,
+                                                       math.inf, 1e300]),
+                                      min_size=n, max_size=n)))
+    numerical = analytic + gap
+    finite = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    finite |= np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))  # mostly
+    kinks = np.array(data.draw(st.lists(st.sampled_from([0, 0, 0, 2]), min_size=n,
+                                        max_size=n)), dtype=np.int64)
+    noise = np.array(data.draw(st.lists(st.sampled_from([1e-10, 1e-10, 1e-4, math.nan]),
+                                        min_size=n, max_size=n)))
+    truncation = np.array(data.draw(st.lists(st.sampled_from([0.0, 1e-9, 1e-2]), min_size=n,
+                                             max_size=n)))
+    theta = np.array(data.draw(st.lists(st.sampled_from([0.5, -2.0, 1e12]), min_size=n,
+                                        max_size=n)))  # at 1e12 the step rounds to 0
+    epsilon, rtol, atol = 1e-7, 1e-6, 1e-8
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=3)))
+    edges = [0, *cuts, n]
+    spans = tuple(slice(a, b) for a, b in zip(edges[:-1], edges[1:]))
+    source = CoordinateSource(kinks, finite, noise, truncation if truncated else np.zeros(1),
+                              truncated, theta, epsilon, rtol, atol)
+    tolerance, bound = np.empty(n), np.empty(n)
+    allowance_elements(numerical, noise, truncation if truncated else np.zeros(1), truncated,
+                       theta, epsilon, rtol, atol, (tolerance, bound))
+    common = dict(mode="full", engine="incremental", cost=1.0, analytic=analytic,
+                  numerical=numerical, spans=spans, indices=np.arange(n))
+    from_source = Measurements(**common, tolerance=None, noise=None, at_kink=None,
+                               nonfinite=None, source=source)
+    from_arrays = Measurements(**common, tolerance=tolerance, noise=bound,
+                               at_kink=(kinks > 0) & finite, nonfinite=~finite)
+    one, other = (summarise(items, atol, n_worst=3, chunk=chunk)
+                  for items in (from_source, from_arrays))
+    assert np.array_equal(one.stats, other.stats, equal_nan=True)
+    assert [a.tolist() for a in one.lists] == [a.tolist() for a in other.lists]
+    assert one.worst.tolist() == other.worst.tolist()

@@ -27,6 +27,9 @@ from .diagnosis import (
     UNVERIFIABLE_FRACTION,
     Hints,
     Judgement,
+    _magnitude,
+    _rank,
+    _relative,
     allowance_elements,
     block_verdict,
     chunk_bounds,
@@ -233,7 +236,8 @@ def judge_items(items: Measurements, span: slice, atol: float) -> Judgement:
     arrays, source, from_source = _kernel_inputs(items)
     chunk = np.array([[0, span.start, span.stop]], dtype=np.int64)
     _summary_chunks(0, 1, (chunk, items.analytic, items.numerical), arrays, source,
-                    (float(atol), UNVERIFIABLE_FRACTION, items.directional, n, from_source),
+                    (float(atol), UNVERIFIABLE_FRACTION, items.directional, n, from_source,
+                     False),
                     (np.empty((1, _PARTS)), np.zeros(items.analytic.shape[0], dtype=np.uint8)),
                     scratch)
     _, set_aside, floats, flags = scratch
@@ -304,7 +308,7 @@ def summarise(items: Measurements, atol: float, n_worst: int = N_WORST,
     # tuples (as the launch passes them: one signature for every kernel that takes them).
     bundles = ((chunks, items.analytic, items.numerical), arrays, source,
                (float(atol), UNVERIFIABLE_FRACTION, items.directional, int(chunk),
-                from_source))
+                from_source, from_source))
     run(_summary_chunks, n_chunks, chunk * SUMMARY_SECONDS, bundles + ((partial, status),),
         per_thread=lambda: (_chunk_scratch(int(chunk)),))
     stats = np.empty((bounds.shape[0] + 1, 8))
@@ -326,6 +330,7 @@ def _worst_items(tops: np.ndarray, n_worst: int, bundles: tuple) -> np.ndarray:
     floor = np.partition(tops, max(0, n_chunks - n_worst))[max(0, n_chunks - n_worst)]
     chunks = bundles[0][0]
     scratch = _chunk_scratch(bundles[3][3])
+    bundles = bundles[:3] + (bundles[3][:5] + (False,),)  # every item judged: its rank
     out = (np.empty((n_chunks, _PARTS)), np.zeros(bundles[0][1].shape[0], dtype=np.uint8))
     ranks, positions = [], []
     candidates = np.union1d(np.flatnonzero(tops > floor), np.flatnonzero(tops == floor)[:n_worst])
@@ -402,24 +407,38 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out, scratch):
     (:func:`_judge_chunk`) into its row of ``out``'s ``partial`` (columns ``_SUMS`` ...) and
     its flagged items marked in ``status`` (bit k: list k; written only for a chunk that has
     any). ``criterion``: atol, the unverifiable fraction, whether the items are probes, the
-    chunk size, whether the parts come from ``source``; ``scratch``: the work space
-    (:func:`_chunk_scratch`), which holds the last chunk's parts and judgement after the
-    call."""
+    chunk size, whether the parts come from ``source`` and whether a chunk may be passed in
+    one scan (:func:`_clean_scan`, coordinates only) when none of its items is flagged;
+    ``scratch``: the work space (:func:`_chunk_scratch`), which holds the last chunk's parts
+    and judgement after the call if it was judged item by item (``scan`` False: always)."""
     chunks, analytic, numerical = items
-    directional, size = criterion[2], criterion[3]
+    directional, size, from_source = criterion[2], criterion[3], criterion[4]
+    scan = from_source and criterion[5]
     partial, status = out
     _, set_aside, floats, flags = scratch
     counted = np.empty(size, dtype=np.bool_)  # in the largest errors
     every = np.ones(size, dtype=np.bool_)
+    kinks, finite, bound, truncation, truncated, theta, epsilon, rtol, atol = source
     for c in range(lo, hi):
         first, last = chunks[c, 1], chunks[c, 2]
         n = last - first
-        part = _judge_chunk(first, last, items, (arrays, source, criterion[4]), criterion,
-                            scratch)
-        at_kink, nonfinite = part[2], part[3]
         row = partial[c]
         row[_SUMS], row[_SUMS + 1], row[_SUMS + 2] = chunk_sums(analytic[first:last],
                                                                 numerical[first:last])
+        if scan:
+            n_flagged, big_error, big_relative = _clean_scan(
+                first, last, analytic, numerical, (kinks, finite, bound, truncation, theta),
+                (truncated, epsilon, rtol, atol, criterion[1]))
+            if n_flagged == 0:  # every item valid, none flagged: the counts are known
+                row[_COUNTS:_LARGEST] = 0.0
+                row[_COUNTS + 4] = n
+                row[_LARGEST] = big_error
+                row[_LARGEST + 1] = big_relative
+                row[_TOP] = _rank(False, True, 0.0, 1.0, big_relative)  # monotone
+                continue
+        part = _judge_chunk(first, last, items, (arrays, source, from_source), criterion,
+                            scratch)
+        at_kink, nonfinite = part[2], part[3]
         n_failing = n_nonfinite = n_unverified = n_kinks = n_valid = 0
         for k in range(n):
             valid = not set_aside[k]
@@ -443,6 +462,41 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out, scratch):
                                      | flags[1, k] << _LIST_UNVERIFIED
                                      | at_kink[k] << _LIST_KINKS
                                      | nonfinite[k] << _LIST_NONFINITE)
+
+
+@jit(inline=True)
+def _clean_scan(first, last, analytic, numerical, arrays, criterion):
+    """One pass over the coordinates first <= i < last (``arrays``: a
+    :class:`CoordinateSource`'s kinks, finite, noise, truncation and theta; ``criterion``:
+    whether truncated, epsilon, rtol, atol and the unverifiable fraction): how many are not
+    plainly passing -- at a kink, non-finite, failing, unverified (each as
+    :func:`_fill_parts` and :func:`.diagnosis.judge_elements` decide it) or with a NaN
+    relative error -- and the largest error and relative error. Where none is, these are the
+    chunk's whole summary: every item valid, its rank its relative error / 2; else the chunk
+    is judged item by item. Selects, no branches: the loop vectorises (a third of the time of
+    the item-by-item judgement, which writes ten arrays)."""
+    kinks, finite, bound, truncation, theta = arrays
+    truncated, epsilon, rtol, atol, fraction = criterion
+    n_flagged = 0
+    big_error = big_relative = 0.0
+    for i in range(first, last):
+        a = analytic[i]
+        x = numerical[i]
+        t = theta[i]
+        tolerance = atol + rtol * abs(x)
+        noise = bound[i] + truncation[i] if truncated else bound[i]
+        noise = noise if ((t + epsilon) - t) - ((t - epsilon) - t) > 0.0 else math.inf
+        noise = 0.0 if noise != noise else noise
+        error = abs(a - x)
+        magnitude = _magnitude(a, x)
+        relative = _relative(error, magnitude)
+        flagged = ((not finite[i]) | (kinks[i] > 0) | (not error <= tolerance + noise)
+                   | ((error > tolerance) & (noise > atol) & (noise > fraction * magnitude))
+                   | (relative != relative))
+        n_flagged += flagged
+        big_error = error if error > big_error else big_error
+        big_relative = relative if relative > big_relative else big_relative
+    return n_flagged, big_error, big_relative
 
 
 @jit(inline=True)
