@@ -91,6 +91,50 @@ def test_the_sweep_is_the_per_coordinate_kernel_within_both_bounds(model, epsilo
         assert np.all(kernel[:2, taken] == 0) and np.all(values[:2, taken] == 0)
 
 
+@pytest.mark.parametrize("model", [MLP(output="softmax"), MLP(hidden="tanh")], ids=repr)
+def test_the_cubic_products_are_left_out_only_below_rounding(model, monkeypatch):
+    """The matrix sweep leaves out a block's cubic products where ``d**3 P3`` stays below the
+    linear part's rounding bound (at epsilon = 1e-7: some blocks here, every block of the
+    benchmark networks) and forms them where it does not (1e-5, the cubic term ~1e-10 of
+    the linear one: every block); the values stay within the bounds of the per-coordinate
+    kernel's."""
+    monkeypatch.setattr(layer_sweep, "FULL_SWEEP", "matrix")
+    decisions = []
+    negligible = layer_sweep._cubic_negligible
+
+    def record(*args):
+        decisions.append(negligible(*args))
+        return decisions[-1]
+
+    monkeypatch.setattr(layer_sweep, "_cubic_negligible", record)
+    for epsilon in (1e-7, 1e-5):
+        decisions.clear()
+        values, explicit, kernel, _ = _both(model, 4, epsilon, scale=0.3)
+        assert decisions and (any(decisions) if epsilon == 1e-7 else not any(decisions))
+        taken = np.setdiff1d(np.arange(values.shape[1]), explicit)
+        assert np.all(np.abs(values[:2, taken] - kernel[:2, taken])
+                      <= values[2, taken] + kernel[2, taken])
+
+
+def test_a_left_out_cubic_term_is_carried_by_the_bound(monkeypatch):
+    """Forced out at 5e-7, where the cubic term of a tanh network exceeds the bound the
+    products carry (~1e-12 of the linear term against ~1e-14), the values without it still
+    sit within the bounds of the per-coordinate kernel's: the left-out term joined the
+    bound."""
+    model = MLP(hidden="tanh")
+    monkeypatch.setattr(layer_sweep, "FULL_SWEEP", "matrix")
+    monkeypatch.setattr(layer_sweep, "_cubic_negligible", lambda *args: False)
+    formed, explicit, kernel, _ = _both(model, 4, 5e-7, scale=0.3)
+    monkeypatch.setattr(layer_sweep, "_cubic_negligible", lambda *args: True)
+    left_out, left_explicit, _, _ = _both(model, 4, 5e-7, scale=0.3)
+    assert np.array_equal(left_explicit, explicit)
+    taken = np.setdiff1d(np.arange(left_out.shape[1]), explicit)
+    assert taken.size > left_out.shape[1] // 2
+    assert np.any(np.abs(left_out[:2, taken] - formed[:2, taken]) > formed[2, taken])
+    assert np.all(np.abs(left_out[:2, taken] - kernel[:2, taken])
+                  <= left_out[2, taken] + kernel[2, taken])
+
+
 def test_a_parameter_with_a_sample_across_a_kink_is_explicit(sweep_path):
     """Unit 2 of layer 1 sits 3e-8 from its kink on sample 4: a 1e-7 step of its bias or of a
     weight with |x| > 0.3 crosses it, which no cubic describes; those parameters go to the

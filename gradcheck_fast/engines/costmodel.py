@@ -65,7 +65,7 @@ SWEEP_S = 1.6e-5
 #: seconds per (unit x sample) (its records: measured 1.1e-8 on the mnist-size network, up to
 #: 1.6e-8 on 4096-wide layers), per (input x sample) of each layer (its powers and the
 #: tables), per parameter (the assembly and the largest step), per layer and per call (NumPy
-#: calls, launches), besides the three products per layer at BLAS_S_PER_MAC. Fitted to 21
+#: calls, launches), besides MATRIX_PRODUCTS products per layer at BLAS_S_PER_MAC. Fitted to 21
 #: networks from 8-8-4 (m = 16) to 4096-4096-4096-10 (m = 64): within 1.4x but for those
 #: whose inputs by sample outgrow the caches (784-256-128-10 at m = 512, 3072-128-10 at
 #: m = 256: 0.7x).
@@ -74,6 +74,11 @@ MATRIX_S_PER_INPUT = 7e-9
 MATRIX_S_PER_PARAM = 1.4e-9
 MATRIX_S_PER_LAYER = 6e-6
 MATRIX_S = 2.2e-5
+
+#: The matrix sweep's products per layer at the default step: P1 and P2 (the cubic term's P3
+#: is left out where it stays below rounding, :func:`.layer_sweep._cubic_negligible`: every
+#: layer of the benchmark networks at epsilon = 1e-7; at 1e-5 it is formed too).
+MATRIX_PRODUCTS = 2
 
 #: The layer sweep over a subset of parameters (:func:`.layer_sweep._sweep_slots`), one
 #: thread: seconds per (parameter x sample) (measured 3 ns on 64-32-16-4, where the subset's
@@ -120,7 +125,7 @@ def matrix_sweep_seconds(sizes: tuple[int, ...], m: int) -> float:
     P = _parameters(sizes)
     return (MATRIX_S + n_layers * MATRIX_S_PER_LAYER + m * sum(sizes[1:]) * MATRIX_S_PER_RECORD
             + m * sum(sizes[:-1]) * MATRIX_S_PER_INPUT + P * MATRIX_S_PER_PARAM
-            + 3 * m * P * BLAS_S_PER_MAC)
+            + MATRIX_PRODUCTS * m * P * BLAS_S_PER_MAC)
 
 
 def full_sweep_seconds(sizes: tuple[int, ...], m: int, matrix: bool) -> float:

@@ -25,7 +25,9 @@ of the layer and both steps at once, instead of a loop over (parameter, sample) 
   others are scanned), and computed by the incremental engine's per-coordinate kernel
   instead, exactly as before.
 - Every value carries a rounding bound: the cubic's own (the ``M`` scales of the records) and
-  the sums' (``m`` terms), plus the remainder beyond the cubic (``E u**4``).
+  the sums' (``m`` terms), plus the remainder beyond the cubic (``E u**4``). Where the cubic
+  term ``d**3 P3`` itself stays below that bound (the default step's case), the products
+  leave it out and the bound carries it instead (:func:`_cubic_negligible`).
 
 Each unit's row is computed by one thread, samples in order: bitwise the same for any thread
 count.
@@ -619,7 +621,7 @@ def _records_parallel(start, stop, n_chunks, n_workers, schedule, where, net, st
 def _layer_powers(Xt, off, n_prev, m):
     """The inputs of layer l (``Xt[off + j n_prev + c]``) as x, x**2 and x**3 (= x**2 x, as
     the loops form it), each (m, n_prev + 1) with a last column of ones (the bias), and per
-    input the norms over the samples of x and x**2 (:func:`_column_norms`)."""
+    input the norms over the samples of x, x**2 and x**3 (:func:`_column_norms`)."""
     X = np.empty((3, m, n_prev + 1))
     for j in range(m):
         for c in range(n_prev):
@@ -635,31 +637,71 @@ def _layer_powers(Xt, off, n_prev, m):
 
 @jit
 def _column_norms(X, m):
-    """Per input c (the bias last), ``||x_c||`` and ``||x_c**2||`` over the samples, raised by
-    (m + 8) u so that they bound the exact norms despite their own rounding."""
+    """Per input c (the bias last), ``||x_c||``, ``||x_c**2||`` and ``||x_c**3||`` over the
+    samples, raised by (m + 8) u so that they bound the exact norms despite their own
+    rounding."""
     n = X.shape[2]
-    norms = np.zeros((2, n))
+    norms = np.zeros((3, n))
     for j in range(m):
         for c in range(n):
             norms[0, c] += X[1, j, c]
             norms[1, c] += X[1, j, c] * X[1, j, c]
+            norms[2, c] += X[2, j, c] * X[2, j, c]
     grow = 1.0 + (m + 8.0) * _U
     for c in range(n):
-        norms[0, c] = math.sqrt(norms[0, c]) * grow
-        norms[1, c] = math.sqrt(norms[1, c]) * grow
+        for k in range(3):
+            norms[k, c] = math.sqrt(norms[k, c]) * grow
     return norms
+
+
+@jit
+def _cubic_negligible(W, norms, dmax, kappa):
+    """Whether a block of unit rows (``W``: their records, :func:`_records_range`) may leave
+    out its cubic products P3 and bound them instead: ``|d**3 P3[r, c]| <= d**2 dmax ||c3_r||
+    ||x_c**3||`` (Cauchy-Schwarz, ``dmax`` the layer's largest step), which
+    :func:`_assemble_range` then adds to the bound. Only where that term stays below the
+    linear part's own rounding bound ``|d| kappa ||R1_r|| ||x_c||`` for every row and input,
+    so that the bound at most doubles: ``dmax**2 max_r ||c3_r|| / ||R1_r|| max_c ||x_c**3|| /
+    ||x_c|| <= kappa``. At epsilon = 1e-7 the cubic term is 1e-3 to 1e-1 of that on the
+    benchmark networks; at larger steps it is not, and the products run."""
+    rows = 0.0
+    for k in range(W.shape[1]):
+        c3 = r1 = 0.0
+        for j in range(W.shape[2]):
+            c3 += W[2, k, j] * W[2, k, j]
+            r1 += W[3, k, j] * W[3, k, j]
+        if c3 != 0.0:
+            ratio = c3 / r1
+            if not ratio <= _FINITE:  # NaN, or no linear part to compare with
+                return False
+            rows = max(rows, ratio)
+    columns = 0.0
+    for c in range(norms.shape[1]):
+        if norms[2, c] != 0.0:
+            ratio = norms[2, c] / norms[0, c]
+            if not ratio <= _FINITE:
+                return False
+            columns = max(columns, ratio)
+    return dmax * dmax * math.sqrt(rows) * columns <= kappa
+
+
+#: The largest float64 below infinity.
+_FINITE = 1.7976931348623157e308
 
 
 @jit
 def _assemble_range(lo, hi, where, S, W, norms, request, net, out):
     """The parameters of the rows lo <= k < hi of a block of layer l's units (``where``: l,
-    the block's first unit ``base`` (unit r = base + k), kappa, m) from their sums ``S`` (P1,
-    P2, P3 by row k and input, the bias last), the bound's sums by Cauchy-Schwarz from the
-    rows' records ``W`` (R1, H: ``W[3:5, k]``) and the inputs' ``norms``
-    (:func:`_column_norms`): :func:`_assemble`. Explicit parameters get values too, which
-    their own path overwrites (a branch per parameter would keep the loop from
+    the block's first unit ``base`` (unit r = base + k), kappa, m, whether the cubic
+    products were formed, the layer's largest step dmax) from their sums ``S`` (P1, P2, P3
+    by row k and input, the bias last), the bound's sums by Cauchy-Schwarz from the rows'
+    records ``W`` (R1, H: ``W[3:5, k]``) and the inputs' ``norms`` (:func:`_column_norms`):
+    :func:`_assemble`. Without the cubic products (:func:`_cubic_negligible`) P3 counts as
+    0 and ``d**2 dmax ||c3_r|| ||x_c**3||`` joins the bound (as ``dmax ||c3_r||
+    ||x_c**3||`` in its sum Q2, which it multiplies by d**2). Explicit parameters get values
+    too, which their own path overwrites (a branch per parameter would keep the loop from
     vectorising)."""
-    l, base, kappa, m = where
+    l, base, kappa, m, cubic, dmax = where
     _, theta, epsilon = request
     sizes, w_off, b_off, _ = net
     values = out[0]
@@ -667,26 +709,29 @@ def _assemble_range(lo, hi, where, S, W, norms, request, net, out):
     grow = 1.0 + (m + 8.0) * _U
     for k in range(lo, hi):
         r = base + k
-        r1 = h = 0.0
+        r1 = h = c3 = 0.0
         for j in range(m):
             r1 += W[3, k, j] * W[3, k, j]
             h += W[4, k, j] * W[4, k, j]
+            c3 += W[2, k, j] * W[2, k, j]
         r1 = math.sqrt(r1) * grow
         h = math.sqrt(h) * grow
+        c3 = 0.0 if cubic else dmax * (math.sqrt(c3) * grow)  # the left-out term's weight
         start = w_off[l] + r * n_prev
         plus = values[0, start : start + n_prev]  # slices: the loop vectorises
         minus = values[1, start : start + n_prev]
         bound = values[2, start : start + n_prev]
         t = theta[start : start + n_prev]
         p1, p2, p3 = S[0, k], S[1, k], S[2, k]
-        x1, x2 = norms[0], norms[1]
+        x1, x2, x3 = norms[0], norms[1], norms[2]
         for c in range(n_prev):
-            plus[c], minus[c], bound[c] = _changes(t[c], epsilon, (p1[c], p2[c], p3[c],
-                                                                   r1 * x1[c], h * x2[c]),
-                                                   kappa, m)
+            plus[c], minus[c], bound[c] = _changes(
+                t[c], epsilon, (p1[c], p2[c], p3[c] if cubic else 0.0, r1 * x1[c],
+                                h * x2[c] + c3 * x3[c]), kappa, m)
         _assemble(values, b_off[l] + r, theta[b_off[l] + r], epsilon,
-                  (S[0, k, n_prev], S[1, k, n_prev], S[2, k, n_prev], r1 * norms[0, n_prev],
-                   h * norms[1, n_prev]), kappa, m)
+                  (S[0, k, n_prev], S[1, k, n_prev], S[2, k, n_prev] if cubic else 0.0,
+                   r1 * norms[0, n_prev], h * norms[1, n_prev] + c3 * norms[2, n_prev]),
+                  kappa, m)
 
 
 #: Unit rows per block of products (at least; more for narrow layers, up to BLOCK_BYTES of
@@ -702,9 +747,11 @@ def _block_rows(n_prev: int) -> int:
 def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
     """The full sweep of every layer by matrix products (see above), into ``out`` (by
     parameter): the records of a layer's units in the engine's parallel loop, then blocks of
-    unit rows (a fixed cut, whatever the threads), each block's three products (one BLAS
-    thread) and its assembly by one thread. ``span = (a, b)``: only the blocks that hold a
-    parameter a <= i < b (the same blocks as the full sweep's, so the same bits)."""
+    unit rows (a fixed cut, whatever the threads), each block's products (one BLAS thread:
+    three, or two where the cubic term is negligible) and its assembly by one thread.
+    ``span = (a, b)``: only the blocks that hold a parameter a <= i < b (the same blocks as
+    the full sweep's, and each block decides alone whether to form its cubic products: the
+    same bits)."""
     sizes = [int(s) for s in net[0]]
     kappa = float(_kappa(sizes[-1], m))
     with single_blas_thread():
@@ -722,14 +769,15 @@ def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
                        ((l, first, kappa), net, state, table, (W, out.explicit)), False)
 
             def run_blocks(group, l=l, X=X, W=W, norms=norms, rows=rows, n_prev=n_prev,
-                           first=first):
+                           first=first, dmax=float(table.dmax[l])):
                 S = np.empty((3, rows, n_prev + 1))
                 for lo, hi in group:
                     block = W[:, lo - first:hi - first]
-                    for q in range(3):
+                    cubic = not _cubic_negligible(block, norms, dmax, kappa)
+                    for q in range(3 if cubic else 2):
                         np.matmul(block[q], X[q], out=S[q, :hi - lo])
-                    _assemble_range(0, hi - lo, (l, lo, kappa, m), S, block, norms, request,
-                                    net, out)
+                    _assemble_range(0, hi - lo, (l, lo, kappa, m, cubic, dmax), S, block,
+                                    norms, request, net, out)
 
             spread(run_blocks, blocks, 3 * (last - first) * m * (n_prev + 1) * PRODUCT_SECONDS)
 
