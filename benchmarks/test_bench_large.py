@@ -52,7 +52,7 @@ def _forward_backward_seconds(parameters, X, Y) -> float:
         _, cache = reference.forward_mlp(X, Y, parameters, SEED_MODEL)
         reference.backward_mlp(X, Y, cache, SEED_MODEL)
 
-    return best_time(once, repeat=20)
+    return best_time(once, repeat=30)
 
 
 def _sample(n_params: int, n: int) -> np.ndarray:
@@ -187,11 +187,17 @@ def _per_coordinate_engine(parameters, X, Y):
     return run
 
 
+#: Rounds of the issue-14 mnist-size check: its best time is held to a target, so enough rounds
+#: that the best is the steady state (the first ~10 checks of a process run 5-15 % slower
+#: while the heap grows; the machine's noise is +-10 %), as for the forward+backward pass.
+MNIST_ROUNDS, MNIST_WARMUP = 30, 5
+
+
 def _mnist_check(benchmark):
     X, Y, parameters, gradients = example("mnist")
     check_gradients(parameters, gradients, X, Y)  # compile or load the kernels
-    report = benchmark.pedantic(check_gradients, args=(parameters, gradients, X, Y), rounds=10,
-                                warmup_rounds=1)
+    report = benchmark.pedantic(check_gradients, args=(parameters, gradients, X, Y),
+                                rounds=MNIST_ROUNDS, warmup_rounds=MNIST_WARMUP)
     assert report.passed and report.n_explicit == 0
     return X, Y, parameters, report
 
