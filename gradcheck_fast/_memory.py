@@ -12,7 +12,8 @@ e.g. a report's numerical gradient) holds one, so a buffer still in use is never
 twice. :func:`release` (public: :func:`gradcheck_fast.release_memory`) gives them all
 back to the system.
 
-Smaller arrays come from ``np.empty`` as usual: the allocator keeps those itself.
+Smaller arrays come from ``np.empty`` as usual: the allocator keeps those itself, once
+:func:`raise_allocator_thresholds` has told glibc's to (done at import).
 """
 
 from __future__ import annotations
@@ -78,6 +79,28 @@ def zeros(shape: int | tuple[int, ...], dtype=np.float64) -> np.ndarray:
     array = empty(shape, dtype)
     array.fill(0)
     return array
+
+
+#: glibc's malloc serves a block above its mmap threshold (128 KiB at start) with fresh pages
+#: from the system and unmaps them when the block is freed. It raises the threshold to the
+#: size of the largest such block freed (up to 32 MiB), and then keeps up to twice that of
+#: freed memory at the top of its heap. A check's temporaries (2-16 MB each at mnist size,
+#: ~35 MB in all, many allocated inside the kernels) therefore came as fresh pages -- page
+#: faults: 17 MB per mnist-size check measured, which doubled its time -- or not, depending
+#: on which block happened to be freed first and on how the heap's top was laid out. One block
+#: just below the ceiling, made and freed at import (its pages are never touched), sets both
+#: for the process, as any program that once made a 31 MiB array would: blocks up to 31 MiB
+#: come from the heap, which keeps up to 62 MiB of freed memory. Larger arrays are this
+#: module's (:data:`MIN_BYTES`). Other allocators: a malloc and a free, nothing else.
+RAISE_BYTES = 31 * 2**20
+
+
+def raise_allocator_thresholds() -> None:
+    """Make and free one block of :data:`RAISE_BYTES` (see there)."""
+    np.empty(RAISE_BYTES, dtype=np.uint8)
+
+
+raise_allocator_thresholds()
 
 
 def release() -> None:

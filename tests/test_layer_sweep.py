@@ -161,6 +161,47 @@ def test_a_parameter_with_a_sample_across_a_kink_is_explicit(sweep_path):
     assert full.kinks[bias] > 0
 
 
+@pytest.mark.parametrize("sweep", ["matrix", "rows"])
+@pytest.mark.parametrize("model", [MLP(output="linear", l2=0.2), MLP(l2=0.5)], ids=repr)
+def test_the_finish_in_the_sweep_is_bitwise_the_finish_after_it(model, sweep, monkeypatch):
+    """The matrix sweep finishes each parameter in its assembly (the L2 term, the central
+    difference over the steps taken, the noise bound, finiteness) and the explicit ones after
+    the per-coordinate kernel: the same bits as the sweep's raw changes, the kernel's for the
+    explicit slots, and one finishing pass over every slot (:func:`finish_slots`, the one
+    home of the formula), with L2 terms and a parameter taken explicitly (a sample across a
+    kink)."""
+    from gradcheck_fast.engines._common import Finish, finish_slots
+
+    monkeypatch.setattr(layer_sweep, "FULL_SWEEP", sweep)
+    layout, theta, _, codes = _setup(model, 3)
+    parameters = layout.unpack(theta)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((7, 9))
+    z = parameters["W1"] @ X[:, 4] + parameters["b1"][:, 0]
+    parameters["b1"][2, 0] -= z[2] - 3e-8  # a 1e-7 step of this bias crosses the kink
+    layout, theta = validation.mlp_layout_and_theta(parameters)
+    Y = (rng.random((3, 9)) < 0.5).astype(float)
+    X, Y = validation.check_data(X, Y, layout, model)
+    prepared = incremental.prepare(layout, theta, X, Y, model)
+    everything = np.arange(theta.size)
+    costs = incremental.costs(layout, theta, Y, 1e-7, prepared, everything, False, model)
+    assert costs.explicit > 0
+
+    values, explicit = layer_sweep.changes(layout, theta, 1e-7, prepared, model, everything,
+                                           True)
+    values[:, explicit] = incremental._kernel_changes(layout, theta, 1e-7, prepared, codes,
+                                                      explicit, False)[0]
+    n = theta.size
+    finish = Finish(float(prepared.J), model.l2 / (2.0 * 9), incremental._is_weight(layout),
+                    np.empty(n), np.empty(n), np.empty(n, dtype=np.bool_))
+    finish_slots(values, theta, 1e-7, finish, everything)
+    assert np.array_equal(costs.dJ_plus, values[0]) and np.array_equal(costs.dJ_minus,
+                                                                       values[1])
+    assert np.array_equal(costs.gradapprox, finish.gradapprox)
+    assert np.array_equal(costs.noise, finish.noise)
+    assert np.array_equal(costs.finite(), finish.finite) and finish.finite.all()
+
+
 def test_a_full_check_runs_no_per_coordinate_loop_when_nothing_is_explicit(monkeypatch):
     """The point of the sweep: a smooth network's full check is products only."""
     model = MLP(hidden="tanh")

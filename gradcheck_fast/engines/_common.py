@@ -97,6 +97,10 @@ class Costs:
         be claimed (large steps only; see :mod:`gradcheck_fast.truncation`), or None.
     explicit : the incremental engine: how many of the indices its layer sweep left to the
         per-coordinate path (a sample beyond its limit); None for the other engines.
+    finite_memo : ``(dJ_plus, dJ_minus, finite)``: :meth:`finite` of these very arrays, where
+        an engine formed it in a pass it made anyway (used only while ``dJ_plus`` and
+        ``dJ_minus`` are these arrays and J+- are not stored: a Costs made from this one by
+        ``dataclasses.replace`` with other arrays forms its own).
     """
 
     J: float
@@ -113,6 +117,7 @@ class Costs:
     kink: str = "a ReLU kink"
     truncation: np.ndarray | None = None
     explicit: int | None = None
+    finite_memo: tuple | None = None
 
     @property
     def J_plus(self) -> np.ndarray:
@@ -130,6 +135,9 @@ class Costs:
         """Per index, whether J_plus and J_minus are both finite (formed without them when
         they are J + dJ)."""
         if self._J_plus is None and self._J_minus is None:
+            memo = self.finite_memo
+            if memo is not None and memo[0] is self.dJ_plus and memo[1] is self.dJ_minus:
+                return memo[2]
             finite = np.empty(self.dJ_plus.shape[0], dtype=np.bool_)
             _finite_sums(float(self.J), self.dJ_plus, self.dJ_minus, finite)
             return finite
@@ -140,6 +148,51 @@ class Costs:
         """The engine's rounding bound of gradapprox per index (see ``noise_source``)."""
         source = self.noise_source
         return source() if callable(source) else source
+
+
+class Finish(NamedTuple):
+    """The last step of the incremental engine's changes, per slot (:func:`finish_change`):
+    what it takes -- J, the L2 term's ``l2 / (2 m)`` (0: none) and per parameter whether it is
+    a weight (the L2 term's) -- and the arrays it writes: the central difference
+    ``gradapprox``, its ``noise`` bound and whether J+- are ``finite``."""
+
+    J: float
+    l2_scale: float
+    weight: np.ndarray
+    gradapprox: np.ndarray
+    noise: np.ndarray
+    finite: np.ndarray
+
+
+@jit(inline=True)
+def finish_change(plus, minus, resolution, w, epsilon, l2, J):
+    """The last step for one parameter at ``w`` (the one home of it): the L2 term's change
+    added to the changes ``plus`` and ``minus`` (J+- - J, data part), exactly ``l2 d (2 w +
+    d)`` for a step d (``l2``: l2 / (2 m) for a weight, else 0); the central difference, their
+    difference over the steps really taken (0 where the step rounds to 0); its noise bound
+    ``resolution / (2 epsilon)``; whether J+- are both finite. Returns ``(plus, minus,
+    gradapprox, noise, finite)``."""
+    d_plus = (w + epsilon) - w
+    d_minus = (w - epsilon) - w
+    if l2 != 0.0:  # (a zero l2 times an infinite term would be NaN)
+        plus += l2 * (d_plus * (2.0 * w + d_plus))
+        minus += l2 * (d_minus * (2.0 * w + d_minus))
+    step = d_plus - d_minus
+    gradapprox = (plus - minus) / step if step > 0 else 0.0
+    finite = math.isfinite(J + plus) and math.isfinite(J + minus)
+    return plus, minus, gradapprox, resolution / (2.0 * epsilon), finite
+
+
+@jit
+def finish_slots(values, t, epsilon, finish, indices):
+    """:func:`finish_change` for every slot k (parameter ``indices[k]`` at ``t[k]``):
+    ``values[0:2]`` (the changes) in place, ``finish``'s arrays (:class:`Finish`) by slot."""
+    J, l2_scale, weight, gradapprox, noise, finite = finish
+    plus, minus, resolution = values[0], values[1], values[2]
+    for k in range(t.shape[0]):
+        l2 = l2_scale if l2_scale != 0.0 and weight[indices[k]] else 0.0
+        plus[k], minus[k], gradapprox[k], noise[k], finite[k] = finish_change(
+            plus[k], minus[k], resolution[k], t[k], epsilon, l2, J)
 
 
 @jit

@@ -49,7 +49,17 @@ from ..losses import (
 )
 from ..models import SEED_MODEL
 from . import exact, layer_sweep
-from ._common import Codes, Costs, Network, Request, all_indices, locate, run_kernel
+from ._common import (
+    Codes,
+    Costs,
+    Finish,
+    Network,
+    Request,
+    all_indices,
+    finish_slots,
+    locate,
+    run_kernel,
+)
 from .costmodel import (
     COMPOSED_S_PER_ELEMENT,
     JIT_FORWARD_MACS,
@@ -799,26 +809,44 @@ def costs(net, theta, Y, epsilon, prepared, indices, progress=False, model=SEED_
     codes = Codes.of(model, net.n_layers)
     full = n == theta.shape[0] and (indices is all_indices(n)
                                     or np.array_equal(indices, all_indices(n)))
-    values, explicit = layer_sweep.changes(net, theta, epsilon, p, model, indices, full, progress)
-    kinks = np.zeros(n, dtype=np.int64)
-    if explicit.size:
-        values[:, explicit], kinks[explicit] = _kernel_changes(
-            net, theta, epsilon, p, codes, indices[explicit], progress)
     # Divided by the steps really taken, fl(theta_i +- epsilon) - theta_i, not by 2 epsilon:
     # the changes are exact to rounding, so the step's own rounding (up to an ulp of theta_i,
     # ~1e-9 relative at epsilon = 1e-7) would otherwise be the largest error left. A step that
     # rounds to 0 gives 0 (J did not move), which the report marks as unverified. The changes
-    # are formed directly: their rounding is what resolution bounds, no J's.
-    t = theta if full else theta[indices]
-    gradapprox, noise = _memory.empty(n), _memory.empty(n)  # apart: a report keeps one
-    _finish(values, t, float(epsilon), model.l2 / (2.0 * m),
-            _is_weight(net) if model.l2 else _NO_WEIGHTS, indices, gradapprox, noise)
+    # are formed directly: their rounding is what resolution bounds, no J's. The sweep
+    # finishes the slots it computes (:func:`._common.finish_change`; the matrix products in
+    # their assembly, while the values are at hand), the explicit ones are finished here.
+    finish = Finish(float(p.J), model.l2 / (2.0 * m),
+                    _is_weight(net) if model.l2 else _NO_WEIGHTS,
+                    _memory.empty(n), _memory.empty(n),  # apart: a report keeps one
+                    np.empty(n, dtype=np.bool_))
+    values, explicit = layer_sweep.changes(net, theta, epsilon, p, model, indices, full,
+                                           progress, finish)
+    kinks = np.zeros(n, dtype=np.int64)
+    if explicit.size:
+        left, kinks[explicit] = _kernel_changes(net, theta, epsilon, p, codes,
+                                                indices[explicit], progress)
+        _finish_explicit(values, explicit, left, theta, indices, float(epsilon), finish)
     dJ_plus, dJ_minus, resolution = values
-    return Costs(p.J, None, None, dJ_plus, dJ_minus, gradapprox, resolution, kinks,
-                 "incremental", indices, noise, explicit=int(explicit.size))
+    return Costs(p.J, None, None, dJ_plus, dJ_minus, finish.gradapprox, resolution, kinks,
+                 "incremental", indices, finish.noise, explicit=int(explicit.size),
+                 finite_memo=(dJ_plus, dJ_minus, finish.finite))
 
 
-_NO_WEIGHTS = np.zeros(1, dtype=np.bool_)  # no L2 term: _finish never reads it
+def _finish_explicit(values, explicit, left, theta, indices, epsilon: float,
+                     finish: Finish) -> None:
+    """The explicit slots' changes ``left`` (the per-coordinate kernel's) finished
+    (:func:`._common.finish_slots`) into their slots of ``values`` and ``finish``."""
+    part = Finish(finish.J, finish.l2_scale, finish.weight, *(np.empty(explicit.size, dtype)
+                                                               for dtype in (float, float, bool)))
+    finish_slots(left, theta[indices[explicit]], epsilon, part, indices[explicit])
+    values[:, explicit] = left
+    finish.gradapprox[explicit] = part.gradapprox
+    finish.noise[explicit] = part.noise
+    finish.finite[explicit] = part.finite
+
+
+_NO_WEIGHTS = np.zeros(1, dtype=np.bool_)  # no L2 term: the finish never reads it
 
 
 @functools.lru_cache(maxsize=4)
@@ -832,23 +860,3 @@ def _is_weight(net) -> np.ndarray:
     return weight
 
 
-@jit
-def _finish(values, t, epsilon, l2_scale, weight, indices, gradapprox, noise):
-    """The passes over the slots of :func:`costs`: the L2 term's change added to the changes
-    ``values[0:2]``, exactly ``l2 / (2 m) d (2 w + d)`` for a weight moved by d (``l2_scale``
-    = l2 / (2 m); 0: none); then ``gradapprox`` = their difference over the steps really
-    taken (0 where the step rounds to 0) and ``noise`` = ``values[2] / (2 epsilon)``."""
-    plus, minus, resolution = values[0], values[1], values[2]
-    if l2_scale != 0.0:
-        for k in range(t.shape[0]):
-            if weight[indices[k]]:
-                w = t[k]
-                d_plus = (w + epsilon) - w
-                d_minus = (w - epsilon) - w
-                plus[k] += l2_scale * (d_plus * (2.0 * w + d_plus))
-                minus[k] += l2_scale * (d_minus * (2.0 * w + d_minus))
-    for k in range(t.shape[0]):
-        w = t[k]
-        step = ((w + epsilon) - w) - ((w - epsilon) - w)
-        gradapprox[k] = (plus[k] - minus[k]) / step if step > 0 else 0.0
-        noise[k] = resolution[k] / (2.0 * epsilon)

@@ -48,7 +48,7 @@ from .._schedule import PRODUCT_SECONDS, claim, spread
 from .._threads import single_blas_thread
 from ..activations import LINEAR, has_kink, series
 from ..losses import COMPOSED_FIELDS, composed_terms
-from ._common import Request, locate, run_kernel
+from ._common import Finish, Request, finish_change, finish_slots, locate, run_kernel
 from .costmodel import (
     MATRIX_S_PER_RECORD,
     matrix_faster,
@@ -472,12 +472,16 @@ def _row_offsets(sizes: tuple[int, ...]) -> np.ndarray:
 
 
 def changes(net, theta: np.ndarray, epsilon: float, prepared, model, indices: np.ndarray,
-            full: bool, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            full: bool, progress: bool = False,
+            finish: Finish | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The changes J(theta +- epsilon e_i) - J (data part) and their bound for the parameters
     ``indices`` by the sweep, as the rows of a (3, n) array by slot, and the slots it leaves
     explicit (for the per-coordinate kernel; their columns are NaN). ``full``: ``indices``
     is every parameter in order (then the whole layer sweep runs, in parallel where it pays;
-    a subset takes its units' records and its inputs' sums, on one thread)."""
+    a subset takes its units' records and its inputs' sums, on one thread). ``finish``
+    (:class:`._common.Finish`, arrays by slot): every slot not explicit also finished
+    (:func:`._common.finish_change`: the L2 term added to its changes, its central
+    difference, noise bound and finiteness), by the matrix products in their assembly."""
     n = indices.shape[0]
     m = prepared.Y.shape[1]
     table = tables(net, theta, epsilon, prepared, model)
@@ -485,12 +489,19 @@ def changes(net, theta: np.ndarray, epsilon: float, prepared, model, indices: np
         # A range of coordinates (a shard of a full check on an executor's worker): the
         # blocks of the full sweep that hold it, so the full sweep's bits. The arrays are by
         # parameter; the pages of the blocks not computed are never touched.
-        values = np.empty((3, theta.shape[0]))
-        explicit = np.zeros(theta.shape[0], dtype=np.int8)
+        P = theta.shape[0]
+        values = np.empty((3, P))
+        explicit = np.zeros(P, dtype=np.int8)
+        by_parameter = None if finish is None else finish._replace(
+            gradapprox=np.empty(P), noise=np.empty(P), finite=np.empty(P, dtype=np.bool_))
         a, b = int(indices[0]), int(indices[-1]) + 1
         _matrix_sweep(Request(indices, theta, float(epsilon)), prepared.network,
-                      prepared.state, table, SweepOut(values, explicit), m, (a, b))
+                      prepared.state, table, SweepOut(values, explicit), m, (a, b),
+                      by_parameter)
         values, explicit = values[:, a:b].copy(), explicit[a:b]
+        if finish is not None:
+            for name in ("gradapprox", "noise", "finite"):
+                getattr(finish, name)[:] = getattr(by_parameter, name)[a:b]
         left = np.flatnonzero(explicit)
         values[:, left] = np.nan
         return values, left
@@ -501,7 +512,8 @@ def changes(net, theta: np.ndarray, epsilon: float, prepared, model, indices: np
     args = (Request(indices, theta, float(epsilon)), prepared.network, prepared.state, table,
             SweepOut(values, explicit))
     if full and matrix_pays(net.size_tuple, m):
-        _matrix_sweep(*args, m)
+        _matrix_sweep(*args, m, None, finish)
+        finish = None  # done in the assembly
     elif full:
         before = _parameters_before_row(net.size_tuple)
         run_kernel(_sweep_rows, _sweep_parallel, rows(net), sweep_row_seconds(net.size_tuple, m),
@@ -510,6 +522,9 @@ def changes(net, theta: np.ndarray, epsilon: float, prepared, model, indices: np
         run_kernel(_sweep_slots, None, n, sweep_slot_seconds(m), args, progress)
     left = np.flatnonzero(explicit)
     values[:, left] = np.nan
+    if finish is not None:
+        finish_slots(values, theta if full else theta[indices], float(epsilon), finish,
+                     indices)
     return values, left
 
 
@@ -689,8 +704,13 @@ def _cubic_negligible(W, norms, dmax, kappa):
 _FINITE = 1.7976931348623157e308
 
 
+#: :func:`_assemble_range`'s ``finish`` when there is none (the same types: one signature).
+_NO_FINISH = Finish(0.0, 0.0, np.zeros(1, dtype=np.bool_), np.zeros(1), np.zeros(1),
+                    np.zeros(1, dtype=np.bool_))
+
+
 @jit
-def _assemble_range(lo, hi, where, S, W, norms, request, net, out):
+def _assemble_range(lo, hi, where, S, W, norms, request, net, out, finish):
     """The parameters of the rows lo <= k < hi of a block of layer l's units (``where``: l,
     the block's first unit ``base`` (unit r = base + k), kappa, m, whether the cubic
     products were formed, the layer's largest step dmax) from their sums ``S`` (P1, P2, P3
@@ -698,13 +718,16 @@ def _assemble_range(lo, hi, where, S, W, norms, request, net, out):
     records ``W`` (R1, H: ``W[3:5, k]``) and the inputs' ``norms`` (:func:`_column_norms`):
     :func:`_assemble`. Without the cubic products (:func:`_cubic_negligible`) P3 counts as
     0 and ``d**2 dmax ||c3_r|| ||x_c**3||`` joins the bound (as ``dmax ||c3_r||
-    ||x_c**3||`` in its sum Q2, which it multiplies by d**2). Explicit parameters get values
-    too, which their own path overwrites (a branch per parameter would keep the loop from
-    vectorising)."""
+    ||x_c**3||`` in its sum Q2, which it multiplies by d**2). With ``finished`` each
+    parameter is also finished (:func:`._common.finish_change`, into ``finish``'s arrays by
+    parameter: :class:`._common.Finish` as a plain tuple) while its changes are at hand.
+    Explicit parameters get values too, which their own path overwrites (a branch per
+    parameter would keep the loop from vectorising)."""
     l, base, kappa, m, cubic, dmax = where
     _, theta, epsilon = request
     sizes, w_off, b_off, _ = net
     values = out[0]
+    finished, (J, l2, _, gradapprox, noise, finite) = finish
     n_prev = sizes[l - 1]
     grow = 1.0 + (m + 8.0) * _U
     for k in range(lo, hi):
@@ -728,10 +751,21 @@ def _assemble_range(lo, hi, where, S, W, norms, request, net, out):
             plus[c], minus[c], bound[c] = _changes(
                 t[c], epsilon, (p1[c], p2[c], p3[c] if cubic else 0.0, r1 * x1[c],
                                 h * x2[c] + c3 * x3[c]), kappa, m)
-        _assemble(values, b_off[l] + r, theta[b_off[l] + r], epsilon,
+        if finished:  # the row's values still in the cache
+            numerical = gradapprox[start : start + n_prev]
+            bounds = noise[start : start + n_prev]
+            fine = finite[start : start + n_prev]
+            for c in range(n_prev):
+                plus[c], minus[c], numerical[c], bounds[c], fine[c] = finish_change(
+                    plus[c], minus[c], bound[c], t[c], epsilon, l2, J)
+        i = b_off[l] + r
+        _assemble(values, i, theta[i], epsilon,
                   (S[0, k, n_prev], S[1, k, n_prev], S[2, k, n_prev] if cubic else 0.0,
                    r1 * norms[0, n_prev], h * norms[1, n_prev] + c3 * norms[2, n_prev]),
                   kappa, m)
+        if finished:  # the bias: no L2 term
+            values[0, i], values[1, i], gradapprox[i], noise[i], finite[i] = finish_change(
+                values[0, i], values[1, i], values[2, i], theta[i], epsilon, 0.0, J)
 
 
 #: Unit rows per block of products (at least; more for narrow layers, up to BLOCK_BYTES of
@@ -744,16 +778,18 @@ def _block_rows(n_prev: int) -> int:
     return max(BLOCK_ROWS, BLOCK_BYTES // (3 * 8 * (n_prev + 1)))
 
 
-def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
+def _matrix_sweep(request, net, state, table, out, m: int, span=None, finish=None) -> None:
     """The full sweep of every layer by matrix products (see above), into ``out`` (by
     parameter): the records of a layer's units in the engine's parallel loop, then blocks of
     unit rows (a fixed cut, whatever the threads), each block's products (one BLAS thread:
     three, or two where the cubic term is negligible) and its assembly by one thread.
     ``span = (a, b)``: only the blocks that hold a parameter a <= i < b (the same blocks as
     the full sweep's, and each block decides alone whether to form its cubic products: the
-    same bits)."""
+    same bits). ``finish`` (:class:`._common.Finish`, arrays by parameter): each parameter
+    also finished in the assembly."""
     sizes = [int(s) for s in net[0]]
     kappa = float(_kappa(sizes[-1], m))
+    finish = (finish is not None, tuple(_NO_FINISH if finish is None else finish))
     with single_blas_thread():
         for l in range(1, len(sizes)):
             n, n_prev = sizes[l], sizes[l - 1]
@@ -777,7 +813,7 @@ def _matrix_sweep(request, net, state, table, out, m: int, span=None) -> None:
                     for q in range(3 if cubic else 2):
                         np.matmul(block[q], X[q], out=S[q, :hi - lo])
                     _assemble_range(0, hi - lo, (l, lo, kappa, m, cubic, dmax), S, block,
-                                    norms, request, net, out)
+                                    norms, request, net, out, finish)
 
             spread(run_blocks, blocks, 3 * (last - first) * m * (n_prev + 1) * PRODUCT_SECONDS)
 
