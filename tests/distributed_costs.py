@@ -5,6 +5,7 @@ stands in for many machines."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numba
 import numpy as np
@@ -51,7 +52,15 @@ def local_cluster():
     stands in for many machines), closed after."""
     import distributed
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client
+    environ = dict(os.environ)
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster:
+            with distributed.Client(cluster) as client:
+                yield client
+    finally:
+        # dask's nannies put their workers' settings into this process's environment too
+        # (distributed.nanny.pre-spawn-environ: MALLOC_TRIM_THRESHOLD_=65536, one BLAS
+        # thread, ...), which every process started later would inherit.
+        os.environ.clear()
+        os.environ.update(environ)
