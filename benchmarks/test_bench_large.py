@@ -202,9 +202,6 @@ def _mnist_check(benchmark):
     return X, Y, parameters, report
 
 
-@pytest.mark.xfail(strict=False, reason="issue 14's 10x is met on a quiet machine only: "
-                   "9.5-12.8x over 2026-12-01's runs (7.1-10 ms against 90-96 ms), 10.2x "
-                   "on 2026-12-02")
 def test_full_check_against_the_per_coordinate_engine(benchmark):
     benchmark.group = "issue 14: the mnist-size full check"
     benchmark.name = "check_gradients[mnist] vs per-coordinate engine"
@@ -228,10 +225,6 @@ def test_full_check_against_the_per_coordinate_engine(benchmark):
     assert slow / fast >= ENGINE_SPEEDUP_TARGET
 
 
-@pytest.mark.xfail(strict=False, reason="issue 14's 10 passes' worth is met on a quiet "
-                   "machine only: 9.7-11.6 over 2026-12-01's runs, 10.7-11.1 on 2026-12-02 "
-                   "(the check on one thread below 20 ms of work, the baseline's BLAS on "
-                   "both cores)")
 def test_full_check_in_ten_forward_backward_passes(benchmark):
     benchmark.group = "issue 14: the mnist-size full check"
     benchmark.name = "check_gradients[mnist] in forward+backward passes"
