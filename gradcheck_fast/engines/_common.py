@@ -15,6 +15,7 @@ from .. import _schedule
 from .._console import progress_bar
 from .._jit import jit
 from .._schedule import bare, run_on, threads_for
+from .._steps import numpy_steps, steps_taken
 from ..noise import SIGMA_FACTOR
 
 #: Unit roundoff of float64.
@@ -172,8 +173,7 @@ def finish_change(plus, minus, resolution, w, epsilon, l2, J):
     difference over the steps really taken (0 where the step rounds to 0); its noise bound
     ``resolution / (2 epsilon)``; whether J+- are both finite. Returns ``(plus, minus,
     gradapprox, noise, finite)``."""
-    d_plus = (w + epsilon) - w
-    d_minus = (w - epsilon) - w
+    d_plus, d_minus = steps_taken(w, epsilon)
     if l2 != 0.0:  # (a zero l2 times an infinite term would be NaN)
         plus += l2 * (d_plus * (2.0 * w + d_plus))
         minus += l2 * (d_minus * (2.0 * w + d_minus))
@@ -219,7 +219,8 @@ def full_cost_noise(J_plus: np.ndarray, J_minus: np.ndarray, resolution: np.ndar
       (:mod:`gradcheck_fast.noise`; 0 or NaN: none).
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        step = ((theta + epsilon) - theta) - ((theta - epsilon) - theta)
+        d_plus, d_minus = numpy_steps(theta, epsilon)
+        step = d_plus - d_minus
         step_error = np.where(step > 0, np.abs(step - 2.0 * epsilon) / step, np.inf)
         sums = (m + 1) * _U * (np.abs(J_plus) + np.abs(J_minus)) / (2.0 * epsilon)
         measured = SIGMA_FACTOR * sigma / epsilon if math.isfinite(sigma) else 0.0

@@ -39,6 +39,7 @@ from numba import prange
 from .. import _memory
 from .._jit import jit
 from .._schedule import SERIAL_SECONDS, blocked_matmul, claim, run
+from .._steps import steps_taken
 from ..activations import change
 from ..losses import (
     COMPOSED_FIELDS,
@@ -681,9 +682,7 @@ def _deltas_range(lo, hi, request, net, codes, state, changes):
         i = idx[slot]
         l, r, c, is_bias = locate(i, sizes, w_off, b_off)
         t = theta[i]
-        # The steps the seed really takes: fl(theta_i + eps) - theta_i, exact in floating point.
-        d_plus = (t + epsilon) - t
-        d_minus = (t - epsilon) - t
+        d_plus, d_minus = steps_taken(t, epsilon)  # the steps the seed really takes
         acc_plus = 0.0
         acc_minus = 0.0
         error = 0.0

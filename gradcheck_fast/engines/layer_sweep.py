@@ -45,6 +45,7 @@ from numba import prange
 from .. import _memory
 from .._jit import jit
 from .._schedule import PRODUCT_SECONDS, claim, spread
+from .._steps import steps_taken
 from .._threads import single_blas_thread
 from ..activations import LINEAR, has_kink, series
 from ..losses import COMPOSED_FIELDS, composed_terms
@@ -312,8 +313,7 @@ def _changes(t, epsilon, sums, kappa, m):
     taken, d = fl(t +- epsilon) - t, and the sum of their bounds ``|d| (kappa Q1 + |d| Q2) /
     m`` (``sums``: P1, P2, P3, Q1, Q2)."""
     p1, p2, p3, q1, q2 = sums
-    d_plus = (t + epsilon) - t
-    d_minus = (t - epsilon) - t
+    d_plus, d_minus = steps_taken(t, epsilon)
     a_plus = abs(d_plus)
     a_minus = abs(d_minus)
     error = a_plus * (kappa * q1 + a_plus * q2) + a_minus * (kappa * q1 + a_minus * q2)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._jit import jit
 from .._schedule import run
+from .._steps import steps_taken
 from ..layout import Layout
 from ..modes import Probes, detectable_error
 from ..options import ATOL, RTOL
@@ -489,7 +490,8 @@ def _clean_scan(first, last, analytic, numerical, arrays, criterion):
         t = theta[i]
         tolerance = atol + rtol * abs(x)
         noise = bound[i] + truncation[i] if truncated else bound[i]
-        noise = noise if ((t + epsilon) - t) - ((t - epsilon) - t) > 0.0 else math.inf
+        d_plus, d_minus = steps_taken(t, epsilon)
+        noise = noise if d_plus - d_minus > 0.0 else math.inf
         noise = 0.0 if noise != noise else noise
         error = abs(a - x)
         magnitude = _magnitude(a, x)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._jit import jit
+from .._steps import steps_taken
 from ..noise import SIGMA_FACTOR  # noqa: F401 (the report's safety factor, named here too)
 
 #: Unit roundoff of float64.
@@ -172,8 +173,8 @@ def allowance_elements(numerical, noise, truncation, truncated, theta, epsilon, 
     for i in range(theta.shape[0]):
         tolerance[i] = atol + rtol * abs(numerical[i])
         bound = noise[i] + truncation[i] if truncated else noise[i]
-        t = theta[i]
-        if not ((t + epsilon) - t) - ((t - epsilon) - t) > 0.0:
+        d_plus, d_minus = steps_taken(theta[i], epsilon)
+        if not d_plus - d_minus > 0.0:
             bound = math.inf
         bounds[i] = 0.0 if bound != bound else bound
 
