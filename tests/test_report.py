@@ -354,6 +354,26 @@ def test_summary_is_numpys_reductions_of_the_judgement(data, directional, chunk)
     assert summary.worst.tolist() == [i for _, i in expected]
 
 
+def test_the_summarys_scan_judges_unverified_by_the_summarys_own_atol():
+    """A coordinate 1.0001e-8 from 0 with a noise bound of 3e-10 passes only within that
+    bound, which exceeds 1 % of the values and atol = 1e-12 but not 1e-8: unverified under
+    the summary's atol of 1e-12, though the source's tolerances take atol = 1e-8 (the
+    element-by-element judgement's rule, which the one-pass scan of a clean chunk must
+    follow)."""
+    from gradcheck_fast.report.build import CoordinateSource, summarise
+
+    analytic, numerical = np.zeros(3), np.array([1.0001e-8, 0.0, 0.0])
+    source = CoordinateSource(np.zeros(3, dtype=np.int64), np.ones(3, dtype=bool),
+                              np.full(3, 3e-10), np.zeros(1), False, np.full(3, 0.5), 1e-7,
+                              1e-6, 1e-8)
+    items = Measurements(mode="full", engine="incremental", cost=1.0, analytic=analytic,
+                         numerical=numerical, tolerance=None, noise=None, at_kink=None,
+                         nonfinite=None, spans=(slice(0, 3),), indices=np.arange(3),
+                         source=source)
+    assert summarise(items, 1e-12).lists[2].tolist() == [0]  # the unverified list
+    assert summarise(items, 1e-8).lists[2].tolist() == []
+
+
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), chunk=st.sampled_from([1, 4, 16, 1024]), truncated=st.booleans())
 def test_summary_from_a_coordinate_source_is_the_summary_of_its_arrays(data, chunk, truncated):
@@ -367,16 +387,20 @@ def test_summary_from_a_coordinate_source_is_the_summary_of_its_arrays(data, chu
     from gradcheck_fast.report.diagnosis import allowance_elements
 
     n = data.draw(st.integers(1, 40))
-    analytic = np.array(data.draw(st.lists(st.floats(-5, 5), min_size=n, max_size=n)))
-    gap = np.array(data.draw(st.lists(st.sampled_from([0.0, 1e-12, -3e-9, 1e-3, math.nan,
-                                                       math.inf, 1e300]),
+    analytic = np.array(data.draw(st.lists(st.one_of(st.floats(-5, 5), st.just(0.0)),
+                                           min_size=n, max_size=n)))
+    # 1.0001e-8 from 0 with a noise bound of 3e-10: just past atol, passing within the noise
+    # bound, which exceeds 1e-12 and 1 % of the values but not 1e-8: unverified or not by
+    # the summary's own atol.
+    gap = np.array(data.draw(st.lists(st.sampled_from([0.0, 1e-12, -3e-9, 1.0001e-8, 1e-3,
+                                                       math.nan, math.inf, 1e300]),
                                       min_size=n, max_size=n)))
     numerical = analytic + gap
     finite = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     finite |= np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))  # mostly
     kinks = np.array(data.draw(st.lists(st.sampled_from([0, 0, 0, 2]), min_size=n,
                                         max_size=n)), dtype=np.int64)
-    noise = np.array(data.draw(st.lists(st.sampled_from([1e-10, 1e-10, 1e-4, math.nan]),
+    noise = np.array(data.draw(st.lists(st.sampled_from([1e-10, 3e-10, 1e-4, math.nan]),
                                         min_size=n, max_size=n)))
     truncation = np.array(data.draw(st.lists(st.sampled_from([0.0, 1e-9, 1e-2]), min_size=n,
                                              max_size=n)))
@@ -397,7 +421,8 @@ def test_summary_from_a_coordinate_source_is_the_summary_of_its_arrays(data, chu
                                nonfinite=None, source=source)
     from_arrays = Measurements(**common, tolerance=tolerance, noise=bound,
                                at_kink=(kinks > 0) & finite, nonfinite=~finite)
-    one, other = (summarise(items, atol, n_worst=3, chunk=chunk)
+    judged_atol = data.draw(st.sampled_from([atol, 1e-12, 1e-9]))  # the summary's own
+    one, other = (summarise(items, judged_atol, n_worst=3, chunk=chunk)
                   for items in (from_source, from_arrays))
     assert np.array_equal(one.stats, other.stats, equal_nan=True)
     assert [a.tolist() for a in one.lists] == [a.tolist() for a in other.lists]

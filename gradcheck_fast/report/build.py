@@ -433,7 +433,7 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out, scratch):
         if scan:
             n_flagged, big_error, big_relative = _clean_scan(
                 first, last, analytic, numerical, (kinks, finite, bound, truncation, theta),
-                (truncated, epsilon, rtol, atol, criterion[1]))
+                (truncated, epsilon, rtol, atol, criterion[0], criterion[1]))
             if n_flagged == 0:  # every item valid, none flagged: the counts are known
                 row[_COUNTS:_LARGEST] = 0.0
                 row[_COUNTS + 4] = n
@@ -473,15 +473,16 @@ def _summary_chunks(lo, hi, items, arrays, source, criterion, out, scratch):
 def _clean_scan(first, last, analytic, numerical, arrays, criterion):
     """One pass over the coordinates first <= i < last (``arrays``: a
     :class:`CoordinateSource`'s kinks, finite, noise, truncation and theta; ``criterion``:
-    whether truncated, epsilon, rtol, atol and the unverifiable fraction): how many are not
-    plainly passing -- at a kink, non-finite, failing, unverified (each as
-    :func:`_fill_parts` and :func:`.diagnosis.judge_elements` decide it) or with a NaN
-    relative error -- and the largest error and relative error. Where none is, these are the
-    chunk's whole summary: every item valid, its rank its relative error / 2; else the chunk
-    is judged item by item. Selects, no branches: the loop vectorises (a third of the time of
-    the item-by-item judgement, which writes ten arrays)."""
+    whether truncated, the source's epsilon, rtol and atol, the summary's atol and the
+    unverifiable fraction): how many are not plainly passing -- at a kink, non-finite,
+    failing, unverified (each as :func:`_fill_parts` and :func:`.diagnosis.judge_elements`
+    decide it) or with a NaN relative error -- and the largest error and relative error.
+    Where none is, these are the chunk's whole summary: every item valid, its rank its
+    relative error / 2; else the chunk is judged item by item. It writes nothing per item:
+    about half the time of the item-by-item judgement, which writes ten arrays (the running
+    maxima keep LLVM from vectorising all of it)."""
     kinks, finite, bound, truncation, theta = arrays
-    truncated, epsilon, rtol, atol, fraction = criterion
+    truncated, epsilon, rtol, atol, judged_atol, fraction = criterion
     n_flagged = 0
     big_error = big_relative = 0.0
     for i in range(first, last):
@@ -497,7 +498,8 @@ def _clean_scan(first, last, analytic, numerical, arrays, criterion):
         magnitude = _magnitude(a, x)
         relative = _relative(error, magnitude)
         flagged = ((not finite[i]) | (kinks[i] > 0) | (not error <= tolerance + noise)
-                   | ((error > tolerance) & (noise > atol) & (noise > fraction * magnitude))
+                   | ((error > tolerance) & (noise > judged_atol)
+                      & (noise > fraction * magnitude))
                    | (relative != relative))
         n_flagged += flagged
         big_error = error if error > big_error else big_error
