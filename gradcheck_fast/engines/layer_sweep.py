@@ -687,21 +687,17 @@ def _cubic_negligible(W, norms, dmax, kappa):
             r1 += W[3, k, j] * W[3, k, j]
         if c3 != 0.0:
             ratio = c3 / r1
-            if not ratio <= _FINITE:  # NaN, or no linear part to compare with
+            if not math.isfinite(ratio):  # NaN, or no linear part to compare with
                 return False
             rows = max(rows, ratio)
     columns = 0.0
     for c in range(norms.shape[1]):
         if norms[2, c] != 0.0:
             ratio = norms[2, c] / norms[0, c]
-            if not ratio <= _FINITE:
+            if not math.isfinite(ratio):
                 return False
             columns = max(columns, ratio)
     return dmax * dmax * math.sqrt(rows) * columns <= kappa
-
-
-#: The largest float64 below infinity.
-_FINITE = 1.7976931348623157e308
 
 
 #: :func:`_assemble_range`'s ``finish`` when there is none (the same types: one signature).
